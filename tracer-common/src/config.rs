@@ -1,0 +1,65 @@
+//! Settings the agent writes into the `CONFIG` map before attaching programs.
+
+/// Byte offsets of the kernel struct members the programs read, taken from
+/// `/sys/kernel/btf/vmlinux` at start-up (Rust eBPF has no CO-RE relocations).
+/// Each is the offset from the start of the named struct.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelOffsets {
+    /// `task_struct.files`
+    pub task_files: u32,
+    /// `files_struct.fdt`
+    pub files_fdt: u32,
+    /// `fdtable.max_fds`
+    pub fdtable_max_fds: u32,
+    /// `fdtable.fd`
+    pub fdtable_fd: u32,
+    /// `file.f_inode`
+    pub file_inode: u32,
+    /// `file.private_data`
+    pub file_private_data: u32,
+    /// `inode.i_mode`
+    pub inode_mode: u32,
+    /// `socket.type`
+    pub socket_type: u32,
+    /// `socket.sk`
+    pub socket_sk: u32,
+    /// `sock.__sk_common.skc_family`
+    pub sock_family: u32,
+    /// `sock.sk_protocol`
+    pub sock_protocol: u32,
+    /// `sock.__sk_common.skc_num` (local port, host order)
+    pub sock_num: u32,
+    /// `sock.__sk_common.skc_dport` (remote port, network order)
+    pub sock_dport: u32,
+    /// `sock.__sk_common.skc_daddr`
+    pub sock_daddr: u32,
+    /// `sock.__sk_common.skc_rcv_saddr`
+    pub sock_rcv_saddr: u32,
+    /// `sock.__sk_common.skc_v6_daddr`
+    pub sock_v6_daddr: u32,
+    /// `sock.__sk_common.skc_v6_rcv_saddr`
+    pub sock_v6_rcv_saddr: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub offsets: KernelOffsets,
+    /// The agent's own process id: never traced.
+    pub agent_pid: u32,
+    /// Non-zero: only processes in the `TRACED_PIDS` map are traced.
+    pub filter_pids: u32,
+    /// Payload prefix copied per syscall, at most `MAX_CAPTURE`.
+    pub capture_bytes: u32,
+    /// The ring buffer wakes the reader once this many bytes wait; below it the
+    /// reader's timer collects them (fewer wake-ups under load).
+    pub wakeup_bytes: u32,
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for Config {}
+
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
+const _: () = assert!(core::mem::size_of::<Config>() == 88);

@@ -1,0 +1,44 @@
+//! Kernel-side counters, one slot each in the per-CPU `COUNTERS` array.
+//! Ids are never reused; add new ones at the end.
+
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Events written to the ring buffer.
+    EventsSent = 0,
+    /// Events lost because the ring buffer was full.
+    EventsLostRingFull = 1,
+    /// Syscalls not traced because the per-thread in-flight map was full.
+    InFlightMapFull = 2,
+    /// A kernel struct read (`bpf_probe_read_kernel`) failed.
+    KernelReadFailed = 3,
+    /// Copying a payload from user memory failed (the event is still sent,
+    /// with no captured bytes).
+    PayloadReadFailed = 4,
+    /// Bytes of socket traffic beyond the captured prefix (counted, not copied).
+    BytesNotCaptured = 5,
+}
+
+impl Counter {
+    pub const ALL: [Counter; 6] = [
+        Counter::EventsSent,
+        Counter::EventsLostRingFull,
+        Counter::InFlightMapFull,
+        Counter::KernelReadFailed,
+        Counter::PayloadReadFailed,
+        Counter::BytesNotCaptured,
+    ];
+    /// Slots in the `COUNTERS` map.
+    pub const SLOTS: u32 = Self::ALL.len() as u32;
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Counter::EventsSent => "events_sent",
+            Counter::EventsLostRingFull => "events_lost_ring_full",
+            Counter::InFlightMapFull => "in_flight_map_full",
+            Counter::KernelReadFailed => "kernel_read_failed",
+            Counter::PayloadReadFailed => "payload_read_failed",
+            Counter::BytesNotCaptured => "bytes_not_captured",
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! The one event record the kernel writes to the `EVENTS` ring buffer.
+//!
+//! A record is a `SocketEvent` header followed by `captured` payload bytes.
+
+/// What the event reports. Ids are never reused.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// Bytes read from or written to a TCP socket.
+    Data = 1,
+    /// A connection was accepted (server side) or connected (client side).
+    Open = 2,
+    /// The last descriptor of a TCP socket in a process was closed.
+    Close = 3,
+}
+
+impl EventKind {
+    pub fn from_u32(value: u32) -> Option<Self> {
+        match value {
+            1 => Some(Self::Data),
+            2 => Some(Self::Open),
+            3 => Some(Self::Close),
+            _ => None,
+        }
+    }
+}
+
+/// Which side of the connection the traced process is.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Opened before the agent started: the agent infers the role.
+    Unknown = 0,
+    /// The process called `connect()`.
+    Client = 1,
+    /// The process got the socket from `accept()`.
+    Server = 2,
+}
+
+impl Role {
+    pub fn from_u8(value: u8) -> Self {
+        match value {
+            1 => Self::Client,
+            2 => Self::Server,
+            _ => Self::Unknown,
+        }
+    }
+}
+
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// The process read these bytes from the socket.
+    Ingress = 1,
+    /// The process wrote these bytes to the socket.
+    Egress = 2,
+}
+
+impl Direction {
+    pub fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(Self::Ingress),
+            2 => Some(Self::Egress),
+            _ => None,
+        }
+    }
+}
+
+/// The syscall an event came from (for diagnostics and tests).
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Syscall {
+    Read = 1,
+    Write = 2,
+    Readv = 3,
+    Writev = 4,
+    Recvfrom = 5,
+    Sendto = 6,
+    Recvmsg = 7,
+    Sendmsg = 8,
+    Sendfile = 9,
+    Accept = 10,
+    Connect = 11,
+    Close = 12,
+}
+
+impl Syscall {
+    pub fn from_u8(value: u8) -> Option<Self> {
+        Some(match value {
+            1 => Self::Read,
+            2 => Self::Write,
+            3 => Self::Readv,
+            4 => Self::Writev,
+            5 => Self::Recvfrom,
+            6 => Self::Sendto,
+            7 => Self::Recvmsg,
+            8 => Self::Sendmsg,
+            9 => Self::Sendfile,
+            10 => Self::Accept,
+            11 => Self::Connect,
+            12 => Self::Close,
+            _ => return None,
+        })
+    }
+
+    /// The direction bytes move in for a data syscall.
+    pub fn direction(self) -> Option<Direction> {
+        match self {
+            Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg => Some(Direction::Ingress),
+            Self::Write | Self::Writev | Self::Sendto | Self::Sendmsg | Self::Sendfile => {
+                Some(Direction::Egress)
+            }
+            Self::Accept | Self::Connect | Self::Close => None,
+        }
+    }
+}
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SocketEvent {
+    /// `EventKind` as u32.
+    pub kind: u32,
+    /// Process id (thread group id).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// The file descriptor in `pid`.
+    pub fd: i32,
+    /// Kernel address of the `struct sock`: the same for the connection's
+    /// whole life, in every process that shares it.
+    pub sock_id: u64,
+    /// CLOCK_MONOTONIC at syscall entry and exit.
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// The syscall's result: bytes actually moved (partial reads/writes are exact).
+    pub bytes: u64,
+    /// Payload bytes that follow this header (a prefix of `bytes`).
+    pub captured: u32,
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    pub local_port: u16,
+    pub remote_port: u16,
+    /// `Role` as u8.
+    pub role: u8,
+    /// `Direction` as u8 (0 for open/close).
+    pub direction: u8,
+    /// `Syscall` as u8.
+    pub syscall: u8,
+    pub _pad: [u8; 3],
+    /// IPv4 addresses use the first four bytes (network order).
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    /// The thread's command name (`comm`), NUL-padded.
+    pub comm: [u8; 16],
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SocketEvent {}
+
+pub const SOCKET_EVENT_SIZE: usize = core::mem::size_of::<SocketEvent>();
+const _: () = assert!(SOCKET_EVENT_SIZE == 112);
+const _: () = assert!(SOCKET_EVENT_SIZE % 8 == 0);
+// No implicit padding: `comm` ends exactly at the struct's end.
+const _: () = assert!(core::mem::offset_of!(SocketEvent, comm) + 16 == SOCKET_EVENT_SIZE);

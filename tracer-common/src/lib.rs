@@ -1,0 +1,36 @@
+//! Types shared by the kernel programs (`tracer-ebpf`) and the agent.
+//!
+//! Everything here is `#[repr(C)]` with explicit padding so both sides agree on
+//! the layout byte for byte; the size asserts at the bottom catch a drift at
+//! compile time. Integer flags stand in for `bool` and enums so that no value
+//! the kernel writes can be an invalid Rust value on the user side.
+#![cfg_attr(target_arch = "bpf", no_std)]
+
+pub mod config;
+pub mod counters;
+pub mod event;
+
+pub use config::{Config, KernelOffsets};
+pub use counters::Counter;
+pub use event::{Direction, EventKind, Role, SocketEvent, Syscall};
+
+/// Largest payload prefix one event can carry. The capture length the agent
+/// configures (`Config::capture_bytes`) is at most this. A power of two: the
+/// kernel side masks offsets with `MAX_CAPTURE - 1` to satisfy the verifier.
+pub const MAX_CAPTURE: usize = 16 * 1024;
+
+/// Default payload prefix captured per syscall.
+pub const DEFAULT_CAPTURE: u32 = 4096;
+
+/// How many iovec entries of a readv/writev/recvmsg/sendmsg are copied from.
+/// Bytes in later entries are still counted in `SocketEvent::bytes`.
+pub const MAX_IOVECS: u32 = 8;
+
+/// Threads that can be inside a traced syscall at once (per-thread map size).
+pub const MAX_IN_FLIGHT: u32 = 16 * 1024;
+
+/// Sockets whose role (client/server) the kernel remembers (LRU).
+pub const MAX_ROLES: u32 = 64 * 1024;
+
+/// Processes `--pid` can name.
+pub const MAX_TRACED_PIDS: u32 = 1024;

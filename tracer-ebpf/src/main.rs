@@ -1,0 +1,25 @@
+//! Kernel programs of the tracer: syscall tracepoints that see TCP socket
+//! traffic of every process and stream it to the agent through a ring buffer.
+//!
+//! Layout: `maps` (every map, sized), `sockets` (fd → TCP `struct sock`, with
+//! offsets from BTF), `capture` (bounded payload copies and event emission),
+//! `programs` (the thin tracepoint entry points).
+#![no_std]
+#![no_main]
+
+mod capture;
+mod maps;
+mod programs;
+mod sockets;
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    // Unreachable in a verified program; the verifier rejects code that could panic.
+    loop {}
+}
+
+// GPL-compatible: bpf_probe_read_user and the ring buffer helpers require it.
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

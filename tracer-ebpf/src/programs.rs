@@ -1,0 +1,227 @@
+//! Tracepoint entry points. Each program is named after the tracepoint it
+//! attaches to (`syscalls:<name>`), which is how the agent finds them.
+//!
+//! Syscall tracepoint records (see `/sys/kernel/tracing/events/syscalls/*/format`):
+//! arguments are 8-byte fields from offset 16; an exit record's `ret` is at 16.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use tracer_common::{Config, Counter, EventKind, Role, Syscall};
+
+use crate::{
+    capture::{capture_buffer, capture_iovecs, capture_msghdr, emit, start_event},
+    maps::{IN_FLIGHT, InFlight, ROLES, TRACED_PIDS, config, count},
+    sockets::tcp_sock_of_fd,
+};
+
+const MSG_PEEK: u64 = 2;
+const EINPROGRESS: i64 = -115;
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, index: usize) -> u64 {
+    unsafe { ctx.read_at::<u64>(16 + 8 * index) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn ret(ctx: &TracePointContext) -> i64 {
+    unsafe { ctx.read_at::<i64>(16) }.unwrap_or(-1)
+}
+
+/// The config when the current process is to be traced.
+#[inline(always)]
+fn traced() -> Option<&'static Config> {
+    let config = config()?;
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if pid == config.agent_pid {
+        return None;
+    }
+    if config.filter_pids != 0 && unsafe { TRACED_PIDS.get(pid) }.is_none() {
+        return None;
+    }
+    Some(config)
+}
+
+/// Enter of a syscall on `fd`: remember it if `fd` is a TCP socket.
+#[inline(always)]
+fn enter(ctx: &TracePointContext, syscall: Syscall, user_ptr: u64, iov_count: u64) {
+    let Some(config) = traced() else { return };
+    let fd = arg(ctx, 0) as i64;
+    let Some(sock) = tcp_sock_of_fd(&config.offsets, fd) else {
+        return;
+    };
+    let in_flight = InFlight {
+        sock,
+        user_ptr,
+        iov_count,
+        start_ns: unsafe { bpf_ktime_get_ns() },
+        fd: fd as i32,
+        syscall: syscall as u8,
+        _pad: [0; 3],
+    };
+    if IN_FLIGHT
+        .insert(bpf_get_current_pid_tgid(), in_flight, 0)
+        .is_err()
+    {
+        count(Counter::InFlightMapFull, 1);
+    }
+}
+
+#[inline(always)]
+fn take_in_flight() -> Option<InFlight> {
+    let key = bpf_get_current_pid_tgid();
+    let in_flight = unsafe { IN_FLIGHT.get(key) }.copied()?;
+    let _ = IN_FLIGHT.remove(key);
+    Some(in_flight)
+}
+
+/// Exit of a read/write-like syscall: send what moved, with a payload prefix.
+#[inline(always)]
+fn exit_data(ctx: &TracePointContext, syscall: Syscall) {
+    let Some(in_flight) = take_in_flight() else { return };
+    let moved = ret(ctx);
+    if moved <= 0 {
+        return;
+    }
+    let Some(config) = crate::maps::config() else { return };
+    let Some(buffer) = start_event(config, EventKind::Data, syscall, in_flight.fd, in_flight.sock)
+    else {
+        return;
+    };
+    buffer.header.start_ns = in_flight.start_ns;
+    buffer.header.bytes = moved as u64;
+    let limit = core::cmp::min(moved as u64, config.capture_bytes as u64) as usize;
+    let captured = match syscall {
+        Syscall::Readv | Syscall::Writev => {
+            capture_iovecs(buffer, in_flight.user_ptr, in_flight.iov_count, limit)
+        }
+        Syscall::Recvmsg | Syscall::Sendmsg => capture_msghdr(buffer, in_flight.user_ptr, limit),
+        Syscall::Sendfile => 0,
+        _ => capture_buffer(buffer, in_flight.user_ptr, limit),
+    };
+    buffer.header.captured = captured as u32;
+    count(Counter::BytesNotCaptured, moved as u64 - captured as u64);
+    emit(config, buffer);
+}
+
+/// A new connection on `fd`: remember its role and tell the agent.
+#[inline(always)]
+fn opened(fd: i64, role: Role, syscall: Syscall, sock: Option<u64>) {
+    let Some(config) = traced() else { return };
+    let Some(sock) = sock.or_else(|| tcp_sock_of_fd(&config.offsets, fd)) else {
+        return;
+    };
+    let _ = ROLES.insert(sock, role as u8, 0);
+    let Some(buffer) = start_event(config, EventKind::Open, syscall, fd as i32, sock) else {
+        return;
+    };
+    emit(config, buffer);
+}
+
+macro_rules! data_syscall {
+    ($enter:ident, $exit:ident, $syscall:expr, |$ctx:ident| ($user_ptr:expr, $iov_count:expr)) => {
+        #[tracepoint]
+        pub fn $enter($ctx: TracePointContext) -> u32 {
+            enter(&$ctx, $syscall, $user_ptr, $iov_count);
+            0
+        }
+
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            exit_data(&ctx, $syscall);
+            0
+        }
+    };
+}
+
+// read(fd, buf, count) / write(fd, buf, count)
+data_syscall!(sys_enter_read, sys_exit_read, Syscall::Read, |ctx| (arg(&ctx, 1), 0));
+data_syscall!(sys_enter_write, sys_exit_write, Syscall::Write, |ctx| (arg(&ctx, 1), 0));
+// readv(fd, iov, iovcnt) / writev(fd, iov, iovcnt)
+data_syscall!(sys_enter_readv, sys_exit_readv, Syscall::Readv, |ctx| (arg(&ctx, 1), arg(&ctx, 2)));
+data_syscall!(sys_enter_writev, sys_exit_writev, Syscall::Writev, |ctx| (arg(&ctx, 1), arg(&ctx, 2)));
+// sendto(fd, buf, len, flags, addr, addrlen)
+data_syscall!(sys_enter_sendto, sys_exit_sendto, Syscall::Sendto, |ctx| (arg(&ctx, 1), 0));
+// sendmsg(fd, msg, flags)
+data_syscall!(sys_enter_sendmsg, sys_exit_sendmsg, Syscall::Sendmsg, |ctx| (arg(&ctx, 1), 0));
+// sendfile64(out_fd, in_fd, offset, count): counted, no payload.
+data_syscall!(sys_enter_sendfile64, sys_exit_sendfile64, Syscall::Sendfile, |ctx| (0, 0));
+
+/// recvfrom(fd, buf, len, flags, addr, addrlen). A MSG_PEEK read leaves the bytes
+/// in the socket to be read again, so it is not traffic.
+#[tracepoint]
+pub fn sys_enter_recvfrom(ctx: TracePointContext) -> u32 {
+    if arg(&ctx, 3) & MSG_PEEK == 0 {
+        enter(&ctx, Syscall::Recvfrom, arg(&ctx, 1), 0);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_recvfrom(ctx: TracePointContext) -> u32 {
+    exit_data(&ctx, Syscall::Recvfrom);
+    0
+}
+
+/// recvmsg(fd, msg, flags), MSG_PEEK skipped as for recvfrom.
+#[tracepoint]
+pub fn sys_enter_recvmsg(ctx: TracePointContext) -> u32 {
+    if arg(&ctx, 2) & MSG_PEEK == 0 {
+        enter(&ctx, Syscall::Recvmsg, arg(&ctx, 1), 0);
+    }
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_recvmsg(ctx: TracePointContext) -> u32 {
+    exit_data(&ctx, Syscall::Recvmsg);
+    0
+}
+
+/// accept(fd, ...) returns the new connection's descriptor.
+#[tracepoint]
+pub fn sys_exit_accept(ctx: TracePointContext) -> u32 {
+    opened(ret(&ctx), Role::Server, Syscall::Accept, None);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_accept4(ctx: TracePointContext) -> u32 {
+    opened(ret(&ctx), Role::Server, Syscall::Accept, None);
+    0
+}
+
+/// connect(fd, addr, addrlen): the socket is known at enter; the role is set
+/// when the connection is made or under way (non-blocking: -EINPROGRESS).
+#[tracepoint]
+pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    enter(&ctx, Syscall::Connect, 0, 0);
+    0
+}
+
+#[tracepoint]
+pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
+    let Some(in_flight) = take_in_flight() else { return 0 };
+    let rc = ret(&ctx);
+    if rc == 0 || rc == EINPROGRESS {
+        opened(in_flight.fd as i64, Role::Client, Syscall::Connect, Some(in_flight.sock));
+    }
+    0
+}
+
+/// close(fd): the agent ends the connection's streams. Read at enter, while
+/// the descriptor still names the socket.
+#[tracepoint]
+pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    let Some(config) = traced() else { return 0 };
+    let fd = arg(&ctx, 0) as i64;
+    let Some(sock) = tcp_sock_of_fd(&config.offsets, fd) else {
+        return 0;
+    };
+    if let Some(buffer) = start_event(config, EventKind::Close, Syscall::Close, fd as i32, sock) {
+        emit(config, buffer);
+    }
+    0
+}

@@ -1,0 +1,88 @@
+//! From a file descriptor of the current task to its TCP `struct sock`.
+//!
+//! Kernel layout used (offsets from BTF, see `KernelOffsets`):
+//! `current->files->fdt->fd[fd]` is the `struct file`; a socket's inode mode is
+//! `S_IFSOCK` and its `private_data` is the `struct socket`, whose `sk` is the
+//! `struct sock`. Everything else (files, pipes, ttys, UDP, unix sockets) is
+//! rejected here, before any map or ring-buffer work.
+
+use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
+use tracer_common::{
+    Config, Counter, KernelOffsets, SocketEvent,
+    event::{AF_INET, AF_INET6},
+};
+
+use crate::maps::count;
+
+const S_IFMT: u16 = 0o170000;
+const S_IFSOCK: u16 = 0o140000;
+const SOCK_STREAM: i16 = 1;
+const IPPROTO_TCP: u16 = 6;
+
+#[inline(always)]
+fn read<T>(base: u64, offset: u32) -> Result<T, ()> {
+    unsafe { bpf_probe_read_kernel((base + offset as u64) as *const T) }.map_err(|_| {
+        count(Counter::KernelReadFailed, 1);
+    })
+}
+
+/// The `struct sock` address of `fd` when it is a TCP (IPv4/IPv6) socket.
+#[inline(always)]
+pub fn tcp_sock_of_fd(offsets: &KernelOffsets, fd: i64) -> Option<u64> {
+    if !(0..=i32::MAX as i64).contains(&fd) {
+        return None;
+    }
+    let task = unsafe { bpf_get_current_task() };
+    let files: u64 = read(task, offsets.task_files).ok()?;
+    let fdt: u64 = read(files, offsets.files_fdt).ok()?;
+    let max_fds: u32 = read(fdt, offsets.fdtable_max_fds).ok()?;
+    if fd as u64 >= max_fds as u64 {
+        return None;
+    }
+    let fd_array: u64 = read(fdt, offsets.fdtable_fd).ok()?;
+    let file: u64 = read(fd_array + 8 * fd as u64, 0).ok()?;
+    if file == 0 {
+        return None;
+    }
+    let inode: u64 = read(file, offsets.file_inode).ok()?;
+    let mode: u16 = read(inode, offsets.inode_mode).ok()?;
+    if mode & S_IFMT != S_IFSOCK {
+        return None;
+    }
+    let socket: u64 = read(file, offsets.file_private_data).ok()?;
+    let sock_type: i16 = read(socket, offsets.socket_type).ok()?;
+    if sock_type != SOCK_STREAM {
+        return None;
+    }
+    let sock: u64 = read(socket, offsets.socket_sk).ok()?;
+    if sock == 0 {
+        return None;
+    }
+    let family: u16 = read(sock, offsets.sock_family).ok()?;
+    if family != AF_INET && family != AF_INET6 {
+        return None;
+    }
+    let protocol: u16 = read(sock, offsets.sock_protocol).ok()?;
+    (protocol == IPPROTO_TCP).then_some(sock)
+}
+
+/// Fills the event's family, addresses and ports from the socket.
+#[inline(always)]
+pub fn read_addresses(config: &Config, sock: u64, event: &mut SocketEvent) {
+    let offsets = &config.offsets;
+    let family: u16 = read(sock, offsets.sock_family).unwrap_or(0);
+    event.family = family;
+    event.local_port = read(sock, offsets.sock_num).unwrap_or(0);
+    event.remote_port = u16::from_be(read(sock, offsets.sock_dport).unwrap_or(0));
+    if family == AF_INET6 {
+        event.local_addr = read(sock, offsets.sock_v6_rcv_saddr).unwrap_or([0; 16]);
+        event.remote_addr = read(sock, offsets.sock_v6_daddr).unwrap_or([0; 16]);
+    } else {
+        let local: [u8; 4] = read(sock, offsets.sock_rcv_saddr).unwrap_or([0; 4]);
+        let remote: [u8; 4] = read(sock, offsets.sock_daddr).unwrap_or([0; 4]);
+        event.local_addr = [0; 16];
+        event.remote_addr = [0; 16];
+        event.local_addr[..4].copy_from_slice(&local);
+        event.remote_addr[..4].copy_from_slice(&remote);
+    }
+}
