@@ -1,1 +1,4 @@
+pub mod events;
+pub mod loader;
 pub mod protocols;
+pub mod stats;

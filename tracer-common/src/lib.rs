@@ -17,7 +17,9 @@ pub use event::{Direction, EventKind, Role, SocketEvent, Syscall};
 /// Largest payload prefix one event can carry. The capture length the agent
 /// configures (`Config::capture_bytes`) is at most this. A power of two: the
 /// kernel side masks offsets with `MAX_CAPTURE - 1` to satisfy the verifier.
-pub const MAX_CAPTURE: usize = 16 * 1024;
+/// The kernel's scratch buffer holds twice this plus a header, and a per-CPU
+/// map value may not exceed 32 KiB, so 8 KiB is the most it can be.
+pub const MAX_CAPTURE: usize = 8 * 1024;
 
 /// Default payload prefix captured per syscall.
 pub const DEFAULT_CAPTURE: u32 = 4096;

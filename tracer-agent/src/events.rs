@@ -1,0 +1,242 @@
+//! Ring buffer records → typed events.
+//!
+//! The reader sleeps on the ring buffer's descriptor (the kernel wakes it once
+//! enough bytes wait) and on a short timer that collects the rest, so a quiet
+//! node costs nothing and a busy one is read in batches.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    time::Duration,
+};
+
+use thiserror::Error;
+use tokio::{io::unix::AsyncFd, sync::mpsc, sync::watch};
+use tracer_common::{
+    Direction, EventKind, Role, SocketEvent, Syscall,
+    event::{AF_INET, AF_INET6, SOCKET_EVENT_SIZE},
+};
+
+use aya::maps::{MapData, RingBuf};
+
+use crate::stats::Stats;
+
+/// A decoded kernel event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    pub kind: EventKind,
+    pub pid: u32,
+    pub tid: u32,
+    pub fd: i32,
+    pub sock_id: u64,
+    /// CLOCK_MONOTONIC nanoseconds at syscall entry and exit.
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// Bytes the syscall moved; `payload` is a prefix of them.
+    pub bytes: u64,
+    pub role: Role,
+    pub direction: Option<Direction>,
+    pub syscall: Syscall,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    pub comm: String,
+    pub payload: Vec<u8>,
+}
+
+impl Event {
+    /// Bytes moved beyond the captured prefix.
+    pub fn uncaptured(&self) -> u64 {
+        self.bytes.saturating_sub(self.payload.len() as u64)
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than an event header")]
+    Short(usize),
+    #[error("record says {captured} payload bytes follow but has {present}")]
+    PayloadLength { captured: usize, present: usize },
+    #[error("unknown event kind {0}")]
+    Kind(u32),
+    #[error("unknown syscall {0}")]
+    Syscall(u8),
+}
+
+/// Decodes one ring buffer record: a `SocketEvent` header and its payload.
+pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
+    if record.len() < SOCKET_EVENT_SIZE {
+        return Err(DecodeError::Short(record.len()));
+    }
+    // SAFETY: the length is checked; `SocketEvent` is plain old data with no
+    // invalid bit patterns, read unaligned from the record.
+    let header: SocketEvent = unsafe { std::ptr::read_unaligned(record.as_ptr().cast()) };
+    let payload = &record[SOCKET_EVENT_SIZE..];
+    let captured = header.captured as usize;
+    // The kernel may pad a record to 8 bytes; more payload than announced is fine.
+    if payload.len() < captured {
+        return Err(DecodeError::PayloadLength {
+            captured,
+            present: payload.len(),
+        });
+    }
+    let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::Kind(header.kind))?;
+    let syscall = Syscall::from_u8(header.syscall).ok_or(DecodeError::Syscall(header.syscall))?;
+    Ok(Event {
+        kind,
+        pid: header.pid,
+        tid: header.tid,
+        fd: header.fd,
+        sock_id: header.sock_id,
+        start_ns: header.start_ns,
+        end_ns: header.end_ns,
+        bytes: header.bytes,
+        role: Role::from_u8(header.role),
+        direction: Direction::from_u8(header.direction),
+        syscall,
+        local: socket_addr(header.family, header.local_addr, header.local_port),
+        remote: socket_addr(header.family, header.remote_addr, header.remote_port),
+        comm: nul_terminated(&header.comm),
+        payload: payload[..captured].to_vec(),
+    })
+}
+
+fn socket_addr(family: u16, addr: [u8; 16], port: u16) -> SocketAddr {
+    let ip = match family {
+        AF_INET => IpAddr::V4(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3])),
+        // IPv4-mapped addresses of dual-stack sockets show as IPv4.
+        AF_INET6 => Ipv6Addr::from(addr).to_canonical(),
+        _ => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
+    SocketAddr::new(ip, port)
+}
+
+fn nul_terminated(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+/// How often the reader collects events the kernel did not wake it for.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Reads the ring buffer until `shutdown` turns true, then drains it once more.
+/// Sends decoded events in batches.
+pub async fn read_events(
+    ring: RingBuf<MapData>,
+    batches: mpsc::Sender<Vec<Event>>,
+    mut shutdown: watch::Receiver<bool>,
+    stats: &Stats,
+) -> std::io::Result<()> {
+    // SAFETY: the RingBuf owns its descriptor and the AsyncFd owns the RingBuf,
+    // so the descriptor stays open for as long as it is registered.
+    let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
+    let mut timer = tokio::time::interval(FLUSH_INTERVAL);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let stopping = tokio::select! {
+            guard = ring.readable_mut() => {
+                guard?.clear_ready();
+                false
+            }
+            _ = timer.tick() => false,
+            _ = shutdown.changed() => true,
+        };
+        let mut batch = Vec::new();
+        let ring_buf = ring.get_mut();
+        while let Some(record) = ring_buf.next() {
+            stats.add(&stats.events_read, 1);
+            match decode(&record) {
+                Ok(event) => batch.push(event),
+                Err(e) => {
+                    stats.add(&stats.events_undecodable, 1);
+                    tracing::warn!("dropping a kernel event: {e}");
+                }
+            }
+        }
+        if !batch.is_empty() && batches.send(batch).await.is_err() {
+            return Ok(());
+        }
+        if stopping || *shutdown.borrow() {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(header: &SocketEvent, payload: &[u8]) -> Vec<u8> {
+        // SAFETY: SocketEvent is repr(C) plain data with no padding.
+        let bytes = unsafe {
+            std::slice::from_raw_parts((header as *const SocketEvent).cast::<u8>(), SOCKET_EVENT_SIZE)
+        };
+        let mut out = bytes.to_vec();
+        out.extend_from_slice(payload);
+        out
+    }
+
+    fn header() -> SocketEvent {
+        let mut local_addr = [0; 16];
+        local_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        SocketEvent {
+            kind: EventKind::Data as u32,
+            pid: 10,
+            tid: 11,
+            fd: 5,
+            sock_id: 0xffff_8880_0000_1000,
+            start_ns: 100,
+            end_ns: 200,
+            bytes: 4000,
+            captured: 3,
+            family: AF_INET,
+            local_port: 8080,
+            remote_port: 50000,
+            role: Role::Server as u8,
+            direction: Direction::Ingress as u8,
+            syscall: Syscall::Read as u8,
+            _pad: [0; 3],
+            local_addr,
+            remote_addr: local_addr,
+            comm: *b"python3\0\0\0\0\0\0\0\0\0",
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let event = decode(&record(&header(), b"GET")).unwrap();
+        assert_eq!(event.kind, EventKind::Data);
+        assert_eq!((event.pid, event.tid, event.fd), (10, 11, 5));
+        assert_eq!(event.local, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(event.remote, "127.0.0.1:50000".parse().unwrap());
+        assert_eq!(event.role, Role::Server);
+        assert_eq!(event.direction, Some(Direction::Ingress));
+        assert_eq!(event.comm, "python3");
+        assert_eq!(event.payload, b"GET");
+        assert_eq!(event.uncaptured(), 3997);
+    }
+
+    #[test]
+    fn ipv6_and_mapped_addresses() {
+        let mut h = header();
+        h.family = AF_INET6;
+        h.local_addr = Ipv6Addr::LOCALHOST.octets();
+        h.remote_addr = Ipv4Addr::new(10, 0, 0, 2).to_ipv6_mapped().octets();
+        let event = decode(&record(&h, b"GET")).unwrap();
+        assert_eq!(event.local, "[::1]:8080".parse().unwrap());
+        assert_eq!(event.remote, "10.0.0.2:50000".parse().unwrap());
+    }
+
+    #[test]
+    fn malformed_records_are_errors() {
+        assert_eq!(decode(&[0; 10]), Err(DecodeError::Short(10)));
+        assert_eq!(
+            decode(&record(&header(), b"GE")),
+            Err(DecodeError::PayloadLength {
+                captured: 3,
+                present: 2
+            })
+        );
+        let mut h = header();
+        h.kind = 99;
+        assert_eq!(decode(&record(&h, b"GET")), Err(DecodeError::Kind(99)));
+    }
+}

@@ -1,0 +1,142 @@
+//! Kernel struct member offsets from the kernel's own BTF.
+
+use btf_rs::{Btf, Type};
+use tracer_common::KernelOffsets;
+
+use super::LoadError;
+
+pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+
+/// Reads every offset the programs need from the BTF file at `path`.
+pub fn kernel_offsets(path: &str) -> Result<KernelOffsets, LoadError> {
+    if !std::path::Path::new(path).exists() {
+        return Err(LoadError::NoBtf {
+            path: path.to_string(),
+        });
+    }
+    let btf = Btf::from_file(path).map_err(|e| LoadError::BtfUnreadable {
+        path: path.to_string(),
+        reason: e.to_string(),
+    })?;
+    let offset = |strct: &'static str, path: &'static str| member_offset(&btf, strct, path);
+    Ok(KernelOffsets {
+        task_files: offset("task_struct", "files")?,
+        files_fdt: offset("files_struct", "fdt")?,
+        fdtable_max_fds: offset("fdtable", "max_fds")?,
+        fdtable_fd: offset("fdtable", "fd")?,
+        file_inode: offset("file", "f_inode")?,
+        file_private_data: offset("file", "private_data")?,
+        inode_mode: offset("inode", "i_mode")?,
+        socket_type: offset("socket", "type")?,
+        socket_sk: offset("socket", "sk")?,
+        sock_family: offset("sock", "__sk_common.skc_family")?,
+        sock_protocol: offset("sock", "sk_protocol")?,
+        sock_num: offset("sock", "__sk_common.skc_num")?,
+        sock_dport: offset("sock", "__sk_common.skc_dport")?,
+        sock_daddr: offset("sock", "__sk_common.skc_daddr")?,
+        sock_rcv_saddr: offset("sock", "__sk_common.skc_rcv_saddr")?,
+        sock_v6_daddr: offset("sock", "__sk_common.skc_v6_daddr")?,
+        sock_v6_rcv_saddr: offset("sock", "__sk_common.skc_v6_rcv_saddr")?,
+        _pad: 0,
+    })
+}
+
+/// Byte offset of `path` (dot-separated members) inside struct `strct`.
+/// Members of anonymous structs and unions are found as the C compiler would.
+fn member_offset(btf: &Btf, strct: &'static str, path: &'static str) -> Result<u32, LoadError> {
+    let missing = || LoadError::BtfMember {
+        strct,
+        member: path,
+    };
+    let mut current = btf
+        .resolve_types_by_name(strct)
+        .map_err(|_| missing())?
+        .into_iter()
+        .find_map(|t| match t {
+            Type::Struct(s) => Some(s),
+            _ => None,
+        })
+        .ok_or_else(missing)?;
+    let mut bits = 0u32;
+    let mut names = path.split('.').peekable();
+    while let Some(name) = names.next() {
+        let (member_bits, member_type) = find_member(btf, &current, name).ok_or_else(missing)?;
+        bits += member_bits;
+        if names.peek().is_some() {
+            current = as_struct(btf, member_type).ok_or_else(missing)?;
+        }
+    }
+    if bits % 8 != 0 {
+        return Err(LoadError::BtfBitfield {
+            strct,
+            member: path,
+        });
+    }
+    Ok(bits / 8)
+}
+
+/// A member by name, looking through anonymous struct/union members.
+/// Returns its bit offset from the start of `strct` and its type.
+fn find_member(btf: &Btf, strct: &btf_rs::Struct, name: &str) -> Option<(u32, Type)> {
+    for member in &strct.members {
+        if member.bitfield_size().is_some_and(|size| size > 0) {
+            continue;
+        }
+        let member_name = btf.resolve_name(member).unwrap_or_default();
+        let member_type = btf.resolve_chained_type(member).ok()?;
+        if member_name == name {
+            return Some((member.bit_offset(), member_type));
+        }
+        if member_name.is_empty() {
+            if let Some(inner) = as_struct(btf, member_type) {
+                if let Some((bits, found)) = find_member(btf, &inner, name) {
+                    return Some((member.bit_offset() + bits, found));
+                }
+            }
+        }
+    }
+    None
+}
+
+/// The struct or union behind typedefs and qualifiers.
+fn as_struct(btf: &Btf, mut t: Type) -> Option<btf_rs::Struct> {
+    for _ in 0..16 {
+        match t {
+            Type::Struct(s) | Type::Union(s) => return Some(s),
+            Type::Typedef(_) | Type::Const(_) | Type::Volatile(_) | Type::Restrict(_) => {
+                let next = t.as_btf_type()?;
+                t = btf.resolve_chained_type(next).ok()?;
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// On any machine with BTF (these tests run on the CI kind, which has it).
+    #[test]
+    fn offsets_from_this_kernel() {
+        let offsets = kernel_offsets(VMLINUX_BTF).expect("kernel BTF");
+        // skc_family follows the address pair and hash in sock_common: never 0.
+        assert!(offsets.sock_family > 0);
+        assert!(offsets.socket_sk > offsets.socket_type);
+        assert_ne!(offsets.sock_v6_daddr, offsets.sock_v6_rcv_saddr);
+    }
+
+    #[test]
+    fn missing_member_is_a_clear_error() {
+        let btf = Btf::from_file(VMLINUX_BTF).expect("kernel BTF");
+        let err = member_offset(&btf, "sock", "no_such_member").unwrap_err();
+        assert!(err.to_string().contains("sock.no_such_member"), "{err}");
+    }
+
+    #[test]
+    fn no_btf_file_says_what_to_do() {
+        let err = kernel_offsets("/nonexistent/vmlinux").unwrap_err();
+        assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
+    }
+}

@@ -1,0 +1,276 @@
+//! Loading and attaching the kernel programs, and the checks before it that
+//! turn a kernel's refusal into a message that says what to do.
+
+mod btf;
+
+use std::path::Path;
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::TracePoint,
+};
+use thiserror::Error;
+use tracer_common::{Config, Counter, MAX_CAPTURE, MAX_TRACED_PIDS};
+
+pub use btf::VMLINUX_BTF;
+
+/// The kernel programs, built by build.rs and embedded in the binary.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
+
+/// Every program, named after the `syscalls:` tracepoint it attaches to.
+pub const TRACEPOINTS: &[&str] = &[
+    "sys_enter_read",
+    "sys_exit_read",
+    "sys_enter_write",
+    "sys_exit_write",
+    "sys_enter_readv",
+    "sys_exit_readv",
+    "sys_enter_writev",
+    "sys_exit_writev",
+    "sys_enter_recvfrom",
+    "sys_exit_recvfrom",
+    "sys_enter_sendto",
+    "sys_exit_sendto",
+    "sys_enter_recvmsg",
+    "sys_exit_recvmsg",
+    "sys_enter_sendmsg",
+    "sys_exit_sendmsg",
+    "sys_enter_sendfile64",
+    "sys_exit_sendfile64",
+    "sys_exit_accept",
+    "sys_exit_accept4",
+    "sys_enter_connect",
+    "sys_exit_connect",
+    "sys_enter_close",
+];
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+#[derive(Debug, Error)]
+pub enum LoadError {
+    #[error(
+        "tracer-agent needs root, or the capabilities CAP_BPF and CAP_PERFMON: run it with sudo"
+    )]
+    NotPrivileged,
+    #[error(
+        "no kernel BTF at {path}: tracer-agent needs Linux 5.8+ built with CONFIG_DEBUG_INFO_BTF=y"
+    )]
+    NoBtf { path: String },
+    #[error("cannot read kernel BTF at {path}: {reason}")]
+    BtfUnreadable { path: String, reason: String },
+    #[error(
+        "kernel BTF has no member {strct}.{member}: this kernel's layout is not supported yet (please report `uname -r`)"
+    )]
+    BtfMember {
+        strct: &'static str,
+        member: &'static str,
+    },
+    #[error("kernel member {strct}.{member} is a bitfield: this kernel is not supported yet")]
+    BtfBitfield {
+        strct: &'static str,
+        member: &'static str,
+    },
+    #[error(
+        "tracefs is not mounted and mounting it failed ({reason}): run `mount -t tracefs nodev {TRACEFS}`"
+    )]
+    Tracefs { reason: String },
+    #[error(
+        "the kernel has no tracepoint syscalls:{0}: tracer-agent needs CONFIG_FTRACE_SYSCALLS=y"
+    )]
+    MissingTracepoint(&'static str),
+    #[error("--capture-bytes must be between 0 and {MAX_CAPTURE}, not {0}")]
+    CaptureBytes(u32),
+    #[error("--pid names {0} processes; at most {MAX_TRACED_PIDS} can be traced by pid")]
+    TooManyPids(usize),
+    #[error("the kernel refused the eBPF programs: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("the eBPF object has no {0}: the build is broken, rebuild with `cargo xtask build`")]
+    Missing(&'static str),
+    #[error("cannot attach to tracepoint syscalls:{name}: {source}")]
+    Attach {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("cannot set up map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// What the agent asks of the kernel side.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Payload prefix copied per syscall.
+    pub capture_bytes: u32,
+    /// Ring buffer size in bytes (a power of two, at least a page).
+    pub ring_buffer_bytes: u32,
+    /// Only these processes are traced; all when empty.
+    pub pids: Vec<u32>,
+}
+
+/// The loaded, attached programs. Dropping it detaches everything.
+pub struct Probes {
+    /// Holds the programs and their links.
+    _ebpf: Ebpf,
+    counters: PerCpuArray<MapData, u64>,
+}
+
+impl Probes {
+    /// The kernel-side counters, summed over CPUs.
+    pub fn counters(&self) -> Vec<(Counter, u64)> {
+        Counter::ALL
+            .iter()
+            .map(|&counter| {
+                let total = self
+                    .counters
+                    .get(&(counter as u32), 0)
+                    .map(|per_cpu| per_cpu.iter().sum())
+                    .unwrap_or(0);
+                (counter, total)
+            })
+            .collect()
+    }
+}
+
+/// Checks the machine, loads the programs, configures and attaches them.
+/// Returns the programs and the ring buffer their events arrive on.
+pub fn load(options: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError> {
+    check_privileges()?;
+    if options.capture_bytes as usize > MAX_CAPTURE {
+        return Err(LoadError::CaptureBytes(options.capture_bytes));
+    }
+    if options.pids.len() > MAX_TRACED_PIDS as usize {
+        return Err(LoadError::TooManyPids(options.pids.len()));
+    }
+    let offsets = btf::kernel_offsets(VMLINUX_BTF)?;
+    ensure_tracefs()?;
+    for name in TRACEPOINTS {
+        if !Path::new(&format!("{TRACEFS}/events/syscalls/{name}")).exists() {
+            return Err(LoadError::MissingTracepoint(name));
+        }
+    }
+
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries("EVENTS", options.ring_buffer_bytes)
+        .load(EBPF_OBJECT)?;
+
+    let config = Config {
+        offsets,
+        agent_pid: std::process::id(),
+        filter_pids: u32::from(!options.pids.is_empty()),
+        capture_bytes: options.capture_bytes,
+        // Wake the reader when an eighth of the ring is used; its timer collects the rest.
+        wakeup_bytes: options.ring_buffer_bytes / 8,
+    };
+    let map = |name| LoadError::Missing(name);
+    let mut config_map: Array<_, Config> = ebpf
+        .map_mut("CONFIG")
+        .ok_or(map("map CONFIG"))?
+        .try_into()
+        .map_err(|source| LoadError::Map {
+            name: "CONFIG",
+            source,
+        })?;
+    config_map.set(0, config, 0).map_err(|source| LoadError::Map {
+        name: "CONFIG",
+        source,
+    })?;
+    let mut pids: HashMap<_, u32, u8> = ebpf
+        .map_mut("TRACED_PIDS")
+        .ok_or(map("map TRACED_PIDS"))?
+        .try_into()
+        .map_err(|source| LoadError::Map {
+            name: "TRACED_PIDS",
+            source,
+        })?;
+    for pid in &options.pids {
+        pids.insert(pid, 1, 0).map_err(|source| LoadError::Map {
+            name: "TRACED_PIDS",
+            source,
+        })?;
+    }
+
+    for &name in TRACEPOINTS {
+        let program: &mut TracePoint = ebpf
+            .program_mut(name)
+            .ok_or(LoadError::Missing(name))?
+            .try_into()
+            .map_err(|source| LoadError::Attach { name, source })?;
+        program
+            .load()
+            .map_err(|source| LoadError::Attach { name, source })?;
+        program
+            .attach("syscalls", name)
+            .map_err(|source| LoadError::Attach { name, source })?;
+    }
+
+    let events = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(map("map EVENTS"))?).map_err(
+        |source| LoadError::Map {
+            name: "EVENTS",
+            source,
+        },
+    )?;
+    let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").ok_or(map("map COUNTERS"))?)
+        .map_err(|source| LoadError::Map {
+            name: "COUNTERS",
+            source,
+        })?;
+    Ok((
+        Probes {
+            _ebpf: ebpf,
+            counters,
+        },
+        events,
+    ))
+}
+
+/// Root, or CAP_BPF with CAP_PERFMON (or CAP_SYS_ADMIN on older kernels).
+fn check_privileges() -> Result<(), LoadError> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let effective = status
+        .lines()
+        .find_map(|line| line.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| effective & (1 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        Ok(())
+    } else {
+        Err(LoadError::NotPrivileged)
+    }
+}
+
+/// Mounts tracefs where the tracepoints are looked up, if it is not there.
+fn ensure_tracefs() -> Result<(), LoadError> {
+    if Path::new(TRACEFS).join("events").exists() {
+        return Ok(());
+    }
+    let source = c"nodev";
+    let target = c"/sys/kernel/tracing";
+    let fstype = c"tracefs";
+    // SAFETY: all pointers are valid NUL-terminated strings; no data argument.
+    let rc = unsafe {
+        libc::mount(
+            source.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        tracing::info!("mounted tracefs at {TRACEFS}");
+        Ok(())
+    } else {
+        Err(LoadError::Tracefs {
+            reason: std::io::Error::last_os_error().to_string(),
+        })
+    }
+}
