@@ -1,4 +1,15 @@
+//! The tracer agent as a library: one module per stage of the pipeline
+//! (see `pipeline` for how they are wired).
+//!
+//! loader → events → connections → protocols → spans → export
+
+pub mod clock;
+pub mod connections;
 pub mod events;
+pub mod export;
 pub mod loader;
+pub mod pipeline;
+pub mod process;
 pub mod protocols;
+pub mod spans;
 pub mod stats;

@@ -1,0 +1,354 @@
+//! The connection table: kernel events per TCP connection → protocol
+//! exchanges, with who was on each end.
+//!
+//! A connection is keyed by its kernel `struct sock` address, the same in
+//! every process that shares the socket. Its role comes from the kernel when
+//! the agent saw the accept/connect; for connections opened before the agent
+//! started, from which direction carries requests.
+
+use std::{collections::HashMap, net::SocketAddr};
+
+use tracer_common::{Direction, EventKind, Role};
+
+use crate::{
+    events::Event,
+    protocols::http1::{self, Exchange, Http1Connection, Output, Stream},
+};
+
+/// What the protocol parser attaches to each chunk of bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkMeta {
+    /// When the chunk's first byte was there: a write's entry, a read's return.
+    pub first_ns: u64,
+    /// When the syscall that moved it returned.
+    pub last_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+}
+
+/// A finished exchange and the connection it happened on.
+#[derive(Clone, Debug)]
+pub struct CompletedExchange {
+    pub exchange: Exchange<ChunkMeta>,
+    pub role: Role,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// The thread name of the process that handled the request.
+    pub comm: String,
+}
+
+/// Data chunks looked at before a connection is declared not HTTP/1.x.
+const DETECTION_ATTEMPTS: u8 = 4;
+
+#[derive(Debug)]
+enum Protocol {
+    /// Not yet known; counts data chunks looked at.
+    Detecting(u8),
+    Http1 {
+        parser: Http1Connection<ChunkMeta>,
+        /// The direction requests travel in, seen from this process.
+        requests: Direction,
+    },
+    /// Not a protocol the agent parses: its events are ignored.
+    Other,
+}
+
+#[derive(Debug)]
+struct Connection {
+    role: Role,
+    local: SocketAddr,
+    remote: SocketAddr,
+    comm: String,
+    protocol: Protocol,
+    last_seen_ns: u64,
+}
+
+/// What handling a batch of events produced.
+#[derive(Debug, Default)]
+pub struct Handled {
+    pub exchanges: Vec<CompletedExchange>,
+    pub parse_errors: Vec<http1::ParseError>,
+    /// Connections dropped to stay within the table's limit.
+    pub evicted: u64,
+}
+
+#[derive(Debug)]
+pub struct ConnectionTable {
+    connections: HashMap<u64, Connection>,
+    max_connections: usize,
+}
+
+impl ConnectionTable {
+    pub fn new(max_connections: usize) -> Self {
+        ConnectionTable {
+            connections: HashMap::new(),
+            max_connections: max_connections.max(1),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.connections.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.connections.is_empty()
+    }
+
+    /// Requests seen whose response has not ended yet, over all connections.
+    pub fn pending_requests(&self) -> usize {
+        self.connections
+            .values()
+            .map(|c| match &c.protocol {
+                Protocol::Http1 { parser, .. } => parser.pending_requests(),
+                _ => 0,
+            })
+            .sum()
+    }
+
+    pub fn handle(&mut self, event: Event, out: &mut Handled) {
+        match event.kind {
+            EventKind::Open => {
+                // A reused socket address starts a new connection.
+                self.close(event.sock_id, out);
+                self.insert(&event, out);
+            }
+            EventKind::Close => self.close(event.sock_id, out),
+            EventKind::Data => self.data(event, out),
+        }
+    }
+
+    /// Ends every connection (at shutdown): bodies delimited by the close end,
+    /// requests without a response are reported as such.
+    pub fn close_all(&mut self, out: &mut Handled) {
+        let ids: Vec<u64> = self.connections.keys().copied().collect();
+        for id in ids {
+            self.close(id, out);
+        }
+    }
+
+    /// Ends connections not seen since `before_ns` (monotonic).
+    pub fn close_idle(&mut self, before_ns: u64, out: &mut Handled) {
+        let idle: Vec<u64> = self
+            .connections
+            .iter()
+            .filter(|(_, c)| c.last_seen_ns < before_ns)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in idle {
+            self.close(id, out);
+        }
+    }
+
+    fn insert(&mut self, event: &Event, out: &mut Handled) -> &mut Connection {
+        if self.connections.len() >= self.max_connections {
+            if let Some(oldest) = self
+                .connections
+                .iter()
+                .min_by_key(|(_, c)| c.last_seen_ns)
+                .map(|(id, _)| *id)
+            {
+                self.close(oldest, out);
+                out.evicted += 1;
+            }
+        }
+        self.connections.entry(event.sock_id).or_insert(Connection {
+            role: event.role,
+            local: event.local,
+            remote: event.remote,
+            comm: event.comm.clone(),
+            protocol: Protocol::Detecting(0),
+            last_seen_ns: event.end_ns,
+        })
+    }
+
+    fn close(&mut self, sock_id: u64, out: &mut Handled) {
+        let Some(mut conn) = self.connections.remove(&sock_id) else {
+            return;
+        };
+        if let Protocol::Http1 { parser, .. } = &mut conn.protocol {
+            let mut outputs = Vec::new();
+            parser.close(&mut outputs);
+            collect(&conn, outputs, out);
+        }
+    }
+
+    fn data(&mut self, event: Event, out: &mut Handled) {
+        let Some(direction) = event.direction else {
+            return;
+        };
+        if !self.connections.contains_key(&event.sock_id) {
+            self.insert(&event, out);
+        }
+        let Some(conn) = self.connections.get_mut(&event.sock_id) else {
+            return;
+        };
+        conn.last_seen_ns = event.end_ns;
+        if conn.role == Role::Unknown {
+            conn.role = event.role;
+        }
+        if let Protocol::Detecting(attempts) = conn.protocol {
+            conn.protocol = detect(conn.role, direction, &event.payload, attempts);
+            if let Protocol::Http1 { requests, .. } = conn.protocol {
+                conn.role = match requests {
+                    Direction::Ingress => Role::Server,
+                    Direction::Egress => Role::Client,
+                };
+            }
+        }
+        let Protocol::Http1 { parser, requests } = &mut conn.protocol else {
+            return;
+        };
+        let stream = if direction == *requests {
+            // The process that reads (server) or writes (client) requests is
+            // the one the span belongs to.
+            conn.comm.clone_from(&event.comm);
+            Stream::Requests
+        } else {
+            Stream::Responses
+        };
+        let meta = ChunkMeta {
+            first_ns: match direction {
+                Direction::Egress => event.start_ns,
+                Direction::Ingress => event.end_ns,
+            },
+            last_ns: event.end_ns,
+            pid: event.pid,
+            tid: event.tid,
+        };
+        let mut outputs = Vec::new();
+        parser.feed(stream, &event.payload, event.uncaptured(), meta, &mut outputs);
+        collect(conn, outputs, out);
+    }
+}
+
+/// Decides the protocol from a data chunk: HTTP/1.x when requests go the way
+/// the role says (or, role unknown, whichever way they are seen going).
+fn detect(role: Role, direction: Direction, payload: &[u8], attempts: u8) -> Protocol {
+    let expected_requests = match role {
+        Role::Server => Some(Direction::Ingress),
+        Role::Client => Some(Direction::Egress),
+        Role::Unknown => None,
+    };
+    if http1::looks_like_request_start(payload)
+        && expected_requests.is_none_or(|expected| expected == direction)
+    {
+        return Protocol::Http1 {
+            parser: Http1Connection::new(),
+            requests: direction,
+        };
+    }
+    if attempts + 1 >= DETECTION_ATTEMPTS {
+        Protocol::Other
+    } else {
+        Protocol::Detecting(attempts + 1)
+    }
+}
+
+fn collect(conn: &Connection, outputs: Vec<Output<ChunkMeta>>, out: &mut Handled) {
+    for output in outputs {
+        match output {
+            Output::Exchange(exchange) => out.exchanges.push(CompletedExchange {
+                exchange,
+                role: conn.role,
+                local: conn.local,
+                remote: conn.remote,
+                comm: conn.comm.clone(),
+            }),
+            Output::Error(error) => out.parse_errors.push(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracer_common::Syscall;
+
+    fn event(kind: EventKind, sock_id: u64, role: Role, direction: Option<Direction>, payload: &[u8]) -> Event {
+        Event {
+            kind,
+            pid: 7,
+            tid: 8,
+            fd: 3,
+            sock_id,
+            start_ns: 1_000,
+            end_ns: 2_000,
+            bytes: payload.len() as u64,
+            role,
+            direction,
+            syscall: Syscall::Read,
+            local: "127.0.0.1:8080".parse().unwrap(),
+            remote: "127.0.0.1:40000".parse().unwrap(),
+            comm: "server".into(),
+            payload: payload.to_vec(),
+        }
+    }
+
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+
+    #[test]
+    fn server_connection_from_accept() {
+        let mut table = ConnectionTable::new(10);
+        let mut out = Handled::default();
+        table.handle(event(EventKind::Open, 1, Role::Server, None, b""), &mut out);
+        table.handle(event(EventKind::Data, 1, Role::Server, Some(Direction::Ingress), GET), &mut out);
+        table.handle(event(EventKind::Data, 1, Role::Server, Some(Direction::Egress), OK), &mut out);
+        assert_eq!(out.exchanges.len(), 1);
+        assert_eq!(out.exchanges[0].role, Role::Server);
+        table.handle(event(EventKind::Close, 1, Role::Server, None, b""), &mut out);
+        assert!(table.is_empty());
+    }
+
+    /// Opened before the agent: the kernel does not know the role; the
+    /// direction requests travel in tells.
+    #[test]
+    fn role_inferred_for_preexisting_connections() {
+        let mut table = ConnectionTable::new(10);
+        let mut out = Handled::default();
+        table.handle(event(EventKind::Data, 1, Role::Unknown, Some(Direction::Egress), GET), &mut out);
+        table.handle(event(EventKind::Data, 1, Role::Unknown, Some(Direction::Ingress), OK), &mut out);
+        assert_eq!(out.exchanges.len(), 1);
+        assert_eq!(out.exchanges[0].role, Role::Client);
+        // The response arriving first (mid-exchange) is skipped, not misread.
+        table.handle(event(EventKind::Data, 2, Role::Unknown, Some(Direction::Egress), OK), &mut out);
+        table.handle(event(EventKind::Data, 2, Role::Unknown, Some(Direction::Ingress), GET), &mut out);
+        table.handle(event(EventKind::Data, 2, Role::Unknown, Some(Direction::Egress), OK), &mut out);
+        assert_eq!(out.exchanges.len(), 2);
+        assert_eq!(out.exchanges[1].role, Role::Server);
+    }
+
+    #[test]
+    fn non_http_connections_are_ignored() {
+        let mut table = ConnectionTable::new(10);
+        let mut out = Handled::default();
+        for _ in 0..10 {
+            table.handle(event(EventKind::Data, 1, Role::Client, Some(Direction::Egress), b"*1\r\n$4\r\nPING\r\n"), &mut out);
+        }
+        assert!(out.exchanges.is_empty() && out.parse_errors.is_empty());
+    }
+
+    #[test]
+    fn full_table_evicts_the_least_recent() {
+        let mut table = ConnectionTable::new(2);
+        let mut out = Handled::default();
+        for id in 1..=3 {
+            let mut e = event(EventKind::Open, id, Role::Server, None, b"");
+            e.end_ns = id * 10;
+            table.handle(e, &mut out);
+        }
+        assert_eq!(table.len(), 2);
+        assert_eq!(out.evicted, 1);
+        assert!(!table.connections.contains_key(&1));
+    }
+
+    #[test]
+    fn close_reports_unanswered_requests() {
+        let mut table = ConnectionTable::new(10);
+        let mut out = Handled::default();
+        table.handle(event(EventKind::Data, 1, Role::Server, Some(Direction::Ingress), GET), &mut out);
+        table.close_all(&mut out);
+        assert_eq!(out.exchanges.len(), 1);
+        assert!(out.exchanges[0].exchange.response.is_none());
+    }
+}

@@ -1,0 +1,68 @@
+//! One readable line per span on stdout.
+
+use std::io::{BufWriter, Stdout, Write};
+
+use super::Exporter;
+use crate::spans::{AttributeValue, Span, SpanKind};
+
+pub struct StdoutExporter {
+    out: BufWriter<Stdout>,
+}
+
+impl Default for StdoutExporter {
+    fn default() -> Self {
+        StdoutExporter {
+            out: BufWriter::new(std::io::stdout()),
+        }
+    }
+}
+
+/// `SERVER checkout GET /cart?id=1 200 1.234ms trace=… span=…`
+pub fn line(span: &Span) -> String {
+    let text = |key| match span.attribute(key) {
+        Some(AttributeValue::Str(s)) => s.clone(),
+        Some(AttributeValue::Int(i)) => i.to_string(),
+        None => String::new(),
+    };
+    let method = match span.attribute("http.request.method_original") {
+        Some(_) => text("http.request.method_original"),
+        None => text("http.request.method"),
+    };
+    let query = match span.attribute("url.query") {
+        Some(_) => format!("?{}", text("url.query")),
+        None => String::new(),
+    };
+    let status = match span.attribute("http.response.status_code") {
+        Some(_) => text("http.response.status_code"),
+        None => "-".into(),
+    };
+    format!(
+        "{kind} {service} {method} {path}{query} {status} {ms:.3}ms trace={trace} span={span_id}",
+        kind = match span.kind {
+            SpanKind::Server => "SERVER",
+            SpanKind::Client => "CLIENT",
+        },
+        service = span.process.service_name,
+        path = text("url.path"),
+        ms = span.duration_ns() as f64 / 1e6,
+        trace = hex(&span.trace_id),
+        span_id = hex(&span.span_id),
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Exporter for StdoutExporter {
+    fn export(&mut self, spans: &[Span]) -> std::io::Result<()> {
+        for span in spans {
+            writeln!(self.out, "{}", line(span))?;
+        }
+        self.out.flush()
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.out.flush()
+    }
+}

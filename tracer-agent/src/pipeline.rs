@@ -1,0 +1,141 @@
+//! The agent's stages wired together, in one place:
+//!
+//! ```text
+//! ring buffer ─► events::read_events ─► process (connections → http1 → spans) ─► export
+//!                      batches of events          batches of spans
+//! ```
+//!
+//! Each stage is a task that owns its state; bounded channels carry batches
+//! between them. Shutdown: the reader drains the ring buffer and stops, and
+//! each later stage finishes what it received before it ends, so every span
+//! already seen is exported.
+
+use std::{sync::Arc, time::Duration};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    clock::Clock,
+    connections::{ConnectionTable, Handled},
+    events::{self, Event},
+    export::Exporter,
+    process::ProcessCache,
+    spans::{Span, SpanBuilder},
+    stats::Stats,
+};
+
+pub struct PipelineOptions {
+    pub max_connections: usize,
+    /// Connections silent for this long are ended (their state freed).
+    pub idle_timeout: Duration,
+    pub exporters: Vec<Box<dyn Exporter>>,
+}
+
+/// Batches in flight between two stages before the sender waits.
+const CHANNEL_BATCHES: usize = 64;
+/// How often idle connections are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Runs until `shutdown` turns true, then drains and returns.
+pub async fn run(
+    ring: RingBuf<MapData>,
+    options: PipelineOptions,
+    shutdown: watch::Receiver<bool>,
+    stats: Arc<Stats>,
+) -> anyhow::Result<()> {
+    let (event_tx, event_rx) = mpsc::channel(CHANNEL_BATCHES);
+    let (span_tx, span_rx) = mpsc::channel(CHANNEL_BATCHES);
+    let reader = {
+        let stats = stats.clone();
+        tokio::spawn(async move { events::read_events(ring, event_tx, shutdown, &stats).await })
+    };
+    let processor = tokio::spawn(process(
+        event_rx,
+        span_tx,
+        ConnectionTable::new(options.max_connections),
+        options.idle_timeout,
+        stats.clone(),
+    ));
+    let exporter = tokio::spawn(export(span_rx, options.exporters, stats));
+    reader.await??;
+    processor.await?;
+    exporter.await?;
+    Ok(())
+}
+
+async fn process(
+    mut events: mpsc::Receiver<Vec<Event>>,
+    spans: mpsc::Sender<Vec<Span>>,
+    mut table: ConnectionTable,
+    idle_timeout: Duration,
+    stats: Arc<Stats>,
+) {
+    let clock = Clock::now();
+    let mut builder = SpanBuilder::new(clock, ProcessCache::default());
+    let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
+    let mut latest_ns = 0u64;
+    loop {
+        let mut handled = Handled::default();
+        tokio::select! {
+            batch = events.recv() => {
+                let Some(batch) = batch else { break };
+                for event in batch {
+                    latest_ns = latest_ns.max(event.end_ns);
+                    table.handle(event, &mut handled);
+                }
+            }
+            _ = sweep.tick() => {
+                let cutoff = latest_ns.saturating_sub(idle_timeout.as_nanos() as u64);
+                table.close_idle(cutoff, &mut handled);
+            }
+        }
+        stats.set(&stats.connections_tracked, table.len() as u64);
+        stats.add(&stats.connections_evicted, handled.evicted);
+        stats.add(&stats.parse_errors, handled.parse_errors.len() as u64);
+        for error in &handled.parse_errors {
+            tracing::debug!("parse error: {error}");
+        }
+        if handled.exchanges.is_empty() {
+            continue;
+        }
+        let batch: Vec<Span> = handled.exchanges.iter().map(|e| builder.build(e)).collect();
+        stats.add(&stats.spans_produced, batch.len() as u64);
+        if spans.send(batch).await.is_err() {
+            return;
+        }
+    }
+    let waiting = table.pending_requests();
+    if waiting > 0 {
+        tracing::info!(
+            "{waiting} requests were still waiting for their response at exit; they are not reported"
+        );
+    }
+}
+
+async fn export(
+    mut spans: mpsc::Receiver<Vec<Span>>,
+    mut exporters: Vec<Box<dyn Exporter>>,
+    stats: Arc<Stats>,
+) {
+    while let Some(batch) = spans.recv().await {
+        let mut failed = 0;
+        for exporter in exporters.iter_mut() {
+            if let Err(e) = exporter.export(&batch) {
+                failed += 1;
+                tracing::warn!("exporting {} spans failed: {e}", batch.len());
+            }
+        }
+        if failed == 0 {
+            stats.add(&stats.spans_exported, batch.len() as u64);
+        } else {
+            stats.add(&stats.export_failures, failed);
+        }
+    }
+    for exporter in exporters.iter_mut() {
+        if let Err(e) = exporter.flush() {
+            stats.add(&stats.export_failures, 1);
+            tracing::warn!("flushing an exporter failed: {e}");
+        }
+    }
+}

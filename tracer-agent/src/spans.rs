@@ -1,0 +1,408 @@
+//! Exchanges → OpenTelemetry spans: kind, timing, semantic-convention
+//! attributes, status, and the resource of the process that handled them.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use tracer_common::Role;
+
+use crate::{
+    clock::Clock,
+    connections::CompletedExchange,
+    process::{ProcessCache, ProcessInfo},
+};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SpanKind {
+    Server,
+    Client,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AttributeValue {
+    Str(String),
+    Int(i64),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SpanStatus {
+    Unset,
+    Error(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Span {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+    pub parent_span_id: Option<[u8; 8]>,
+    pub name: String,
+    pub kind: SpanKind,
+    pub start_unix_ns: u64,
+    pub end_unix_ns: u64,
+    pub attributes: Vec<(&'static str, AttributeValue)>,
+    pub status: SpanStatus,
+    pub process: Arc<ProcessInfo>,
+    /// The thread that read (server) or wrote (client) the request.
+    pub tid: u32,
+}
+
+impl Span {
+    pub fn attribute(&self, key: &str) -> Option<&AttributeValue> {
+        self.attributes.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    pub fn duration_ns(&self) -> u64 {
+        self.end_unix_ns.saturating_sub(self.start_unix_ns)
+    }
+}
+
+/// HTTP methods kept as they are; others are reported as `_OTHER` with the
+/// original in `http.request.method_original` (OTel semantic conventions).
+const KNOWN_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// Query parameters whose values are credentials: never leave the node.
+const SECRET_QUERY_KEYS: &[&str] = &[
+    "access_token",
+    "api_key",
+    "apikey",
+    "auth",
+    "awsaccesskeyid",
+    "client_secret",
+    "code",
+    "key",
+    "password",
+    "passwd",
+    "secret",
+    "session",
+    "sig",
+    "signature",
+    "token",
+    "x-amz-credential",
+    "x-amz-security-token",
+    "x-amz-signature",
+    "x-goog-signature",
+];
+
+pub struct SpanBuilder {
+    clock: Clock,
+    processes: ProcessCache,
+}
+
+impl SpanBuilder {
+    pub fn new(clock: Clock, processes: ProcessCache) -> Self {
+        SpanBuilder { clock, processes }
+    }
+
+    pub fn build(&mut self, completed: &CompletedExchange) -> Span {
+        let exchange = &completed.exchange;
+        let request = &exchange.request;
+        let kind = match completed.role {
+            Role::Client => SpanKind::Client,
+            Role::Server | Role::Unknown => SpanKind::Server,
+        };
+        let process = self
+            .processes
+            .get(exchange.request_start.pid, &completed.comm);
+        let (path, query) = split_target(&request.target);
+        let method = if KNOWN_METHODS.contains(&request.method.as_str()) {
+            request.method.as_str()
+        } else {
+            "_OTHER"
+        };
+
+        let mut attributes: Vec<(&'static str, AttributeValue)> = Vec::with_capacity(16);
+        let mut attr = |key: &'static str, value: AttributeValue| attributes.push((key, value));
+        attr("http.request.method", str(method));
+        if method == "_OTHER" {
+            attr("http.request.method_original", str(&request.method));
+        }
+        attr("url.path", str(path));
+        if let Some(query) = query {
+            attr("url.query", AttributeValue::Str(redact_query(query)));
+        }
+        attr("url.scheme", str("http"));
+        attr(
+            "network.protocol.version",
+            str(if request.version == 0 { "1.0" } else { "1.1" }),
+        );
+        let host = request.headers.get("host").map(split_host);
+        match kind {
+            SpanKind::Server => {
+                let server_address = host
+                    .map(|(name, _)| name.to_string())
+                    .unwrap_or_else(|| completed.local.ip().to_string());
+                attr("server.address", AttributeValue::Str(server_address));
+                attr("server.port", port(completed.local));
+                attr("client.address", AttributeValue::Str(completed.remote.ip().to_string()));
+                attr("client.port", port(completed.remote));
+            }
+            SpanKind::Client => {
+                let server_address = host
+                    .map(|(name, _)| name.to_string())
+                    .unwrap_or_else(|| completed.remote.ip().to_string());
+                let authority = request
+                    .headers
+                    .get("host")
+                    .map(str::to_string)
+                    .unwrap_or_else(|| completed.remote.to_string());
+                let target = match query {
+                    Some(q) => format!("{path}?{}", redact_query(q)),
+                    None => path.to_string(),
+                };
+                attr("url.full", AttributeValue::Str(format!("http://{authority}{target}")));
+                attr("server.address", AttributeValue::Str(server_address));
+                attr("server.port", port(completed.remote));
+            }
+        }
+        attr(
+            "network.peer.address",
+            AttributeValue::Str(completed.remote.ip().to_string()),
+        );
+        attr("network.peer.port", port(completed.remote));
+        if let Some(agent) = request.headers.get("user-agent") {
+            attr("user_agent.original", str(agent));
+        }
+        if exchange.request_body_bytes > 0 {
+            attr(
+                "http.request.body.size",
+                AttributeValue::Int(exchange.request_body_bytes as i64),
+            );
+        }
+
+        let status = match &exchange.response {
+            Some(response) => {
+                attr(
+                    "http.response.status_code",
+                    AttributeValue::Int(response.status as i64),
+                );
+                if exchange.response_body_bytes > 0 {
+                    attr(
+                        "http.response.body.size",
+                        AttributeValue::Int(exchange.response_body_bytes as i64),
+                    );
+                }
+                let error_from = match kind {
+                    SpanKind::Server => 500,
+                    SpanKind::Client => 400,
+                };
+                if response.status >= error_from {
+                    attr("error.type", AttributeValue::Str(response.status.to_string()));
+                    SpanStatus::Error(String::new())
+                } else {
+                    SpanStatus::Unset
+                }
+            }
+            None => {
+                attr("error.type", str("no_response"));
+                SpanStatus::Error("connection closed before a response".into())
+            }
+        };
+
+        Span {
+            trace_id: nonzero_random(),
+            span_id: nonzero_random(),
+            parent_span_id: None,
+            name: format!("{method} {}", route(path)),
+            kind,
+            start_unix_ns: self.clock.to_unix_ns(exchange.request_start.first_ns),
+            end_unix_ns: self.clock.to_unix_ns(exchange.response_end.last_ns),
+            attributes,
+            status,
+            process,
+            tid: exchange.request_start.tid,
+        }
+    }
+}
+
+fn str(value: &str) -> AttributeValue {
+    AttributeValue::Str(value.to_string())
+}
+
+fn port(addr: SocketAddr) -> AttributeValue {
+    AttributeValue::Int(addr.port() as i64)
+}
+
+/// W3C ids must not be all zeroes.
+fn nonzero_random<const N: usize>() -> [u8; N] {
+    loop {
+        let id: [u8; N] = rand::random();
+        if id.iter().any(|b| *b != 0) {
+            return id;
+        }
+    }
+}
+
+/// Path and query of an origin-form target; an absolute-form target (to a
+/// proxy) gives its path.
+fn split_target(target: &str) -> (&str, Option<&str>) {
+    let target = target
+        .strip_prefix("http://")
+        .or_else(|| target.strip_prefix("https://"))
+        .map(|rest| rest.find('/').map_or("/", |i| &rest[i..]))
+        .unwrap_or(target);
+    let target = target.split('#').next().unwrap_or(target);
+    match target.split_once('?') {
+        Some((path, query)) => (path, Some(query)),
+        None => (target, None),
+    }
+}
+
+/// `host[:port]` of a Host header (IPv6 literals in brackets).
+fn split_host(host: &str) -> (&str, Option<&str>) {
+    if let Some(rest) = host.strip_prefix('[') {
+        if let Some((ip, after)) = rest.split_once(']') {
+            return (ip, after.strip_prefix(':'));
+        }
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => (name, Some(port)),
+        _ => (host, None),
+    }
+}
+
+/// The query with the values of credential-like parameters replaced.
+pub fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if is_secret_key(key) => format!("{key}=REDACTED"),
+            _ => pair.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    SECRET_QUERY_KEYS.contains(&key.as_str())
+        || key.ends_with("_token")
+        || key.ends_with("password")
+        || key.ends_with("secret")
+}
+
+/// A low-cardinality route from a path: segments that look like ids
+/// (numbers, hex, UUIDs, long tokens) become `{id}`.
+pub fn route(path: &str) -> String {
+    if path.is_empty() {
+        return "/".into();
+    }
+    path.split('/')
+        .map(|segment| if looks_like_id(segment) { "{id}" } else { segment })
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+fn looks_like_id(segment: &str) -> bool {
+    if segment.is_empty() {
+        return false;
+    }
+    let digits = segment.bytes().filter(u8::is_ascii_digit).count();
+    let hex_or_dash = segment
+        .bytes()
+        .all(|b| b.is_ascii_hexdigit() || b == b'-');
+    digits == segment.len()
+        || (hex_or_dash && segment.len() >= 8 && digits > 0)
+        || (segment.len() >= 20 && digits * 3 >= segment.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        connections::ChunkMeta,
+        protocols::http1::{Exchange, Headers, RequestHead, ResponseHead},
+    };
+
+    fn completed(role: Role, method: &str, target: &str, status: Option<u16>) -> CompletedExchange {
+        let meta = |ns| ChunkMeta {
+            first_ns: ns,
+            last_ns: ns + 10,
+            pid: std::process::id(),
+            tid: 1,
+        };
+        CompletedExchange {
+            exchange: Exchange {
+                request: RequestHead {
+                    method: method.into(),
+                    target: target.into(),
+                    version: 1,
+                    headers: Headers::default(),
+                },
+                response: status.map(|status| ResponseHead {
+                    status,
+                    version: 1,
+                    headers: Headers::default(),
+                }),
+                request_start: meta(1_000),
+                response_end: meta(5_000),
+                request_body_bytes: 0,
+                response_body_bytes: 12,
+                response_end_approximate: false,
+            },
+            role,
+            local: "127.0.0.1:8080".parse().unwrap(),
+            remote: "127.0.0.1:40000".parse().unwrap(),
+            comm: "test".into(),
+        }
+    }
+
+    fn builder() -> SpanBuilder {
+        SpanBuilder::new(Clock::now(), ProcessCache::default())
+    }
+
+    #[test]
+    fn server_span_attributes() {
+        let span = builder().build(&completed(Role::Server, "GET", "/users/42?x=1&token=abc", Some(200)));
+        assert_eq!(span.kind, SpanKind::Server);
+        assert_eq!(span.name, "GET /users/{id}");
+        assert_eq!(span.attribute("url.path"), Some(&str("/users/42")));
+        assert_eq!(span.attribute("url.query"), Some(&str("x=1&token=REDACTED")));
+        assert_eq!(span.attribute("client.port"), Some(&AttributeValue::Int(40000)));
+        assert_eq!(span.attribute("server.port"), Some(&AttributeValue::Int(8080)));
+        assert_eq!(span.attribute("http.response.status_code"), Some(&AttributeValue::Int(200)));
+        assert_eq!(span.status, SpanStatus::Unset);
+        assert_eq!(span.duration_ns(), 4_010);
+        assert!(span.attribute("url.full").is_none());
+    }
+
+    #[test]
+    fn error_status_rules() {
+        let mut b = builder();
+        assert_eq!(b.build(&completed(Role::Server, "GET", "/", Some(404))).status, SpanStatus::Unset);
+        assert!(matches!(b.build(&completed(Role::Server, "GET", "/", Some(503))).status, SpanStatus::Error(_)));
+        assert!(matches!(b.build(&completed(Role::Client, "GET", "/", Some(404))).status, SpanStatus::Error(_)));
+        assert!(matches!(b.build(&completed(Role::Client, "GET", "/", None)).status, SpanStatus::Error(_)));
+    }
+
+    #[test]
+    fn client_span_has_full_url_and_other_methods() {
+        let span = builder().build(&completed(Role::Client, "PURGE", "/cache?sig=1", Some(200)));
+        assert_eq!(span.kind, SpanKind::Client);
+        assert_eq!(span.attribute("http.request.method"), Some(&str("_OTHER")));
+        assert_eq!(span.attribute("http.request.method_original"), Some(&str("PURGE")));
+        assert_eq!(
+            span.attribute("url.full"),
+            Some(&str("http://127.0.0.1:40000/cache?sig=REDACTED"))
+        );
+    }
+
+    #[test]
+    fn routes_fold_ids() {
+        assert_eq!(route("/"), "/");
+        assert_eq!(route("/api/v1/orders/123/items"), "/api/v1/orders/{id}/items");
+        assert_eq!(route("/u/550e8400-e29b-41d4-a716-446655440000"), "/u/{id}");
+        assert_eq!(route("/blob/deadbeef01"), "/blob/{id}");
+        assert_eq!(route("/static/index.html"), "/static/index.html");
+    }
+
+    #[test]
+    fn targets_and_hosts() {
+        assert_eq!(split_target("/a?b=c"), ("/a", Some("b=c")));
+        assert_eq!(split_target("http://h:1/x?y"), ("/x", Some("y")));
+        assert_eq!(split_target("http://h"), ("/", None));
+        assert_eq!(split_host("example.com:8080"), ("example.com", Some("8080")));
+        assert_eq!(split_host("[::1]:80"), ("::1", Some("80")));
+        assert_eq!(split_host("example.com"), ("example.com", None));
+    }
+}
