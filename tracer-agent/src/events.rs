@@ -143,6 +143,7 @@ pub async fn read_events(
         let ring_buf = ring.get_mut();
         while let Some(record) = ring_buf.next() {
             stats.add(&stats.events_read, 1);
+            stats.add(&stats.event_bytes_read, record.len() as u64);
             match decode(&record) {
                 Ok(event) => batch.push(event),
                 Err(e) => {

@@ -70,6 +70,7 @@ fn main() -> ExitCode {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -138,15 +139,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .into_iter()
         .map(|(counter, value)| format!("{}={value}", counter.name()))
         .collect();
+    let (bpf_run_time, bpf_runs) = probes.run_stats();
     tracing::info!(
-        "stopped: events_read={} spans_produced={} spans_exported={} parse_errors={} \
-         connections_evicted={} export_failures={} kernel: {}",
+        "stopped: events_read={} event_bytes_read={} spans_produced={} spans_exported={} \
+         parse_errors={} connections_evicted={} export_failures={} bpf_run_time_ns={} \
+         bpf_runs={} kernel: {}",
         Stats::get(&stats.events_read),
+        Stats::get(&stats.event_bytes_read),
         Stats::get(&stats.spans_produced),
         Stats::get(&stats.spans_exported),
         Stats::get(&stats.parse_errors),
         Stats::get(&stats.connections_evicted),
         Stats::get(&stats.export_failures),
+        bpf_run_time.as_nanos(),
+        bpf_runs,
         kernel.join(" ")
     );
     Ok(())

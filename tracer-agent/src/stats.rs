@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Stats {
     /// Records read from the ring buffer.
     pub events_read: AtomicU64,
+    /// Bytes of those records (headers and payloads).
+    pub event_bytes_read: AtomicU64,
     /// Records that did not decode (a kernel/agent version mismatch).
     pub events_undecodable: AtomicU64,
     /// Connections being tracked now.

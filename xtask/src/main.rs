@@ -1,1 +1,167 @@
-fn main() {}
+//! Project tasks: `cargo xtask <command>`. Every command that builds first
+//! runs `setup`, which installs only what is missing, so a fresh machine needs
+//! nothing done by hand.
+
+mod bench;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "Set-up, build, run, test and benchmark the tracer")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what building and testing need, if missing: the nightly
+    /// toolchain's rust-src, bpf-linker 0.10.0, and (with --test-deps) the
+    /// Debian packages the tests drive (curl, nodejs).
+    Setup {
+        #[arg(long)]
+        test_deps: bool,
+    },
+    /// Build the agent (release), with its eBPF programs embedded.
+    Build,
+    /// Set up, build and run the agent as root. Arguments after `--` go to the agent.
+    Run {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// The whole test suite: formatting, clippy, unit tests, and the
+    /// privileged tests that load the real programs (needs root).
+    Test,
+    /// Measure the agent's cost: ring-buffer traffic and BPF time per request,
+    /// and throughput with and without the agent, side by side.
+    Bench(bench::BenchArgs),
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    setup::put_cargo_bin_on_path();
+    match cli.command {
+        Task::Setup { test_deps } => setup::run(test_deps),
+        Task::Build => {
+            setup::run(false)?;
+            build_agent(true)
+        }
+        Task::Run { args } => {
+            setup::run(false)?;
+            build_agent(true)?;
+            run_agent(&args)
+        }
+        Task::Test => test(),
+        Task::Bench(args) => {
+            setup::run(true)?;
+            build_agent(true)?;
+            bench::run(args)
+        }
+    }
+}
+
+/// The workspace root (xtask's parent directory).
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
+}
+
+pub fn cargo() -> Command {
+    let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cmd.current_dir(root());
+    cmd
+}
+
+/// Runs `cmd`, failing with its description if it does not succeed.
+pub fn run_checked(cmd: &mut Command) -> Result<()> {
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed ({status})");
+    }
+    Ok(())
+}
+
+fn build_agent(release: bool) -> Result<()> {
+    let mut cmd = cargo();
+    cmd.args(["build", "--package", "tracer-agent"]);
+    if release {
+        cmd.arg("--release");
+    }
+    run_checked(&mut cmd)
+}
+
+pub fn agent_binary(release: bool) -> PathBuf {
+    root()
+        .join("target")
+        .join(if release { "release" } else { "debug" })
+        .join("tracer-agent")
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+fn run_agent(args: &[String]) -> Result<()> {
+    let binary = agent_binary(true);
+    let mut cmd = if is_root() {
+        Command::new(&binary)
+    } else {
+        eprintln!("tracer-agent needs root: running it with sudo");
+        let mut sudo = Command::new("sudo");
+        sudo.arg("-E").arg(&binary);
+        sudo
+    };
+    cmd.args(args);
+    let status = cmd.status().with_context(|| format!("cannot start {}", binary.display()))?;
+    std::process::exit(status.code().unwrap_or(1));
+}
+
+fn test() -> Result<()> {
+    if !is_root() {
+        bail!(
+            "the test suite loads eBPF programs and needs root: run `sudo -E cargo xtask test`"
+        );
+    }
+    setup::run(true)?;
+    run_checked(cargo().args(["fmt", "--all", "--check"]))
+        .context("code is not formatted: run `cargo fmt --all`")?;
+    // tracer-ebpf only builds for the bpf target (tracer-agent's build.rs does that).
+    run_checked(cargo().args([
+        "clippy",
+        "--workspace",
+        "--exclude",
+        "tracer-ebpf",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The privileged tests run the debug agent binary.
+    build_agent(false)?;
+    run_checked(cargo().args([
+        "test",
+        "--workspace",
+        "--exclude",
+        "tracer-ebpf",
+        "--exclude",
+        "tracer-tests",
+    ]))?;
+    // One test at a time: each loads the programs and traces the whole machine.
+    run_checked(
+        cargo()
+            .args(["test", "--package", "tracer-tests", "--", "--test-threads=1"])
+            .env("TRACER_AGENT_BIN", agent_binary(false)),
+    )
+}

@@ -118,7 +118,7 @@ pub struct LoadOptions {
 /// The loaded, attached programs. Dropping it detaches everything.
 pub struct Probes {
     /// Holds the programs and their links.
-    _ebpf: Ebpf,
+    ebpf: Ebpf,
     counters: PerCpuArray<MapData, u64>,
 }
 
@@ -136,6 +136,19 @@ impl Probes {
                 (counter, total)
             })
             .collect()
+    }
+}
+
+impl Probes {
+    /// Total run time and runs of the agent's programs. The kernel counts
+    /// these only while `kernel.bpf_stats_enabled` is 1; otherwise zero.
+    pub fn run_stats(&self) -> (std::time::Duration, u64) {
+        self.ebpf
+            .programs()
+            .filter_map(|(_, program)| program.info().ok())
+            .fold((std::time::Duration::ZERO, 0), |(time, runs), info| {
+                (time + info.run_time(), runs + info.run_count())
+            })
     }
 }
 
@@ -224,7 +237,7 @@ pub fn load(options: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadErr
         })?;
     Ok((
         Probes {
-            _ebpf: ebpf,
+            ebpf,
             counters,
         },
         events,

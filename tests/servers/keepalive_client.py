@@ -1,0 +1,42 @@
+"""Sends GETs over ONE keep-alive connection and reports what it saw.
+
+Usage: keepalive_client.py PORT COUNT [--before N] [--wait] [--path P]
+--before N: send N requests first; then, with --wait, print "connected" and
+wait for a line on stdin before sending COUNT more on the same connection
+(so a test can start the agent while the connection is open).
+Prints one JSON line: {"local_port": ..., "durations": [seconds per request], "elapsed": ...}.
+"""
+import argparse
+import http.client
+import json
+import sys
+import time
+
+parser = argparse.ArgumentParser()
+parser.add_argument("port", type=int)
+parser.add_argument("count", type=int)
+parser.add_argument("--before", type=int, default=0)
+parser.add_argument("--wait", action="store_true")
+parser.add_argument("--path", default="/hello")
+args = parser.parse_args()
+
+conn = http.client.HTTPConnection("127.0.0.1", args.port)
+
+
+def get():
+    started = time.perf_counter()
+    conn.request("GET", args.path)
+    response = conn.getresponse()
+    response.read()
+    return time.perf_counter() - started
+
+
+for _ in range(args.before):
+    get()
+if args.wait:
+    print("connected", flush=True)
+    sys.stdin.readline()
+started = time.perf_counter()
+durations = [get() for _ in range(args.count)]
+elapsed = time.perf_counter() - started
+print(json.dumps({"local_port": conn.sock.getsockname()[1], "durations": durations, "elapsed": elapsed}), flush=True)

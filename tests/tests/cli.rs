@@ -1,0 +1,90 @@
+//! The agent's failures are one clear line and a non-zero exit, never a panic.
+
+use std::process::{Command, Output};
+
+use tracer_tests::{Agent, agent_binary, require_root};
+
+fn agent(args: &[&str]) -> Output {
+    Command::new(agent_binary()).args(args).output().expect("run tracer-agent")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+#[test]
+fn help_explains_the_options() {
+    let output = agent(&["--help"]);
+    assert!(output.status.success());
+    let help = String::from_utf8_lossy(&output.stdout);
+    for option in ["--pid", "--export-file", "--capture-bytes", "--ring-buffer-mib", "--quiet"] {
+        assert!(help.contains(option), "--help lacks {option}:\n{help}");
+    }
+    assert!(help.contains("root"), "--help says it needs root");
+}
+
+#[test]
+fn not_root_says_to_use_sudo() {
+    require_root();
+    // setpriv drops to an unprivileged user with no capabilities.
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(agent_binary())
+        .output()
+        .expect("run setpriv");
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+    let err = stderr(&output);
+    assert!(err.contains("needs root") && err.contains("sudo"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn bad_arguments_are_rejected_before_loading() {
+    let output = agent(&["--capture-bytes", "100000"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--capture-bytes"), "{}", stderr(&output));
+    let output = agent(&["--ring-buffer-mib", "3"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("power of two"), "{}", stderr(&output));
+}
+
+#[test]
+fn unwritable_export_file_is_a_clear_error() {
+    let output = agent(&["--export-file", "/nonexistent-dir/spans.jsonl"]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(err.contains("cannot create --export-file /nonexistent-dir/spans.jsonl"), "{err}");
+}
+
+/// With tracefs unmounted the agent mounts it itself. Done in a private mount
+/// namespace so the rest of the machine keeps its mounts.
+#[test]
+fn mounts_tracefs_when_missing() {
+    require_root();
+    let script = format!(
+        "umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/tracing 2>/dev/null; \
+         test -e /sys/kernel/tracing/events && exit 90; \
+         exec timeout --preserve-status --signal=INT 3 {} --quiet",
+        agent_binary().display()
+    );
+    let output = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", &script])
+        .output()
+        .expect("run unshare");
+    let err = stderr(&output);
+    assert_ne!(output.status.code(), Some(90), "could not unmount tracefs to test this");
+    assert!(output.status.success(), "{err}");
+    assert!(err.contains("mounted tracefs"), "{err}");
+    assert!(err.contains("tracepoints attached"), "{err}");
+}
+
+/// SIGTERM stops the agent cleanly, like SIGINT.
+#[test]
+fn sigterm_stops_cleanly() {
+    require_root();
+    let agent = Agent::start(&[]);
+    let run = agent.stop_with(libc::SIGTERM);
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(run.stderr.contains("stopped:"), "{}", run.stderr);
+}

@@ -1,0 +1,252 @@
+//! The agent traces real, unmodified HTTP/1.x servers and clients.
+//! Each test loads the real eBPF programs (root), drives real traffic on
+//! loopback and checks the spans the agent exported.
+
+use std::process::Command;
+
+use tracer_tests::{
+    Agent, CLIENT, Process, SERVER, SpanRecord, curl, free_port, node_server, python_server,
+    require_root, servers_dir, signal_go, temp_dir,
+};
+
+/// Every span lasted a positive time no longer than what the client saw.
+fn assert_durations(spans: &[&SpanRecord], client_observed: &[f64]) {
+    let longest = client_observed.iter().cloned().fold(0.0, f64::max);
+    for span in spans {
+        let d = span.duration_secs();
+        assert!(d > 0.0, "span {} has duration {d}", span.name);
+        assert!(d <= longest, "span {} lasted {d}s, longer than the client saw ({longest}s)", span.name);
+    }
+}
+
+fn of_kind(spans: &[&SpanRecord], kind: i64) -> Vec<SpanRecord> {
+    spans.iter().filter(|s| s.kind == kind).map(|s| (*s).clone()).collect()
+}
+
+/// `python3 -m http.server` (HTTP/1.0, a connection per request) and curl.
+#[test]
+fn python_http_server_and_curl() {
+    require_root();
+    let dir = temp_dir("http-server");
+    std::fs::write(dir.join("index.txt"), "hello\n").unwrap();
+    let port = free_port();
+    let agent = Agent::start(&[]);
+    let mut server = Command::new("python3");
+    server
+        .args(["-u", "-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
+        .current_dir(&dir)
+        .env_remove("OTEL_SERVICE_NAME");
+    let _server = spawn_http_server(&mut server, port);
+    let observed = curl(&[], &[
+        format!("http://127.0.0.1:{port}/index.txt"),
+        format!("http://127.0.0.1:{port}/missing?token=secret&x=1"),
+    ]);
+    let run = agent.stop();
+    assert!(run.status.success(), "agent failed: {}", run.stderr);
+
+    let spans = run.spans_on_port(port);
+    let servers = of_kind(&spans, SERVER);
+    let clients = of_kind(&spans, CLIENT);
+    assert_eq!(servers.len(), 2, "server spans: {servers:#?}");
+    assert_eq!(clients.len(), 2, "client spans: {clients:#?}");
+    for span in &servers {
+        assert!(span.service.starts_with("python3"), "service.name {}", span.service);
+        assert_eq!(span.str("http.request.method"), Some("GET"));
+        assert_eq!(span.resource["process.executable.name"]["stringValue"], span.service.as_str());
+    }
+    for span in &clients {
+        assert_eq!(span.service, "curl");
+    }
+    let by_path = |spans: &[SpanRecord], path: &str| {
+        spans.iter().find(|s| s.str("url.path") == Some(path)).cloned().unwrap_or_else(|| panic!("no span for {path}"))
+    };
+    let ok = by_path(&servers, "/index.txt");
+    assert_eq!(ok.int("http.response.status_code"), Some(200));
+    assert_eq!(ok.status_code, 0);
+    let missing = by_path(&servers, "/missing");
+    assert_eq!(missing.int("http.response.status_code"), Some(404));
+    assert_eq!(missing.str("url.query"), Some("token=REDACTED&x=1"));
+    // 404 is a client error: an error on the client span only.
+    assert_eq!(missing.status_code, 0);
+    assert_eq!(by_path(&clients, "/missing").status_code, 2);
+    assert_eq!(
+        by_path(&clients, "/index.txt").str("url.full"),
+        Some(format!("http://127.0.0.1:{port}/index.txt").as_str())
+    );
+    assert_durations(&spans, &observed);
+}
+
+/// An HTTP/1.1 keep-alive server in Python: many requests on one connection,
+/// including POST bodies, chunked responses, large bodies beyond the capture,
+/// and a 500.
+#[test]
+fn python_keep_alive_server() {
+    require_root();
+    let port = free_port();
+    let agent = Agent::start(&[]);
+    let _server = python_server(port, "shop");
+    let base = format!("http://127.0.0.1:{port}");
+    let mut observed = curl(&[], &[
+        format!("{base}/hello"),
+        format!("{base}/chunked"),
+        format!("{base}/big/200000"),
+        format!("{base}/status/500"),
+        format!("{base}/hello"),
+    ]);
+    observed.extend(curl(&["--data-binary", "0123456789"], &[format!("{base}/orders/42")]));
+    let run = agent.stop();
+    assert!(run.status.success(), "agent failed: {}", run.stderr);
+
+    let spans = run.spans_on_port(port);
+    let mut servers = of_kind(&spans, SERVER);
+    servers.sort_by_key(|s| s.start_ns);
+    let paths: Vec<_> = servers.iter().map(|s| (s.str("http.request.method").unwrap(), s.str("url.path").unwrap(), s.int("http.response.status_code").unwrap())).collect();
+    assert_eq!(
+        paths,
+        [
+            ("GET", "/hello", 200),
+            ("GET", "/chunked", 200),
+            ("GET", "/big/200000", 200),
+            ("GET", "/status/500", 500),
+            ("GET", "/hello", 200),
+            ("POST", "/orders/42", 201),
+        ]
+    );
+    assert!(servers.iter().all(|s| s.service == "shop"));
+    // The first five share one connection (curl keeps it alive).
+    let client_ports: std::collections::HashSet<_> = servers[..5].iter().map(|s| s.int("client.port")).collect();
+    assert_eq!(client_ports.len(), 1, "keep-alive requests on one connection");
+    assert_eq!(servers[2].int("http.response.body.size"), Some(200000));
+    assert_eq!(servers[1].int("http.response.body.size"), Some(19));
+    assert_eq!(servers[3].status_code, 2, "5xx is an error on the server span");
+    assert_eq!(servers[5].int("http.request.body.size"), Some(10));
+    assert_eq!(servers[5].name, "POST /orders/{id}");
+    assert_eq!(of_kind(&spans, CLIENT).len(), 6);
+    assert_durations(&spans, &observed);
+}
+
+/// A Node.js server (one event loop) with curl as keep-alive client.
+#[test]
+fn node_server_with_keep_alive_client() {
+    require_root();
+    let port = free_port();
+    let agent = Agent::start(&[]);
+    let _server = node_server(port);
+    let base = format!("http://127.0.0.1:{port}");
+    let urls: Vec<String> = (0..5).map(|i| format!("{base}/items/{i}")).collect();
+    let mut observed = curl(&[], &urls);
+    observed.extend(curl(&["--data-binary", "abc"], &[format!("{base}/submit")]));
+    let run = agent.stop();
+    assert!(run.status.success(), "agent failed: {}", run.stderr);
+
+    let spans = run.spans_on_port(port);
+    let servers = of_kind(&spans, SERVER);
+    assert_eq!(servers.len(), 6, "{servers:#?}");
+    for span in &servers {
+        assert_eq!(span.service, "node");
+    }
+    let gets: Vec<_> = servers.iter().filter(|s| s.str("http.request.method") == Some("GET")).collect();
+    assert_eq!(gets.len(), 5);
+    assert!(gets.iter().all(|s| s.int("http.response.status_code") == Some(200)));
+    let ports: std::collections::HashSet<_> = gets.iter().map(|s| s.int("client.port")).collect();
+    assert_eq!(ports.len(), 1, "curl kept one connection alive");
+    let post = servers.iter().find(|s| s.str("http.request.method") == Some("POST")).expect("POST span");
+    assert_eq!(post.int("http.response.status_code"), Some(201));
+    assert_eq!(of_kind(&spans, CLIENT).len(), 6);
+    assert_durations(&spans, &observed);
+}
+
+/// A keep-alive connection opened before the agent started is recognised on
+/// its next requests, with the right roles.
+///
+/// The server's handler thread is already blocked in `recv` when the agent
+/// attaches: that one syscall's entry was never seen, so the first request
+/// after the start is missed on the server side (the client's write and read
+/// both start after the attach). Every later request is traced.
+#[test]
+fn connection_opened_before_the_agent() {
+    require_root();
+    let port = free_port();
+    let _server = python_server(port, "early");
+    let mut client = Process::spawn_until(
+        Command::new("python3")
+            .arg(servers_dir().join("keepalive_client.py"))
+            .args([&port.to_string(), "3", "--before", "2", "--wait"])
+            .env("OTEL_SERVICE_NAME", "early-client"),
+        "connected",
+    );
+    let agent = Agent::start(&[]);
+    signal_go(&mut client);
+    let report: serde_json::Value = serde_json::from_str(client.wait_output().trim()).expect("client report");
+    let run = agent.stop();
+    assert!(run.status.success(), "agent failed: {}", run.stderr);
+
+    let spans = run.spans_on_port(port);
+    let servers = of_kind(&spans, SERVER);
+    let clients = of_kind(&spans, CLIENT);
+    assert_eq!(servers.len(), 2, "{spans:#?}");
+    assert_eq!(clients.len(), 3, "{spans:#?}");
+    let local_port = report["local_port"].as_i64().unwrap();
+    assert!(servers.iter().all(|s| s.service == "early" && s.int("client.port") == Some(local_port)));
+    assert!(clients.iter().all(|s| s.service == "early-client" && s.str("url.path") == Some("/hello")));
+    let observed: Vec<f64> = report["durations"].as_array().unwrap().iter().map(|d| d.as_f64().unwrap()).collect();
+    assert_durations(&spans, &observed);
+}
+
+/// Reading a large file is no socket traffic: no span, and the kernel sends
+/// no event for it (non-socket descriptors are filtered in the kernel).
+#[test]
+fn large_file_read_costs_no_events() {
+    require_root();
+    let dir = temp_dir("cat");
+    let file = dir.join("big.bin");
+    std::fs::write(&file, vec![b'x'; 64 * 1024 * 1024]).unwrap();
+    // The shell waits for "go", then becomes cat (same pid), so the agent can
+    // be limited to exactly that process.
+    let mut cat = Process::spawn_until(
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("echo ready; read line; exec cat {} > /dev/null", file.display())),
+        "ready",
+    );
+    let agent = Agent::start(&["--pid", &cat.pid().to_string()]);
+    signal_go(&mut cat);
+    cat.wait_output();
+    let run = agent.stop();
+    assert!(run.status.success(), "agent failed: {}", run.stderr);
+    assert!(run.spans.is_empty(), "{:#?}", run.spans);
+    assert_eq!(run.summary("events_read"), 0);
+    assert_eq!(run.summary("events_sent"), 0);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `--pid` traces only the named process: the server's spans, not curl's.
+#[test]
+fn pid_filter_limits_tracing() {
+    require_root();
+    let port = free_port();
+    let server = python_server(port, "only-me");
+    let agent = Agent::start(&["--pid", &server.pid().to_string()]);
+    curl(&[], &[format!("http://127.0.0.1:{port}/hello")]);
+    let run = agent.stop();
+    let spans = run.spans_on_port(port);
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(spans[0].kind, SERVER);
+    assert_eq!(spans[0].service, "only-me");
+}
+
+fn spawn_http_server(cmd: &mut Command, port: u16) -> Process {
+    // http.server prints "Serving HTTP on 127.0.0.1 port N (...) ..." when ready.
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start python3 -m http.server");
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed().as_secs() < 20, "http.server did not listen on {port}");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Process::from_child(child)
+}

@@ -1,0 +1,228 @@
+//! `cargo xtask bench`: what tracing costs, measured side by side in one run.
+//!
+//! 1. Ring-buffer traffic per request: the agent traces only a keep-alive
+//!    server and its client, which send N simple GETs; its exit summary gives
+//!    events and bytes read, and the kernel's run time of its programs.
+//! 2. Overhead: alternating rounds of the same client load with and without
+//!    the agent (tracing every process); median throughput of each, their
+//!    ratio, and the agent's own CPU time and BPF time per request.
+//!
+//! Timed numbers wander on shared machines (see shared/TOOLCHAIN.md): read the
+//! ratio over many rounds, and the per-request CPU and BPF times, not one run.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    net::TcpListener,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use anyhow::{Context, Result, bail};
+
+use crate::{agent_binary, is_root, root};
+
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Requests per measurement.
+    #[arg(long, default_value_t = 2000)]
+    requests: usize,
+    /// Rounds with and without the agent, alternating.
+    #[arg(long, default_value_t = 6)]
+    rounds: usize,
+}
+
+pub fn run(args: BenchArgs) -> Result<()> {
+    if !is_root() {
+        bail!("the benchmark loads eBPF programs: run `sudo -E cargo xtask bench`");
+    }
+    let stats_sysctl = "/proc/sys/kernel/bpf_stats_enabled";
+    let previous = std::fs::read_to_string(stats_sysctl).unwrap_or_else(|_| "0".into());
+    std::fs::write(stats_sysctl, "1").context("enable kernel.bpf_stats_enabled")?;
+    let result = measure(&args);
+    let _ = std::fs::write(stats_sysctl, previous.trim());
+    result
+}
+
+fn measure(args: &BenchArgs) -> Result<()> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let servers = root().join("tests/servers");
+    let mut server = spawn_until(
+        Command::new("python3").arg(servers.join("http11_server.py")).arg(port.to_string()),
+        "ready",
+    )?;
+    let client = |wait: bool| {
+        let mut cmd = Command::new("python3");
+        cmd.arg(servers.join("keepalive_client.py"))
+            .arg(port.to_string())
+            .arg(args.requests.to_string());
+        if wait {
+            cmd.arg("--wait");
+        }
+        cmd
+    };
+
+    // 1. Ring-buffer traffic per request.
+    let mut waiting = spawn_until(&mut client(true), "connected")?;
+    let pids = format!("{},{}", server.child.id(), waiting.child.id());
+    let agent = Agent::start(&["--pid", &pids])?;
+    writeln!(waiting.child.stdin.as_mut().context("client stdin")?, "go")?;
+    waiting.finish()?;
+    let summary = agent.stop()?;
+    let n = args.requests as f64;
+    println!("Ring-buffer traffic, simple GET (\"hello\\n\", keep-alive, Python server and client, both traced):");
+    println!("  requests                    {}", args.requests);
+    println!("  spans per request           {:.2}", summary.get("spans_produced") / n);
+    println!("  events per request          {:.2}", summary.get("events_read") / n);
+    println!("  ring bytes per request      {:.0}", summary.get("event_bytes_read") / n);
+    println!("  BPF run time per request    {:.2} µs", summary.get("bpf_run_time_ns") / n / 1e3);
+    println!("  events lost (ring full)     {}", summary.get("events_lost_ring_full"));
+
+    // 2. Throughput with and without the agent, alternating.
+    let mut off = Vec::new();
+    let mut on = Vec::new();
+    let mut agent_cpu_us = Vec::new();
+    let mut bpf_us = Vec::new();
+    for round in 0..args.rounds {
+        for with_agent in [round % 2 == 0, round % 2 != 0] {
+            let agent = if with_agent { Some(Agent::start(&[])?) } else { None };
+            let report = spawn_until(&mut client(false), "")?.finish()?;
+            let elapsed = json_number(&report, "elapsed")?;
+            let rate = n / elapsed;
+            if let Some(agent) = agent {
+                let cpu = agent.cpu_seconds()?;
+                let summary = agent.stop()?;
+                on.push(rate);
+                agent_cpu_us.push(cpu / n * 1e6);
+                bpf_us.push(summary.get("bpf_run_time_ns") / n / 1e3);
+            } else {
+                off.push(rate);
+            }
+        }
+    }
+    let (off_median, on_median) = (median(&mut off), median(&mut on));
+    println!("\nOverhead, {} rounds of {} requests, agent tracing every process:", args.rounds, args.requests);
+    println!("  throughput without agent    {off_median:.0} req/s (median)");
+    println!("  throughput with agent       {on_median:.0} req/s (median)");
+    println!("  ratio with/without          {:.3}", on_median / off_median);
+    println!("  agent CPU per request       {:.1} µs (median)", median(&mut agent_cpu_us));
+    println!("  BPF run time per request    {:.2} µs (median)", median(&mut bpf_us));
+    server.child.kill()?;
+    Ok(())
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn json_number(text: &str, key: &str) -> Result<f64> {
+    let needle = format!("\"{key}\": ");
+    let start = text.find(&needle).context("client report")? + needle.len();
+    let end = text[start..].find([',', '}']).map_or(text.len(), |e| start + e);
+    Ok(text[start..end].trim().parse()?)
+}
+
+struct Spawned {
+    child: Child,
+    stdout: BufReader<std::process::ChildStdout>,
+}
+
+impl Spawned {
+    /// Waits for the process and returns the rest of its stdout.
+    fn finish(mut self) -> Result<String> {
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut self.stdout, &mut rest)?;
+        let status = self.child.wait()?;
+        if !status.success() {
+            bail!("client failed: {status}");
+        }
+        Ok(rest)
+    }
+}
+
+/// Spawns and waits for `line` on stdout (an empty `line`: does not wait).
+fn spawn_until(cmd: &mut Command, line: &str) -> Result<Spawned> {
+    let mut child = cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).spawn()?;
+    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
+    if !line.is_empty() {
+        let mut seen = String::new();
+        while seen.trim() != line {
+            seen.clear();
+            if stdout.read_line(&mut seen)? == 0 {
+                bail!("{cmd:?} exited before printing {line}");
+            }
+        }
+    }
+    Ok(Spawned { child, stdout })
+}
+
+struct Agent {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+}
+
+struct Summary(String);
+
+impl Summary {
+    fn get(&self, name: &str) -> f64 {
+        let key = format!("{name}=");
+        self.0
+            .split_whitespace()
+            .find_map(|field| field.strip_prefix(&key))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN)
+    }
+}
+
+impl Agent {
+    fn start(args: &[&str]) -> Result<Agent> {
+        let mut child = Command::new(agent_binary(true))
+            .arg("--quiet")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let (tx, rx) = mpsc::channel();
+        let stderr = BufReader::new(child.stderr.take().context("stderr")?);
+        std::thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        loop {
+            let line = rx
+                .recv_timeout(Duration::from_secs(60))
+                .context("agent did not attach within 60 s")?;
+            if line.contains("tracepoints attached") {
+                return Ok(Agent { child, stderr: rx });
+            }
+        }
+    }
+
+    /// User + system CPU time the agent process has used.
+    fn cpu_seconds(&self) -> Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the parenthesised command name; utime and stime are 14 and 15.
+        let after = &stat[stat.rfind(')').context("stat")? + 2..];
+        let fields: Vec<&str> = after.split_whitespace().collect();
+        let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+        Ok(ticks / hz)
+    }
+
+    fn stop(mut self) -> Result<Summary> {
+        std::thread::sleep(Duration::from_millis(100));
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        self.child.wait()?;
+        let mut summary = String::new();
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_secs(5)) {
+            if line.contains("stopped:") {
+                summary = line;
+            }
+        }
+        Ok(Summary(summary))
+    }
+}

@@ -1,0 +1,116 @@
+//! Installs what the build and the tests need, when it is missing. Safe to
+//! run any number of times: each step checks before it installs.
+
+use std::{path::PathBuf, process::Command};
+
+use anyhow::{Context, Result, bail};
+
+use crate::run_checked;
+
+/// bpf-linker 0.10.0 loads the nightly toolchain's own LLVM; newer releases
+/// need a system LLVM that Debian 12 does not ship.
+const BPF_LINKER_VERSION: &str = "0.10.0";
+
+/// Debian packages the privileged tests drive: (command, package).
+const TEST_PACKAGES: &[(&str, &str)] = &[("curl", "curl"), ("node", "nodejs"), ("python3", "python3")];
+
+pub fn run(test_deps: bool) -> Result<()> {
+    ensure_nightly_rust_src()?;
+    ensure_bpf_linker()?;
+    if test_deps {
+        ensure_packages(TEST_PACKAGES)?;
+    }
+    Ok(())
+}
+
+/// `cargo install` puts tools in `$CARGO_HOME/bin`; make sure children find them.
+pub fn put_cargo_bin_on_path() {
+    let cargo_bin = cargo_home().join("bin");
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
+    if !dirs.contains(&cargo_bin) {
+        dirs.insert(0, cargo_bin);
+        if let Ok(joined) = std::env::join_paths(dirs) {
+            // SAFETY: called first thing in main, before any thread is started.
+            unsafe { std::env::set_var("PATH", joined) };
+        }
+    }
+}
+
+fn cargo_home() -> PathBuf {
+    std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"))
+}
+
+fn ensure_nightly_rust_src() -> Result<()> {
+    let sysroot = Command::new("rustc").args(["+nightly", "--print", "sysroot"]).output();
+    let has_nightly = sysroot.as_ref().is_ok_and(|o| o.status.success());
+    if !has_nightly {
+        eprintln!("setup: installing the nightly toolchain (builds the eBPF programs)");
+        run_checked(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
+        return Ok(());
+    }
+    let sysroot = String::from_utf8_lossy(&sysroot?.stdout).trim().to_string();
+    let core_src = PathBuf::from(sysroot).join("lib/rustlib/src/rust/library/core");
+    if !core_src.exists() {
+        eprintln!("setup: installing rust-src for nightly (-Z build-std=core needs it)");
+        run_checked(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+    }
+    Ok(())
+}
+
+fn ensure_bpf_linker() -> Result<()> {
+    let installed = Command::new("bpf-linker")
+        .arg("--version")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+        .unwrap_or(false);
+    if !installed {
+        eprintln!("setup: installing bpf-linker {BPF_LINKER_VERSION} (links the eBPF programs)");
+        run_checked(Command::new("cargo").args([
+            "install",
+            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+            "--locked",
+            "--force",
+        ]))?;
+    }
+    Ok(())
+}
+
+fn ensure_packages(packages: &[(&str, &str)]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .filter(|(command, _)| !on_path(command))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !crate::is_root() {
+        bail!("missing {}: install them with `sudo apt-get install {}`", missing.join(", "), missing.join(" "));
+    }
+    eprintln!("setup: installing {}", missing.join(", "));
+    run_checked(Command::new("apt-get").arg("update").arg("-q"))?;
+    run_checked(
+        Command::new("apt-get")
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+    .context("apt-get install failed")
+}
+
+fn on_path(command: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(command).is_file()))
+        .unwrap_or(false)
+}
