@@ -33,7 +33,10 @@ pub fn agent_binary() -> PathBuf {
         return path.into();
     }
     let exe = std::env::current_exe().expect("test binary path");
-    let target_profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+    let target_profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
     let binary = target_profile_dir.join("tracer-agent");
     assert!(
         binary.exists(),
@@ -215,7 +218,10 @@ impl Agent {
         let started = Instant::now();
         while ready_rx.recv_timeout(Duration::from_millis(100)).is_err() {
             if let Ok(Some(status)) = child.try_wait() {
-                panic!("agent exited ({status}) before attaching:\n{}", stderr.lock().unwrap());
+                panic!(
+                    "agent exited ({status}) before attaching:\n{}",
+                    stderr.lock().unwrap()
+                );
             }
             assert!(
                 started.elapsed() < Duration::from_secs(60),
@@ -268,7 +274,10 @@ fn wait_timeout(child: &mut Child, limit: Duration) -> ExitStatus {
         if let Some(status) = child.try_wait().expect("wait agent") {
             return status;
         }
-        assert!(started.elapsed() < limit, "agent did not exit within {limit:?} of SIGINT");
+        assert!(
+            started.elapsed() < limit,
+            "agent did not exit within {limit:?} of SIGINT"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -300,7 +309,12 @@ impl SpanRecord {
     }
 
     pub fn int(&self, key: &str) -> Option<i64> {
-        self.attributes.get(key)?.get("intValue")?.as_str()?.parse().ok()
+        self.attributes
+            .get(key)?
+            .get("intValue")?
+            .as_str()?
+            .parse()
+            .ok()
     }
 
     pub fn duration_secs(&self) -> f64 {
@@ -316,11 +330,18 @@ pub fn parse_spans(text: &str) -> Vec<SpanRecord> {
             .unwrap_or_else(|e| panic!("export line is not JSON ({e}): {line}"));
         for resource_spans in request["resourceSpans"].as_array().expect("resourceSpans") {
             let resource = key_values(&resource_spans["resource"]["attributes"]);
-            let service = resource["service.name"]["stringValue"].as_str().unwrap_or_default().to_string();
-            let pid = resource["process.pid"]["intValue"].as_str().and_then(|p| p.parse().ok()).unwrap_or(0);
+            let service = resource["service.name"]["stringValue"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            let pid = resource["process.pid"]["intValue"]
+                .as_str()
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(0);
             for scope in resource_spans["scopeSpans"].as_array().expect("scopeSpans") {
                 for span in scope["spans"].as_array().expect("spans") {
-                    let ns = |key: &str| span[key].as_str().and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let ns =
+                        |key: &str| span[key].as_str().and_then(|v| v.parse().ok()).unwrap_or(0);
                     spans.push(SpanRecord {
                         service: service.clone(),
                         pid,
@@ -358,10 +379,17 @@ pub fn curl(extra: &[&str], urls: &[String]) -> Vec<f64> {
         .args(["--silent", "--show-error", "--output", "/dev/null"])
         .args(["--write-out", "%{time_total}\\n"])
         .args(extra)
-        .args(urls.iter().flat_map(|u| ["--output", "/dev/null", u.as_str()]))
+        .args(
+            urls.iter()
+                .flat_map(|u| ["--output", "/dev/null", u.as_str()]),
+        )
         .output()
         .expect("run curl");
-    assert!(output.status.success(), "curl failed: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(|l| l.trim().parse().expect("curl time_total"))

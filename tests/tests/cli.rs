@@ -5,7 +5,10 @@ use std::process::{Command, Output};
 use tracer_tests::{Agent, agent_binary, require_root};
 
 fn agent(args: &[&str]) -> Output {
-    Command::new(agent_binary()).args(args).output().expect("run tracer-agent")
+    Command::new(agent_binary())
+        .args(args)
+        .output()
+        .expect("run tracer-agent")
 }
 
 fn stderr(output: &Output) -> String {
@@ -17,7 +20,13 @@ fn help_explains_the_options() {
     let output = agent(&["--help"]);
     assert!(output.status.success());
     let help = String::from_utf8_lossy(&output.stdout);
-    for option in ["--pid", "--export-file", "--capture-bytes", "--ring-buffer-mib", "--quiet"] {
+    for option in [
+        "--pid",
+        "--export-file",
+        "--capture-bytes",
+        "--ring-buffer-mib",
+        "--quiet",
+    ] {
         assert!(help.contains(option), "--help lacks {option}:\n{help}");
     }
     assert!(help.contains("root"), "--help says it needs root");
@@ -28,7 +37,12 @@ fn not_root_says_to_use_sudo() {
     require_root();
     // setpriv drops to an unprivileged user with no capabilities.
     let output = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+        ])
         .arg(agent_binary())
         .output()
         .expect("run setpriv");
@@ -43,10 +57,18 @@ fn not_root_says_to_use_sudo() {
 fn bad_arguments_are_rejected_before_loading() {
     let output = agent(&["--capture-bytes", "100000"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("--capture-bytes"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("--capture-bytes"),
+        "{}",
+        stderr(&output)
+    );
     let output = agent(&["--ring-buffer-mib", "3"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr(&output).contains("power of two"), "{}", stderr(&output));
+    assert!(
+        stderr(&output).contains("power of two"),
+        "{}",
+        stderr(&output)
+    );
 }
 
 #[test]
@@ -54,7 +76,10 @@ fn unwritable_export_file_is_a_clear_error() {
     let output = agent(&["--export-file", "/nonexistent-dir/spans.jsonl"]);
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
-    assert!(err.contains("cannot create --export-file /nonexistent-dir/spans.jsonl"), "{err}");
+    assert!(
+        err.contains("cannot create --export-file /nonexistent-dir/spans.jsonl"),
+        "{err}"
+    );
 }
 
 /// With tracefs unmounted the agent mounts it itself. Done in a private mount
@@ -73,7 +98,11 @@ fn mounts_tracefs_when_missing() {
         .output()
         .expect("run unshare");
     let err = stderr(&output);
-    assert_ne!(output.status.code(), Some(90), "could not unmount tracefs to test this");
+    assert_ne!(
+        output.status.code(),
+        Some(90),
+        "could not unmount tracefs to test this"
+    );
     assert!(output.status.success(), "{err}");
     assert!(err.contains("mounted tracefs"), "{err}");
     assert!(err.contains("tracepoints attached"), "{err}");

@@ -15,12 +15,20 @@ fn assert_durations(spans: &[&SpanRecord], client_observed: &[f64]) {
     for span in spans {
         let d = span.duration_secs();
         assert!(d > 0.0, "span {} has duration {d}", span.name);
-        assert!(d <= longest, "span {} lasted {d}s, longer than the client saw ({longest}s)", span.name);
+        assert!(
+            d <= longest,
+            "span {} lasted {d}s, longer than the client saw ({longest}s)",
+            span.name
+        );
     }
 }
 
 fn of_kind(spans: &[&SpanRecord], kind: i64) -> Vec<SpanRecord> {
-    spans.iter().filter(|s| s.kind == kind).map(|s| (*s).clone()).collect()
+    spans
+        .iter()
+        .filter(|s| s.kind == kind)
+        .map(|s| (*s).clone())
+        .collect()
 }
 
 /// `python3 -m http.server` (HTTP/1.0, a connection per request) and curl.
@@ -33,14 +41,24 @@ fn python_http_server_and_curl() {
     let agent = Agent::start(&[]);
     let mut server = Command::new("python3");
     server
-        .args(["-u", "-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "-u",
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
         .current_dir(&dir)
         .env_remove("OTEL_SERVICE_NAME");
     let _server = spawn_http_server(&mut server, port);
-    let observed = curl(&[], &[
-        format!("http://127.0.0.1:{port}/index.txt"),
-        format!("http://127.0.0.1:{port}/missing?token=secret&x=1"),
-    ]);
+    let observed = curl(
+        &[],
+        &[
+            format!("http://127.0.0.1:{port}/index.txt"),
+            format!("http://127.0.0.1:{port}/missing?token=secret&x=1"),
+        ],
+    );
     let run = agent.stop();
     assert!(run.status.success(), "agent failed: {}", run.stderr);
 
@@ -50,15 +68,26 @@ fn python_http_server_and_curl() {
     assert_eq!(servers.len(), 2, "server spans: {servers:#?}");
     assert_eq!(clients.len(), 2, "client spans: {clients:#?}");
     for span in &servers {
-        assert!(span.service.starts_with("python3"), "service.name {}", span.service);
+        assert!(
+            span.service.starts_with("python3"),
+            "service.name {}",
+            span.service
+        );
         assert_eq!(span.str("http.request.method"), Some("GET"));
-        assert_eq!(span.resource["process.executable.name"]["stringValue"], span.service.as_str());
+        assert_eq!(
+            span.resource["process.executable.name"]["stringValue"],
+            span.service.as_str()
+        );
     }
     for span in &clients {
         assert_eq!(span.service, "curl");
     }
     let by_path = |spans: &[SpanRecord], path: &str| {
-        spans.iter().find(|s| s.str("url.path") == Some(path)).cloned().unwrap_or_else(|| panic!("no span for {path}"))
+        spans
+            .iter()
+            .find(|s| s.str("url.path") == Some(path))
+            .cloned()
+            .unwrap_or_else(|| panic!("no span for {path}"))
     };
     let ok = by_path(&servers, "/index.txt");
     assert_eq!(ok.int("http.response.status_code"), Some(200));
@@ -86,21 +115,36 @@ fn python_keep_alive_server() {
     let agent = Agent::start(&[]);
     let _server = python_server(port, "shop");
     let base = format!("http://127.0.0.1:{port}");
-    let mut observed = curl(&[], &[
-        format!("{base}/hello"),
-        format!("{base}/chunked"),
-        format!("{base}/big/200000"),
-        format!("{base}/status/500"),
-        format!("{base}/hello"),
-    ]);
-    observed.extend(curl(&["--data-binary", "0123456789"], &[format!("{base}/orders/42")]));
+    let mut observed = curl(
+        &[],
+        &[
+            format!("{base}/hello"),
+            format!("{base}/chunked"),
+            format!("{base}/big/200000"),
+            format!("{base}/status/500"),
+            format!("{base}/hello"),
+        ],
+    );
+    observed.extend(curl(
+        &["--data-binary", "0123456789"],
+        &[format!("{base}/orders/42")],
+    ));
     let run = agent.stop();
     assert!(run.status.success(), "agent failed: {}", run.stderr);
 
     let spans = run.spans_on_port(port);
     let mut servers = of_kind(&spans, SERVER);
     servers.sort_by_key(|s| s.start_ns);
-    let paths: Vec<_> = servers.iter().map(|s| (s.str("http.request.method").unwrap(), s.str("url.path").unwrap(), s.int("http.response.status_code").unwrap())).collect();
+    let paths: Vec<_> = servers
+        .iter()
+        .map(|s| {
+            (
+                s.str("http.request.method").unwrap(),
+                s.str("url.path").unwrap(),
+                s.int("http.response.status_code").unwrap(),
+            )
+        })
+        .collect();
     assert_eq!(
         paths,
         [
@@ -114,11 +158,19 @@ fn python_keep_alive_server() {
     );
     assert!(servers.iter().all(|s| s.service == "shop"));
     // The first five share one connection (curl keeps it alive).
-    let client_ports: std::collections::HashSet<_> = servers[..5].iter().map(|s| s.int("client.port")).collect();
-    assert_eq!(client_ports.len(), 1, "keep-alive requests on one connection");
+    let client_ports: std::collections::HashSet<_> =
+        servers[..5].iter().map(|s| s.int("client.port")).collect();
+    assert_eq!(
+        client_ports.len(),
+        1,
+        "keep-alive requests on one connection"
+    );
     assert_eq!(servers[2].int("http.response.body.size"), Some(200000));
     assert_eq!(servers[1].int("http.response.body.size"), Some(19));
-    assert_eq!(servers[3].status_code, 2, "5xx is an error on the server span");
+    assert_eq!(
+        servers[3].status_code, 2,
+        "5xx is an error on the server span"
+    );
     assert_eq!(servers[5].int("http.request.body.size"), Some(10));
     assert_eq!(servers[5].name, "POST /orders/{id}");
     assert_eq!(of_kind(&spans, CLIENT).len(), 6);
@@ -145,12 +197,21 @@ fn node_server_with_keep_alive_client() {
     for span in &servers {
         assert_eq!(span.service, "node");
     }
-    let gets: Vec<_> = servers.iter().filter(|s| s.str("http.request.method") == Some("GET")).collect();
+    let gets: Vec<_> = servers
+        .iter()
+        .filter(|s| s.str("http.request.method") == Some("GET"))
+        .collect();
     assert_eq!(gets.len(), 5);
-    assert!(gets.iter().all(|s| s.int("http.response.status_code") == Some(200)));
+    assert!(
+        gets.iter()
+            .all(|s| s.int("http.response.status_code") == Some(200))
+    );
     let ports: std::collections::HashSet<_> = gets.iter().map(|s| s.int("client.port")).collect();
     assert_eq!(ports.len(), 1, "curl kept one connection alive");
-    let post = servers.iter().find(|s| s.str("http.request.method") == Some("POST")).expect("POST span");
+    let post = servers
+        .iter()
+        .find(|s| s.str("http.request.method") == Some("POST"))
+        .expect("POST span");
     assert_eq!(post.int("http.response.status_code"), Some(201));
     assert_eq!(of_kind(&spans, CLIENT).len(), 6);
     assert_durations(&spans, &observed);
@@ -177,7 +238,8 @@ fn connection_opened_before_the_agent() {
     );
     let agent = Agent::start(&[]);
     signal_go(&mut client);
-    let report: serde_json::Value = serde_json::from_str(client.wait_output().trim()).expect("client report");
+    let report: serde_json::Value =
+        serde_json::from_str(client.wait_output().trim()).expect("client report");
     let run = agent.stop();
     assert!(run.status.success(), "agent failed: {}", run.stderr);
 
@@ -187,9 +249,22 @@ fn connection_opened_before_the_agent() {
     assert_eq!(servers.len(), 2, "{spans:#?}");
     assert_eq!(clients.len(), 3, "{spans:#?}");
     let local_port = report["local_port"].as_i64().unwrap();
-    assert!(servers.iter().all(|s| s.service == "early" && s.int("client.port") == Some(local_port)));
-    assert!(clients.iter().all(|s| s.service == "early-client" && s.str("url.path") == Some("/hello")));
-    let observed: Vec<f64> = report["durations"].as_array().unwrap().iter().map(|d| d.as_f64().unwrap()).collect();
+    assert!(
+        servers
+            .iter()
+            .all(|s| s.service == "early" && s.int("client.port") == Some(local_port))
+    );
+    assert!(
+        clients
+            .iter()
+            .all(|s| s.service == "early-client" && s.str("url.path") == Some("/hello"))
+    );
+    let observed: Vec<f64> = report["durations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d.as_f64().unwrap())
+        .collect();
     assert_durations(&spans, &observed);
 }
 
@@ -204,9 +279,10 @@ fn large_file_read_costs_no_events() {
     // The shell waits for "go", then becomes cat (same pid), so the agent can
     // be limited to exactly that process.
     let mut cat = Process::spawn_until(
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!("echo ready; read line; exec cat {} > /dev/null", file.display())),
+        Command::new("sh").arg("-c").arg(format!(
+            "echo ready; read line; exec cat {} > /dev/null",
+            file.display()
+        )),
         "ready",
     );
     let agent = Agent::start(&["--pid", &cat.pid().to_string()]);
@@ -245,7 +321,10 @@ fn spawn_http_server(cmd: &mut Command, port: u16) -> Process {
         .expect("start python3 -m http.server");
     let started = std::time::Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed().as_secs() < 20, "http.server did not listen on {port}");
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "http.server did not listen on {port}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     Process::from_child(child)

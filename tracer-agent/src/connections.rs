@@ -45,7 +45,8 @@ enum Protocol {
     /// Not yet known; counts data chunks looked at.
     Detecting(u8),
     Http1 {
-        parser: Http1Connection<ChunkMeta>,
+        /// Boxed: a connection waits in `Detecting` or `Other` most of its life.
+        parser: Box<Http1Connection<ChunkMeta>>,
         /// The direction requests travel in, seen from this process.
         requests: Direction,
     },
@@ -140,16 +141,15 @@ impl ConnectionTable {
     }
 
     fn insert(&mut self, event: &Event, out: &mut Handled) -> &mut Connection {
-        if self.connections.len() >= self.max_connections {
-            if let Some(oldest) = self
+        if self.connections.len() >= self.max_connections
+            && let Some(oldest) = self
                 .connections
                 .iter()
                 .min_by_key(|(_, c)| c.last_seen_ns)
                 .map(|(id, _)| *id)
-            {
-                self.close(oldest, out);
-                out.evicted += 1;
-            }
+        {
+            self.close(oldest, out);
+            out.evicted += 1;
         }
         self.connections.entry(event.sock_id).or_insert(Connection {
             role: event.role,
@@ -216,7 +216,13 @@ impl ConnectionTable {
             tid: event.tid,
         };
         let mut outputs = Vec::new();
-        parser.feed(stream, &event.payload, event.uncaptured(), meta, &mut outputs);
+        parser.feed(
+            stream,
+            &event.payload,
+            event.uncaptured(),
+            meta,
+            &mut outputs,
+        );
         collect(conn, outputs, out);
     }
 }
@@ -233,7 +239,7 @@ fn detect(role: Role, direction: Direction, payload: &[u8], attempts: u8) -> Pro
         && expected_requests.is_none_or(|expected| expected == direction)
     {
         return Protocol::Http1 {
-            parser: Http1Connection::new(),
+            parser: Box::new(Http1Connection::new()),
             requests: direction,
         };
     }
@@ -264,7 +270,13 @@ mod tests {
     use super::*;
     use tracer_common::Syscall;
 
-    fn event(kind: EventKind, sock_id: u64, role: Role, direction: Option<Direction>, payload: &[u8]) -> Event {
+    fn event(
+        kind: EventKind,
+        sock_id: u64,
+        role: Role,
+        direction: Option<Direction>,
+        payload: &[u8],
+    ) -> Event {
         Event {
             kind,
             pid: 7,
@@ -292,11 +304,32 @@ mod tests {
         let mut table = ConnectionTable::new(10);
         let mut out = Handled::default();
         table.handle(event(EventKind::Open, 1, Role::Server, None, b""), &mut out);
-        table.handle(event(EventKind::Data, 1, Role::Server, Some(Direction::Ingress), GET), &mut out);
-        table.handle(event(EventKind::Data, 1, Role::Server, Some(Direction::Egress), OK), &mut out);
+        table.handle(
+            event(
+                EventKind::Data,
+                1,
+                Role::Server,
+                Some(Direction::Ingress),
+                GET,
+            ),
+            &mut out,
+        );
+        table.handle(
+            event(
+                EventKind::Data,
+                1,
+                Role::Server,
+                Some(Direction::Egress),
+                OK,
+            ),
+            &mut out,
+        );
         assert_eq!(out.exchanges.len(), 1);
         assert_eq!(out.exchanges[0].role, Role::Server);
-        table.handle(event(EventKind::Close, 1, Role::Server, None, b""), &mut out);
+        table.handle(
+            event(EventKind::Close, 1, Role::Server, None, b""),
+            &mut out,
+        );
         assert!(table.is_empty());
     }
 
@@ -306,14 +339,59 @@ mod tests {
     fn role_inferred_for_preexisting_connections() {
         let mut table = ConnectionTable::new(10);
         let mut out = Handled::default();
-        table.handle(event(EventKind::Data, 1, Role::Unknown, Some(Direction::Egress), GET), &mut out);
-        table.handle(event(EventKind::Data, 1, Role::Unknown, Some(Direction::Ingress), OK), &mut out);
+        table.handle(
+            event(
+                EventKind::Data,
+                1,
+                Role::Unknown,
+                Some(Direction::Egress),
+                GET,
+            ),
+            &mut out,
+        );
+        table.handle(
+            event(
+                EventKind::Data,
+                1,
+                Role::Unknown,
+                Some(Direction::Ingress),
+                OK,
+            ),
+            &mut out,
+        );
         assert_eq!(out.exchanges.len(), 1);
         assert_eq!(out.exchanges[0].role, Role::Client);
         // The response arriving first (mid-exchange) is skipped, not misread.
-        table.handle(event(EventKind::Data, 2, Role::Unknown, Some(Direction::Egress), OK), &mut out);
-        table.handle(event(EventKind::Data, 2, Role::Unknown, Some(Direction::Ingress), GET), &mut out);
-        table.handle(event(EventKind::Data, 2, Role::Unknown, Some(Direction::Egress), OK), &mut out);
+        table.handle(
+            event(
+                EventKind::Data,
+                2,
+                Role::Unknown,
+                Some(Direction::Egress),
+                OK,
+            ),
+            &mut out,
+        );
+        table.handle(
+            event(
+                EventKind::Data,
+                2,
+                Role::Unknown,
+                Some(Direction::Ingress),
+                GET,
+            ),
+            &mut out,
+        );
+        table.handle(
+            event(
+                EventKind::Data,
+                2,
+                Role::Unknown,
+                Some(Direction::Egress),
+                OK,
+            ),
+            &mut out,
+        );
         assert_eq!(out.exchanges.len(), 2);
         assert_eq!(out.exchanges[1].role, Role::Server);
     }
@@ -323,7 +401,16 @@ mod tests {
         let mut table = ConnectionTable::new(10);
         let mut out = Handled::default();
         for _ in 0..10 {
-            table.handle(event(EventKind::Data, 1, Role::Client, Some(Direction::Egress), b"*1\r\n$4\r\nPING\r\n"), &mut out);
+            table.handle(
+                event(
+                    EventKind::Data,
+                    1,
+                    Role::Client,
+                    Some(Direction::Egress),
+                    b"*1\r\n$4\r\nPING\r\n",
+                ),
+                &mut out,
+            );
         }
         assert!(out.exchanges.is_empty() && out.parse_errors.is_empty());
     }
@@ -346,7 +433,16 @@ mod tests {
     fn close_reports_unanswered_requests() {
         let mut table = ConnectionTable::new(10);
         let mut out = Handled::default();
-        table.handle(event(EventKind::Data, 1, Role::Server, Some(Direction::Ingress), GET), &mut out);
+        table.handle(
+            event(
+                EventKind::Data,
+                1,
+                Role::Server,
+                Some(Direction::Ingress),
+                GET,
+            ),
+            &mut out,
+        );
         table.close_all(&mut out);
         assert_eq!(out.exchanges.len(), 1);
         assert!(out.exchanges[0].exchange.response.is_none());

@@ -168,7 +168,10 @@ mod tests {
     fn record(header: &SocketEvent, payload: &[u8]) -> Vec<u8> {
         // SAFETY: SocketEvent is repr(C) plain data with no padding.
         let bytes = unsafe {
-            std::slice::from_raw_parts((header as *const SocketEvent).cast::<u8>(), SOCKET_EVENT_SIZE)
+            std::slice::from_raw_parts(
+                (header as *const SocketEvent).cast::<u8>(),
+                SOCKET_EVENT_SIZE,
+            )
         };
         let mut out = bytes.to_vec();
         out.extend_from_slice(payload);

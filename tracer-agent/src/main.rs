@@ -88,9 +88,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         exporters.push(Box::new(StdoutExporter::default()));
     }
     if let Some(path) = &cli.export_file {
-        let exporter = FileExporter::create(path, host_name()).map_err(|e| {
-            anyhow::anyhow!("cannot create --export-file {}: {e}", path.display())
-        })?;
+        let exporter = FileExporter::create(path, host_name())
+            .map_err(|e| anyhow::anyhow!("cannot create --export-file {}: {e}", path.display()))?;
         exporters.push(Box::new(exporter));
     }
 
@@ -140,6 +139,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|(counter, value)| format!("{}={value}", counter.name()))
         .collect();
     let (bpf_run_time, bpf_runs) = probes.run_stats();
+    for (name, time, runs) in probes.program_run_stats() {
+        tracing::debug!(
+            "program {name}: runs={runs} run_time_ns={}",
+            time.as_nanos()
+        );
+    }
     tracing::info!(
         "stopped: events_read={} event_bytes_read={} spans_produced={} spans_exported={} \
          parse_errors={} connections_evicted={} export_failures={} bpf_run_time_ns={} \

@@ -97,8 +97,14 @@ mod tests {
     #[test]
     fn service_name_from_environment() {
         let environ = b"PATH=/bin\0OTEL_SERVICE_NAME=checkout\0HOME=/root\0";
-        assert_eq!(env_value(environ, b"OTEL_SERVICE_NAME").as_deref(), Some("checkout"));
-        assert_eq!(env_value(b"OTEL_SERVICE_NAMESPACE=x\0", b"OTEL_SERVICE_NAME"), None);
+        assert_eq!(
+            env_value(environ, b"OTEL_SERVICE_NAME").as_deref(),
+            Some("checkout")
+        );
+        assert_eq!(
+            env_value(b"OTEL_SERVICE_NAMESPACE=x\0", b"OTEL_SERVICE_NAME"),
+            None
+        );
     }
 
     #[test]
@@ -108,8 +114,14 @@ mod tests {
             container_id(&format!("0::/system.slice/docker-{id}.scope\n")),
             Some(id.clone())
         );
-        assert_eq!(container_id(&format!("0::/kubepods/besteffort/pod1/{id}\n")), Some(id));
-        assert_eq!(container_id("0::/user.slice/user-0.slice/session-1.scope\n"), None);
+        assert_eq!(
+            container_id(&format!("0::/kubepods/besteffort/pod1/{id}\n")),
+            Some(id)
+        );
+        assert_eq!(
+            container_id("0::/user.slice/user-0.slice/session-1.scope\n"),
+            None
+        );
     }
 
     #[test]

@@ -47,7 +47,10 @@ pub struct Span {
 
 impl Span {
     pub fn attribute(&self, key: &str) -> Option<&AttributeValue> {
-        self.attributes.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+        self.attributes
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| v)
     }
 
     pub fn duration_ns(&self) -> u64 {
@@ -134,7 +137,10 @@ impl SpanBuilder {
                     .unwrap_or_else(|| completed.local.ip().to_string());
                 attr("server.address", AttributeValue::Str(server_address));
                 attr("server.port", port(completed.local));
-                attr("client.address", AttributeValue::Str(completed.remote.ip().to_string()));
+                attr(
+                    "client.address",
+                    AttributeValue::Str(completed.remote.ip().to_string()),
+                );
                 attr("client.port", port(completed.remote));
             }
             SpanKind::Client => {
@@ -150,7 +156,10 @@ impl SpanBuilder {
                     Some(q) => format!("{path}?{}", redact_query(q)),
                     None => path.to_string(),
                 };
-                attr("url.full", AttributeValue::Str(format!("http://{authority}{target}")));
+                attr(
+                    "url.full",
+                    AttributeValue::Str(format!("http://{authority}{target}")),
+                );
                 attr("server.address", AttributeValue::Str(server_address));
                 attr("server.port", port(completed.remote));
             }
@@ -187,7 +196,10 @@ impl SpanBuilder {
                     SpanKind::Client => 400,
                 };
                 if response.status >= error_from {
-                    attr("error.type", AttributeValue::Str(response.status.to_string()));
+                    attr(
+                        "error.type",
+                        AttributeValue::Str(response.status.to_string()),
+                    );
                     SpanStatus::Error(String::new())
                 } else {
                     SpanStatus::Unset
@@ -250,10 +262,10 @@ fn split_target(target: &str) -> (&str, Option<&str>) {
 
 /// `host[:port]` of a Host header (IPv6 literals in brackets).
 fn split_host(host: &str) -> (&str, Option<&str>) {
-    if let Some(rest) = host.strip_prefix('[') {
-        if let Some((ip, after)) = rest.split_once(']') {
-            return (ip, after.strip_prefix(':'));
-        }
+    if let Some(rest) = host.strip_prefix('[')
+        && let Some((ip, after)) = rest.split_once(']')
+    {
+        return (ip, after.strip_prefix(':'));
     }
     match host.rsplit_once(':') {
         Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => (name, Some(port)),
@@ -288,7 +300,13 @@ pub fn route(path: &str) -> String {
         return "/".into();
     }
     path.split('/')
-        .map(|segment| if looks_like_id(segment) { "{id}" } else { segment })
+        .map(|segment| {
+            if looks_like_id(segment) {
+                "{id}"
+            } else {
+                segment
+            }
+        })
         .collect::<Vec<_>>()
         .join("/")
 }
@@ -298,9 +316,7 @@ fn looks_like_id(segment: &str) -> bool {
         return false;
     }
     let digits = segment.bytes().filter(u8::is_ascii_digit).count();
-    let hex_or_dash = segment
-        .bytes()
-        .all(|b| b.is_ascii_hexdigit() || b == b'-');
+    let hex_or_dash = segment.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
     digits == segment.len()
         || (hex_or_dash && segment.len() >= 8 && digits > 0)
         || (segment.len() >= 20 && digits * 3 >= segment.len())
@@ -353,14 +369,31 @@ mod tests {
 
     #[test]
     fn server_span_attributes() {
-        let span = builder().build(&completed(Role::Server, "GET", "/users/42?x=1&token=abc", Some(200)));
+        let span = builder().build(&completed(
+            Role::Server,
+            "GET",
+            "/users/42?x=1&token=abc",
+            Some(200),
+        ));
         assert_eq!(span.kind, SpanKind::Server);
         assert_eq!(span.name, "GET /users/{id}");
         assert_eq!(span.attribute("url.path"), Some(&str("/users/42")));
-        assert_eq!(span.attribute("url.query"), Some(&str("x=1&token=REDACTED")));
-        assert_eq!(span.attribute("client.port"), Some(&AttributeValue::Int(40000)));
-        assert_eq!(span.attribute("server.port"), Some(&AttributeValue::Int(8080)));
-        assert_eq!(span.attribute("http.response.status_code"), Some(&AttributeValue::Int(200)));
+        assert_eq!(
+            span.attribute("url.query"),
+            Some(&str("x=1&token=REDACTED"))
+        );
+        assert_eq!(
+            span.attribute("client.port"),
+            Some(&AttributeValue::Int(40000))
+        );
+        assert_eq!(
+            span.attribute("server.port"),
+            Some(&AttributeValue::Int(8080))
+        );
+        assert_eq!(
+            span.attribute("http.response.status_code"),
+            Some(&AttributeValue::Int(200))
+        );
         assert_eq!(span.status, SpanStatus::Unset);
         assert_eq!(span.duration_ns(), 4_010);
         assert!(span.attribute("url.full").is_none());
@@ -369,10 +402,25 @@ mod tests {
     #[test]
     fn error_status_rules() {
         let mut b = builder();
-        assert_eq!(b.build(&completed(Role::Server, "GET", "/", Some(404))).status, SpanStatus::Unset);
-        assert!(matches!(b.build(&completed(Role::Server, "GET", "/", Some(503))).status, SpanStatus::Error(_)));
-        assert!(matches!(b.build(&completed(Role::Client, "GET", "/", Some(404))).status, SpanStatus::Error(_)));
-        assert!(matches!(b.build(&completed(Role::Client, "GET", "/", None)).status, SpanStatus::Error(_)));
+        assert_eq!(
+            b.build(&completed(Role::Server, "GET", "/", Some(404)))
+                .status,
+            SpanStatus::Unset
+        );
+        assert!(matches!(
+            b.build(&completed(Role::Server, "GET", "/", Some(503)))
+                .status,
+            SpanStatus::Error(_)
+        ));
+        assert!(matches!(
+            b.build(&completed(Role::Client, "GET", "/", Some(404)))
+                .status,
+            SpanStatus::Error(_)
+        ));
+        assert!(matches!(
+            b.build(&completed(Role::Client, "GET", "/", None)).status,
+            SpanStatus::Error(_)
+        ));
     }
 
     #[test]
@@ -380,7 +428,10 @@ mod tests {
         let span = builder().build(&completed(Role::Client, "PURGE", "/cache?sig=1", Some(200)));
         assert_eq!(span.kind, SpanKind::Client);
         assert_eq!(span.attribute("http.request.method"), Some(&str("_OTHER")));
-        assert_eq!(span.attribute("http.request.method_original"), Some(&str("PURGE")));
+        assert_eq!(
+            span.attribute("http.request.method_original"),
+            Some(&str("PURGE"))
+        );
         assert_eq!(
             span.attribute("url.full"),
             Some(&str("http://127.0.0.1:40000/cache?sig=REDACTED"))
@@ -390,7 +441,10 @@ mod tests {
     #[test]
     fn routes_fold_ids() {
         assert_eq!(route("/"), "/");
-        assert_eq!(route("/api/v1/orders/123/items"), "/api/v1/orders/{id}/items");
+        assert_eq!(
+            route("/api/v1/orders/123/items"),
+            "/api/v1/orders/{id}/items"
+        );
         assert_eq!(route("/u/550e8400-e29b-41d4-a716-446655440000"), "/u/{id}");
         assert_eq!(route("/blob/deadbeef01"), "/blob/{id}");
         assert_eq!(route("/static/index.html"), "/static/index.html");
@@ -401,7 +455,10 @@ mod tests {
         assert_eq!(split_target("/a?b=c"), ("/a", Some("b=c")));
         assert_eq!(split_target("http://h:1/x?y"), ("/x", Some("y")));
         assert_eq!(split_target("http://h"), ("/", None));
-        assert_eq!(split_host("example.com:8080"), ("example.com", Some("8080")));
+        assert_eq!(
+            split_host("example.com:8080"),
+            ("example.com", Some("8080"))
+        );
         assert_eq!(split_host("[::1]:80"), ("::1", Some("80")));
         assert_eq!(split_host("example.com"), ("example.com", None));
     }

@@ -162,6 +162,6 @@ unsafe impl aya::Pod for SocketEvent {}
 
 pub const SOCKET_EVENT_SIZE: usize = core::mem::size_of::<SocketEvent>();
 const _: () = assert!(SOCKET_EVENT_SIZE == 112);
-const _: () = assert!(SOCKET_EVENT_SIZE % 8 == 0);
+const _: () = assert!(SOCKET_EVENT_SIZE.is_multiple_of(8));
 // No implicit padding: `comm` ends exactly at the struct's end.
 const _: () = assert!(core::mem::offset_of!(SocketEvent, comm) + 16 == SOCKET_EVENT_SIZE);

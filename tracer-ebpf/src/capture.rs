@@ -11,8 +11,7 @@ use aya_ebpf::{
     },
 };
 use tracer_common::{
-    Config, Counter, EventKind, MAX_CAPTURE, MAX_IOVECS, Role, Syscall,
-    event::SOCKET_EVENT_SIZE,
+    Config, Counter, EventKind, MAX_CAPTURE, MAX_IOVECS, Role, Syscall, event::SOCKET_EVENT_SIZE,
 };
 
 use crate::{
@@ -46,7 +45,9 @@ pub fn start_event(
     header.start_ns = header.end_ns;
     header.bytes = 0;
     header.captured = 0;
-    header.role = unsafe { ROLES.get(sock) }.copied().unwrap_or(Role::Unknown as u8);
+    header.role = unsafe { ROLES.get(sock) }
+        .copied()
+        .unwrap_or(Role::Unknown as u8);
     header.direction = syscall.direction().map_or(0, |d| d as u8);
     header.syscall = syscall as u8;
     header._pad = [0; 3];
@@ -59,9 +60,14 @@ pub fn start_event(
 #[inline(always)]
 pub fn emit(config: &Config, buffer: &EventBuffer) {
     let captured = buffer.header.captured as usize;
-    let captured = if captured > MAX_CAPTURE { MAX_CAPTURE } else { captured };
+    let captured = if captured > MAX_CAPTURE {
+        MAX_CAPTURE
+    } else {
+        captured
+    };
     let len = SOCKET_EVENT_SIZE + captured;
-    let record = unsafe { core::slice::from_raw_parts(buffer as *const EventBuffer as *const u8, len) };
+    let record =
+        unsafe { core::slice::from_raw_parts(buffer as *const EventBuffer as *const u8, len) };
     let pending = EVENTS.query(0);
     let flags = if pending + len as u64 >= config.wakeup_bytes as u64 {
         BPF_RB_FORCE_WAKEUP
@@ -79,7 +85,11 @@ pub fn emit(config: &Config, buffer: &EventBuffer) {
 #[inline(always)]
 fn copy_user(buffer: &mut EventBuffer, offset: usize, src: u64, limit: usize) -> usize {
     let offset = offset & (MAX_CAPTURE - 1);
-    let len = if limit > MAX_CAPTURE { MAX_CAPTURE } else { limit };
+    let len = if limit > MAX_CAPTURE {
+        MAX_CAPTURE
+    } else {
+        limit
+    };
     if len == 0 {
         return 0;
     }

@@ -80,14 +80,23 @@ fn take_in_flight() -> Option<InFlight> {
 /// Exit of a read/write-like syscall: send what moved, with a payload prefix.
 #[inline(always)]
 fn exit_data(ctx: &TracePointContext, syscall: Syscall) {
-    let Some(in_flight) = take_in_flight() else { return };
+    let Some(in_flight) = take_in_flight() else {
+        return;
+    };
     let moved = ret(ctx);
     if moved <= 0 {
         return;
     }
-    let Some(config) = crate::maps::config() else { return };
-    let Some(buffer) = start_event(config, EventKind::Data, syscall, in_flight.fd, in_flight.sock)
-    else {
+    let Some(config) = crate::maps::config() else {
+        return;
+    };
+    let Some(buffer) = start_event(
+        config,
+        EventKind::Data,
+        syscall,
+        in_flight.fd,
+        in_flight.sock,
+    ) else {
         return;
     };
     buffer.header.start_ns = in_flight.start_ns;
@@ -137,17 +146,42 @@ macro_rules! data_syscall {
 }
 
 // read(fd, buf, count) / write(fd, buf, count)
-data_syscall!(sys_enter_read, sys_exit_read, Syscall::Read, |ctx| (arg(&ctx, 1), 0));
-data_syscall!(sys_enter_write, sys_exit_write, Syscall::Write, |ctx| (arg(&ctx, 1), 0));
+data_syscall!(sys_enter_read, sys_exit_read, Syscall::Read, |ctx| (
+    arg(&ctx, 1),
+    0
+));
+data_syscall!(sys_enter_write, sys_exit_write, Syscall::Write, |ctx| (
+    arg(&ctx, 1),
+    0
+));
 // readv(fd, iov, iovcnt) / writev(fd, iov, iovcnt)
-data_syscall!(sys_enter_readv, sys_exit_readv, Syscall::Readv, |ctx| (arg(&ctx, 1), arg(&ctx, 2)));
-data_syscall!(sys_enter_writev, sys_exit_writev, Syscall::Writev, |ctx| (arg(&ctx, 1), arg(&ctx, 2)));
+data_syscall!(sys_enter_readv, sys_exit_readv, Syscall::Readv, |ctx| (
+    arg(&ctx, 1),
+    arg(&ctx, 2)
+));
+data_syscall!(sys_enter_writev, sys_exit_writev, Syscall::Writev, |ctx| (
+    arg(&ctx, 1),
+    arg(&ctx, 2)
+));
 // sendto(fd, buf, len, flags, addr, addrlen)
-data_syscall!(sys_enter_sendto, sys_exit_sendto, Syscall::Sendto, |ctx| (arg(&ctx, 1), 0));
+data_syscall!(sys_enter_sendto, sys_exit_sendto, Syscall::Sendto, |ctx| (
+    arg(&ctx, 1),
+    0
+));
 // sendmsg(fd, msg, flags)
-data_syscall!(sys_enter_sendmsg, sys_exit_sendmsg, Syscall::Sendmsg, |ctx| (arg(&ctx, 1), 0));
+data_syscall!(
+    sys_enter_sendmsg,
+    sys_exit_sendmsg,
+    Syscall::Sendmsg,
+    |ctx| (arg(&ctx, 1), 0)
+);
 // sendfile64(out_fd, in_fd, offset, count): counted, no payload.
-data_syscall!(sys_enter_sendfile64, sys_exit_sendfile64, Syscall::Sendfile, |ctx| (0, 0));
+data_syscall!(
+    sys_enter_sendfile64,
+    sys_exit_sendfile64,
+    Syscall::Sendfile,
+    |ctx| (0, 0)
+);
 
 /// recvfrom(fd, buf, len, flags, addr, addrlen). A MSG_PEEK read leaves the bytes
 /// in the socket to be read again, so it is not traffic.
@@ -203,10 +237,17 @@ pub fn sys_enter_connect(ctx: TracePointContext) -> u32 {
 
 #[tracepoint]
 pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
-    let Some(in_flight) = take_in_flight() else { return 0 };
+    let Some(in_flight) = take_in_flight() else {
+        return 0;
+    };
     let rc = ret(&ctx);
     if rc == 0 || rc == EINPROGRESS {
-        opened(in_flight.fd as i64, Role::Client, Syscall::Connect, Some(in_flight.sock));
+        opened(
+            in_flight.fd as i64,
+            Role::Client,
+            Syscall::Connect,
+            Some(in_flight.sock),
+        );
     }
     0
 }

@@ -48,7 +48,9 @@ fn measure(args: &BenchArgs) -> Result<()> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let servers = root().join("tests/servers");
     let mut server = spawn_until(
-        Command::new("python3").arg(servers.join("http11_server.py")).arg(port.to_string()),
+        Command::new("python3")
+            .arg(servers.join("http11_server.py"))
+            .arg(port.to_string()),
         "ready",
     )?;
     let client = |wait: bool| {
@@ -70,13 +72,30 @@ fn measure(args: &BenchArgs) -> Result<()> {
     waiting.finish()?;
     let summary = agent.stop()?;
     let n = args.requests as f64;
-    println!("Ring-buffer traffic, simple GET (\"hello\\n\", keep-alive, Python server and client, both traced):");
+    println!(
+        "Ring-buffer traffic, simple GET (\"hello\\n\", keep-alive, Python server and client, both traced):"
+    );
     println!("  requests                    {}", args.requests);
-    println!("  spans per request           {:.2}", summary.get("spans_produced") / n);
-    println!("  events per request          {:.2}", summary.get("events_read") / n);
-    println!("  ring bytes per request      {:.0}", summary.get("event_bytes_read") / n);
-    println!("  BPF run time per request    {:.2} µs", summary.get("bpf_run_time_ns") / n / 1e3);
-    println!("  events lost (ring full)     {}", summary.get("events_lost_ring_full"));
+    println!(
+        "  spans per request           {:.2}",
+        summary.get("spans_produced") / n
+    );
+    println!(
+        "  events per request          {:.2}",
+        summary.get("events_read") / n
+    );
+    println!(
+        "  ring bytes per request      {:.0}",
+        summary.get("event_bytes_read") / n
+    );
+    println!(
+        "  BPF run time per request    {:.2} µs",
+        summary.get("bpf_run_time_ns") / n / 1e3
+    );
+    println!(
+        "  events lost (ring full)     {}",
+        summary.get("events_lost_ring_full")
+    );
 
     // 2. Throughput with and without the agent, alternating.
     let mut off = Vec::new();
@@ -85,7 +104,11 @@ fn measure(args: &BenchArgs) -> Result<()> {
     let mut bpf_us = Vec::new();
     for round in 0..args.rounds {
         for with_agent in [round % 2 == 0, round % 2 != 0] {
-            let agent = if with_agent { Some(Agent::start(&[])?) } else { None };
+            let agent = if with_agent {
+                Some(Agent::start(&[])?)
+            } else {
+                None
+            };
             let report = spawn_until(&mut client(false), "")?.finish()?;
             let elapsed = json_number(&report, "elapsed")?;
             let rate = n / elapsed;
@@ -101,12 +124,24 @@ fn measure(args: &BenchArgs) -> Result<()> {
         }
     }
     let (off_median, on_median) = (median(&mut off), median(&mut on));
-    println!("\nOverhead, {} rounds of {} requests, agent tracing every process:", args.rounds, args.requests);
+    println!(
+        "\nOverhead, {} rounds of {} requests, agent tracing every process:",
+        args.rounds, args.requests
+    );
     println!("  throughput without agent    {off_median:.0} req/s (median)");
     println!("  throughput with agent       {on_median:.0} req/s (median)");
-    println!("  ratio with/without          {:.3}", on_median / off_median);
-    println!("  agent CPU per request       {:.1} µs (median)", median(&mut agent_cpu_us));
-    println!("  BPF run time per request    {:.2} µs (median)", median(&mut bpf_us));
+    println!(
+        "  ratio with/without          {:.3}",
+        on_median / off_median
+    );
+    println!(
+        "  agent CPU per request       {:.1} µs (median)",
+        median(&mut agent_cpu_us)
+    );
+    println!(
+        "  BPF run time per request    {:.2} µs (median)",
+        median(&mut bpf_us)
+    );
     server.child.kill()?;
     Ok(())
 }
@@ -119,7 +154,9 @@ fn median(values: &mut [f64]) -> f64 {
 fn json_number(text: &str, key: &str) -> Result<f64> {
     let needle = format!("\"{key}\": ");
     let start = text.find(&needle).context("client report")? + needle.len();
-    let end = text[start..].find([',', '}']).map_or(text.len(), |e| start + e);
+    let end = text[start..]
+        .find([',', '}'])
+        .map_or(text.len(), |e| start + e);
     Ok(text[start..end].trim().parse()?)
 }
 

@@ -14,7 +14,10 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cargo xtask", about = "Set-up, build, run, test and benchmark the tracer")]
+#[command(
+    name = "cargo xtask",
+    about = "Set-up, build, run, test and benchmark the tracer"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Task,
@@ -39,6 +42,12 @@ enum Task {
     /// The whole test suite: formatting, clippy, unit tests, and the
     /// privileged tests that load the real programs (needs root).
     Test,
+    /// Fuzz the protocol parsers (libFuzzer, nightly) for a while.
+    Fuzz {
+        /// How long each target runs.
+        #[arg(long, default_value_t = 60)]
+        seconds: u32,
+    },
     /// Measure the agent's cost: ring-buffer traffic and BPF time per request,
     /// and throughput with and without the agent, side by side.
     Bench(bench::BenchArgs),
@@ -59,6 +68,10 @@ fn main() -> Result<()> {
             run_agent(&args)
         }
         Task::Test => test(),
+        Task::Fuzz { seconds } => {
+            setup::run(true)?;
+            fuzz(seconds)
+        }
         Task::Bench(args) => {
             setup::run(true)?;
             build_agent(true)?;
@@ -124,15 +137,15 @@ fn run_agent(args: &[String]) -> Result<()> {
         sudo
     };
     cmd.args(args);
-    let status = cmd.status().with_context(|| format!("cannot start {}", binary.display()))?;
+    let status = cmd
+        .status()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
     std::process::exit(status.code().unwrap_or(1));
 }
 
 fn test() -> Result<()> {
     if !is_root() {
-        bail!(
-            "the test suite loads eBPF programs and needs root: run `sudo -E cargo xtask test`"
-        );
+        bail!("the test suite loads eBPF programs and needs root: run `sudo -E cargo xtask test`");
     }
     setup::run(true)?;
     run_checked(cargo().args(["fmt", "--all", "--check"]))
@@ -148,6 +161,19 @@ fn test() -> Result<()> {
         "-D",
         "warnings",
     ]))?;
+    // The kernel crate, with the toolchain and target it is built for.
+    run_checked(
+        Command::new("cargo")
+            .current_dir(root().join("tracer-ebpf"))
+            .args([
+                "+nightly",
+                "clippy",
+                "--release",
+                "--target",
+                "bpfel-unknown-none",
+            ])
+            .args(["-Z", "build-std=core", "--", "-D", "warnings"]),
+    )?;
     // The privileged tests run the debug agent binary.
     build_agent(false)?;
     run_checked(cargo().args([
@@ -161,7 +187,32 @@ fn test() -> Result<()> {
     // One test at a time: each loads the programs and traces the whole machine.
     run_checked(
         cargo()
-            .args(["test", "--package", "tracer-tests", "--", "--test-threads=1"])
+            .args([
+                "test",
+                "--package",
+                "tracer-tests",
+                "--",
+                "--test-threads=1",
+            ])
             .env("TRACER_AGENT_BIN", agent_binary(false)),
-    )
+    )?;
+    fuzz(20)
+}
+
+/// Parser fuzz targets (under fuzz/), each run for `seconds`.
+const FUZZ_TARGETS: &[&str] = &["http1"];
+
+fn fuzz(seconds: u32) -> Result<()> {
+    for target in FUZZ_TARGETS {
+        eprintln!("fuzzing {target} for {seconds} s");
+        // The rustup proxy (not $CARGO) understands `+nightly`.
+        run_checked(
+            Command::new("cargo")
+                .current_dir(root().join("fuzz"))
+                .args(["+nightly", "fuzz", "run", target, "--"])
+                .arg(format!("-max_total_time={seconds}"))
+                .arg("-max_len=4096"),
+        )?;
+    }
+    Ok(())
 }

@@ -11,14 +11,19 @@ use crate::run_checked;
 /// need a system LLVM that Debian 12 does not ship.
 const BPF_LINKER_VERSION: &str = "0.10.0";
 
+/// Runs the parser fuzz targets (libFuzzer) with the nightly toolchain.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
+
 /// Debian packages the privileged tests drive: (command, package).
-const TEST_PACKAGES: &[(&str, &str)] = &[("curl", "curl"), ("node", "nodejs"), ("python3", "python3")];
+const TEST_PACKAGES: &[(&str, &str)] =
+    &[("curl", "curl"), ("node", "nodejs"), ("python3", "python3")];
 
 pub fn run(test_deps: bool) -> Result<()> {
     ensure_nightly_rust_src()?;
     ensure_bpf_linker()?;
     if test_deps {
         ensure_packages(TEST_PACKAGES)?;
+        ensure_cargo_fuzz()?;
     }
     Ok(())
 }
@@ -40,11 +45,15 @@ pub fn put_cargo_bin_on_path() {
 fn cargo_home() -> PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"))
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo")
+        })
 }
 
 fn ensure_nightly_rust_src() -> Result<()> {
-    let sysroot = Command::new("rustc").args(["+nightly", "--print", "sysroot"]).output();
+    let sysroot = Command::new("rustc")
+        .args(["+nightly", "--print", "sysroot"])
+        .output();
     let has_nightly = sysroot.as_ref().is_ok_and(|o| o.status.success());
     if !has_nightly {
         eprintln!("setup: installing the nightly toolchain (builds the eBPF programs)");
@@ -63,22 +72,47 @@ fn ensure_nightly_rust_src() -> Result<()> {
     let core_src = PathBuf::from(sysroot).join("lib/rustlib/src/rust/library/core");
     if !core_src.exists() {
         eprintln!("setup: installing rust-src for nightly (-Z build-std=core needs it)");
-        run_checked(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        run_checked(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
     Ok(())
 }
 
 fn ensure_bpf_linker() -> Result<()> {
-    let installed = Command::new("bpf-linker")
-        .arg("--version")
+    ensure_cargo_tool(
+        &["bpf-linker", "--version"],
+        "bpf-linker",
+        BPF_LINKER_VERSION,
+        "links the eBPF programs",
+    )
+}
+
+fn ensure_cargo_fuzz() -> Result<()> {
+    ensure_cargo_tool(
+        &["cargo", "fuzz", "--version"],
+        "cargo-fuzz",
+        CARGO_FUZZ_VERSION,
+        "fuzzes the parsers",
+    )
+}
+
+/// `cargo install crate@version` unless `probe` prints that version.
+fn ensure_cargo_tool(probe: &[&str], krate: &str, version: &str, why: &str) -> Result<()> {
+    let installed = Command::new(probe[0])
+        .args(&probe[1..])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).contains(BPF_LINKER_VERSION))
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains(version))
         .unwrap_or(false);
     if !installed {
-        eprintln!("setup: installing bpf-linker {BPF_LINKER_VERSION} (links the eBPF programs)");
+        eprintln!("setup: installing {krate} {version} ({why})");
         run_checked(Command::new("cargo").args([
             "install",
-            &format!("bpf-linker@{BPF_LINKER_VERSION}"),
+            &format!("{krate}@{version}"),
             "--locked",
             "--force",
         ]))?;
@@ -96,7 +130,11 @@ fn ensure_packages(packages: &[(&str, &str)]) -> Result<()> {
         return Ok(());
     }
     if !crate::is_root() {
-        bail!("missing {}: install them with `sudo apt-get install {}`", missing.join(", "), missing.join(" "));
+        bail!(
+            "missing {}: install them with `sudo apt-get install {}`",
+            missing.join(", "),
+            missing.join(" ")
+        );
     }
     eprintln!("setup: installing {}", missing.join(", "));
     run_checked(Command::new("apt-get").arg("update").arg("-q"))?;

@@ -81,15 +81,32 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
         let resource_spans = &json["resourceSpans"][0];
         let resource = &resource_spans["resource"]["attributes"];
-        assert!(resource.as_array().unwrap().iter().any(|kv| kv["key"] == "service.name" && kv["value"]["stringValue"] == "shop"));
+        assert!(
+            resource
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|kv| kv["key"] == "service.name" && kv["value"]["stringValue"] == "shop")
+        );
         let span = &resource_spans["scopeSpans"][0]["spans"][0];
         assert_eq!(span["traceId"], "abababababababababababababababab");
         assert_eq!(span["spanId"], "0101010101010101");
         assert_eq!(span["kind"], 2);
         assert_eq!(span["startTimeUnixNano"], "1700000000000000000");
         assert_eq!(span["status"]["code"], 2);
-        let status_attr = span["attributes"].as_array().unwrap().iter().find(|kv| kv["key"] == "http.response.status_code").unwrap();
+        let status_attr = span["attributes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|kv| kv["key"] == "http.response.status_code")
+            .unwrap();
         assert_eq!(status_attr["value"]["intValue"], "500");
-        assert_eq!(resource_spans["scopeSpans"][0]["spans"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            resource_spans["scopeSpans"][0]["spans"]
+                .as_array()
+                .unwrap()
+                .len(),
+            2
+        );
     }
 }

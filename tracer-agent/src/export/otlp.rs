@@ -6,7 +6,10 @@ use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest,
     common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value},
     resource::v1::Resource,
-    trace::v1::{ResourceSpans, ScopeSpans, Span as OtlpSpan, Status, span::SpanKind as OtlpKind, status::StatusCode},
+    trace::v1::{
+        ResourceSpans, ScopeSpans, Span as OtlpSpan, Status, span::SpanKind as OtlpKind,
+        status::StatusCode,
+    },
 };
 
 use crate::{
@@ -14,9 +17,12 @@ use crate::{
     spans::{AttributeValue, Span, SpanKind, SpanStatus},
 };
 
+/// A process and its spans in one batch.
+type ProcessSpans<'a> = (&'a Arc<ProcessInfo>, Vec<OtlpSpan>);
+
 /// One request for a batch: spans grouped by the process (resource) they belong to.
 pub fn export_request(spans: &[Span], host_name: &str) -> ExportTraceServiceRequest {
-    let mut by_process: BTreeMap<(u32, &str), (&Arc<ProcessInfo>, Vec<OtlpSpan>)> = BTreeMap::new();
+    let mut by_process: BTreeMap<(u32, &str), ProcessSpans> = BTreeMap::new();
     for span in spans {
         by_process
             .entry((span.process.pid, span.process.service_name.as_str()))
@@ -65,7 +71,10 @@ fn otlp_span(span: &Span) -> OtlpSpan {
     OtlpSpan {
         trace_id: span.trace_id.to_vec(),
         span_id: span.span_id.to_vec(),
-        parent_span_id: span.parent_span_id.map(|id| id.to_vec()).unwrap_or_default(),
+        parent_span_id: span
+            .parent_span_id
+            .map(|id| id.to_vec())
+            .unwrap_or_default(),
         name: span.name.clone(),
         kind: match span.kind {
             SpanKind::Server => OtlpKind::Server,

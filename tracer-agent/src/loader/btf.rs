@@ -66,7 +66,7 @@ fn member_offset(btf: &Btf, strct: &'static str, path: &'static str) -> Result<u
             current = as_struct(btf, member_type).ok_or_else(missing)?;
         }
     }
-    if bits % 8 != 0 {
+    if !bits.is_multiple_of(8) {
         return Err(LoadError::BtfBitfield {
             strct,
             member: path,
@@ -87,12 +87,11 @@ fn find_member(btf: &Btf, strct: &btf_rs::Struct, name: &str) -> Option<(u32, Ty
         if member_name == name {
             return Some((member.bit_offset(), member_type));
         }
-        if member_name.is_empty() {
-            if let Some(inner) = as_struct(btf, member_type) {
-                if let Some((bits, found)) = find_member(btf, &inner, name) {
-                    return Some((member.bit_offset() + bits, found));
-                }
-            }
+        if member_name.is_empty()
+            && let Some(inner) = as_struct(btf, member_type)
+            && let Some((bits, found)) = find_member(btf, &inner, name)
+        {
+            return Some((member.bit_offset() + bits, found));
         }
     }
     None

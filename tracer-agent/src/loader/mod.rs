@@ -143,12 +143,18 @@ impl Probes {
     /// Total run time and runs of the agent's programs. The kernel counts
     /// these only while `kernel.bpf_stats_enabled` is 1; otherwise zero.
     pub fn run_stats(&self) -> (std::time::Duration, u64) {
-        self.ebpf
-            .programs()
-            .filter_map(|(_, program)| program.info().ok())
-            .fold((std::time::Duration::ZERO, 0), |(time, runs), info| {
-                (time + info.run_time(), runs + info.run_count())
+        self.program_run_stats()
+            .fold((std::time::Duration::ZERO, 0), |(time, runs), (_, t, n)| {
+                (time + t, runs + n)
             })
+    }
+
+    /// Run time and runs of each program, by name.
+    pub fn program_run_stats(&self) -> impl Iterator<Item = (&str, std::time::Duration, u64)> + '_ {
+        self.ebpf.programs().filter_map(|(name, program)| {
+            let info = program.info().ok()?;
+            Some((name, info.run_time(), info.run_count()))
+        })
     }
 }
 
@@ -191,10 +197,12 @@ pub fn load(options: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadErr
             name: "CONFIG",
             source,
         })?;
-    config_map.set(0, config, 0).map_err(|source| LoadError::Map {
-        name: "CONFIG",
-        source,
-    })?;
+    config_map
+        .set(0, config, 0)
+        .map_err(|source| LoadError::Map {
+            name: "CONFIG",
+            source,
+        })?;
     let mut pids: HashMap<_, u32, u8> = ebpf
         .map_mut("TRACED_PIDS")
         .ok_or(map("map TRACED_PIDS"))?
@@ -224,24 +232,19 @@ pub fn load(options: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadErr
             .map_err(|source| LoadError::Attach { name, source })?;
     }
 
-    let events = RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(map("map EVENTS"))?).map_err(
-        |source| LoadError::Map {
-            name: "EVENTS",
-            source,
-        },
-    )?;
+    let events =
+        RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(map("map EVENTS"))?).map_err(|source| {
+            LoadError::Map {
+                name: "EVENTS",
+                source,
+            }
+        })?;
     let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").ok_or(map("map COUNTERS"))?)
         .map_err(|source| LoadError::Map {
             name: "COUNTERS",
             source,
         })?;
-    Ok((
-        Probes {
-            ebpf,
-            counters,
-        },
-        events,
-    ))
+    Ok((Probes { ebpf, counters }, events))
 }
 
 /// Root, or CAP_BPF with CAP_PERFMON (or CAP_SYS_ADMIN on older kernels).

@@ -157,10 +157,14 @@ enum Framing {
 enum ChunkState {
     SizeLine(Vec<u8>),
     Data(u64),
-    DataEnd { seen_cr: bool },
+    DataEnd {
+        seen_cr: bool,
+    },
     /// Trailer lines; `line_has_content` says whether the current line has
     /// anything before its end.
-    Trailers { line_has_content: bool },
+    Trailers {
+        line_has_content: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -174,7 +178,9 @@ enum State {
     UntilClose,
     /// Bytes were lost: wait for a chunk that starts a new message. `open`:
     /// the message in progress ends at the last chunk before that one.
-    Lost { open: bool },
+    Lost {
+        open: bool,
+    },
     /// A tunnel or upgraded protocol: ignore everything.
     Tunnel,
 }
@@ -217,6 +223,8 @@ pub struct Http1Connection<M> {
     pending: VecDeque<Pending<M>>,
     /// The response in progress: its head and whether it answers a request.
     response_head: Option<(ResponseHead, bool)>,
+    /// The meta of the latest chunk on either stream.
+    latest: Option<M>,
 }
 
 impl<M: Copy> Default for Http1Connection<M> {
@@ -232,6 +240,7 @@ impl<M: Copy> Http1Connection<M> {
             responses: Decoder::new(),
             pending: VecDeque::new(),
             response_head: None,
+            latest: None,
         }
     }
 
@@ -250,6 +259,7 @@ impl<M: Copy> Http1Connection<M> {
         meta: M,
         out: &mut Vec<Output<M>>,
     ) {
+        self.latest = Some(meta);
         let previous = self.decoder(stream).last.replace(meta);
         self.feed_bytes(stream, captured, meta, previous, out);
         if uncaptured > 0 {
@@ -268,7 +278,8 @@ impl<M: Copy> Http1Connection<M> {
         }
         self.responses.state = State::Idle;
         while let Some(pending) = self.pending.pop_front() {
-            let end = self.responses.last.or(self.requests.last).unwrap_or(pending.start);
+            // The latest chunk seen: never before the request itself.
+            let end = self.latest.unwrap_or(pending.start);
             out.push(Output::Exchange(Exchange {
                 request: pending.head,
                 response: None,
@@ -315,7 +326,10 @@ impl<M: Copy> Http1Connection<M> {
                 }
                 State::Idle => {
                     // Stray line ends between messages are allowed (RFC 9112 §2.2).
-                    let blank = data.iter().take_while(|b| **b == b'\r' || **b == b'\n').count();
+                    let blank = data
+                        .iter()
+                        .take_while(|b| **b == b'\r' || **b == b'\n')
+                        .count();
                     if blank > 0 {
                         (State::Idle, blank)
                     } else {
@@ -331,7 +345,9 @@ impl<M: Copy> Http1Connection<M> {
                     let take = data.len().min(room);
                     buffer.extend_from_slice(&data[..take]);
                     match self.parse_head(stream, &buffer, meta, out) {
-                        HeadResult::Complete(head_len, next) => (next, head_len.saturating_sub(before)),
+                        HeadResult::Complete(head_len, next) => {
+                            (next, head_len.saturating_sub(before))
+                        }
                         HeadResult::Partial if buffer.len() >= MAX_HEAD_BYTES => {
                             out.push(Output::Error(ParseError::HeadTooLarge(stream)));
                             (State::Lost { open: false }, take)
@@ -529,7 +545,10 @@ impl<M: Copy> Http1Connection<M> {
                     }
                     Ok(httparse::Status::Partial) => HeadResult::Partial,
                     Err(e) => {
-                        out.push(Output::Error(ParseError::InvalidHead(stream, e.to_string())));
+                        out.push(Output::Error(ParseError::InvalidHead(
+                            stream,
+                            e.to_string(),
+                        )));
                         HeadResult::Invalid
                     }
                 }
@@ -557,7 +576,10 @@ impl<M: Copy> Http1Connection<M> {
                     }
                     Ok(httparse::Status::Partial) => HeadResult::Partial,
                     Err(e) => {
-                        out.push(Output::Error(ParseError::InvalidHead(stream, e.to_string())));
+                        out.push(Output::Error(ParseError::InvalidHead(
+                            stream,
+                            e.to_string(),
+                        )));
                         HeadResult::Invalid
                     }
                 }
@@ -741,8 +763,14 @@ fn parse_chunk_size(line: &[u8]) -> Option<u64> {
 }
 
 fn trim_ascii(bytes: &[u8]) -> &[u8] {
-    let start = bytes.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(bytes.len());
-    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |e| e + 1);
+    let start = bytes
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(bytes.len());
+    let end = bytes
+        .iter()
+        .rposition(|b| !b.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
     &bytes[start..end]
 }
 
@@ -758,7 +786,11 @@ pub fn looks_like_message_start(stream: Stream, data: &[u8]) -> bool {
 /// A method token (RFC 9110 token characters, upper-case letters in practice)
 /// followed by a space and a target.
 pub fn looks_like_request_start(data: &[u8]) -> bool {
-    let method_len = data.iter().take(17).take_while(|b| b.is_ascii_uppercase()).count();
+    let method_len = data
+        .iter()
+        .take(17)
+        .take_while(|b| b.is_ascii_uppercase())
+        .count();
     (3..=16).contains(&method_len)
         && data.get(method_len) == Some(&b' ')
         && data

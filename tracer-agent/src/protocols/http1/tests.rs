@@ -31,7 +31,8 @@ fn run(chunks: &[(Stream, &[u8])]) -> Out {
     out
 }
 
-const GET: &[u8] = b"GET /hello?name=x HTTP/1.1\r\nHost: example.test:8080\r\nUser-Agent: t\r\n\r\n";
+const GET: &[u8] =
+    b"GET /hello?name=x HTTP/1.1\r\nHost: example.test:8080\r\nUser-Agent: t\r\n\r\n";
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Type: text/plain\r\n\r\nhello";
 
 #[test]
@@ -63,7 +64,10 @@ fn fragmentation_at_every_boundary() {
                 (Stream::Responses, s1),
                 (Stream::Responses, s2),
             ]);
-            assert!(errors(&out).is_empty(), "split {split_req}/{split_resp}: {out:?}");
+            assert!(
+                errors(&out).is_empty(),
+                "split {split_req}/{split_resp}: {out:?}"
+            );
             let ex = exchanges(&out);
             assert_eq!(ex.len(), 1, "split {split_req}/{split_resp}");
             assert_eq!(ex[0].request_body_bytes, 11);
@@ -72,7 +76,10 @@ fn fragmentation_at_every_boundary() {
             let first_request_chunk = if split_req == 0 { 1 } else { 0 };
             assert_eq!(ex[0].request_start, first_request_chunk);
             let last_response_chunk = if split_resp == response.len() { 2 } else { 3 };
-            assert_eq!(ex[0].response_end, last_response_chunk, "split {split_req}/{split_resp}");
+            assert_eq!(
+                ex[0].response_end, last_response_chunk,
+                "split {split_req}/{split_resp}"
+            );
         }
     }
 }
@@ -103,7 +110,12 @@ fn pipelined_requests_pair_in_order() {
     let ex = exchanges(&out);
     let pairs: Vec<_> = ex
         .iter()
-        .map(|e| (e.request.target.as_str(), e.response.as_ref().unwrap().status))
+        .map(|e| {
+            (
+                e.request.target.as_str(),
+                e.response.as_ref().unwrap().status,
+            )
+        })
         .collect();
     assert_eq!(pairs, [("/a", 200), ("/b", 404), ("/c", 200)]);
     // HEAD: Content-Length describes the GET body; none follows.
@@ -144,7 +156,10 @@ fn interim_and_bodyless_responses() {
     ]);
     assert!(errors(&out).is_empty(), "{out:?}");
     let ex = exchanges(&out);
-    let statuses: Vec<_> = ex.iter().map(|e| e.response.as_ref().unwrap().status).collect();
+    let statuses: Vec<_> = ex
+        .iter()
+        .map(|e| e.response.as_ref().unwrap().status)
+        .collect();
     assert_eq!(statuses, [204, 304]);
     assert_eq!(ex[0].request_body_bytes, 3);
 }
@@ -171,7 +186,13 @@ fn body_delimited_by_close() {
     let mut conn = Http1Connection::new();
     let mut out = Vec::new();
     conn.feed(Stream::Requests, b"GET / HTTP/1.0\r\n\r\n", 0, 0, &mut out);
-    conn.feed(Stream::Responses, b"HTTP/1.0 200 OK\r\n\r\nsome", 0, 1, &mut out);
+    conn.feed(
+        Stream::Responses,
+        b"HTTP/1.0 200 OK\r\n\r\nsome",
+        0,
+        1,
+        &mut out,
+    );
     conn.feed(Stream::Responses, b" body", 0, 2, &mut out);
     assert!(exchanges(&out).is_empty());
     conn.close(&mut out);
@@ -180,6 +201,22 @@ fn body_delimited_by_close() {
     assert_eq!(ex[0].response_body_bytes, 9);
     assert_eq!(ex[0].response_end, 2);
     assert!(!ex[0].response_end_approximate);
+}
+
+/// An unanswered request after an answered one ends at the latest chunk,
+/// not at the earlier response.
+#[test]
+fn unanswered_request_ends_after_it_started() {
+    let mut conn = Http1Connection::new();
+    let mut out = Vec::new();
+    conn.feed(Stream::Requests, GET, 0, 0, &mut out);
+    conn.feed(Stream::Responses, OK, 0, 1, &mut out);
+    conn.feed(Stream::Requests, GET, 0, 2, &mut out);
+    conn.close(&mut out);
+    let ex = exchanges(&out);
+    assert_eq!(ex.len(), 2);
+    assert!(ex[1].response.is_none());
+    assert_eq!((ex[1].request_start, ex[1].response_end), (2, 2));
 }
 
 #[test]
@@ -204,7 +241,13 @@ fn truncated_capture_keeps_sync() {
     let mut first = head.to_vec();
     first.extend(std::iter::repeat_n(b'x', 1024 - head.len()));
     conn.feed(Stream::Responses, &first, 65536 - 1024, 1, &mut out);
-    conn.feed(Stream::Responses, &[b'x'; 1024], 100000 + head.len() as u64 - 65536 - 1024, 2, &mut out);
+    conn.feed(
+        Stream::Responses,
+        &[b'x'; 1024],
+        100000 + head.len() as u64 - 65536 - 1024,
+        2,
+        &mut out,
+    );
     conn.feed(Stream::Requests, GET, 0, 3, &mut out);
     conn.feed(Stream::Responses, OK, 0, 4, &mut out);
     assert!(errors(&out).is_empty(), "{out:?}");
@@ -229,7 +272,13 @@ fn lost_chunk_framing_resyncs_at_next_message() {
         1,
         &mut out,
     );
-    conn.feed(Stream::Responses, b"more bytes inside a chunk", 3000, 2, &mut out);
+    conn.feed(
+        Stream::Responses,
+        b"more bytes inside a chunk",
+        3000,
+        2,
+        &mut out,
+    );
     conn.feed(Stream::Requests, GET, 0, 3, &mut out);
     conn.feed(Stream::Responses, OK, 0, 4, &mut out);
     let ex = exchanges(&out);
@@ -246,7 +295,13 @@ fn lost_head_resyncs() {
     let mut conn = Http1Connection::new();
     let mut out = Vec::new();
     // Headers cut by the capture limit: this request is lost.
-    conn.feed(Stream::Requests, b"GET /big HTTP/1.1\r\nCookie: aaaa", 9000, 0, &mut out);
+    conn.feed(
+        Stream::Requests,
+        b"GET /big HTTP/1.1\r\nCookie: aaaa",
+        9000,
+        0,
+        &mut out,
+    );
     conn.feed(Stream::Responses, OK, 0, 1, &mut out);
     conn.feed(Stream::Requests, GET, 0, 2, &mut out);
     conn.feed(Stream::Responses, OK, 0, 3, &mut out);
@@ -297,8 +352,7 @@ fn request_start_detection() {
 }
 
 /// Pseudo-random bytes in random splits, on both streams, with gaps: never a
-/// panic, and the parser still works for a valid exchange afterwards... once
-/// the garbage connection is closed and a new one starts.
+/// panic, and every exchange ends no earlier than it started.
 #[test]
 fn garbage_never_panics() {
     let mut seed = 0x2545_f491_4f6c_dd1du64;
@@ -308,11 +362,12 @@ fn garbage_never_panics() {
         seed ^= seed << 17;
         seed
     };
-    let alphabet: &[u8] = b"GET /HTTP1.0\r\n: chunkedTransfer-EncodingContent-Length0123456789abcdef;\x00\xff";
+    let alphabet: &[u8] =
+        b"GET /HTTP1.0\r\n: chunkedTransfer-EncodingContent-Length0123456789abcdef;\x00\xff";
     for _ in 0..2000 {
         let mut conn = Http1Connection::new();
         let mut out = Vec::new();
-        for _ in 0..(next() % 12) {
+        for chunk in 0..(next() % 12) as u32 {
             let len = (next() % 64) as usize;
             let bytes: Vec<u8> = (0..len)
                 .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
@@ -323,8 +378,14 @@ fn garbage_never_panics() {
                 Stream::Responses
             };
             let gap = if next() % 4 == 0 { next() % 100 } else { 0 };
-            conn.feed(stream, &bytes, gap, 0u32, &mut out);
+            conn.feed(stream, &bytes, gap, chunk, &mut out);
         }
         conn.close(&mut out);
+        for exchange in exchanges(&out) {
+            assert!(
+                exchange.request_start <= exchange.response_end,
+                "{exchange:?}"
+            );
+        }
     }
 }
