@@ -51,7 +51,7 @@ fn python_http_server_and_curl() {
         ])
         .current_dir(&dir)
         .env_remove("OTEL_SERVICE_NAME");
-    let _server = spawn_http_server(&mut server, port);
+    let _server = spawn_http_server(&mut server, "127.0.0.1", port);
     let observed = curl(
         &[],
         &[
@@ -296,6 +296,34 @@ fn large_file_read_costs_no_events() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// IPv6: a server on [::1] and curl over IPv6; the addresses are IPv6.
+#[test]
+fn ipv6_loopback() {
+    require_root();
+    let port = free_port();
+    let agent = Agent::start(&[]);
+    let mut server = Command::new("python3");
+    server
+        .args(["-m", "http.server", &port.to_string(), "--bind", "::1"])
+        .current_dir(temp_dir("ipv6"));
+    let _server = spawn_http_server(&mut server, "::1", port);
+    let observed = curl(&["-6"], &[format!("http://[::1]:{port}/")]);
+    let run = agent.stop();
+    assert!(run.status.success(), "agent failed: {}", run.stderr);
+    let spans = run.spans_on_port(port);
+    let servers = of_kind(&spans, SERVER);
+    let clients = of_kind(&spans, CLIENT);
+    assert_eq!((servers.len(), clients.len()), (1, 1), "{spans:#?}");
+    assert_eq!(servers[0].str("client.address"), Some("::1"));
+    assert_eq!(servers[0].int("http.response.status_code"), Some(200));
+    assert_eq!(clients[0].str("network.peer.address"), Some("::1"));
+    assert_eq!(
+        clients[0].str("url.full"),
+        Some(format!("http://[::1]:{port}/").as_str())
+    );
+    assert_durations(&spans, &observed);
+}
+
 /// `--pid` traces only the named process: the server's spans, not curl's.
 #[test]
 fn pid_filter_limits_tracing() {
@@ -311,7 +339,7 @@ fn pid_filter_limits_tracing() {
     assert_eq!(spans[0].service, "only-me");
 }
 
-fn spawn_http_server(cmd: &mut Command, port: u16) -> Process {
+fn spawn_http_server(cmd: &mut Command, host: &str, port: u16) -> Process {
     // http.server prints "Serving HTTP on 127.0.0.1 port N (...) ..." when ready.
     let child = cmd
         .stdin(std::process::Stdio::null())
@@ -320,7 +348,7 @@ fn spawn_http_server(cmd: &mut Command, port: u16) -> Process {
         .spawn()
         .expect("start python3 -m http.server");
     let started = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while std::net::TcpStream::connect((host, port)).is_err() {
         assert!(
             started.elapsed().as_secs() < 20,
             "http.server did not listen on {port}"

@@ -184,6 +184,7 @@ fn test() -> Result<()> {
         "--exclude",
         "tracer-tests",
     ]))?;
+    fuzz(20)?;
     // One test at a time: each loads the programs and traces the whole machine.
     run_checked(
         cargo()
@@ -195,8 +196,7 @@ fn test() -> Result<()> {
                 "--test-threads=1",
             ])
             .env("TRACER_AGENT_BIN", agent_binary(false)),
-    )?;
-    fuzz(20)
+    )
 }
 
 /// Parser fuzz targets (under fuzz/), each run for `seconds`.
