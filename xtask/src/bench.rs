@@ -109,11 +109,15 @@ fn measure(args: &BenchArgs) -> Result<()> {
             } else {
                 None
             };
+            // Start-up (BTF parsing, loading) is not per-request cost.
+            let cpu_before = agent.as_ref().map(Agent::cpu_seconds).transpose()?;
             let report = spawn_until(&mut client(false), "")?.finish()?;
             let elapsed = json_number(&report, "elapsed")?;
             let rate = n / elapsed;
-            if let Some(agent) = agent {
-                let cpu = agent.cpu_seconds()?;
+            if let (Some(agent), Some(cpu_before)) = (agent, cpu_before) {
+                // The reader collects the last events within its 20 ms timer.
+                std::thread::sleep(Duration::from_millis(100));
+                let cpu = agent.cpu_seconds()? - cpu_before;
                 let summary = agent.stop()?;
                 on.push(rate);
                 agent_cpu_us.push(cpu / n * 1e6);
