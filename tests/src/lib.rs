@@ -292,6 +292,8 @@ pub struct SpanRecord {
     pub kind: i64,
     pub trace_id: String,
     pub span_id: String,
+    /// Empty for a root span.
+    pub parent_span_id: String,
     pub start_ns: u64,
     pub end_ns: u64,
     /// OTLP status code: 0 unset, 2 error.
@@ -349,6 +351,10 @@ pub fn parse_spans(text: &str) -> Vec<SpanRecord> {
                         kind: span["kind"].as_i64().unwrap_or(0),
                         trace_id: span["traceId"].as_str().unwrap_or_default().to_string(),
                         span_id: span["spanId"].as_str().unwrap_or_default().to_string(),
+                        parent_span_id: span["parentSpanId"]
+                            .as_str()
+                            .unwrap_or_default()
+                            .to_string(),
                         start_ns: ns("startTimeUnixNano"),
                         end_ns: ns("endTimeUnixNano"),
                         status_code: span["status"]["code"].as_i64().unwrap_or(0),

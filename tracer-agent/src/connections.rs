@@ -8,11 +8,11 @@
 
 use std::{collections::HashMap, net::SocketAddr};
 
-use tracer_common::{Direction, EventKind, Role};
+use tracer_common::{Direction, EventKind, RequestContext, Role};
 
 use crate::{
     events::Event,
-    protocols::http1::{self, Exchange, Http1Connection, Output, Stream},
+    protocols::http1::{self, Exchange, Http1Connection, Output, RequestStart, Stream},
 };
 
 /// What the protocol parser attaches to each chunk of bytes.
@@ -24,17 +24,43 @@ pub struct ChunkMeta {
     pub last_ns: u64,
     pub pid: u32,
     pub tid: u32,
+    /// TCP sequence number of the chunk's first byte.
+    pub seq: u32,
+    /// The inbound request being served when a client wrote this chunk.
+    pub context: Option<RequestContext>,
+}
+
+/// Where a connection is and who is on it.
+#[derive(Clone, Debug)]
+pub struct ConnectionInfo {
+    pub sock_id: u64,
+    pub role: Role,
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// The thread name of the process that handled the request.
+    pub comm: String,
+}
+
+/// A request whose head was just parsed, and its connection.
+#[derive(Clone, Debug)]
+pub struct StartedRequest {
+    pub start: RequestStart<ChunkMeta>,
+    pub connection: ConnectionInfo,
+}
+
+impl StartedRequest {
+    /// TCP sequence number of the request's first byte: the same number on
+    /// the client's and the server's side of the connection.
+    pub fn seq(&self) -> u32 {
+        self.start.start.seq.wrapping_add(self.start.offset as u32)
+    }
 }
 
 /// A finished exchange and the connection it happened on.
 #[derive(Clone, Debug)]
 pub struct CompletedExchange {
     pub exchange: Exchange<ChunkMeta>,
-    pub role: Role,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    /// The thread name of the process that handled the request.
-    pub comm: String,
+    pub connection: ConnectionInfo,
 }
 
 /// Data chunks looked at before a connection is declared not HTTP/1.x.
@@ -56,18 +82,25 @@ enum Protocol {
 
 #[derive(Debug)]
 struct Connection {
-    role: Role,
-    local: SocketAddr,
-    remote: SocketAddr,
-    comm: String,
+    info: ConnectionInfo,
     protocol: Protocol,
     last_seen_ns: u64,
+}
+
+/// Something handling an event produced.
+#[derive(Debug)]
+pub enum Outcome {
+    RequestStarted(StartedRequest),
+    ExchangeCompleted(CompletedExchange),
+    /// A connection ended (its `sock_id` may be reused right after).
+    Closed(u64),
 }
 
 /// What handling a batch of events produced.
 #[derive(Debug, Default)]
 pub struct Handled {
-    pub exchanges: Vec<CompletedExchange>,
+    /// In the order of the events that produced them.
+    pub outcomes: Vec<Outcome>,
     pub parse_errors: Vec<http1::ParseError>,
     /// Connections dropped to stay within the table's limit.
     pub evicted: u64,
@@ -152,10 +185,13 @@ impl ConnectionTable {
             out.evicted += 1;
         }
         self.connections.entry(event.sock_id).or_insert(Connection {
-            role: event.role,
-            local: event.local,
-            remote: event.remote,
-            comm: event.comm.clone(),
+            info: ConnectionInfo {
+                sock_id: event.sock_id,
+                role: event.role,
+                local: event.local,
+                remote: event.remote,
+                comm: event.comm.clone(),
+            },
             protocol: Protocol::Detecting(0),
             last_seen_ns: event.end_ns,
         })
@@ -168,8 +204,9 @@ impl ConnectionTable {
         if let Protocol::Http1 { parser, .. } = &mut conn.protocol {
             let mut outputs = Vec::new();
             parser.close(&mut outputs);
-            collect(&conn, outputs, out);
+            collect(&conn.info, outputs, out);
         }
+        out.outcomes.push(Outcome::Closed(sock_id));
     }
 
     fn data(&mut self, event: Event, out: &mut Handled) {
@@ -183,13 +220,13 @@ impl ConnectionTable {
             return;
         };
         conn.last_seen_ns = event.end_ns;
-        if conn.role == Role::Unknown {
-            conn.role = event.role;
+        if conn.info.role == Role::Unknown {
+            conn.info.role = event.role;
         }
         if let Protocol::Detecting(attempts) = conn.protocol {
-            conn.protocol = detect(conn.role, direction, &event.payload, attempts);
+            conn.protocol = detect(conn.info.role, direction, &event.payload, attempts);
             if let Protocol::Http1 { requests, .. } = conn.protocol {
-                conn.role = match requests {
+                conn.info.role = match requests {
                     Direction::Ingress => Role::Server,
                     Direction::Egress => Role::Client,
                 };
@@ -201,7 +238,7 @@ impl ConnectionTable {
         let stream = if direction == *requests {
             // The process that reads (server) or writes (client) requests is
             // the one the span belongs to.
-            conn.comm.clone_from(&event.comm);
+            conn.info.comm.clone_from(&event.comm);
             Stream::Requests
         } else {
             Stream::Responses
@@ -214,6 +251,8 @@ impl ConnectionTable {
             last_ns: event.end_ns,
             pid: event.pid,
             tid: event.tid,
+            seq: event.seq,
+            context: event.context,
         };
         let mut outputs = Vec::new();
         parser.feed(
@@ -223,7 +262,7 @@ impl ConnectionTable {
             meta,
             &mut outputs,
         );
-        collect(conn, outputs, out);
+        collect(&conn.info, outputs, out);
     }
 }
 
@@ -250,16 +289,20 @@ fn detect(role: Role, direction: Direction, payload: &[u8], attempts: u8) -> Pro
     }
 }
 
-fn collect(conn: &Connection, outputs: Vec<Output<ChunkMeta>>, out: &mut Handled) {
+fn collect(info: &ConnectionInfo, outputs: Vec<Output<ChunkMeta>>, out: &mut Handled) {
     for output in outputs {
         match output {
-            Output::Exchange(exchange) => out.exchanges.push(CompletedExchange {
-                exchange,
-                role: conn.role,
-                local: conn.local,
-                remote: conn.remote,
-                comm: conn.comm.clone(),
-            }),
+            Output::Request(start) => out.outcomes.push(Outcome::RequestStarted(StartedRequest {
+                start,
+                connection: info.clone(),
+            })),
+            Output::Exchange(exchange) => {
+                out.outcomes
+                    .push(Outcome::ExchangeCompleted(CompletedExchange {
+                        exchange,
+                        connection: info.clone(),
+                    }))
+            }
             Output::Error(error) => out.parse_errors.push(error),
         }
     }
@@ -292,11 +335,23 @@ mod tests {
             local: "127.0.0.1:8080".parse().unwrap(),
             remote: "127.0.0.1:40000".parse().unwrap(),
             comm: "server".into(),
+            seq: 0,
+            context: None,
             payload: payload.to_vec(),
         }
     }
 
     const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+
+    fn exchanges(out: &Handled) -> Vec<&CompletedExchange> {
+        out.outcomes
+            .iter()
+            .filter_map(|o| match o {
+                Outcome::ExchangeCompleted(e) => Some(e),
+                _ => None,
+            })
+            .collect()
+    }
     const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
 
     #[test]
@@ -324,8 +379,8 @@ mod tests {
             ),
             &mut out,
         );
-        assert_eq!(out.exchanges.len(), 1);
-        assert_eq!(out.exchanges[0].role, Role::Server);
+        assert_eq!(exchanges(&out).len(), 1);
+        assert_eq!(exchanges(&out)[0].connection.role, Role::Server);
         table.handle(
             event(EventKind::Close, 1, Role::Server, None, b""),
             &mut out,
@@ -359,8 +414,8 @@ mod tests {
             ),
             &mut out,
         );
-        assert_eq!(out.exchanges.len(), 1);
-        assert_eq!(out.exchanges[0].role, Role::Client);
+        assert_eq!(exchanges(&out).len(), 1);
+        assert_eq!(exchanges(&out)[0].connection.role, Role::Client);
         // The response arriving first (mid-exchange) is skipped, not misread.
         table.handle(
             event(
@@ -392,8 +447,8 @@ mod tests {
             ),
             &mut out,
         );
-        assert_eq!(out.exchanges.len(), 2);
-        assert_eq!(out.exchanges[1].role, Role::Server);
+        assert_eq!(exchanges(&out).len(), 2);
+        assert_eq!(exchanges(&out)[1].connection.role, Role::Server);
     }
 
     #[test]
@@ -412,7 +467,7 @@ mod tests {
                 &mut out,
             );
         }
-        assert!(out.exchanges.is_empty() && out.parse_errors.is_empty());
+        assert!(exchanges(&out).is_empty() && out.parse_errors.is_empty());
     }
 
     #[test]
@@ -444,7 +499,7 @@ mod tests {
             &mut out,
         );
         table.close_all(&mut out);
-        assert_eq!(out.exchanges.len(), 1);
-        assert!(out.exchanges[0].exchange.response.is_none());
+        assert_eq!(exchanges(&out).len(), 1);
+        assert!(exchanges(&out)[0].exchange.response.is_none());
     }
 }

@@ -12,7 +12,7 @@ use std::{
 use thiserror::Error;
 use tokio::{io::unix::AsyncFd, sync::mpsc, sync::watch};
 use tracer_common::{
-    Direction, EventKind, Role, SocketEvent, Syscall,
+    Direction, EventKind, RequestContext, Role, SocketEvent, Syscall,
     event::{AF_INET, AF_INET6, SOCKET_EVENT_SIZE},
 };
 
@@ -39,6 +39,10 @@ pub struct Event {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     pub comm: String,
+    /// TCP sequence number of the first byte moved (data events).
+    pub seq: u32,
+    /// The inbound request being served when a client wrote this (data events).
+    pub context: Option<RequestContext>,
     pub payload: Vec<u8>,
 }
 
@@ -95,6 +99,8 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         local: socket_addr(header.family, header.local_addr, header.local_port),
         remote: socket_addr(header.family, header.remote_addr, header.remote_port),
         comm: nul_terminated(&header.comm),
+        seq: header.seq,
+        context: (header.context.sock != 0).then_some(header.context),
         payload: payload[..captured].to_vec(),
     })
 }
@@ -201,6 +207,13 @@ mod tests {
             local_addr,
             remote_addr: local_addr,
             comm: *b"python3\0\0\0\0\0\0\0\0\0",
+            seq: 1000,
+            _pad2: 0,
+            context: RequestContext {
+                sock: 0xffff_8880_0000_2000,
+                seq: 77,
+                _pad: 0,
+            },
         }
     }
 
@@ -216,6 +229,11 @@ mod tests {
         assert_eq!(event.comm, "python3");
         assert_eq!(event.payload, b"GET");
         assert_eq!(event.uncaptured(), 3997);
+        assert_eq!(event.seq, 1000);
+        assert_eq!(
+            event.context.map(|c| (c.sock, c.seq)),
+            Some((0xffff_8880_0000_2000, 77))
+        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod clock;
 pub mod connections;
+pub mod correlation;
 pub mod events;
 pub mod export;
 pub mod loader;

@@ -17,7 +17,8 @@ use tokio::sync::{mpsc, watch};
 
 use crate::{
     clock::Clock,
-    connections::{ConnectionTable, Handled},
+    connections::{ConnectionTable, Handled, Outcome},
+    correlation::Correlator,
     events::{self, Event},
     export::Exporter,
     process::ProcessCache,
@@ -73,6 +74,7 @@ async fn process(
 ) {
     let clock = Clock::now();
     let mut builder = SpanBuilder::new(clock, ProcessCache::default());
+    let mut correlator = Correlator::new();
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     let mut latest_ns = 0u64;
     loop {
@@ -96,10 +98,26 @@ async fn process(
         for error in &handled.parse_errors {
             tracing::debug!("parse error: {error}");
         }
-        if handled.exchanges.is_empty() {
+        // In event order: a socket address closed and reused in one batch
+        // must not mix the two connections.
+        let mut batch: Vec<Span> = Vec::new();
+        for outcome in &handled.outcomes {
+            match outcome {
+                Outcome::RequestStarted(started) => correlator.request_started(started),
+                Outcome::ExchangeCompleted(exchange) => {
+                    let ids = correlator.exchange_completed(exchange);
+                    batch.push(builder.build(exchange, ids));
+                }
+                Outcome::Closed(sock_id) => correlator.connection_closed(*sock_id),
+            }
+        }
+        stats.set(&stats.links_by_connection, correlator.links.by_connection);
+        stats.set(&stats.links_by_context, correlator.links.by_context);
+        stats.set(&stats.links_by_header, correlator.links.by_header);
+        stats.set(&stats.trace_roots, correlator.links.roots);
+        if batch.is_empty() {
             continue;
         }
-        let batch: Vec<Span> = handled.exchanges.iter().map(|e| builder.build(e)).collect();
         stats.add(&stats.spans_produced, batch.len() as u64);
         if spans.send(batch).await.is_err() {
             return;

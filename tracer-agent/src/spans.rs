@@ -8,6 +8,7 @@ use tracer_common::Role;
 use crate::{
     clock::Clock,
     connections::CompletedExchange,
+    correlation::SpanIds,
     process::{ProcessCache, ProcessInfo},
 };
 
@@ -97,16 +98,17 @@ impl SpanBuilder {
         SpanBuilder { clock, processes }
     }
 
-    pub fn build(&mut self, completed: &CompletedExchange) -> Span {
+    pub fn build(&mut self, completed: &CompletedExchange, ids: SpanIds) -> Span {
         let exchange = &completed.exchange;
         let request = &exchange.request;
-        let kind = match completed.role {
+        let connection = &completed.connection;
+        let kind = match connection.role {
             Role::Client => SpanKind::Client,
             Role::Server | Role::Unknown => SpanKind::Server,
         };
         let process = self
             .processes
-            .get(exchange.request_start.pid, &completed.comm);
+            .get(exchange.request_start.pid, &connection.comm);
         let (path, query) = split_target(&request.target);
         let method = if KNOWN_METHODS.contains(&request.method.as_str()) {
             request.method.as_str()
@@ -134,24 +136,24 @@ impl SpanBuilder {
             SpanKind::Server => {
                 let server_address = host
                     .map(|(name, _)| name.to_string())
-                    .unwrap_or_else(|| completed.local.ip().to_string());
+                    .unwrap_or_else(|| connection.local.ip().to_string());
                 attr("server.address", AttributeValue::Str(server_address));
-                attr("server.port", port(completed.local));
+                attr("server.port", port(connection.local));
                 attr(
                     "client.address",
-                    AttributeValue::Str(completed.remote.ip().to_string()),
+                    AttributeValue::Str(connection.remote.ip().to_string()),
                 );
-                attr("client.port", port(completed.remote));
+                attr("client.port", port(connection.remote));
             }
             SpanKind::Client => {
                 let server_address = host
                     .map(|(name, _)| name.to_string())
-                    .unwrap_or_else(|| completed.remote.ip().to_string());
+                    .unwrap_or_else(|| connection.remote.ip().to_string());
                 let authority = request
                     .headers
                     .get("host")
                     .map(str::to_string)
-                    .unwrap_or_else(|| completed.remote.to_string());
+                    .unwrap_or_else(|| connection.remote.to_string());
                 let target = match query {
                     Some(q) => format!("{path}?{}", redact_query(q)),
                     None => path.to_string(),
@@ -161,14 +163,14 @@ impl SpanBuilder {
                     AttributeValue::Str(format!("http://{authority}{target}")),
                 );
                 attr("server.address", AttributeValue::Str(server_address));
-                attr("server.port", port(completed.remote));
+                attr("server.port", port(connection.remote));
             }
         }
         attr(
             "network.peer.address",
-            AttributeValue::Str(completed.remote.ip().to_string()),
+            AttributeValue::Str(connection.remote.ip().to_string()),
         );
-        attr("network.peer.port", port(completed.remote));
+        attr("network.peer.port", port(connection.remote));
         if let Some(agent) = request.headers.get("user-agent") {
             attr("user_agent.original", str(agent));
         }
@@ -212,9 +214,9 @@ impl SpanBuilder {
         };
 
         Span {
-            trace_id: nonzero_random(),
-            span_id: nonzero_random(),
-            parent_span_id: None,
+            trace_id: ids.trace_id,
+            span_id: ids.span_id,
+            parent_span_id: ids.parent_span_id,
             name: format!("{method} {}", route(path)),
             kind,
             start_unix_ns: self.clock.to_unix_ns(exchange.request_start.first_ns),
@@ -233,16 +235,6 @@ fn str(value: &str) -> AttributeValue {
 
 fn port(addr: SocketAddr) -> AttributeValue {
     AttributeValue::Int(addr.port() as i64)
-}
-
-/// W3C ids must not be all zeroes.
-fn nonzero_random<const N: usize>() -> [u8; N] {
-    loop {
-        let id: [u8; N] = rand::random();
-        if id.iter().any(|b| *b != 0) {
-            return id;
-        }
-    }
 }
 
 /// Path and query of an origin-form target; an absolute-form target (to a
@@ -326,7 +318,7 @@ fn looks_like_id(segment: &str) -> bool {
 mod tests {
     use super::*;
     use crate::{
-        connections::ChunkMeta,
+        connections::{ChunkMeta, ConnectionInfo},
         protocols::http1::{Exchange, Headers, RequestHead, ResponseHead},
     };
 
@@ -336,9 +328,12 @@ mod tests {
             last_ns: ns + 10,
             pid: std::process::id(),
             tid: 1,
+            seq: 0,
+            context: None,
         };
         CompletedExchange {
             exchange: Exchange {
+                index: 0,
                 request: RequestHead {
                     method: method.into(),
                     target: target.into(),
@@ -356,15 +351,32 @@ mod tests {
                 response_body_bytes: 12,
                 response_end_approximate: false,
             },
-            role,
-            local: "127.0.0.1:8080".parse().unwrap(),
-            remote: "127.0.0.1:40000".parse().unwrap(),
-            comm: "test".into(),
+            connection: ConnectionInfo {
+                sock_id: 1,
+                role,
+                local: "127.0.0.1:8080".parse().unwrap(),
+                remote: "127.0.0.1:40000".parse().unwrap(),
+                comm: "test".into(),
+            },
         }
     }
 
-    fn builder() -> SpanBuilder {
-        SpanBuilder::new(Clock::now(), ProcessCache::default())
+    /// Builds spans with fixed ids (linking is the correlator's, tested there).
+    struct Builder(SpanBuilder);
+
+    impl Builder {
+        fn build(&mut self, completed: &CompletedExchange) -> Span {
+            let ids = SpanIds {
+                trace_id: [1; 16],
+                span_id: [2; 8],
+                parent_span_id: None,
+            };
+            self.0.build(completed, ids)
+        }
+    }
+
+    fn builder() -> Builder {
+        Builder(SpanBuilder::new(Clock::now(), ProcessCache::default()))
     }
 
     #[test]

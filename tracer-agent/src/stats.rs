@@ -19,6 +19,14 @@ pub struct Stats {
     pub parse_errors: AtomicU64,
     /// Spans built.
     pub spans_produced: AtomicU64,
+    /// Server spans linked to their caller's client span by connection and sequence number.
+    pub links_by_connection: AtomicU64,
+    /// Client spans linked to the inbound request their thread was serving.
+    pub links_by_context: AtomicU64,
+    /// Spans continuing a traceparent / B3 header.
+    pub links_by_header: AtomicU64,
+    /// Spans that start a trace.
+    pub trace_roots: AtomicU64,
     /// Spans written by an exporter.
     pub spans_exported: AtomicU64,
     /// Export attempts that failed.

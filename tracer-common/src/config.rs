@@ -40,6 +40,10 @@ pub struct KernelOffsets {
     pub sock_v6_daddr: u32,
     /// `sock.__sk_common.skc_v6_rcv_saddr`
     pub sock_v6_rcv_saddr: u32,
+    /// `tcp_sock.write_seq`: sequence number of the next byte written.
+    pub tcp_write_seq: u32,
+    /// `tcp_sock.copied_seq`: sequence number of the next byte read.
+    pub tcp_copied_seq: u32,
     pub _pad: u32,
 }
 
@@ -61,5 +65,5 @@ pub struct Config {
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Config {}
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 72);
-const _: () = assert!(core::mem::size_of::<Config>() == 88);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
+const _: () = assert!(core::mem::size_of::<Config>() == 96);

@@ -115,6 +115,16 @@ impl Syscall {
     }
 }
 
+/// The inbound request a thread is serving: the server connection and the
+/// TCP sequence number of the read that started it. Zero `sock`: none.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RequestContext {
+    pub sock: u64,
+    pub seq: u32,
+    pub _pad: u32,
+}
+
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;
 
@@ -155,13 +165,19 @@ pub struct SocketEvent {
     pub remote_addr: [u8; 16],
     /// The thread's command name (`comm`), NUL-padded.
     pub comm: [u8; 16],
+    /// TCP sequence number of the first byte this syscall moved.
+    pub seq: u32,
+    pub _pad2: u32,
+    /// On a client write: the inbound request being served when it was made
+    /// (`sock` zero when none).
+    pub context: RequestContext,
 }
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for SocketEvent {}
 
 pub const SOCKET_EVENT_SIZE: usize = core::mem::size_of::<SocketEvent>();
-const _: () = assert!(SOCKET_EVENT_SIZE == 112);
+const _: () = assert!(SOCKET_EVENT_SIZE == 136);
 const _: () = assert!(SOCKET_EVENT_SIZE.is_multiple_of(8));
-// No implicit padding: `comm` ends exactly at the struct's end.
-const _: () = assert!(core::mem::offset_of!(SocketEvent, comm) + 16 == SOCKET_EVENT_SIZE);
+// No implicit padding: `context` ends exactly at the struct's end.
+const _: () = assert!(core::mem::offset_of!(SocketEvent, context) + 16 == SOCKET_EVENT_SIZE);

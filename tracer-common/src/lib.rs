@@ -12,7 +12,7 @@ pub mod event;
 
 pub use config::{Config, KernelOffsets};
 pub use counters::Counter;
-pub use event::{Direction, EventKind, Role, SocketEvent, Syscall};
+pub use event::{Direction, EventKind, RequestContext, Role, SocketEvent, Syscall};
 
 /// Largest payload prefix one event can carry. The capture length the agent
 /// configures (`Config::capture_bytes`) is at most this. A power of two: the
@@ -33,6 +33,12 @@ pub const MAX_IN_FLIGHT: u32 = 16 * 1024;
 
 /// Sockets whose role (client/server) the kernel remembers (LRU).
 pub const MAX_ROLES: u32 = 64 * 1024;
+
+/// Threads whose inbound request context the kernel remembers (LRU).
+pub const MAX_THREAD_CONTEXTS: u32 = 64 * 1024;
+
+/// Connections whose context was pinned at `connect()` (LRU).
+pub const MAX_CONNECT_CONTEXTS: u32 = 16 * 1024;
 
 /// Processes `--pid` can name.
 pub const MAX_TRACED_PIDS: u32 = 1024;

@@ -11,7 +11,8 @@ use aya_ebpf::{
     },
 };
 use tracer_common::{
-    Config, Counter, EventKind, MAX_CAPTURE, MAX_IOVECS, Role, Syscall, event::SOCKET_EVENT_SIZE,
+    Config, Counter, EventKind, MAX_CAPTURE, MAX_IOVECS, RequestContext, Role, Syscall,
+    event::SOCKET_EVENT_SIZE,
 };
 
 use crate::{
@@ -52,6 +53,9 @@ pub fn start_event(
     header.syscall = syscall as u8;
     header._pad = [0; 3];
     header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
+    header.seq = 0;
+    header._pad2 = 0;
+    header.context = RequestContext::default();
     read_addresses(config, sock, header);
     Some(buffer)
 }

@@ -5,7 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    Config, Counter, MAX_CAPTURE, MAX_IN_FLIGHT, MAX_ROLES, MAX_TRACED_PIDS, SocketEvent,
+    Config, Counter, MAX_CAPTURE, MAX_CONNECT_CONTEXTS, MAX_IN_FLIGHT, MAX_ROLES,
+    MAX_THREAD_CONTEXTS, MAX_TRACED_PIDS, RequestContext, SocketEvent,
 };
 
 /// Events to the agent. The agent resizes it at load time (`--ring-buffer-size`).
@@ -29,6 +30,19 @@ pub static IN_FLIGHT: HashMap<u64, InFlight> = HashMap::with_max_entries(MAX_IN_
 #[map]
 pub static ROLES: LruHashMap<u64, u8> = LruHashMap::with_max_entries(MAX_ROLES, 0);
 
+/// The inbound request each thread is serving, by thread id: set when it reads
+/// from a server connection, cleared when it writes the response there.
+#[map]
+pub static THREAD_CONTEXT: LruHashMap<u32, RequestContext> =
+    LruHashMap::with_max_entries(MAX_THREAD_CONTEXTS, 0);
+
+/// The context of the thread that called `connect()`, by socket: an event
+/// loop (nginx) writes a new connection's first request later, when the
+/// thread may serve another request.
+#[map]
+pub static CONNECT_CONTEXT: LruHashMap<u64, RequestContext> =
+    LruHashMap::with_max_entries(MAX_CONNECT_CONTEXTS, 0);
+
 /// Per-CPU room to build one event (too large for the 512-byte stack).
 #[map]
 pub static SCRATCH: PerCpuArray<EventBuffer> = PerCpuArray::with_max_entries(1, 0);
@@ -47,8 +61,10 @@ pub struct InFlight {
     pub iov_count: u64,
     pub start_ns: u64,
     pub fd: i32,
+    /// TCP sequence number of the first byte the syscall moves.
+    pub seq: u32,
     pub syscall: u8,
-    pub _pad: [u8; 3],
+    pub _pad: [u8; 7],
 }
 
 /// An event under construction. The payload area is twice `MAX_CAPTURE` so a

@@ -9,12 +9,16 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use tracer_common::{Config, Counter, EventKind, Role, Syscall};
+use tracer_common::{
+    Config, Counter, Direction, EventKind, RequestContext, Role, SocketEvent, Syscall,
+};
 
 use crate::{
     capture::{capture_buffer, capture_iovecs, capture_msghdr, emit, start_event},
-    maps::{IN_FLIGHT, InFlight, ROLES, TRACED_PIDS, config, count},
-    sockets::tcp_sock_of_fd,
+    maps::{
+        CONNECT_CONTEXT, IN_FLIGHT, InFlight, ROLES, THREAD_CONTEXT, TRACED_PIDS, config, count,
+    },
+    sockets::{next_seq, tcp_sock_of_fd},
 };
 
 const MSG_PEEK: u64 = 2;
@@ -52,14 +56,19 @@ fn enter(ctx: &TracePointContext, syscall: Syscall, user_ptr: u64, iov_count: u6
     let Some(sock) = tcp_sock_of_fd(&config.offsets, fd) else {
         return;
     };
+    let seq = match syscall.direction() {
+        Some(direction) => next_seq(&config.offsets, sock, direction),
+        None => 0,
+    };
     let in_flight = InFlight {
         sock,
         user_ptr,
         iov_count,
         start_ns: unsafe { bpf_ktime_get_ns() },
         fd: fd as i32,
+        seq,
         syscall: syscall as u8,
-        _pad: [0; 3],
+        _pad: [0; 7],
     };
     if IN_FLIGHT
         .insert(bpf_get_current_pid_tgid(), in_flight, 0)
@@ -101,6 +110,17 @@ fn exit_data(ctx: &TracePointContext, syscall: Syscall) {
     };
     buffer.header.start_ns = in_flight.start_ns;
     buffer.header.bytes = moved as u64;
+    buffer.header.seq = in_flight.seq;
+    if let Some(direction) = syscall.direction() {
+        let role = Role::from_u8(buffer.header.role);
+        track_context(
+            &mut buffer.header,
+            role,
+            direction,
+            in_flight.sock,
+            in_flight.seq,
+        );
+    }
     let limit = core::cmp::min(moved as u64, config.capture_bytes as u64) as usize;
     let captured = match syscall {
         Syscall::Readv | Syscall::Writev => {
@@ -113,6 +133,49 @@ fn exit_data(ctx: &TracePointContext, syscall: Syscall) {
     buffer.header.captured = captured as u32;
     count(Counter::BytesNotCaptured, moved as u64 - captured as u64);
     emit(config, buffer);
+}
+
+/// Keeps each thread's request context, and writes into `event` the one a
+/// client write carries:
+/// - a read on a server connection starts serving a request there, unless the
+///   thread already serves one on that connection (a body read);
+/// - a write on that server connection (the response) ends it;
+/// - a write on a client connection carries the context pinned at its
+///   `connect()` (first request only), else the thread's current one.
+///
+/// Plain fields rather than `Option<RequestContext>` copies: LLVM spills the
+/// undefined payload of a `None`, which the verifier rejects.
+#[inline(always)]
+fn track_context(event: &mut SocketEvent, role: Role, direction: Direction, sock: u64, seq: u32) {
+    let tid = event.tid;
+    let (current_sock, current_seq) = match unsafe { THREAD_CONTEXT.get(tid) } {
+        Some(current) => (current.sock, current.seq),
+        None => (0, 0),
+    };
+    match (role, direction) {
+        (Role::Server, Direction::Ingress) => {
+            if current_sock != sock {
+                let context = RequestContext { sock, seq, _pad: 0 };
+                let _ = THREAD_CONTEXT.insert(tid, context, 0);
+            }
+        }
+        (Role::Server, Direction::Egress) => {
+            if current_sock == sock {
+                let _ = THREAD_CONTEXT.remove(tid);
+            }
+        }
+        (Role::Client, Direction::Egress) => {
+            if let Some(pinned) = unsafe { CONNECT_CONTEXT.get(sock) } {
+                event.context.sock = pinned.sock;
+                event.context.seq = pinned.seq;
+                let _ = CONNECT_CONTEXT.remove(sock);
+            } else {
+                event.context.sock = current_sock;
+                event.context.seq = current_seq;
+            }
+        }
+        _ => {}
+    }
 }
 
 /// A new connection on `fd`: remember its role and tell the agent.
@@ -242,6 +305,15 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     };
     let rc = ret(&ctx);
     if rc == 0 || rc == EINPROGRESS {
+        let tid = bpf_get_current_pid_tgid() as u32;
+        if let Some(context) = unsafe { THREAD_CONTEXT.get(tid) } {
+            let pinned = RequestContext {
+                sock: context.sock,
+                seq: context.seq,
+                _pad: 0,
+            };
+            let _ = CONNECT_CONTEXT.insert(in_flight.sock, pinned, 0);
+        }
         opened(
             in_flight.fd as i64,
             Role::Client,

@@ -8,7 +8,7 @@
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 use tracer_common::{
-    Config, Counter, KernelOffsets, SocketEvent,
+    Config, Counter, Direction, KernelOffsets, SocketEvent,
     event::{AF_INET, AF_INET6},
 };
 
@@ -64,6 +64,17 @@ pub fn tcp_sock_of_fd(offsets: &KernelOffsets, fd: i64) -> Option<u64> {
     }
     let protocol: u16 = read(sock, offsets.sock_protocol).ok()?;
     (protocol == IPPROTO_TCP).then_some(sock)
+}
+
+/// The TCP sequence number of the next byte a read (`copied_seq`) or a write
+/// (`write_seq`) on `sock` moves, read before the syscall moves it.
+#[inline(always)]
+pub fn next_seq(offsets: &KernelOffsets, sock: u64, direction: Direction) -> u32 {
+    let offset = match direction {
+        Direction::Ingress => offsets.tcp_copied_seq,
+        Direction::Egress => offsets.tcp_write_seq,
+    };
+    read(sock, offset).unwrap_or(0)
 }
 
 /// Fills the event's family, addresses and ports from the socket.

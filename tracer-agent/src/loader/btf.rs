@@ -37,6 +37,9 @@ pub fn kernel_offsets(path: &str) -> Result<KernelOffsets, LoadError> {
         sock_rcv_saddr: offset("sock", "__sk_common.skc_rcv_saddr")?,
         sock_v6_daddr: offset("sock", "__sk_common.skc_v6_daddr")?,
         sock_v6_rcv_saddr: offset("sock", "__sk_common.skc_v6_rcv_saddr")?,
+        // tcp_sock starts with its struct sock, so these are offsets from it too.
+        tcp_write_seq: offset("tcp_sock", "write_seq")?,
+        tcp_copied_seq: offset("tcp_sock", "copied_seq")?,
         _pad: 0,
     })
 }
@@ -124,6 +127,9 @@ mod tests {
         assert!(offsets.sock_family > 0);
         assert!(offsets.socket_sk > offsets.socket_type);
         assert_ne!(offsets.sock_v6_daddr, offsets.sock_v6_rcv_saddr);
+        // Past the embedded struct sock.
+        assert!(offsets.tcp_write_seq > offsets.sock_protocol);
+        assert!(offsets.tcp_copied_seq > offsets.sock_protocol);
     }
 
     #[test]

@@ -46,7 +46,7 @@ impl Headers {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
-    fn from_httparse(headers: &[httparse::Header<'_>]) -> Self {
+    pub(crate) fn from_httparse(headers: &[httparse::Header<'_>]) -> Self {
         Headers(
             headers
                 .iter()
@@ -78,9 +78,22 @@ pub struct ResponseHead {
     pub headers: Headers,
 }
 
+/// A request whose head was just parsed (its response is still to come).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestStart<M> {
+    /// The request's number on this connection, from 0; its `Exchange` has the same.
+    pub index: u64,
+    pub request: RequestHead,
+    /// The chunk holding the request's first byte, and where in it that byte is.
+    pub start: M,
+    pub offset: usize,
+}
+
 /// A request and what became of it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Exchange<M> {
+    /// The request's number on this connection (as in its `RequestStart`).
+    pub index: u64,
     pub request: RequestHead,
     /// `None` when the connection closed before a response came.
     pub response: Option<ResponseHead>,
@@ -138,6 +151,7 @@ impl fmt::Display for ParseError {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Output<M> {
+    Request(RequestStart<M>),
     Exchange(Exchange<M>),
     Error(ParseError),
 }
@@ -188,6 +202,7 @@ enum State {
 /// A request whose head is parsed, waiting for its response.
 #[derive(Debug)]
 struct Pending<M> {
+    index: u64,
     head: RequestHead,
     start: M,
     body_bytes: u64,
@@ -197,8 +212,10 @@ struct Pending<M> {
 #[derive(Debug)]
 struct Decoder<M> {
     state: State,
-    /// Meta of the chunk where the current message started.
+    /// Meta of the chunk where the current message started, and the message's
+    /// offset in it.
     start: Option<M>,
+    start_offset: usize,
     /// Meta of the last chunk fed.
     last: Option<M>,
     body_bytes: u64,
@@ -209,6 +226,7 @@ impl<M: Copy> Decoder<M> {
         Decoder {
             state: State::Idle,
             start: None,
+            start_offset: 0,
             last: None,
             body_bytes: 0,
         }
@@ -225,6 +243,8 @@ pub struct Http1Connection<M> {
     response_head: Option<(ResponseHead, bool)>,
     /// The meta of the latest chunk on either stream.
     latest: Option<M>,
+    /// The index the next request gets.
+    next_index: u64,
 }
 
 impl<M: Copy> Default for Http1Connection<M> {
@@ -241,6 +261,7 @@ impl<M: Copy> Http1Connection<M> {
             pending: VecDeque::new(),
             response_head: None,
             latest: None,
+            next_index: 0,
         }
     }
 
@@ -281,6 +302,7 @@ impl<M: Copy> Http1Connection<M> {
             // The latest chunk seen: never before the request itself.
             let end = self.latest.unwrap_or(pending.start);
             out.push(Output::Exchange(Exchange {
+                index: pending.index,
                 request: pending.head,
                 response: None,
                 request_start: pending.start,
@@ -308,6 +330,7 @@ impl<M: Copy> Http1Connection<M> {
         previous: Option<M>,
         out: &mut Vec<Output<M>>,
     ) {
+        let chunk_len = data.len();
         let mut at_chunk_start = true;
         while !data.is_empty() {
             let state = std::mem::replace(&mut self.decoder(stream).state, State::Idle);
@@ -335,6 +358,7 @@ impl<M: Copy> Http1Connection<M> {
                     } else {
                         let decoder = self.decoder(stream);
                         decoder.start = Some(meta);
+                        decoder.start_offset = chunk_len - data.len();
                         decoder.body_bytes = 0;
                         (State::Head(Vec::new()), 0)
                     }
@@ -599,7 +623,16 @@ impl<M: Copy> Http1Connection<M> {
             out.push(Output::Error(ParseError::TooManyPending));
         }
         let start = self.requests.start.unwrap_or(meta);
+        let index = self.next_index;
+        self.next_index += 1;
+        out.push(Output::Request(RequestStart {
+            index,
+            request: head.clone(),
+            start,
+            offset: self.requests.start_offset,
+        }));
         self.pending.push_back(Pending {
+            index,
             head,
             start,
             body_bytes: 0,
@@ -673,6 +706,7 @@ impl<M: Copy> Http1Connection<M> {
             return;
         };
         out.push(Output::Exchange(Exchange {
+            index: pending.index,
             request: pending.head,
             response: Some(head),
             request_start: pending.start,

@@ -7,7 +7,7 @@ fn exchanges(out: &Out) -> Vec<&Exchange<u32>> {
     out.iter()
         .filter_map(|o| match o {
             Output::Exchange(e) => Some(e),
-            Output::Error(_) => None,
+            _ => None,
         })
         .collect()
 }
@@ -16,7 +16,7 @@ fn errors(out: &Out) -> Vec<&ParseError> {
     out.iter()
         .filter_map(|o| match o {
             Output::Error(e) => Some(e),
-            Output::Exchange(_) => None,
+            _ => None,
         })
         .collect()
 }
@@ -120,6 +120,31 @@ fn pipelined_requests_pair_in_order() {
     assert_eq!(pairs, [("/a", 200), ("/b", 404), ("/c", 200)]);
     // HEAD: Content-Length describes the GET body; none follows.
     assert_eq!(ex[2].response_body_bytes, 0);
+}
+
+/// Each request is reported when its head is parsed, with its index and its
+/// offset in the chunk, before its response; its exchange has the same index.
+#[test]
+fn request_starts_report_index_and_offset() {
+    let a = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
+    let b = b"POST /b HTTP/1.1\r\nContent-Length: 2\r\n\r\nxy";
+    let mut chunk = a.to_vec();
+    chunk.extend_from_slice(b);
+    let mut conn = Http1Connection::new();
+    let mut out = Vec::new();
+    conn.feed(Stream::Requests, &chunk, 0, 0u32, &mut out);
+    let starts: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Request(r) => Some((r.index, r.request.target.as_str(), r.start, r.offset)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(starts, [(0, "/a", 0, 0), (1, "/b", 0, a.len())]);
+    conn.feed(Stream::Responses, OK, 0, 1, &mut out);
+    conn.feed(Stream::Responses, OK, 0, 2, &mut out);
+    let indexes: Vec<_> = exchanges(&out).iter().map(|e| e.index).collect();
+    assert_eq!(indexes, [0, 1]);
 }
 
 #[test]

@@ -1,0 +1,172 @@
+//! Whole traces: spans of one request across processes, linked into one
+//! trace with the exact parent chain, by real unmodified services.
+
+use std::{collections::HashMap, process::Command};
+
+use tracer_tests::{
+    Agent, CLIENT, Process, SERVER, SpanRecord, curl, free_port, require_root, servers_dir,
+};
+
+/// A chain of thread-per-connection Python services: A → B → C.
+struct Chain {
+    ports: [u16; 3],
+    _services: Vec<Process>,
+}
+
+fn python_chain() -> Chain {
+    let ports = [free_port(), free_port(), free_port()];
+    let mut services = Vec::new();
+    // Start from the leaf so each hop's next one is listening.
+    for (i, name) in ["c", "b", "a"].iter().enumerate() {
+        let hop = 2 - i;
+        let mut cmd = Command::new("python3");
+        cmd.arg(servers_dir().join("chain_service.py"))
+            .arg(ports[hop].to_string());
+        if hop < 2 {
+            cmd.arg(ports[hop + 1].to_string());
+        }
+        cmd.env("OTEL_SERVICE_NAME", format!("svc-{name}"));
+        services.push(Process::spawn_until(&mut cmd, "ready"));
+    }
+    Chain {
+        ports,
+        _services: services,
+    }
+}
+
+/// The spans of the request whose path carries `marker`.
+fn spans_of<'a>(spans: &'a [SpanRecord], marker: &str) -> Vec<&'a SpanRecord> {
+    let path = format!("/req/{marker}");
+    spans
+        .iter()
+        .filter(|s| s.str("url.path") == Some(path.as_str()))
+        .collect()
+}
+
+/// The one span of `kind` in `service` among `spans`.
+fn one<'a>(spans: &[&'a SpanRecord], service: &str, kind: i64) -> &'a SpanRecord {
+    let found: Vec<_> = spans
+        .iter()
+        .filter(|s| s.service == service && s.kind == kind)
+        .collect();
+    assert_eq!(found.len(), 1, "{service} kind {kind}: {spans:#?}");
+    found[0]
+}
+
+/// Checks the request's six spans form one trace with the exact parent chain:
+/// curl CLIENT → A SERVER → A CLIENT → B SERVER → B CLIENT → C SERVER.
+fn assert_chain(spans: &[SpanRecord], marker: &str) -> String {
+    let request = spans_of(spans, marker);
+    assert_eq!(request.len(), 6, "request {marker}: {request:#?}");
+    let chain = [
+        one(&request, "curl", CLIENT),
+        one(&request, "svc-a", SERVER),
+        one(&request, "svc-a", CLIENT),
+        one(&request, "svc-b", SERVER),
+        one(&request, "svc-b", CLIENT),
+        one(&request, "svc-c", SERVER),
+    ];
+    let trace = &chain[0].trace_id;
+    for pair in chain.windows(2) {
+        assert_eq!(
+            pair[1].parent_span_id, pair[0].span_id,
+            "request {marker}: {} {} is not the child of {} {}",
+            pair[1].service, pair[1].kind, pair[0].service, pair[0].kind
+        );
+        assert_eq!(&pair[1].trace_id, trace, "request {marker}: one trace");
+    }
+    trace.clone()
+}
+
+/// No trace holds spans of two requests.
+fn assert_no_mixed_traces(spans: &[SpanRecord]) {
+    let mut markers_by_trace: HashMap<&str, std::collections::HashSet<&str>> = HashMap::new();
+    for span in spans {
+        if let Some(path) = span.str("url.path").and_then(|p| p.strip_prefix("/req/")) {
+            markers_by_trace
+                .entry(&span.trace_id)
+                .or_default()
+                .insert(path);
+        }
+    }
+    for (trace, markers) in markers_by_trace {
+        assert_eq!(markers.len(), 1, "trace {trace} mixes requests {markers:?}");
+    }
+}
+
+#[test]
+fn python_chain_concurrency_1() {
+    require_root();
+    let chain = python_chain();
+    let agent = Agent::start(&[]);
+    // One curl: five requests on one keep-alive connection, one at a time.
+    let urls: Vec<String> = (0..5)
+        .map(|i| format!("http://127.0.0.1:{}/req/seq{i}", chain.ports[0]))
+        .collect();
+    curl(&[], &urls);
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    let traces: std::collections::HashSet<_> = (0..5)
+        .map(|i| assert_chain(&run.spans, &format!("seq{i}")))
+        .collect();
+    assert_eq!(traces.len(), 5, "one trace per request");
+    assert_no_mixed_traces(&run.spans);
+}
+
+#[test]
+fn python_chain_concurrency_8() {
+    require_root();
+    let chain = python_chain();
+    let agent = Agent::start(&[]);
+    // Eight curls at once, each three requests on its own keep-alive connection.
+    let port = chain.ports[0];
+    let workers: Vec<_> = (0..8)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let urls: Vec<String> = (0..3)
+                    .map(|i| format!("http://127.0.0.1:{port}/req/w{w}r{i}"))
+                    .collect();
+                curl(&[], &urls);
+            })
+        })
+        .collect();
+    for worker in workers {
+        worker.join().expect("curl worker");
+    }
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    for w in 0..8 {
+        for i in 0..3 {
+            assert_chain(&run.spans, &format!("w{w}r{i}"));
+        }
+    }
+    assert_no_mixed_traces(&run.spans);
+}
+
+/// An inbound W3C traceparent is continued: every span of the request is in
+/// that trace, and the first (curl's) is the child of the header's span.
+#[test]
+fn inbound_traceparent_is_continued() {
+    require_root();
+    let chain = python_chain();
+    let agent = Agent::start(&[]);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let parent = "00f067aa0ba902b7";
+    curl(
+        &["-H", &format!("traceparent: 00-{trace}-{parent}-01")],
+        &[format!("http://127.0.0.1:{}/req/tp", chain.ports[0])],
+    );
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    let spans = spans_of(&run.spans, "tp");
+    assert_eq!(spans.len(), 6, "{spans:#?}");
+    assert!(spans.iter().all(|s| s.trace_id == trace), "{spans:#?}");
+    assert_eq!(one(&spans, "curl", CLIENT).parent_span_id, parent);
+    assert_chain(&run.spans, "tp");
+    // Curl's request was the one that carried the header: A's server span
+    // links to curl's span by the connection, not to the header's span.
+    assert_eq!(
+        one(&spans, "svc-a", SERVER).parent_span_id,
+        one(&spans, "curl", CLIENT).span_id
+    );
+}

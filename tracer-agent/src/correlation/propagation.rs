@@ -1,0 +1,169 @@
+//! Trace context already on the wire: W3C `traceparent`, B3 single and multi
+//! headers. Pure parsers: any header value gives a context or `None`.
+
+use crate::protocols::http1::Headers;
+
+/// A span context from a request's headers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RemoteContext {
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
+}
+
+/// The context in `headers`: `traceparent` first, then `b3`, then `X-B3-*`.
+pub fn extract(headers: &Headers) -> Option<RemoteContext> {
+    headers
+        .get("traceparent")
+        .and_then(parse_traceparent)
+        .or_else(|| headers.get("b3").and_then(parse_b3_single))
+        .or_else(|| {
+            let trace = headers.get("x-b3-traceid")?;
+            let span = headers.get("x-b3-spanid")?;
+            context(parse_trace_id(trace)?, parse_hex::<8>(span)?)
+        })
+}
+
+/// `version-traceid-parentid-flags` (W3C Trace Context, version 00 and later).
+pub fn parse_traceparent(value: &str) -> Option<RemoteContext> {
+    let mut parts = value.trim().split('-');
+    let version = parts.next()?;
+    if version.len() != 2 || version.eq_ignore_ascii_case("ff") {
+        return None;
+    }
+    parse_hex::<1>(version)?;
+    let trace_id = parse_hex::<16>(parts.next()?)?;
+    let span_id = parse_hex::<8>(parts.next()?)?;
+    let flags = parts.next()?;
+    if flags.len() != 2 || parse_hex::<1>(flags).is_none() {
+        return None;
+    }
+    // Version 00 has exactly four fields; later versions may add more.
+    if version == "00" && parts.next().is_some() {
+        return None;
+    }
+    context(trace_id, span_id)
+}
+
+/// `traceid-spanid[-sampled[-parentspanid]]`; a lone `0`/`d` is a sampling
+/// decision with no context.
+pub fn parse_b3_single(value: &str) -> Option<RemoteContext> {
+    let mut parts = value.trim().split('-');
+    let trace_id = parse_trace_id(parts.next()?)?;
+    let span_id = parse_hex::<8>(parts.next()?)?;
+    context(trace_id, span_id)
+}
+
+/// A 128-bit or 64-bit (left-padded) hex trace id.
+fn parse_trace_id(hex: &str) -> Option<[u8; 16]> {
+    match hex.len() {
+        32 => parse_hex::<16>(hex),
+        16 => {
+            let low = parse_hex::<8>(hex)?;
+            let mut id = [0; 16];
+            id[8..].copy_from_slice(&low);
+            Some(id)
+        }
+        _ => None,
+    }
+}
+
+fn context(trace_id: [u8; 16], span_id: [u8; 8]) -> Option<RemoteContext> {
+    // All-zero ids are invalid in both formats.
+    (trace_id != [0; 16] && span_id != [0; 8]).then_some(RemoteContext { trace_id, span_id })
+}
+
+/// Exactly `2 * N` hex digits.
+fn parse_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
+    let bytes = hex.as_bytes();
+    if bytes.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, pair) in bytes.chunks_exact(2).enumerate() {
+        let high = (pair[0] as char).to_digit(16)?;
+        let low = (pair[1] as char).to_digit(16)?;
+        out[i] = (high * 16 + low) as u8;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const SPAN: &str = "00f067aa0ba902b7";
+
+    fn expected() -> RemoteContext {
+        RemoteContext {
+            trace_id: parse_hex(TRACE).unwrap(),
+            span_id: parse_hex(SPAN).unwrap(),
+        }
+    }
+
+    #[test]
+    fn traceparent() {
+        assert_eq!(
+            parse_traceparent(&format!("00-{TRACE}-{SPAN}-01")),
+            Some(expected())
+        );
+        assert_eq!(
+            parse_traceparent(&format!("01-{TRACE}-{SPAN}-00-extra")),
+            Some(expected())
+        );
+        assert_eq!(
+            parse_traceparent(&format!("00-{TRACE}-{SPAN}-01-extra")),
+            None
+        );
+        assert_eq!(parse_traceparent(&format!("ff-{TRACE}-{SPAN}-01")), None);
+        assert_eq!(
+            parse_traceparent(&format!("00-{}-{SPAN}-01", "0".repeat(32))),
+            None
+        );
+        assert_eq!(
+            parse_traceparent(&format!("00-{TRACE}-{}-01", "0".repeat(16))),
+            None
+        );
+        assert_eq!(parse_traceparent("00-xyz"), None);
+        assert_eq!(parse_traceparent(""), None);
+        assert_eq!(parse_traceparent("00-é-é-é"), None);
+    }
+
+    #[test]
+    fn b3() {
+        assert_eq!(
+            parse_b3_single(&format!("{TRACE}-{SPAN}-1-05e3ac9a4f6e3b90")),
+            Some(expected())
+        );
+        assert_eq!(
+            parse_b3_single(&format!("{TRACE}-{SPAN}")),
+            Some(expected())
+        );
+        assert_eq!(parse_b3_single("0"), None);
+        let short = parse_b3_single(&format!("a3ce929d0e0e4736-{SPAN}")).unwrap();
+        assert_eq!(&short.trace_id[..8], &[0; 8]);
+    }
+
+    #[test]
+    fn precedence() {
+        let headers = |pairs: &[(&str, String)]| {
+            let mut request = b"GET / HTTP/1.1\r\n".to_vec();
+            for (k, v) in pairs {
+                request.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+            }
+            request.extend_from_slice(b"\r\n");
+            let mut raw = [httparse::EMPTY_HEADER; 8];
+            let mut req = httparse::Request::new(&mut raw);
+            req.parse(&request).unwrap();
+            Headers::from_httparse(req.headers)
+        };
+        let multi = headers(&[("X-B3-TraceId", TRACE.into()), ("X-B3-SpanId", SPAN.into())]);
+        assert_eq!(extract(&multi), Some(expected()));
+        let both = headers(&[
+            ("b3", format!("{}-{SPAN}", "1".repeat(32))),
+            ("Traceparent", format!("00-{TRACE}-{SPAN}-01")),
+        ]);
+        assert_eq!(extract(&both), Some(expected()));
+        assert_eq!(extract(&headers(&[])), None);
+    }
+}

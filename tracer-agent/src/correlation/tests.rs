@@ -1,0 +1,194 @@
+use tracer_common::RequestContext;
+
+use super::*;
+use crate::{
+    connections::{ChunkMeta, ConnectionInfo},
+    protocols::http1::{Exchange, Http1Connection, Output, RequestStart, Stream},
+};
+
+const CLIENT: &str = "127.0.0.1:40000";
+const SERVER: &str = "127.0.0.1:8080";
+
+fn meta(seq: u32, context: Option<(u64, u32)>) -> ChunkMeta {
+    ChunkMeta {
+        first_ns: 1,
+        last_ns: 2,
+        pid: 1,
+        tid: 1,
+        seq,
+        context: context.map(|(sock, seq)| RequestContext { sock, seq, _pad: 0 }),
+    }
+}
+
+/// A request as the parser reports it, on connection `sock` with `role`.
+fn started(
+    sock_id: u64,
+    role: Role,
+    index: u64,
+    seq: u32,
+    context: Option<(u64, u32)>,
+    extra_header: &str,
+) -> StartedRequest {
+    let head = format!("GET /x HTTP/1.1\r\nHost: h\r\n{extra_header}\r\n");
+    let mut parser = Http1Connection::new();
+    let mut out = Vec::new();
+    parser.feed(
+        Stream::Requests,
+        head.as_bytes(),
+        0,
+        meta(seq, context),
+        &mut out,
+    );
+    let Some(Output::Request(start)) = out.into_iter().next() else {
+        panic!("no request start")
+    };
+    let (local, remote) = match role {
+        Role::Client => (CLIENT, SERVER),
+        _ => (SERVER, CLIENT),
+    };
+    StartedRequest {
+        start: RequestStart { index, ..start },
+        connection: ConnectionInfo {
+            sock_id,
+            role,
+            local: local.parse().unwrap(),
+            remote: remote.parse().unwrap(),
+            comm: "t".into(),
+        },
+    }
+}
+
+fn ids_of(correlator: &mut Correlator, request: &StartedRequest) -> SpanIds {
+    correlator.exchange_completed(&CompletedExchange {
+        exchange: Exchange {
+            index: request.start.index,
+            request: request.start.request.clone(),
+            response: None,
+            request_start: request.start.start,
+            response_end: request.start.start,
+            request_body_bytes: 0,
+            response_body_bytes: 0,
+            response_end_approximate: false,
+        },
+        connection: request.connection.clone(),
+    })
+}
+
+#[test]
+fn server_span_is_child_of_the_client_span_on_its_connection() {
+    let mut c = Correlator::new();
+    let client = started(1, Role::Client, 0, 1000, None, "");
+    let server = started(2, Role::Server, 0, 1000, None, "");
+    c.request_started(&client);
+    c.request_started(&server);
+    let (client_ids, server_ids) = (ids_of(&mut c, &client), ids_of(&mut c, &server));
+    assert_eq!(server_ids.trace_id, client_ids.trace_id);
+    assert_eq!(server_ids.parent_span_id, Some(client_ids.span_id));
+    assert_eq!(client_ids.parent_span_id, None);
+    assert_eq!(
+        c.links,
+        LinkCounts {
+            by_connection: 1,
+            roots: 1,
+            ..Default::default()
+        }
+    );
+    assert_eq!(c.waiting(), 0);
+}
+
+/// A different sequence number is a different request: no link.
+#[test]
+fn sequence_numbers_must_match() {
+    let mut c = Correlator::new();
+    c.request_started(&started(1, Role::Client, 0, 1000, None, ""));
+    let server = started(2, Role::Server, 0, 1001, None, "");
+    c.request_started(&server);
+    assert_eq!(ids_of(&mut c, &server).parent_span_id, None);
+    assert_eq!(c.waiting(), 1);
+}
+
+#[test]
+fn client_span_is_child_of_the_request_its_thread_serves() {
+    let mut c = Correlator::new();
+    let inbound = started(7, Role::Server, 0, 500, None, "");
+    c.request_started(&inbound);
+    let outbound = started(8, Role::Client, 0, 9000, Some((7, 500)), "");
+    c.request_started(&outbound);
+    let (inbound_ids, outbound_ids) = (ids_of(&mut c, &inbound), ids_of(&mut c, &outbound));
+    assert_eq!(outbound_ids.trace_id, inbound_ids.trace_id);
+    assert_eq!(outbound_ids.parent_span_id, Some(inbound_ids.span_id));
+}
+
+/// Keep-alive: the context names the second request on the connection.
+#[test]
+fn context_picks_the_request_by_sequence_number() {
+    let mut c = Correlator::new();
+    let first = started(7, Role::Server, 0, 500, None, "");
+    let second = started(7, Role::Server, 1, 600, None, "");
+    c.request_started(&first);
+    c.request_started(&second);
+    let outbound = started(8, Role::Client, 0, 1, Some((7, 600)), "");
+    c.request_started(&outbound);
+    let second_ids = ids_of(&mut c, &second);
+    assert_eq!(
+        ids_of(&mut c, &outbound).parent_span_id,
+        Some(second_ids.span_id)
+    );
+    // A body read later in the request still names it.
+    let late = started(9, Role::Client, 0, 1, Some((7, 650)), "");
+    c.request_started(&late);
+    assert_eq!(
+        ids_of(&mut c, &late).parent_span_id,
+        Some(second_ids.span_id)
+    );
+}
+
+const TRACEPARENT: &str =
+    "traceparent: 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\r\n";
+
+#[test]
+fn inbound_traceparent_is_continued() {
+    let mut c = Correlator::new();
+    let server = started(2, Role::Server, 0, 1000, None, TRACEPARENT);
+    c.request_started(&server);
+    let ids = ids_of(&mut c, &server);
+    assert_eq!(ids.trace_id[..2], [0x4b, 0xf9]);
+    assert_eq!(ids.parent_span_id.unwrap()[..2], [0x00, 0xf0]);
+}
+
+/// The application's own SDK put a traceparent on its outbound request: it
+/// wins over the kernel's context, and the server span still links to the
+/// agent's client span (which is in the SDK's trace).
+#[test]
+fn outbound_traceparent_wins_and_server_follows() {
+    let mut c = Correlator::new();
+    let inbound = started(7, Role::Server, 0, 500, None, "");
+    c.request_started(&inbound);
+    let outbound = started(8, Role::Client, 0, 42, Some((7, 500)), TRACEPARENT);
+    let downstream = started(9, Role::Server, 0, 42, None, TRACEPARENT);
+    c.request_started(&outbound);
+    c.request_started(&downstream);
+    let outbound_ids = ids_of(&mut c, &outbound);
+    let downstream_ids = ids_of(&mut c, &downstream);
+    assert_eq!(outbound_ids.trace_id[..2], [0x4b, 0xf9]);
+    assert_eq!(downstream_ids.trace_id, outbound_ids.trace_id);
+    assert_eq!(downstream_ids.parent_span_id, Some(outbound_ids.span_id));
+}
+
+#[test]
+fn sequence_space_wraps() {
+    assert!(seq_at_or_after(5, 5));
+    assert!(seq_at_or_after(10, u32::MAX - 10));
+    assert!(!seq_at_or_after(u32::MAX - 10, 10));
+}
+
+#[test]
+fn closed_connections_are_forgotten() {
+    let mut c = Correlator::new();
+    let inbound = started(7, Role::Server, 0, 500, None, "");
+    c.request_started(&inbound);
+    c.connection_closed(7);
+    let outbound = started(8, Role::Client, 0, 1, Some((7, 500)), "");
+    c.request_started(&outbound);
+    assert_eq!(ids_of(&mut c, &outbound).parent_span_id, None);
+}
