@@ -7,31 +7,84 @@ use tracer_tests::{
     Agent, CLIENT, Process, SERVER, SpanRecord, curl, free_port, require_root, servers_dir,
 };
 
-/// A chain of thread-per-connection Python services: A → B → C.
+/// A chain of three services, svc-a → svc-b → svc-c.
 struct Chain {
     ports: [u16; 3],
     _services: Vec<Process>,
 }
 
-fn python_chain() -> Chain {
+/// How a hop is implemented.
+#[derive(Clone, Copy)]
+enum Hop {
+    /// Python `ThreadingHTTPServer`: a thread per connection.
+    PythonThreads,
+    /// Node.js: one event loop.
+    Node,
+    /// Python asyncio: one event loop (leaf only).
+    PythonAsyncio,
+}
+
+fn chain(hops: [Hop; 3]) -> Chain {
     let ports = [free_port(), free_port(), free_port()];
     let mut services = Vec::new();
     // Start from the leaf so each hop's next one is listening.
-    for (i, name) in ["c", "b", "a"].iter().enumerate() {
-        let hop = 2 - i;
-        let mut cmd = Command::new("python3");
-        cmd.arg(servers_dir().join("chain_service.py"))
-            .arg(ports[hop].to_string());
-        if hop < 2 {
-            cmd.arg(ports[hop + 1].to_string());
-        }
-        cmd.env("OTEL_SERVICE_NAME", format!("svc-{name}"));
+    for hop in (0..3).rev() {
+        let port = ports[hop].to_string();
+        let next = ports.get(hop + 1).map(u16::to_string);
+        let mut cmd = match hops[hop] {
+            Hop::PythonThreads => {
+                let mut cmd = Command::new("python3");
+                cmd.arg(servers_dir().join("chain_service.py")).arg(&port).args(&next);
+                cmd
+            }
+            Hop::Node => {
+                let mut cmd = Command::new("node");
+                cmd.arg(servers_dir().join("node_chain.js")).arg(&port).args(&next);
+                cmd
+            }
+            Hop::PythonAsyncio => {
+                assert!(next.is_none(), "the asyncio service is a leaf");
+                let mut cmd = Command::new("python3");
+                cmd.arg(servers_dir().join("asyncio_leaf.py")).arg(&port);
+                cmd
+            }
+        };
+        cmd.env("OTEL_SERVICE_NAME", format!("svc-{}", ["a", "b", "c"][hop]));
         services.push(Process::spawn_until(&mut cmd, "ready"));
     }
     Chain {
         ports,
         _services: services,
     }
+}
+
+fn python_chain() -> Chain {
+    chain([Hop::PythonThreads; 3])
+}
+
+fn mixed_chain() -> Chain {
+    chain([Hop::PythonThreads, Hop::Node, Hop::PythonAsyncio])
+}
+
+/// `workers` curls at once, each sending `per_worker` requests on one
+/// keep-alive connection, with markers `w{worker}r{request}`.
+fn drive(port: u16, workers: usize, per_worker: usize) -> Vec<String> {
+    let handles: Vec<_> = (0..workers)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let urls: Vec<String> = (0..per_worker)
+                    .map(|i| format!("http://127.0.0.1:{port}/req/w{w}r{i}"))
+                    .collect();
+                curl(&[], &urls);
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("curl worker");
+    }
+    (0..workers)
+        .flat_map(|w| (0..per_worker).map(move |i| format!("w{w}r{i}")))
+        .collect()
 }
 
 /// The spans of the request whose path carries `marker`.
@@ -118,27 +171,40 @@ fn python_chain_concurrency_8() {
     require_root();
     let chain = python_chain();
     let agent = Agent::start(&[]);
-    // Eight curls at once, each three requests on its own keep-alive connection.
-    let port = chain.ports[0];
-    let workers: Vec<_> = (0..8)
-        .map(|w| {
-            std::thread::spawn(move || {
-                let urls: Vec<String> = (0..3)
-                    .map(|i| format!("http://127.0.0.1:{port}/req/w{w}r{i}"))
-                    .collect();
-                curl(&[], &urls);
-            })
-        })
-        .collect();
-    for worker in workers {
-        worker.join().expect("curl worker");
-    }
+    let markers = drive(chain.ports[0], 8, 3);
     let run = agent.stop();
     assert!(run.status.success(), "{}", run.stderr);
-    for w in 0..8 {
-        for i in 0..3 {
-            assert_chain(&run.spans, &format!("w{w}r{i}"));
-        }
+    for marker in &markers {
+        assert_chain(&run.spans, marker);
+    }
+    assert_no_mixed_traces(&run.spans);
+}
+
+/// Python threads → Node.js (event loop) → Python asyncio (event loop).
+#[test]
+fn mixed_runtime_chain_concurrency_1() {
+    require_root();
+    let chain = mixed_chain();
+    let agent = Agent::start(&[]);
+    let markers = drive(chain.ports[0], 1, 5);
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    for marker in &markers {
+        assert_chain(&run.spans, marker);
+    }
+    assert_no_mixed_traces(&run.spans);
+}
+
+#[test]
+fn mixed_runtime_chain_concurrency_8() {
+    require_root();
+    let chain = mixed_chain();
+    let agent = Agent::start(&[]);
+    let markers = drive(chain.ports[0], 8, 3);
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    for marker in &markers {
+        assert_chain(&run.spans, marker);
     }
     assert_no_mixed_traces(&run.spans);
 }

@@ -338,3 +338,32 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     }
     0
 }
+
+/// An event loop going back to wait for I/O ends its turn: whatever it
+/// writes after this was not caused by the reads of the turn before, so the
+/// thread's request context ends here (a missing link, never a wrong one).
+#[inline(always)]
+fn end_of_turn() {
+    if traced().is_some() {
+        let tid = bpf_get_current_pid_tgid() as u32;
+        let _ = THREAD_CONTEXT.remove(tid);
+    }
+}
+
+#[tracepoint]
+pub fn sys_enter_epoll_wait(_ctx: TracePointContext) -> u32 {
+    end_of_turn();
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_epoll_pwait(_ctx: TracePointContext) -> u32 {
+    end_of_turn();
+    0
+}
+
+#[tracepoint]
+pub fn sys_enter_epoll_pwait2(_ctx: TracePointContext) -> u32 {
+    end_of_turn();
+    0
+}
