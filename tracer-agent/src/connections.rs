@@ -92,6 +92,11 @@ struct Connection {
 pub enum Outcome {
     RequestStarted(StartedRequest),
     ExchangeCompleted(CompletedExchange),
+    /// Thread `tid` opened a client connection (`connect()`).
+    Connected {
+        sock_id: u64,
+        tid: u32,
+    },
     /// A connection ended (its `sock_id` may be reused right after).
     Closed(u64),
 }
@@ -145,6 +150,12 @@ impl ConnectionTable {
                 // A reused socket address starts a new connection.
                 self.close(event.sock_id, out);
                 self.insert(&event, out);
+                if event.role == Role::Client {
+                    out.outcomes.push(Outcome::Connected {
+                        sock_id: event.sock_id,
+                        tid: event.tid,
+                    });
+                }
             }
             EventKind::Close => self.close(event.sock_id, out),
             EventKind::Data => self.data(event, out),

@@ -139,6 +139,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .map(|(counter, value)| format!("{}={value}", counter.name()))
         .collect();
     let (bpf_run_time, bpf_runs) = probes.run_stats();
+    let links: Vec<String> = stats
+        .links
+        .lock()
+        .map(|links| {
+            links
+                .named()
+                .iter()
+                .map(|(name, n)| format!("{name}={n}"))
+                .collect()
+        })
+        .unwrap_or_default();
     for (name, time, runs) in probes.program_run_stats() {
         tracing::debug!(
             "program {name}: runs={runs} run_time_ns={}",
@@ -147,8 +158,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
     tracing::info!(
         "stopped: events_read={} event_bytes_read={} spans_produced={} spans_exported={} \
-                  parse_errors={} connections_evicted={} export_failures={} links_by_connection={} \
-         links_by_context={} links_by_header={} trace_roots={} bpf_run_time_ns={} \
+                           parse_errors={} connections_evicted={} export_failures={} {} bpf_run_time_ns={} \
          bpf_runs={} kernel: {}",
         Stats::get(&stats.events_read),
         Stats::get(&stats.event_bytes_read),
@@ -157,10 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Stats::get(&stats.parse_errors),
         Stats::get(&stats.connections_evicted),
         Stats::get(&stats.export_failures),
-        Stats::get(&stats.links_by_connection),
-        Stats::get(&stats.links_by_context),
-        Stats::get(&stats.links_by_header),
-        Stats::get(&stats.trace_roots),
+        links.join(" "),
         bpf_run_time.as_nanos(),
         bpf_runs,
         kernel.join(" ")

@@ -108,13 +108,13 @@ async fn process(
                     let ids = correlator.exchange_completed(exchange);
                     batch.push(builder.build(exchange, ids));
                 }
+                Outcome::Connected { sock_id, tid } => correlator.connected(*sock_id, *tid),
                 Outcome::Closed(sock_id) => correlator.connection_closed(*sock_id),
             }
         }
-        stats.set(&stats.links_by_connection, correlator.links.by_connection);
-        stats.set(&stats.links_by_context, correlator.links.by_context);
-        stats.set(&stats.links_by_header, correlator.links.by_header);
-        stats.set(&stats.trace_roots, correlator.links.roots);
+        if let Ok(mut links) = stats.links.lock() {
+            *links = correlator.links;
+        }
         if batch.is_empty() {
             continue;
         }

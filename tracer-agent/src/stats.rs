@@ -1,7 +1,12 @@
 //! The agent's own health counters, shared by every stage. Loss is counted,
 //! never silent: each place that drops something bumps one of these.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{
+    Mutex,
+    atomic::{AtomicU64, Ordering},
+};
+
+use crate::correlation::LinkCounts;
 
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -19,14 +24,8 @@ pub struct Stats {
     pub parse_errors: AtomicU64,
     /// Spans built.
     pub spans_produced: AtomicU64,
-    /// Server spans linked to their caller's client span by connection and sequence number.
-    pub links_by_connection: AtomicU64,
-    /// Client spans linked to the inbound request their thread was serving.
-    pub links_by_context: AtomicU64,
-    /// Spans continuing a traceparent / B3 header.
-    pub links_by_header: AtomicU64,
-    /// Spans that start a trace.
-    pub trace_roots: AtomicU64,
+    /// How spans got their parents (written by the correlation stage).
+    pub links: Mutex<LinkCounts>,
     /// Spans written by an exporter.
     pub spans_exported: AtomicU64,
     /// Export attempts that failed.

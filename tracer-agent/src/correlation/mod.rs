@@ -3,7 +3,7 @@
 //! Ids are given when a request's head is parsed, not when its response ends.
 //! Events arrive in the order the kernel saw them, and a caller always writes
 //! its request before the callee reads it, so a span's parent has its ids
-//! already when the span starts:
+//! already when the span starts.
 //!
 //! - **Server span** (a request read on an accepted connection): its parent is
 //!   the client span of the same request on the other end of the connection,
@@ -13,9 +13,21 @@
 //!   it starts a trace.
 //! - **Client span** (a request written on a connected socket): a
 //!   `traceparent`/B3 header already in it wins (the application's own SDK).
-//!   Else its parent is the server request the kernel says the writing thread
-//!   was serving (`RequestContext`: that connection and the sequence number of
-//!   the read that started the request). Else it starts a trace.
+//!   Else its parent is the one inbound request the writing thread could be
+//!   working for: of the requests it read and has not answered, the single one
+//!   not waiting for an outbound call of its own ("runnable"). With none or
+//!   several, the call starts a trace of its own: a missing link, never a
+//!   wrong one. A connection's first request uses the decision taken when the
+//!   thread called `connect()` (an event loop may write it turns later).
+//!
+//! This is exact for a thread per request, and for event loops that make a
+//! call in the same callback as the read (Node.js handlers, nginx). Calls an
+//! event loop makes from later callbacks (timers, after an `await`) link only
+//! while one request is in flight on that loop.
+//!
+//! The kernel's own guess, the request the thread last read
+//! (`RequestContext`), is compared with this decision and the agreements are
+//! counted.
 
 pub mod propagation;
 
@@ -67,8 +79,9 @@ fn nonzero_random<const N: usize>() -> [u8; N] {
 /// A request on the wire: (client, server, sequence number of its first byte).
 type WireKey = (SocketAddr, SocketAddr, u32);
 
-/// Recent requests kept per server connection for context look-ups.
-const REQUESTS_PER_CONNECTION: usize = 16;
+/// A request on a connection: (`sock_id`, request index).
+type RequestKey = (u64, u64);
+
 /// Client requests waiting for their server side; past this the oldest go
 /// (their server is not traced by this agent, or not yet seen).
 const MAX_WAITING_CLIENT_REQUESTS: usize = 65_536;
@@ -78,20 +91,60 @@ const MAX_WAITING_CLIENT_REQUESTS: usize = 65_536;
 pub struct LinkCounts {
     /// Server spans linked to the client span on the other end of their connection.
     pub by_connection: u64,
-    /// Client spans linked to the server request their thread was serving.
-    pub by_context: u64,
+    /// Client spans linked to the one runnable request of their thread.
+    pub by_thread: u64,
     /// Spans continuing a `traceparent` / B3 header.
     pub by_header: u64,
     /// Spans that start a trace.
     pub roots: u64,
+    /// Client spans left unlinked because their thread had several runnable requests.
+    pub ambiguous: u64,
+    /// Linked client spans where the kernel's last-read context named the same
+    /// request, and where it named another (or none).
+    pub kernel_context_agreed: u64,
+    pub kernel_context_differed: u64,
+}
+
+impl LinkCounts {
+    /// Each count with its name, for logs and metrics.
+    pub fn named(&self) -> [(&'static str, u64); 7] {
+        [
+            ("links_by_connection", self.by_connection),
+            ("links_by_thread", self.by_thread),
+            ("links_by_header", self.by_header),
+            ("trace_roots", self.roots),
+            ("links_ambiguous", self.ambiguous),
+            ("kernel_context_agreed", self.kernel_context_agreed),
+            ("kernel_context_differed", self.kernel_context_differed),
+        ]
+    }
+}
+
+/// An inbound request being served.
+#[derive(Debug)]
+struct Inbound {
+    ids: SpanIds,
+    /// The thread that read it.
+    tid: u32,
+    /// TCP sequence number of its first byte.
+    seq: u32,
+    /// Outbound calls made for it whose responses have not come back.
+    calls_in_flight: u32,
 }
 
 #[derive(Debug, Default)]
 pub struct Correlator {
-    /// Ids of requests in progress, by (connection, request index).
-    active: HashMap<(u64, u64), SpanIds>,
-    /// Recent server requests per server connection: (first byte's sequence number, ids).
-    server_requests: HashMap<u64, VecDeque<(u32, SpanIds)>>,
+    /// Ids of requests in progress (both kinds), by connection and index.
+    active: HashMap<RequestKey, SpanIds>,
+    /// Inbound (server) requests read and not yet answered.
+    inbound: HashMap<RequestKey, Inbound>,
+    /// Inbound requests by the thread that read them.
+    by_thread: HashMap<u32, Vec<RequestKey>>,
+    /// The inbound request each outbound (client) request was made for.
+    call_parent: HashMap<RequestKey, RequestKey>,
+    /// The inbound request a new client connection was opened for, until its
+    /// first request.
+    connect_parent: HashMap<u64, RequestKey>,
     /// Client requests whose server side has not been seen, oldest first.
     waiting: HashMap<WireKey, SpanIds>,
     waiting_order: VecDeque<WireKey>,
@@ -106,6 +159,7 @@ impl Correlator {
     /// Gives a request that just started its ids.
     pub fn request_started(&mut self, started: &StartedRequest) {
         let connection = &started.connection;
+        let key = (connection.sock_id, started.start.index);
         let seq = started.seq();
         let header = propagation::extract(&started.start.request.headers);
         let ids = match connection.role {
@@ -113,13 +167,8 @@ impl Correlator {
                 let ids = if let Some(remote) = header {
                     self.links.by_header += 1;
                     SpanIds::child_of(remote.trace_id, remote.span_id)
-                } else if let Some(parent) = started
-                    .start
-                    .start
-                    .context
-                    .and_then(|c| self.serving(c.sock, c.seq))
-                {
-                    self.links.by_context += 1;
+                } else if let Some(parent) = self.parent_of_call(started, key) {
+                    self.links.by_thread += 1;
                     SpanIds::child_of(parent.trace_id, parent.span_id)
                 } else {
                     self.links.roots += 1;
@@ -140,32 +189,56 @@ impl Correlator {
                     self.links.roots += 1;
                     SpanIds::root()
                 };
-                let recent = self.server_requests.entry(connection.sock_id).or_default();
-                if recent.len() >= REQUESTS_PER_CONNECTION {
-                    recent.pop_front();
-                }
-                recent.push_back((seq, ids));
+                let tid = started.start.start.tid;
+                self.inbound.insert(
+                    key,
+                    Inbound {
+                        ids,
+                        tid,
+                        seq,
+                        calls_in_flight: 0,
+                    },
+                );
+                self.by_thread.entry(tid).or_default().push(key);
                 ids
             }
         };
-        self.active
-            .insert((connection.sock_id, started.start.index), ids);
+        self.active.insert(key, ids);
     }
 
     /// The ids an exchange's span gets (a fresh root if its start was not seen).
     pub fn exchange_completed(&mut self, completed: &CompletedExchange) -> SpanIds {
-        self.active
-            .remove(&(completed.connection.sock_id, completed.exchange.index))
-            .unwrap_or_else(|| {
-                self.links.roots += 1;
-                SpanIds::root()
-            })
+        let key = (completed.connection.sock_id, completed.exchange.index);
+        self.finish(key);
+        self.active.remove(&key).unwrap_or_else(|| {
+            self.links.roots += 1;
+            SpanIds::root()
+        })
     }
 
-    /// Forgets a connection that ended.
+    /// Thread `tid` opened a client connection: decide now which request it is for.
+    pub fn connected(&mut self, sock_id: u64, tid: u32) {
+        if let [parent] = self.runnable(tid)[..] {
+            self.call_started(parent);
+            self.connect_parent.insert(sock_id, parent);
+        }
+    }
+
+    /// Forgets a connection that ended, and what waited on it.
     pub fn connection_closed(&mut self, sock_id: u64) {
-        self.server_requests.remove(&sock_id);
-        self.active.retain(|(sock, _), _| *sock != sock_id);
+        if let Some(parent) = self.connect_parent.remove(&sock_id) {
+            self.call_finished(parent);
+        }
+        let ended: Vec<RequestKey> = self
+            .active
+            .keys()
+            .filter(|(sock, _)| *sock == sock_id)
+            .copied()
+            .collect();
+        for key in ended {
+            self.finish(key);
+            self.active.remove(&key);
+        }
     }
 
     /// Client requests still waiting for their server side.
@@ -173,15 +246,77 @@ impl Correlator {
         self.waiting.len()
     }
 
-    /// The server request on `sock` whose bytes include sequence number `seq`:
-    /// the latest one that started at or before it.
-    fn serving(&self, sock: u64, seq: u32) -> Option<SpanIds> {
-        self.server_requests
-            .get(&sock)?
-            .iter()
-            .rev()
-            .find(|(start, _)| seq_at_or_after(seq, *start))
-            .map(|(_, ids)| *ids)
+    /// The inbound request an outbound request is made for, if it is certain.
+    fn parent_of_call(&mut self, started: &StartedRequest, key: RequestKey) -> Option<SpanIds> {
+        let parent = match self.connect_parent.remove(&key.0) {
+            // Counted as a call in flight since the connect.
+            Some(parent) => parent,
+            None => {
+                let runnable = self.runnable(started.start.start.tid);
+                if runnable.len() > 1 {
+                    self.links.ambiguous += 1;
+                }
+                let [parent] = runnable[..] else {
+                    return None;
+                };
+                self.call_started(parent);
+                parent
+            }
+        };
+        self.call_parent.insert(key, parent);
+        let inbound = self.inbound.get(&parent)?;
+        let kernel = started.start.start.context;
+        if kernel.is_some_and(|c| c.sock == parent.0 && seq_at_or_after(c.seq, inbound.seq)) {
+            self.links.kernel_context_agreed += 1;
+        } else {
+            self.links.kernel_context_differed += 1;
+        }
+        Some(inbound.ids)
+    }
+
+    /// The inbound requests of `tid` not waiting for a call of their own.
+    fn runnable(&self, tid: u32) -> Vec<RequestKey> {
+        self.by_thread
+            .get(&tid)
+            .map(|keys| {
+                keys.iter()
+                    .filter(|key| {
+                        self.inbound
+                            .get(key)
+                            .is_some_and(|i| i.calls_in_flight == 0)
+                    })
+                    .copied()
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn call_started(&mut self, parent: RequestKey) {
+        if let Some(inbound) = self.inbound.get_mut(&parent) {
+            inbound.calls_in_flight += 1;
+        }
+    }
+
+    fn call_finished(&mut self, parent: RequestKey) {
+        if let Some(inbound) = self.inbound.get_mut(&parent) {
+            inbound.calls_in_flight = inbound.calls_in_flight.saturating_sub(1);
+        }
+    }
+
+    /// A request ended: an inbound one stops being served; an outbound one
+    /// no longer holds up the request it was made for.
+    fn finish(&mut self, key: RequestKey) {
+        if let Some(inbound) = self.inbound.remove(&key) {
+            if let Some(keys) = self.by_thread.get_mut(&inbound.tid) {
+                keys.retain(|k| *k != key);
+                if keys.is_empty() {
+                    self.by_thread.remove(&inbound.tid);
+                }
+            }
+        }
+        if let Some(parent) = self.call_parent.remove(&key) {
+            self.call_finished(parent);
+        }
     }
 
     fn wait_for_server(&mut self, key: WireKey, ids: SpanIds) {

@@ -9,6 +9,7 @@ use crate::{
 const CLIENT: &str = "127.0.0.1:40000";
 const SERVER: &str = "127.0.0.1:8080";
 
+/// Every request in these tests is read or written by thread 1.
 fn meta(seq: u32, context: Option<(u64, u32)>) -> ChunkMeta {
     ChunkMeta {
         first_ns: 1,
@@ -117,30 +118,93 @@ fn client_span_is_child_of_the_request_its_thread_serves() {
     let (inbound_ids, outbound_ids) = (ids_of(&mut c, &inbound), ids_of(&mut c, &outbound));
     assert_eq!(outbound_ids.trace_id, inbound_ids.trace_id);
     assert_eq!(outbound_ids.parent_span_id, Some(inbound_ids.span_id));
+    assert_eq!(c.links.by_thread, 1);
+    assert_eq!(c.links.kernel_context_agreed, 1);
 }
 
-/// Keep-alive: the context names the second request on the connection.
+/// Two requests read and neither calling yet (an event loop under load): a
+/// call could be for either, so it is not linked.
 #[test]
-fn context_picks_the_request_by_sequence_number() {
+fn several_runnable_requests_give_no_link() {
+    let mut c = Correlator::new();
+    c.request_started(&started(7, Role::Server, 0, 500, None, ""));
+    c.request_started(&started(9, Role::Server, 0, 800, None, ""));
+    let outbound = started(8, Role::Client, 0, 1, Some((9, 800)), "");
+    c.request_started(&outbound);
+    assert_eq!(ids_of(&mut c, &outbound).parent_span_id, None);
+    assert_eq!(c.links.ambiguous, 1);
+}
+
+/// A request waiting for its own call is not runnable: the next call is for
+/// the other one. When the first call's response is back, it is runnable again.
+#[test]
+fn requests_waiting_for_calls_are_not_runnable() {
     let mut c = Correlator::new();
     let first = started(7, Role::Server, 0, 500, None, "");
-    let second = started(7, Role::Server, 1, 600, None, "");
     c.request_started(&first);
+    let first_call = started(8, Role::Client, 0, 1, None, "");
+    c.request_started(&first_call);
+    let second = started(9, Role::Server, 0, 800, None, "");
     c.request_started(&second);
-    let outbound = started(8, Role::Client, 0, 1, Some((7, 600)), "");
-    c.request_started(&outbound);
-    let second_ids = ids_of(&mut c, &second);
+    let second_call = started(10, Role::Client, 0, 1, None, "");
+    c.request_started(&second_call);
+    let first_ids = c.active[&(7, 0)];
+    let second_ids = c.active[&(9, 0)];
     assert_eq!(
-        ids_of(&mut c, &outbound).parent_span_id,
+        ids_of(&mut c, &second_call).parent_span_id,
         Some(second_ids.span_id)
     );
-    // A body read later in the request still names it.
-    let late = started(9, Role::Client, 0, 1, Some((7, 650)), "");
-    c.request_started(&late);
+    // first_call's response comes back; second is still waiting for nothing
+    // (its call ended above), so both are runnable now: ambiguous.
     assert_eq!(
-        ids_of(&mut c, &late).parent_span_id,
+        ids_of(&mut c, &first_call).parent_span_id,
+        Some(first_ids.span_id)
+    );
+    ids_of(&mut c, &second);
+    let again = started(8, Role::Client, 1, 100, None, "");
+    c.request_started(&again);
+    assert_eq!(
+        ids_of(&mut c, &again).parent_span_id,
+        Some(first_ids.span_id)
+    );
+}
+
+/// A connection opened while one request was runnable carries its first
+/// request for that one, even if written after the thread read another.
+#[test]
+fn connect_decides_for_the_first_request() {
+    let mut c = Correlator::new();
+    let first = started(7, Role::Server, 0, 500, None, "");
+    c.request_started(&first);
+    c.connected(20, 1);
+    let second = started(9, Role::Server, 0, 800, None, "");
+    c.request_started(&second);
+    let call_for_first = started(20, Role::Client, 0, 1, None, "");
+    c.request_started(&call_for_first);
+    let call_for_second = started(21, Role::Client, 0, 1, None, "");
+    c.request_started(&call_for_second);
+    let first_ids = c.active[&(7, 0)];
+    let second_ids = c.active[&(9, 0)];
+    assert_eq!(
+        ids_of(&mut c, &call_for_first).parent_span_id,
+        Some(first_ids.span_id)
+    );
+    assert_eq!(
+        ids_of(&mut c, &call_for_second).parent_span_id,
         Some(second_ids.span_id)
     );
+}
+
+/// A connection opened but closed before any request frees its request.
+#[test]
+fn unused_connection_frees_its_request() {
+    let mut c = Correlator::new();
+    c.request_started(&started(7, Role::Server, 0, 500, None, ""));
+    c.connected(20, 1);
+    c.connection_closed(20);
+    let call = started(21, Role::Client, 0, 1, None, "");
+    c.request_started(&call);
+    assert!(ids_of(&mut c, &call).parent_span_id.is_some());
 }
 
 const TRACEPARENT: &str =

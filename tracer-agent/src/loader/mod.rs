@@ -42,7 +42,7 @@ pub const TRACEPOINTS: &[&str] = &[
     "sys_exit_accept4",
     "sys_enter_connect",
     "sys_exit_connect",
-        "sys_enter_close",
+    "sys_enter_close",
     "sys_enter_epoll_wait",
     "sys_enter_epoll_pwait",
     "sys_enter_epoll_pwait2",
