@@ -306,12 +306,12 @@ impl Correlator {
     /// A request ended: an inbound one stops being served; an outbound one
     /// no longer holds up the request it was made for.
     fn finish(&mut self, key: RequestKey) {
-        if let Some(inbound) = self.inbound.remove(&key) {
-            if let Some(keys) = self.by_thread.get_mut(&inbound.tid) {
-                keys.retain(|k| *k != key);
-                if keys.is_empty() {
-                    self.by_thread.remove(&inbound.tid);
-                }
+        if let Some(inbound) = self.inbound.remove(&key)
+            && let Some(keys) = self.by_thread.get_mut(&inbound.tid)
+        {
+            keys.retain(|k| *k != key);
+            if keys.is_empty() {
+                self.by_thread.remove(&inbound.tid);
             }
         }
         if let Some(parent) = self.call_parent.remove(&key) {
