@@ -151,52 +151,39 @@ fn assert_no_mixed_traces(spans: &[SpanRecord]) {
     }
 }
 
+/// Drives `workers` × `per_worker` requests through `chain` with the agent
+/// on, and asserts each came out as one trace with the exact parent chain.
+fn assert_exact_chains(chain: Chain, workers: usize, per_worker: usize) {
+    let agent = Agent::start(&[]);
+    let markers = drive(chain.ports[0], workers, per_worker);
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    let traces: std::collections::HashSet<String> = markers
+        .iter()
+        .map(|marker| assert_chain(&run.spans, marker))
+        .collect();
+    assert_eq!(traces.len(), markers.len(), "one trace per request");
+    assert_no_mixed_traces(&run.spans);
+}
+
 #[test]
 fn python_chain_concurrency_1() {
     require_root();
-    let chain = python_chain();
-    let agent = Agent::start(&[]);
     // One curl: five requests on one keep-alive connection, one at a time.
-    let urls: Vec<String> = (0..5)
-        .map(|i| format!("http://127.0.0.1:{}/req/seq{i}", chain.ports[0]))
-        .collect();
-    curl(&[], &urls);
-    let run = agent.stop();
-    assert!(run.status.success(), "{}", run.stderr);
-    let traces: std::collections::HashSet<_> = (0..5)
-        .map(|i| assert_chain(&run.spans, &format!("seq{i}")))
-        .collect();
-    assert_eq!(traces.len(), 5, "one trace per request");
-    assert_no_mixed_traces(&run.spans);
+    assert_exact_chains(python_chain(), 1, 5);
 }
 
 #[test]
 fn python_chain_concurrency_8() {
     require_root();
-    let chain = python_chain();
-    let agent = Agent::start(&[]);
-    let markers = drive(chain.ports[0], 8, 3);
-    let run = agent.stop();
-    assert!(run.status.success(), "{}", run.stderr);
-    for marker in &markers {
-        assert_chain(&run.spans, marker);
-    }
-    assert_no_mixed_traces(&run.spans);
+    assert_exact_chains(python_chain(), 8, 3);
 }
 
 /// Python threads → Node.js (event loop) → Python asyncio (event loop).
 #[test]
 fn mixed_runtime_chain_concurrency_1() {
     require_root();
-    let chain = mixed_chain();
-    let agent = Agent::start(&[]);
-    let markers = drive(chain.ports[0], 1, 5);
-    let run = agent.stop();
-    assert!(run.status.success(), "{}", run.stderr);
-    for marker in &markers {
-        assert_chain(&run.spans, marker);
-    }
-    assert_no_mixed_traces(&run.spans);
+    assert_exact_chains(mixed_chain(), 1, 5);
 }
 
 /// What holds for every request whatever the runtimes: no trace mixes two

@@ -10,7 +10,11 @@
 //!   found by the mirrored 4-tuple and the TCP sequence number of the
 //!   request's first byte (the same number on both ends: exact for keep-alive
 //!   and pipelining). Else a `traceparent`/B3 header continues that trace. Else
-//!   it starts a trace.
+//!   it starts a trace, and waits as an orphan: events are sent at syscall
+//!   exit, and a caller preempted between handing its bytes to the socket and
+//!   its `write` returning is seen after the callee's read. When that client
+//!   request arrives, the orphan is adopted and its trace id, in every span of
+//!   its subtree not yet exported, becomes the caller's.
 //! - **Client span** (a request written on a connected socket): a
 //!   `traceparent`/B3 header already in it wins (the application's own SDK).
 //!   Else its parent is the one inbound request the writing thread could be
@@ -82,8 +86,9 @@ type WireKey = (SocketAddr, SocketAddr, u32);
 /// A request on a connection: (`sock_id`, request index).
 type RequestKey = (u64, u64);
 
-/// Client requests waiting for their server side; past this the oldest go
-/// (their server is not traced by this agent, or not yet seen).
+/// Client requests waiting for their server side (their server is not traced
+/// by this agent, or not yet seen), orphans waiting for their client, and
+/// adopted trace ids, each kept at most this many; past it the oldest go.
 const MAX_WAITING_CLIENT_REQUESTS: usize = 65_536;
 
 /// How each span got its parent, counted for the agent's health.
@@ -97,6 +102,9 @@ pub struct LinkCounts {
     pub by_header: u64,
     /// Spans that start a trace.
     pub roots: u64,
+    /// Of `by_connection`: server spans seen before their caller's write
+    /// returned, adopted when it did.
+    pub adopted: u64,
     /// Client spans left unlinked because their thread had several runnable requests.
     pub ambiguous: u64,
     /// Linked client spans where the kernel's last-read context named the same
@@ -107,9 +115,10 @@ pub struct LinkCounts {
 
 impl LinkCounts {
     /// Each count with its name, for logs and metrics.
-    pub fn named(&self) -> [(&'static str, u64); 7] {
+    pub fn named(&self) -> [(&'static str, u64); 8] {
         [
             ("links_by_connection", self.by_connection),
+            ("links_adopted", self.adopted),
             ("links_by_thread", self.by_thread),
             ("links_by_header", self.by_header),
             ("trace_roots", self.roots),
@@ -148,6 +157,12 @@ pub struct Correlator {
     /// Client requests whose server side has not been seen, oldest first.
     waiting: HashMap<WireKey, SpanIds>,
     waiting_order: VecDeque<WireKey>,
+    /// Server requests that started a trace, until their caller shows up.
+    orphans: HashMap<WireKey, RequestKey>,
+    orphans_order: VecDeque<WireKey>,
+    /// Trace ids replaced by adoption, and what replaced them.
+    adopted: HashMap<[u8; 16], [u8; 16]>,
+    adopted_order: VecDeque<[u8; 16]>,
     pub links: LinkCounts,
 }
 
@@ -174,7 +189,10 @@ impl Correlator {
                     self.links.roots += 1;
                     SpanIds::root()
                 };
-                self.wait_for_server((connection.local, connection.remote, seq), ids);
+                let wire = (connection.local, connection.remote, seq);
+                if !self.adopt(wire, ids) {
+                    self.wait_for_server(wire, ids);
+                }
                 ids
             }
             Role::Server | Role::Unknown => {
@@ -187,6 +205,7 @@ impl Correlator {
                     SpanIds::child_of(remote.trace_id, remote.span_id)
                 } else {
                     self.links.roots += 1;
+                    remember(&mut self.orphans, &mut self.orphans_order, wire, key);
                     SpanIds::root()
                 };
                 let tid = started.start.start.tid;
@@ -210,10 +229,18 @@ impl Correlator {
     pub fn exchange_completed(&mut self, completed: &CompletedExchange) -> SpanIds {
         let key = (completed.connection.sock_id, completed.exchange.index);
         self.finish(key);
-        self.active.remove(&key).unwrap_or_else(|| {
+        let mut ids = self.active.remove(&key).unwrap_or_else(|| {
             self.links.roots += 1;
             SpanIds::root()
-        })
+        });
+        // Follow adoptions (a chain of them is at most as long as the request path).
+        for _ in 0..16 {
+            match self.adopted.get(&ids.trace_id) {
+                Some(trace_id) => ids.trace_id = *trace_id,
+                None => break,
+            }
+        }
+        ids
     }
 
     /// Thread `tid` opened a client connection: decide now which request it is for.
@@ -320,22 +347,60 @@ impl Correlator {
     }
 
     fn wait_for_server(&mut self, key: WireKey, ids: SpanIds) {
-        while self.waiting_order.len() >= MAX_WAITING_CLIENT_REQUESTS {
-            if let Some(oldest) = self.waiting_order.pop_front() {
-                self.waiting.remove(&oldest);
-            }
+        remember(&mut self.waiting, &mut self.waiting_order, key, ids);
+    }
+
+    /// The client request `ids` on `wire` is the caller of an orphaned server
+    /// request seen first: make it the orphan's parent, and its trace the
+    /// orphan's subtree's.
+    fn adopt(&mut self, wire: WireKey, client: SpanIds) -> bool {
+        let Some(key) = self.orphans.remove(&wire) else {
+            return false;
+        };
+        let Some(ids) = self.active.get_mut(&key) else {
+            return false;
+        };
+        let replaced = ids.trace_id;
+        ids.trace_id = client.trace_id;
+        ids.parent_span_id = Some(client.span_id);
+        if let Some(inbound) = self.inbound.get_mut(&key) {
+            inbound.ids = *ids;
         }
-        if self.waiting.insert(key, ids).is_none() {
-            self.waiting_order.push_back(key);
+        remember(
+            &mut self.adopted,
+            &mut self.adopted_order,
+            replaced,
+            client.trace_id,
+        );
+        self.links.roots = self.links.roots.saturating_sub(1);
+        self.links.by_connection += 1;
+        self.links.adopted += 1;
+        true
+    }
+}
+
+/// Inserts into a map bounded by `MAX_WAITING_CLIENT_REQUESTS`, dropping the
+/// oldest entries first. `order` lists keys oldest first; keys removed from
+/// the map elsewhere are dropped from its front as they come up.
+fn remember<K: Copy + Eq + std::hash::Hash, V>(
+    map: &mut HashMap<K, V>,
+    order: &mut VecDeque<K>,
+    key: K,
+    value: V,
+) {
+    while order.len() >= MAX_WAITING_CLIENT_REQUESTS {
+        if let Some(oldest) = order.pop_front() {
+            map.remove(&oldest);
         }
-        // Entries matched already leave stale keys in the order queue; drop
-        // them from the front so it stays near the map's size.
-        while let Some(front) = self.waiting_order.front() {
-            if self.waiting.contains_key(front) {
-                break;
-            }
-            self.waiting_order.pop_front();
+    }
+    if map.insert(key, value).is_none() {
+        order.push_back(key);
+    }
+    while let Some(front) = order.front() {
+        if map.contains_key(front) {
+            break;
         }
+        order.pop_front();
     }
 }
 

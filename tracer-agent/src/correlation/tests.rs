@@ -97,6 +97,30 @@ fn server_span_is_child_of_the_client_span_on_its_connection() {
     assert_eq!(c.waiting(), 0);
 }
 
+/// The callee's read can be seen before the caller's write returns (the
+/// caller was preempted): the server request is adopted when its caller
+/// shows up, and spans it already caused follow it into the caller's trace.
+#[test]
+fn server_seen_before_its_caller_is_adopted() {
+    let mut c = Correlator::new();
+    let server = started(2, Role::Server, 0, 1000, None, "");
+    c.request_started(&server);
+    let nested_call = started(3, Role::Client, 0, 5, None, "");
+    c.request_started(&nested_call);
+    let client = started(1, Role::Client, 0, 1000, None, "");
+    c.request_started(&client);
+    let client_ids = ids_of(&mut c, &client);
+    let server_ids = ids_of(&mut c, &server);
+    let nested_ids = ids_of(&mut c, &nested_call);
+    assert_eq!(server_ids.parent_span_id, Some(client_ids.span_id));
+    assert_eq!(server_ids.trace_id, client_ids.trace_id);
+    assert_eq!(nested_ids.parent_span_id, Some(server_ids.span_id));
+    assert_eq!(nested_ids.trace_id, client_ids.trace_id);
+    // Only the nested call waits for a server (this test has none for it).
+    assert_eq!(c.waiting(), 1);
+    assert_eq!((c.links.by_connection, c.links.adopted), (1, 1));
+}
+
 /// A different sequence number is a different request: no link.
 #[test]
 fn sequence_numbers_must_match() {

@@ -544,71 +544,36 @@ impl<M: Copy> Http1Connection<M> {
         meta: M,
         out: &mut Vec<Output<M>>,
     ) -> HeadResult {
-        let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        match stream {
-            Stream::Requests => {
-                let mut request = httparse::Request::new(&mut headers);
-                match request.parse(buffer) {
-                    Ok(httparse::Status::Complete(len)) => {
-                        let head = RequestHead {
-                            method: request.method.unwrap_or_default().to_string(),
-                            target: request.path.unwrap_or_default().to_string(),
-                            version: request.version.unwrap_or(1),
-                            headers: Headers::from_httparse(request.headers),
-                        };
-                        match request_framing(&head) {
-                            Ok(framing) => HeadResult::Complete(
-                                len,
-                                self.request_head_done(head, framing, meta, out),
-                            ),
-                            Err(why) => {
-                                out.push(Output::Error(ParseError::InvalidFraming(stream, why)));
-                                HeadResult::Invalid
-                            }
-                        }
-                    }
-                    Ok(httparse::Status::Partial) => HeadResult::Partial,
-                    Err(e) => {
-                        out.push(Output::Error(ParseError::InvalidHead(
-                            stream,
-                            e.to_string(),
-                        )));
-                        HeadResult::Invalid
-                    }
-                }
+        let (len, head) = match parse_head_bytes(stream, buffer) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) => return HeadResult::Partial,
+            Err(e) => {
+                out.push(Output::Error(ParseError::InvalidHead(
+                    stream,
+                    e.to_string(),
+                )));
+                return HeadResult::Invalid;
             }
-            Stream::Responses => {
-                let mut response = httparse::Response::new(&mut headers);
-                match response.parse(buffer) {
-                    Ok(httparse::Status::Complete(len)) => {
-                        let head = ResponseHead {
-                            status: response.code.unwrap_or_default(),
-                            version: response.version.unwrap_or(1),
-                            headers: Headers::from_httparse(response.headers),
-                        };
-                        let method = self.pending.front().map(|p| p.head.method.as_str());
-                        match response_framing(method, &head) {
-                            Ok(framing) => HeadResult::Complete(
-                                len,
-                                self.response_head_done(head, framing, meta, out),
-                            ),
-                            Err(why) => {
-                                out.push(Output::Error(ParseError::InvalidFraming(stream, why)));
-                                HeadResult::Invalid
-                            }
-                        }
-                    }
-                    Ok(httparse::Status::Partial) => HeadResult::Partial,
-                    Err(e) => {
-                        out.push(Output::Error(ParseError::InvalidHead(
-                            stream,
-                            e.to_string(),
-                        )));
-                        HeadResult::Invalid
-                    }
-                }
+        };
+        let framing = match &head {
+            Head::Request(request) => request_framing(request),
+            Head::Response(response) => {
+                let method = self.pending.front().map(|p| p.head.method.as_str());
+                response_framing(method, response)
             }
-        }
+        };
+        let framing = match framing {
+            Ok(framing) => framing,
+            Err(why) => {
+                out.push(Output::Error(ParseError::InvalidFraming(stream, why)));
+                return HeadResult::Invalid;
+            }
+        };
+        let next = match head {
+            Head::Request(request) => self.request_head_done(request, framing, meta, out),
+            Head::Response(response) => self.response_head_done(response, framing, meta, out),
+        };
+        HeadResult::Complete(len, next)
     }
 
     fn request_head_done(
@@ -716,6 +681,50 @@ impl<M: Copy> Http1Connection<M> {
             response_end_approximate: approximate,
         }));
     }
+}
+
+enum Head {
+    Request(RequestHead),
+    Response(ResponseHead),
+}
+
+/// A complete head and its length, `None` while more bytes are needed.
+fn parse_head_bytes(
+    stream: Stream,
+    buffer: &[u8],
+) -> Result<Option<(usize, Head)>, httparse::Error> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    Ok(match stream {
+        Stream::Requests => {
+            let mut request = httparse::Request::new(&mut headers);
+            match request.parse(buffer)? {
+                httparse::Status::Partial => None,
+                httparse::Status::Complete(len) => Some((
+                    len,
+                    Head::Request(RequestHead {
+                        method: request.method.unwrap_or_default().to_string(),
+                        target: request.path.unwrap_or_default().to_string(),
+                        version: request.version.unwrap_or(1),
+                        headers: Headers::from_httparse(request.headers),
+                    }),
+                )),
+            }
+        }
+        Stream::Responses => {
+            let mut response = httparse::Response::new(&mut headers);
+            match response.parse(buffer)? {
+                httparse::Status::Partial => None,
+                httparse::Status::Complete(len) => Some((
+                    len,
+                    Head::Response(ResponseHead {
+                        status: response.code.unwrap_or_default(),
+                        version: response.version.unwrap_or(1),
+                        headers: Headers::from_httparse(response.headers),
+                    }),
+                )),
+            }
+        }
+    })
 }
 
 enum HeadResult {
