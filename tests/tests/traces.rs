@@ -5,6 +5,7 @@ use std::{collections::HashMap, process::Command};
 
 use tracer_tests::{
     Agent, CLIENT, Process, SERVER, SpanRecord, curl, free_port, require_root, servers_dir,
+    temp_dir,
 };
 
 /// A chain of three services, svc-a → svc-b → svc-c.
@@ -110,19 +111,31 @@ fn one<'a>(spans: &[&'a SpanRecord], service: &str, kind: i64) -> &'a SpanRecord
     found[0]
 }
 
+/// The hops of the three-service chains, in parent → child order.
+const CHAIN: [(&str, i64); 6] = [
+    ("curl", CLIENT),
+    ("svc-a", SERVER),
+    ("svc-a", CLIENT),
+    ("svc-b", SERVER),
+    ("svc-b", CLIENT),
+    ("svc-c", SERVER),
+];
+
 /// Checks the request's six spans form one trace with the exact parent chain:
 /// curl CLIENT → A SERVER → A CLIENT → B SERVER → B CLIENT → C SERVER.
 fn assert_chain(spans: &[SpanRecord], marker: &str) -> String {
+    assert_path(spans, marker, &CHAIN)
+}
+
+/// Checks the request's spans are exactly `hops`, in one trace, each the
+/// child of the one before. Returns the trace id.
+fn assert_path(spans: &[SpanRecord], marker: &str, hops: &[(&str, i64)]) -> String {
     let request = spans_of(spans, marker);
-    assert_eq!(request.len(), 6, "request {marker}: {request:#?}");
-    let chain = [
-        one(&request, "curl", CLIENT),
-        one(&request, "svc-a", SERVER),
-        one(&request, "svc-a", CLIENT),
-        one(&request, "svc-b", SERVER),
-        one(&request, "svc-b", CLIENT),
-        one(&request, "svc-c", SERVER),
-    ];
+    assert_eq!(request.len(), hops.len(), "request {marker}: {request:#?}");
+    let chain: Vec<&SpanRecord> = hops
+        .iter()
+        .map(|(service, kind)| one(&request, service, *kind))
+        .collect();
     let trace = &chain[0].trace_id;
     for pair in chain.windows(2) {
         assert_eq!(
@@ -261,6 +274,95 @@ fn event_loop_calls_from_timers_are_never_mislinked() {
     assert!(run.status.success(), "{}", run.stderr);
     let whole = assert_never_wrong(&run.spans, &markers);
     eprintln!("whole chains: {whole} of {}", markers.len());
+}
+
+/// nginx with one worker (an event loop) and a keep-alive upstream pool, in
+/// front of two Python services: curl → nginx → svc-a → svc-b.
+#[test]
+fn nginx_reverse_proxy_concurrency_8() {
+    require_root();
+    let (a, b) = (free_port(), free_port());
+    let python = |port: u16, next: Option<u16>, name: &str| {
+        let mut cmd = Command::new("python3");
+        cmd.arg(servers_dir().join("chain_service.py"))
+            .arg(port.to_string())
+            .args(next.map(|n| n.to_string()))
+            .env("OTEL_SERVICE_NAME", name);
+        Process::spawn_until(&mut cmd, "ready")
+    };
+    let _b = python(b, None, "svc-b");
+    let _a = python(a, Some(b), "svc-a");
+    let proxy = free_port();
+    let _nginx = nginx(proxy, a);
+    let agent = Agent::start(&[]);
+    let markers = drive(proxy, 8, 3);
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    let hops = [
+        ("curl", CLIENT),
+        ("nginx", SERVER),
+        ("nginx", CLIENT),
+        ("svc-a", SERVER),
+        ("svc-a", CLIENT),
+        ("svc-b", SERVER),
+    ];
+    for marker in &markers {
+        assert_path(&run.spans, marker, &hops);
+    }
+    assert_no_mixed_traces(&run.spans);
+}
+
+/// nginx on `listen`, proxying to 127.0.0.1:`upstream` over kept-alive
+/// connections, with everything it writes in a temporary directory. One
+/// process (no master), so dropping the `Process` ends it.
+fn nginx(listen: u16, upstream: u16) -> Process {
+    let dir = temp_dir("nginx");
+    let d = dir.display();
+    let config = format!(
+        "master_process off;
+error_log stderr warn;
+pid {d}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    upstream backend {{ server 127.0.0.1:{upstream}; keepalive 8; }}
+    server {{
+        listen 127.0.0.1:{listen};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }}
+    }}
+}}
+"
+    );
+    std::fs::write(dir.join("nginx.conf"), config).expect("write nginx.conf");
+    let child = Command::new("/usr/sbin/nginx")
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .args(["-g", "daemon off;"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start nginx (cargo xtask setup --test-deps installs it)");
+    let process = Process::from_child(child);
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", listen)).is_err() {
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "nginx did not listen on {listen}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    process
 }
 
 /// An inbound W3C traceparent is continued: every span of the request is in

@@ -27,7 +27,7 @@ struct Cli {
 enum Task {
     /// Install what building and testing need, if missing: the nightly
     /// toolchain's rust-src, bpf-linker 0.10.0, and (with --test-deps) the
-    /// Debian packages the tests drive (curl, nodejs).
+    /// Debian packages the tests drive (curl, nodejs, nginx) and cargo-fuzz.
     Setup {
         #[arg(long)]
         test_deps: bool,

@@ -15,8 +15,12 @@ const BPF_LINKER_VERSION: &str = "0.10.0";
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
 
 /// Debian packages the privileged tests drive: (command, package).
-const TEST_PACKAGES: &[(&str, &str)] =
-    &[("curl", "curl"), ("node", "nodejs"), ("python3", "python3")];
+const TEST_PACKAGES: &[(&str, &str)] = &[
+    ("curl", "curl"),
+    ("node", "nodejs"),
+    ("python3", "python3"),
+    ("nginx", "nginx"),
+];
 
 pub fn run(test_deps: bool) -> Result<()> {
     ensure_nightly_rust_src()?;
@@ -147,8 +151,10 @@ fn ensure_packages(packages: &[(&str, &str)]) -> Result<()> {
     .context("apt-get install failed")
 }
 
+/// On PATH, or in /usr/sbin (where Debian puts nginx; not on every user's PATH).
 fn on_path(command: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|path| std::env::split_paths(&path).any(|dir| dir.join(command).is_file()))
-        .unwrap_or(false)
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/sbin")])
+        .any(|dir| dir.join(command).is_file())
 }
