@@ -36,7 +36,7 @@
 pub mod propagation;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     net::SocketAddr,
 };
 
@@ -143,8 +143,9 @@ struct Inbound {
 
 #[derive(Debug, Default)]
 pub struct Correlator {
-    /// Ids of requests in progress (both kinds), by connection and index.
-    active: HashMap<RequestKey, SpanIds>,
+        /// Ids of requests in progress (both kinds), by connection and index;
+    /// ordered so that one connection's requests are one range.
+    active: BTreeMap<RequestKey, SpanIds>,
     /// Inbound (server) requests read and not yet answered.
     inbound: HashMap<RequestKey, Inbound>,
     /// Inbound requests by the thread that read them.
@@ -256,11 +257,10 @@ impl Correlator {
         if let Some(parent) = self.connect_parent.remove(&sock_id) {
             self.call_finished(parent);
         }
-        let ended: Vec<RequestKey> = self
+                let ended: Vec<RequestKey> = self
             .active
-            .keys()
-            .filter(|(sock, _)| *sock == sock_id)
-            .copied()
+            .range((sock_id, 0)..=(sock_id, u64::MAX))
+            .map(|(key, _)| *key)
             .collect();
         for key in ended {
             self.finish(key);
