@@ -324,6 +324,48 @@ fn ipv6_loopback() {
     assert_durations(&spans, &observed);
 }
 
+/// A protocol the agent does not parse: after a few chunks it tells the
+/// kernel, which skips the connection's syscalls from then on (no events,
+/// no payload copies), and no span comes of it.
+#[test]
+fn non_http_connections_are_skipped_in_the_kernel() {
+    require_root();
+    let port = free_port();
+    let echo = servers_dir().join("echo.py");
+    let _server = Process::spawn_until(
+        Command::new("python3")
+            .arg(&echo)
+            .args(["server", &port.to_string()]),
+        "ready",
+    );
+    let agent = Agent::start(&[]);
+    let client = Process::spawn_until(
+        Command::new("python3")
+            .arg(&echo)
+            .args(["client", &port.to_string(), "300"]),
+        "done",
+    );
+    client.wait_output();
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(run.spans_on_port(port).is_empty());
+    // 300 round trips are 1,200 socket syscalls on the two sides. The ten
+    // before the client's pause (40 data events) pass while the agent decides;
+    // its decision reaches the kernel with its next batch (20 ms), well
+    // within the pause. Opens and closes add a few.
+    let events = run.summary("events_read");
+    assert!(
+        events < 60,
+        "{events} events for a connection the agent does not parse:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.summary("skipped_ignored_sockets") > 1000,
+        "{}",
+        run.stderr
+    );
+}
+
 /// `--pid` traces only the named process: the server's spans, not curl's.
 #[test]
 fn pid_filter_limits_tracing() {

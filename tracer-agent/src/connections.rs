@@ -107,6 +107,9 @@ pub struct Handled {
     /// In the order of the events that produced them.
     pub outcomes: Vec<Outcome>,
     pub parse_errors: Vec<http1::ParseError>,
+    /// Connections just found not to be a protocol the agent parses: the
+    /// kernel can skip them from now on.
+    pub not_parsed: Vec<u64>,
     /// Connections dropped to stay within the table's limit.
     pub evicted: u64,
 }
@@ -236,6 +239,9 @@ impl ConnectionTable {
         }
         if let Protocol::Detecting(attempts) = conn.protocol {
             conn.protocol = detect(conn.info.role, direction, &event.payload, attempts);
+            if let Protocol::Other = conn.protocol {
+                out.not_parsed.push(event.sock_id);
+            }
             if let Protocol::Http1 { requests, .. } = conn.protocol {
                 conn.info.role = match requests {
                     Direction::Ingress => Role::Server,
@@ -479,6 +485,7 @@ mod tests {
             );
         }
         assert!(exchanges(&out).is_empty() && out.parse_errors.is_empty());
+        assert_eq!(out.not_parsed, [1], "reported once, for the kernel to skip");
     }
 
     #[test]

@@ -93,7 +93,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         exporters.push(Box::new(exporter));
     }
 
-    let (probes, ring) = loader::load(&LoadOptions {
+    let loader::Loaded {
+        probes,
+        events,
+        ignored_sockets,
+    } = loader::load(&LoadOptions {
         capture_bytes: cli.capture_bytes,
         ring_buffer_bytes: cli.ring_buffer_mib * 1024 * 1024,
         pids: cli.pids.clone(),
@@ -122,7 +126,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
     let stats = Arc::new(Stats::default());
     pipeline::run(
-        ring,
+        events,
+        ignored_sockets,
         PipelineOptions {
             max_connections: cli.max_connections,
             idle_timeout: Duration::from_secs(300),

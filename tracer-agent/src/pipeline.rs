@@ -21,6 +21,7 @@ use crate::{
     correlation::Correlator,
     events::{self, Event},
     export::Exporter,
+    loader::IgnoredSockets,
     process::ProcessCache,
     spans::{Span, SpanBuilder},
     stats::Stats,
@@ -41,6 +42,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// Runs until `shutdown` turns true, then drains and returns.
 pub async fn run(
     ring: RingBuf<MapData>,
+    ignored_sockets: IgnoredSockets,
     options: PipelineOptions,
     shutdown: watch::Receiver<bool>,
     stats: Arc<Stats>,
@@ -54,6 +56,7 @@ pub async fn run(
     let processor = tokio::spawn(process(
         event_rx,
         span_tx,
+        ignored_sockets,
         ConnectionTable::new(options.max_connections),
         options.idle_timeout,
         stats.clone(),
@@ -68,6 +71,7 @@ pub async fn run(
 async fn process(
     mut events: mpsc::Receiver<Vec<Event>>,
     spans: mpsc::Sender<Vec<Span>>,
+    mut ignored_sockets: IgnoredSockets,
     mut table: ConnectionTable,
     idle_timeout: Duration,
     stats: Arc<Stats>,
@@ -97,6 +101,11 @@ async fn process(
         stats.add(&stats.parse_errors, handled.parse_errors.len() as u64);
         for error in &handled.parse_errors {
             tracing::debug!("parse error: {error}");
+        }
+        for sock_id in &handled.not_parsed {
+            if let Err(e) = ignored_sockets.ignore(*sock_id) {
+                tracing::debug!("cannot tell the kernel to skip a socket: {e}");
+            }
         }
         // In event order: a socket address closed and reused in one batch
         // must not mix the two connections.

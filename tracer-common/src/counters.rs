@@ -17,16 +17,19 @@ pub enum Counter {
     PayloadReadFailed = 4,
     /// Bytes of socket traffic beyond the captured prefix (counted, not copied).
     BytesNotCaptured = 5,
+    /// Syscalls on sockets the agent asked to skip (not a protocol it parses).
+    SkippedIgnoredSockets = 6,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 6] = [
+    pub const ALL: [Counter; 7] = [
         Counter::EventsSent,
         Counter::EventsLostRingFull,
         Counter::InFlightMapFull,
         Counter::KernelReadFailed,
         Counter::PayloadReadFailed,
         Counter::BytesNotCaptured,
+        Counter::SkippedIgnoredSockets,
     ];
     /// Slots in the `COUNTERS` map.
     pub const SLOTS: u32 = Self::ALL.len() as u32;
@@ -39,6 +42,7 @@ impl Counter {
             Counter::KernelReadFailed => "kernel_read_failed",
             Counter::PayloadReadFailed => "payload_read_failed",
             Counter::BytesNotCaptured => "bytes_not_captured",
+            Counter::SkippedIgnoredSockets => "skipped_ignored_sockets",
         }
     }
 }

@@ -40,5 +40,8 @@ pub const MAX_THREAD_CONTEXTS: u32 = 64 * 1024;
 /// Connections whose context was pinned at `connect()` (LRU).
 pub const MAX_CONNECT_CONTEXTS: u32 = 16 * 1024;
 
+/// Sockets the agent told the kernel to skip (not a protocol it parses; LRU).
+pub const MAX_IGNORED_SOCKETS: u32 = 64 * 1024;
+
 /// Processes `--pid` can name.
 pub const MAX_TRACED_PIDS: u32 = 1024;

@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    Config, Counter, MAX_CAPTURE, MAX_CONNECT_CONTEXTS, MAX_IN_FLIGHT, MAX_ROLES,
-    MAX_THREAD_CONTEXTS, MAX_TRACED_PIDS, RequestContext, SocketEvent,
+    Config, Counter, MAX_CAPTURE, MAX_CONNECT_CONTEXTS, MAX_IGNORED_SOCKETS, MAX_IN_FLIGHT,
+    MAX_ROLES, MAX_THREAD_CONTEXTS, MAX_TRACED_PIDS, RequestContext, SocketEvent,
 };
 
 /// Events to the agent. The agent resizes it at load time (`--ring-buffer-size`).
@@ -42,6 +42,13 @@ pub static THREAD_CONTEXT: LruHashMap<u32, RequestContext> =
 #[map]
 pub static CONNECT_CONTEXT: LruHashMap<u64, RequestContext> =
     LruHashMap::with_max_entries(MAX_CONNECT_CONTEXTS, 0);
+
+/// Sockets whose traffic the agent does not parse (TLS, databases, …), by
+/// `struct sock` address: their syscalls are skipped at entry. The agent adds
+/// them; accept/connect and close remove them (the address may be reused).
+#[map]
+pub static IGNORED_SOCKETS: LruHashMap<u64, u8> =
+    LruHashMap::with_max_entries(MAX_IGNORED_SOCKETS, 0);
 
 /// Per-CPU room to build one event (too large for the 512-byte stack).
 #[map]

@@ -16,7 +16,8 @@ use tracer_common::{
 use crate::{
     capture::{capture_buffer, capture_iovecs, capture_msghdr, emit, start_event},
     maps::{
-        CONNECT_CONTEXT, IN_FLIGHT, InFlight, ROLES, THREAD_CONTEXT, TRACED_PIDS, config, count,
+        CONNECT_CONTEXT, IGNORED_SOCKETS, IN_FLIGHT, InFlight, ROLES, THREAD_CONTEXT, TRACED_PIDS,
+        config, count,
     },
     sockets::{next_seq, tcp_sock_of_fd},
 };
@@ -56,6 +57,10 @@ fn enter(ctx: &TracePointContext, syscall: Syscall, user_ptr: u64, iov_count: u6
     let Some(sock) = tcp_sock_of_fd(&config.offsets, fd) else {
         return;
     };
+    if unsafe { IGNORED_SOCKETS.get(sock) }.is_some() {
+        count(Counter::SkippedIgnoredSockets, 1);
+        return;
+    }
     let seq = match syscall.direction() {
         Some(direction) => next_seq(&config.offsets, sock, direction),
         None => 0,
@@ -186,6 +191,7 @@ fn opened(fd: i64, role: Role, syscall: Syscall, sock: Option<u64>) {
         return;
     };
     let _ = ROLES.insert(sock, role as u8, 0);
+    let _ = IGNORED_SOCKETS.remove(sock);
     let Some(buffer) = start_event(config, EventKind::Open, syscall, fd as i32, sock) else {
         return;
     };
@@ -333,6 +339,7 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     let Some(sock) = tcp_sock_of_fd(&config.offsets, fd) else {
         return 0;
     };
+    let _ = IGNORED_SOCKETS.remove(sock);
     if let Some(buffer) = start_event(config, EventKind::Close, Syscall::Close, fd as i32, sock) {
         emit(config, buffer);
     }

@@ -185,7 +185,7 @@ fn test() -> Result<()> {
         "tracer-tests",
     ]))?;
     fuzz(20)?;
-        // One test at a time: each loads the programs and traces the whole machine.
+    // One test at a time: each loads the programs and traces the whole machine.
     // `--tests`: no doc-tests, so the suite's last line counts real tests.
     run_checked(
         cargo()

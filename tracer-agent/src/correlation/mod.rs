@@ -143,7 +143,7 @@ struct Inbound {
 
 #[derive(Debug, Default)]
 pub struct Correlator {
-        /// Ids of requests in progress (both kinds), by connection and index;
+    /// Ids of requests in progress (both kinds), by connection and index;
     /// ordered so that one connection's requests are one range.
     active: BTreeMap<RequestKey, SpanIds>,
     /// Inbound (server) requests read and not yet answered.
@@ -257,7 +257,7 @@ impl Correlator {
         if let Some(parent) = self.connect_parent.remove(&sock_id) {
             self.call_finished(parent);
         }
-                let ended: Vec<RequestKey> = self
+        let ended: Vec<RequestKey> = self
             .active
             .range((sock_id, 0)..=(sock_id, u64::MAX))
             .map(|(key, _)| *key)

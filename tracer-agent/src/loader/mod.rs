@@ -161,9 +161,26 @@ impl Probes {
     }
 }
 
+/// What `load` hands out: the attached programs, the ring buffer their events
+/// arrive on, and the kernel's list of sockets to skip.
+pub struct Loaded {
+    pub probes: Probes,
+    pub events: RingBuf<MapData>,
+    pub ignored_sockets: IgnoredSockets,
+}
+
+/// Sockets whose syscalls the kernel skips: connections the agent does not
+/// parse (the kernel forgets them at accept/connect and close).
+pub struct IgnoredSockets(HashMap<MapData, u64, u8>);
+
+impl IgnoredSockets {
+    pub fn ignore(&mut self, sock_id: u64) -> Result<(), aya::maps::MapError> {
+        self.0.insert(sock_id, 1, 0)
+    }
+}
+
 /// Checks the machine, loads the programs, configures and attaches them.
-/// Returns the programs and the ring buffer their events arrive on.
-pub fn load(options: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadError> {
+pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     check_privileges()?;
     if options.capture_bytes as usize > MAX_CAPTURE {
         return Err(LoadError::CaptureBytes(options.capture_bytes));
@@ -247,7 +264,19 @@ pub fn load(options: &LoadOptions) -> Result<(Probes, RingBuf<MapData>), LoadErr
             name: "COUNTERS",
             source,
         })?;
-    Ok((Probes { ebpf, counters }, events))
+    let ignored = HashMap::try_from(
+        ebpf.take_map("IGNORED_SOCKETS")
+            .ok_or(map("map IGNORED_SOCKETS"))?,
+    )
+    .map_err(|source| LoadError::Map {
+        name: "IGNORED_SOCKETS",
+        source,
+    })?;
+    Ok(Loaded {
+        probes: Probes { ebpf, counters },
+        events,
+        ignored_sockets: IgnoredSockets(ignored),
+    })
 }
 
 /// Root, or CAP_BPF with CAP_PERFMON (or CAP_SYS_ADMIN on older kernels).
