@@ -21,6 +21,8 @@ enum Hop {
     PythonThreads,
     /// Node.js: one event loop.
     Node,
+    /// Node.js making its call from a timer (a later event-loop turn).
+    NodeCallingFromTimer,
     /// Python asyncio: one event loop (leaf only).
     PythonAsyncio,
 }
@@ -40,11 +42,14 @@ fn chain(hops: [Hop; 3]) -> Chain {
                     .args(&next);
                 cmd
             }
-            Hop::Node => {
+            Hop::Node | Hop::NodeCallingFromTimer => {
                 let mut cmd = Command::new("node");
                 cmd.arg(servers_dir().join("node_chain.js"))
                     .arg(&port)
                     .args(&next);
+                if let Hop::NodeCallingFromTimer = hops[hop] {
+                    cmd.env("CALL_FROM_TIMER", "1");
+                }
                 cmd
             }
             Hop::PythonAsyncio => {
@@ -242,14 +247,9 @@ fn assert_never_wrong(spans: &[SpanRecord], markers: &[String]) -> usize {
     whole
 }
 
-/// Python threads → Node.js → Python asyncio, eight clients at once. Node's
-/// calls are exact while one request is runnable on its loop; when several
-/// are (one waits on a timer after its call), the call is left unlinked:
-/// never linked to the wrong request.
-#[test]
-fn mixed_runtime_chain_concurrency_8() {
-    require_root();
-    let chain = mixed_chain();
+/// Drives eight clients × three requests through `chain`, asserts nothing
+/// is ever linked wrongly, and reports how many came out whole.
+fn assert_never_wrong_at_concurrency_8(chain: Chain) {
     let agent = Agent::start(&[]);
     let markers = drive(chain.ports[0], 8, 3);
     let run = agent.stop();
@@ -258,22 +258,27 @@ fn mixed_runtime_chain_concurrency_8() {
     eprintln!("whole chains: {whole} of {}", markers.len());
 }
 
+/// Python threads → Node.js → Python asyncio, eight clients at once. Node's
+/// calls are exact while one request is runnable on its loop; when several
+/// are (one waits on a timer after its call), the call is left unlinked:
+/// never linked to the wrong request.
+#[test]
+fn mixed_runtime_chain_concurrency_8() {
+    require_root();
+    assert_never_wrong_at_concurrency_8(mixed_chain());
+}
+
 /// A Node.js hop that makes its call from a timer, on a later event-loop turn:
 /// under concurrency that call cannot be told apart, so it is not linked, and
 /// never to the wrong request.
 #[test]
 fn event_loop_calls_from_timers_are_never_mislinked() {
     require_root();
-    // SAFETY: set before the services are spawned; no other thread reads it.
-    unsafe { std::env::set_var("CALL_FROM_TIMER", "1") };
-    let chain = mixed_chain();
-    unsafe { std::env::remove_var("CALL_FROM_TIMER") };
-    let agent = Agent::start(&[]);
-    let markers = drive(chain.ports[0], 8, 3);
-    let run = agent.stop();
-    assert!(run.status.success(), "{}", run.stderr);
-    let whole = assert_never_wrong(&run.spans, &markers);
-    eprintln!("whole chains: {whole} of {}", markers.len());
+    assert_never_wrong_at_concurrency_8(chain([
+        Hop::PythonThreads,
+        Hop::NodeCallingFromTimer,
+        Hop::PythonAsyncio,
+    ]));
 }
 
 /// nginx with one worker (an event loop) and a keep-alive upstream pool, in

@@ -358,6 +358,11 @@ mod tests {
         }
     }
 
+    /// A data event on connection `sock` (role as the kernel reported it).
+    fn data(sock: u64, role: Role, direction: Direction, payload: &[u8]) -> Event {
+        event(EventKind::Data, sock, role, Some(direction), payload)
+    }
+
     const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
 
     fn exchanges(out: &Handled) -> Vec<&CompletedExchange> {
@@ -376,26 +381,8 @@ mod tests {
         let mut table = ConnectionTable::new(10);
         let mut out = Handled::default();
         table.handle(event(EventKind::Open, 1, Role::Server, None, b""), &mut out);
-        table.handle(
-            event(
-                EventKind::Data,
-                1,
-                Role::Server,
-                Some(Direction::Ingress),
-                GET,
-            ),
-            &mut out,
-        );
-        table.handle(
-            event(
-                EventKind::Data,
-                1,
-                Role::Server,
-                Some(Direction::Egress),
-                OK,
-            ),
-            &mut out,
-        );
+        table.handle(data(1, Role::Server, Direction::Ingress, GET), &mut out);
+        table.handle(data(1, Role::Server, Direction::Egress, OK), &mut out);
         assert_eq!(exchanges(&out).len(), 1);
         assert_eq!(exchanges(&out)[0].connection.role, Role::Server);
         table.handle(
@@ -411,59 +398,14 @@ mod tests {
     fn role_inferred_for_preexisting_connections() {
         let mut table = ConnectionTable::new(10);
         let mut out = Handled::default();
-        table.handle(
-            event(
-                EventKind::Data,
-                1,
-                Role::Unknown,
-                Some(Direction::Egress),
-                GET,
-            ),
-            &mut out,
-        );
-        table.handle(
-            event(
-                EventKind::Data,
-                1,
-                Role::Unknown,
-                Some(Direction::Ingress),
-                OK,
-            ),
-            &mut out,
-        );
+        table.handle(data(1, Role::Unknown, Direction::Egress, GET), &mut out);
+        table.handle(data(1, Role::Unknown, Direction::Ingress, OK), &mut out);
         assert_eq!(exchanges(&out).len(), 1);
         assert_eq!(exchanges(&out)[0].connection.role, Role::Client);
         // The response arriving first (mid-exchange) is skipped, not misread.
-        table.handle(
-            event(
-                EventKind::Data,
-                2,
-                Role::Unknown,
-                Some(Direction::Egress),
-                OK,
-            ),
-            &mut out,
-        );
-        table.handle(
-            event(
-                EventKind::Data,
-                2,
-                Role::Unknown,
-                Some(Direction::Ingress),
-                GET,
-            ),
-            &mut out,
-        );
-        table.handle(
-            event(
-                EventKind::Data,
-                2,
-                Role::Unknown,
-                Some(Direction::Egress),
-                OK,
-            ),
-            &mut out,
-        );
+        table.handle(data(2, Role::Unknown, Direction::Egress, OK), &mut out);
+        table.handle(data(2, Role::Unknown, Direction::Ingress, GET), &mut out);
+        table.handle(data(2, Role::Unknown, Direction::Egress, OK), &mut out);
         assert_eq!(exchanges(&out).len(), 2);
         assert_eq!(exchanges(&out)[1].connection.role, Role::Server);
     }
@@ -474,13 +416,7 @@ mod tests {
         let mut out = Handled::default();
         for _ in 0..10 {
             table.handle(
-                event(
-                    EventKind::Data,
-                    1,
-                    Role::Client,
-                    Some(Direction::Egress),
-                    b"*1\r\n$4\r\nPING\r\n",
-                ),
+                data(1, Role::Client, Direction::Egress, b"*1\r\n$4\r\nPING\r\n"),
                 &mut out,
             );
         }
@@ -506,16 +442,7 @@ mod tests {
     fn close_reports_unanswered_requests() {
         let mut table = ConnectionTable::new(10);
         let mut out = Handled::default();
-        table.handle(
-            event(
-                EventKind::Data,
-                1,
-                Role::Server,
-                Some(Direction::Ingress),
-                GET,
-            ),
-            &mut out,
-        );
+        table.handle(data(1, Role::Server, Direction::Ingress, GET), &mut out);
         table.close_all(&mut out);
         assert_eq!(exchanges(&out).len(), 1);
         assert!(exchanges(&out)[0].exchange.response.is_none());
