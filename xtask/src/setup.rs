@@ -69,6 +69,8 @@ fn ensure_nightly_rust_src() -> Result<()> {
             "minimal",
             "--component",
             "rust-src",
+            "--component",
+            "clippy",
         ]))?;
         return Ok(());
     }
