@@ -54,6 +54,7 @@ fn cargo_home() -> PathBuf {
         })
 }
 
+/// The nightly toolchain, with rust-src (-Z build-std) and clippy.
 fn ensure_nightly_rust_src() -> Result<()> {
     let sysroot = Command::new("rustc")
         .args(["+nightly", "--print", "sysroot"])
@@ -82,6 +83,20 @@ fn ensure_nightly_rust_src() -> Result<()> {
             "component",
             "add",
             "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
+    }
+    let has_clippy = Command::new("cargo")
+        .args(["+nightly", "clippy", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !has_clippy {
+        eprintln!("setup: installing clippy for nightly (lints the eBPF crate)");
+        run_checked(Command::new("rustup").args([
+            "component",
+            "add",
+            "clippy",
             "--toolchain",
             "nightly",
         ]))?;
