@@ -17,7 +17,7 @@ impl Default for StdoutExporter {
     }
 }
 
-/// `SERVER checkout GET /cart?id=1 200 1.234ms trace=… span=…`
+/// `SERVER checkout GET /cart?id=1 200 1.234ms trace=… span=… parent=…`
 pub fn line(span: &Span) -> String {
     let text = |key| match span.attribute(key) {
         Some(AttributeValue::Str(s)) => s.clone(),
@@ -36,8 +36,12 @@ pub fn line(span: &Span) -> String {
         Some(_) => text("http.response.status_code"),
         None => "-".into(),
     };
+    let parent = match span.parent_span_id {
+        Some(id) => format!(" parent={}", hex(&id)),
+        None => String::new(),
+    };
     format!(
-        "{kind} {service} {method} {path}{query} {status} {ms:.3}ms trace={trace} span={span_id}",
+        "{kind} {service} {method} {path}{query} {status} {ms:.3}ms trace={trace} span={span_id}{parent}",
         kind = match span.kind {
             SpanKind::Server => "SERVER",
             SpanKind::Client => "CLIENT",
