@@ -91,7 +91,9 @@ pub enum LoadError {
     TooManyPids(usize),
     #[error("the kernel refused the eBPF programs: {0}")]
     Load(#[from] aya::EbpfError),
-    #[error("the eBPF object has no {0}: the build is broken, rebuild with `cargo xtask build`")]
+    #[error(
+        "the eBPF object has no map or program {0}: the build is broken, rebuild with `cargo xtask build`"
+    )]
     Missing(&'static str),
     #[error("cannot attach to tracepoint syscalls:{name}: {source}")]
     Attach {
@@ -208,34 +210,11 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         // Wake the reader when an eighth of the ring is used; its timer collects the rest.
         wakeup_bytes: options.ring_buffer_bytes / 8,
     };
-    let map = |name| LoadError::Missing(name);
-    let mut config_map: Array<_, Config> = ebpf
-        .map_mut("CONFIG")
-        .ok_or(map("map CONFIG"))?
-        .try_into()
-        .map_err(|source| LoadError::Map {
-            name: "CONFIG",
-            source,
-        })?;
-    config_map
-        .set(0, config, 0)
-        .map_err(|source| LoadError::Map {
-            name: "CONFIG",
-            source,
-        })?;
-    let mut pids: HashMap<_, u32, u8> = ebpf
-        .map_mut("TRACED_PIDS")
-        .ok_or(map("map TRACED_PIDS"))?
-        .try_into()
-        .map_err(|source| LoadError::Map {
-            name: "TRACED_PIDS",
-            source,
-        })?;
+    let mut config_map: Array<_, Config> = map_mut(&mut ebpf, "CONFIG")?;
+    config_map.set(0, config, 0).map_err(map_error("CONFIG"))?;
+    let mut pids: HashMap<_, u32, u8> = map_mut(&mut ebpf, "TRACED_PIDS")?;
     for pid in &options.pids {
-        pids.insert(pid, 1, 0).map_err(|source| LoadError::Map {
-            name: "TRACED_PIDS",
-            source,
-        })?;
+        pids.insert(pid, 1, 0).map_err(map_error("TRACED_PIDS"))?;
     }
 
     for &name in TRACEPOINTS {
@@ -252,31 +231,36 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
             .map_err(|source| LoadError::Attach { name, source })?;
     }
 
-    let events =
-        RingBuf::try_from(ebpf.take_map("EVENTS").ok_or(map("map EVENTS"))?).map_err(|source| {
-            LoadError::Map {
-                name: "EVENTS",
-                source,
-            }
-        })?;
-    let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").ok_or(map("map COUNTERS"))?)
-        .map_err(|source| LoadError::Map {
-            name: "COUNTERS",
-            source,
-        })?;
-    let ignored = HashMap::try_from(
-        ebpf.take_map("IGNORED_SOCKETS")
-            .ok_or(map("map IGNORED_SOCKETS"))?,
-    )
-    .map_err(|source| LoadError::Map {
-        name: "IGNORED_SOCKETS",
-        source,
-    })?;
+    let events = take_map(&mut ebpf, "EVENTS")?;
+    let counters = take_map(&mut ebpf, "COUNTERS")?;
+    let ignored = take_map(&mut ebpf, "IGNORED_SOCKETS")?;
     Ok(Loaded {
         probes: Probes { ebpf, counters },
         events,
         ignored_sockets: IgnoredSockets(ignored),
     })
+}
+
+fn map_error(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> LoadError {
+    move |source| LoadError::Map { name, source }
+}
+
+/// The map `name`, borrowed from the loaded object as a `T`.
+fn map_mut<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<T, LoadError>
+where
+    T: TryFrom<&'a mut aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.map_mut(name).ok_or(LoadError::Missing(name))?;
+    T::try_from(map).map_err(map_error(name))
+}
+
+/// The map `name`, taken out of the loaded object as a `T`.
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(LoadError::Missing(name))?;
+    T::try_from(map).map_err(map_error(name))
 }
 
 /// Root, or CAP_BPF with CAP_PERFMON (or CAP_SYS_ADMIN on older kernels).
