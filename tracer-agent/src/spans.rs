@@ -131,40 +131,36 @@ impl SpanBuilder {
             "network.protocol.version",
             str(if request.version == 0 { "1.0" } else { "1.1" }),
         );
-        let host = request.headers.get("host").map(split_host);
-        match kind {
-            SpanKind::Server => {
-                let server_address = host
-                    .map(|(name, _)| name.to_string())
-                    .unwrap_or_else(|| connection.local.ip().to_string());
-                attr("server.address", AttributeValue::Str(server_address));
-                attr("server.port", port(connection.local));
-                attr(
-                    "client.address",
-                    AttributeValue::Str(connection.remote.ip().to_string()),
-                );
-                attr("client.port", port(connection.remote));
-            }
-            SpanKind::Client => {
-                let server_address = host
-                    .map(|(name, _)| name.to_string())
-                    .unwrap_or_else(|| connection.remote.ip().to_string());
-                let authority = request
-                    .headers
-                    .get("host")
-                    .map(str::to_string)
-                    .unwrap_or_else(|| connection.remote.to_string());
-                let target = match query {
-                    Some(q) => format!("{path}?{}", redact_query(q)),
-                    None => path.to_string(),
-                };
-                attr(
-                    "url.full",
-                    AttributeValue::Str(format!("http://{authority}{target}")),
-                );
-                attr("server.address", AttributeValue::Str(server_address));
-                attr("server.port", port(connection.remote));
-            }
+        // The server end of the connection: ours on a SERVER span, the peer's on a CLIENT one.
+        let server_end = match kind {
+            SpanKind::Server => connection.local,
+            SpanKind::Client => connection.remote,
+        };
+        let host_header = request.headers.get("host");
+        let server_address = host_header
+            .map(|host| split_host(host).0.to_string())
+            .unwrap_or_else(|| server_end.ip().to_string());
+        if kind == SpanKind::Client {
+            let authority = host_header
+                .map(str::to_string)
+                .unwrap_or_else(|| server_end.to_string());
+            let target = match query {
+                Some(q) => format!("{path}?{}", redact_query(q)),
+                None => path.to_string(),
+            };
+            attr(
+                "url.full",
+                AttributeValue::Str(format!("http://{authority}{target}")),
+            );
+        }
+        attr("server.address", AttributeValue::Str(server_address));
+        attr("server.port", port(server_end));
+        if kind == SpanKind::Server {
+            attr(
+                "client.address",
+                AttributeValue::Str(connection.remote.ip().to_string()),
+            );
+            attr("client.port", port(connection.remote));
         }
         attr(
             "network.peer.address",
