@@ -101,7 +101,7 @@ fn exit_data(ctx: &TracePointContext, syscall: Syscall) {
     if moved <= 0 {
         return;
     }
-    let Some(config) = crate::maps::config() else {
+    let Some(config) = config() else {
         return;
     };
     let Some(buffer) = start_event(
@@ -153,33 +153,42 @@ fn exit_data(ctx: &TracePointContext, syscall: Syscall) {
 #[inline(always)]
 fn track_context(event: &mut SocketEvent, role: Role, direction: Direction, sock: u64, seq: u32) {
     let tid = event.tid;
-    let (current_sock, current_seq) = match unsafe { THREAD_CONTEXT.get(tid) } {
-        Some(current) => (current.sock, current.seq),
-        None => (0, 0),
-    };
     match (role, direction) {
         (Role::Server, Direction::Ingress) => {
-            if current_sock != sock {
+            if thread_context(tid).0 != sock {
                 let context = RequestContext { sock, seq, _pad: 0 };
                 let _ = THREAD_CONTEXT.insert(tid, context, 0);
             }
         }
         (Role::Server, Direction::Egress) => {
-            if current_sock == sock {
+            if thread_context(tid).0 == sock {
                 let _ = THREAD_CONTEXT.remove(tid);
             }
         }
         (Role::Client, Direction::Egress) => {
-            if let Some(pinned) = unsafe { CONNECT_CONTEXT.get(sock) } {
-                event.context.sock = pinned.sock;
-                event.context.seq = pinned.seq;
-                let _ = CONNECT_CONTEXT.remove(sock);
-            } else {
-                event.context.sock = current_sock;
-                event.context.seq = current_seq;
-            }
+            let (context_sock, context_seq) = match unsafe { CONNECT_CONTEXT.get(sock) } {
+                Some(pinned) => {
+                    let context = (pinned.sock, pinned.seq);
+                    let _ = CONNECT_CONTEXT.remove(sock);
+                    context
+                }
+                None => thread_context(tid),
+            };
+            event.context.sock = context_sock;
+            event.context.seq = context_seq;
         }
+        // A client reading its response, or a role the kernel does not know:
+        // no context to keep or carry, so no map look-up.
         _ => {}
+    }
+}
+
+/// The thread's current context as (sock, seq), (0, 0) when it has none.
+#[inline(always)]
+fn thread_context(tid: u32) -> (u64, u32) {
+    match unsafe { THREAD_CONTEXT.get(tid) } {
+        Some(current) => (current.sock, current.seq),
+        None => (0, 0),
     }
 }
 
