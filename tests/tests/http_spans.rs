@@ -257,7 +257,8 @@ fn connection_opened_before_the_agent() {
     assert!(
         clients
             .iter()
-            .all(|s| s.service == "early-client" && s.str("url.path") == Some("/hello"))
+            .all(|s| s.service == "early-client" && s.str("url.path") == Some("/hello")),
+        "{clients:#?}"
     );
     let observed: Vec<f64> = report["durations"]
         .as_array()

@@ -11,7 +11,7 @@ use std::{collections::HashMap, net::SocketAddr};
 use tracer_common::{Direction, EventKind, RequestContext, Role};
 
 use crate::{
-    events::Event,
+    events::{Event, KernelIds},
     protocols::http1::{self, Exchange, Http1Connection, Output, RequestStart, Stream},
 };
 
@@ -26,8 +26,9 @@ pub struct ChunkMeta {
     pub tid: u32,
     /// TCP sequence number of the chunk's first byte.
     pub seq: u32,
-    /// The inbound request being served when a client wrote this chunk.
+    /// The inbound request a client wrote this chunk for (the kernel's decision).
     pub context: Option<RequestContext>,
+    pub ids: KernelIds,
 }
 
 /// Where a connection is and who is on it.
@@ -92,11 +93,6 @@ struct Connection {
 pub enum Outcome {
     RequestStarted(StartedRequest),
     ExchangeCompleted(CompletedExchange),
-    /// Thread `tid` opened a client connection (`connect()`).
-    Connected {
-        sock_id: u64,
-        tid: u32,
-    },
     /// A connection ended (its `sock_id` may be reused right after).
     Closed(u64),
 }
@@ -153,12 +149,6 @@ impl ConnectionTable {
                 // A reused socket address starts a new connection.
                 self.close(event.sock_id, out);
                 self.insert(&event, out);
-                if event.role == Role::Client {
-                    out.outcomes.push(Outcome::Connected {
-                        sock_id: event.sock_id,
-                        tid: event.tid,
-                    });
-                }
             }
             EventKind::Close => self.close(event.sock_id, out),
             EventKind::Data => self.data(event, out),
@@ -270,6 +260,7 @@ impl ConnectionTable {
             tid: event.tid,
             seq: event.seq,
             context: event.context,
+            ids: event.ids,
         };
         let mut outputs = Vec::new();
         parser.feed(
@@ -354,6 +345,7 @@ mod tests {
             comm: "server".into(),
             seq: 0,
             context: None,
+            ids: Default::default(),
             payload: payload.to_vec(),
         }
     }

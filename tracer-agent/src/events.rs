@@ -41,9 +41,22 @@ pub struct Event {
     pub comm: String,
     /// TCP sequence number of the first byte moved (data events).
     pub seq: u32,
-    /// The inbound request being served when a client wrote this (data events).
+    /// The inbound request a client wrote this for, as the kernel decided
+    /// (data events).
     pub context: Option<RequestContext>,
+    pub ids: KernelIds,
     pub payload: Vec<u8>,
+}
+
+/// Trace ids the kernel chose (with `--inject-traceparent`): they went, or
+/// will go, on the wire, so the agent's spans must carry the same.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KernelIds {
+    /// On the read that started an inbound request: its trace id. On an
+    /// outbound request with an injected header: the header's trace id.
+    pub trace_id: Option<[u8; 16]>,
+    /// The span id of an injected `traceparent`.
+    pub injected_span_id: Option<[u8; 8]>,
 }
 
 impl Event {
@@ -101,6 +114,10 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         comm: nul_terminated(&header.comm),
         seq: header.seq,
         context: (header.context.sock != 0).then_some(header.context),
+        ids: KernelIds {
+            trace_id: (header.trace_id != [0; 16]).then_some(header.trace_id),
+            injected_span_id: (header.span_id != [0; 8]).then_some(header.span_id),
+        },
         payload: payload[..captured].to_vec(),
     })
 }
@@ -214,6 +231,8 @@ mod tests {
                 seq: 77,
                 _pad: 0,
             },
+            trace_id: [7; 16],
+            span_id: [0; 8],
         }
     }
 
@@ -234,6 +253,8 @@ mod tests {
             event.context.map(|c| (c.sock, c.seq)),
             Some((0xffff_8880_0000_2000, 77))
         );
+        assert_eq!(event.ids.trace_id, Some([7; 16]));
+        assert_eq!(event.ids.injected_span_id, None);
     }
 
     #[test]

@@ -48,6 +48,20 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 65536)]
     max_connections: usize,
 
+    /// Add a W3C `traceparent` header to outbound HTTP/1.x requests that have
+    /// none, right after the request line (the rest of the request is
+    /// unchanged), so that an agent on the next node continues the same
+    /// trace. Applies to connections opened after the agent started. Needs
+    /// cgroup v2; every TCP client socket then passes an sk_msg program.
+    #[arg(long)]
+    inject_traceparent: bool,
+
+    /// Trace only processes in this network namespace: a path such as
+    /// /run/netns/NAME (from `ip netns add`) or /proc/PID/ns/net. One agent
+    /// per namespace stands in for one agent per node.
+    #[arg(long, value_name = "PATH")]
+    netns: Option<PathBuf>,
+
     /// Log level of the agent's own messages on stderr (error, warn, info,
     /// debug, trace). RUST_LOG overrides it.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
@@ -101,14 +115,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         capture_bytes: cli.capture_bytes,
         ring_buffer_bytes: cli.ring_buffer_mib * 1024 * 1024,
         pids: cli.pids.clone(),
+        inject_traceparent: cli.inject_traceparent,
+        netns: cli.netns.clone(),
     })?;
-    let scope = if cli.pids.is_empty() {
+    let mut scope = if cli.pids.is_empty() {
         "every process".to_string()
     } else {
         format!("pids {:?}", cli.pids)
     };
+    if let Some(netns) = &cli.netns {
+        scope += &format!(" in network namespace {}", netns.display());
+    }
+    let injection = if cli.inject_traceparent {
+        "; adding traceparent headers to outbound requests"
+    } else {
+        ""
+    };
     tracing::info!(
-        "tracing {scope}: {} tracepoints attached; Ctrl-C to stop",
+        "tracing {scope}: {} tracepoints attached{injection}; Ctrl-C to stop",
         TRACEPOINTS.len()
     );
 

@@ -117,7 +117,6 @@ async fn process(
                     let ids = correlator.exchange_completed(exchange);
                     batch.push(builder.build(exchange, ids));
                 }
-                Outcome::Connected { sock_id, tid } => correlator.connected(*sock_id, *tid),
                 Outcome::Closed(sock_id) => correlator.connection_closed(*sock_id),
             }
         }

@@ -326,6 +326,7 @@ mod tests {
             tid: 1,
             seq: 0,
             context: None,
+            ids: Default::default(),
         };
         CompletedExchange {
             exchange: Exchange {

@@ -44,7 +44,12 @@ pub struct KernelOffsets {
     pub tcp_write_seq: u32,
     /// `tcp_sock.copied_seq`: sequence number of the next byte read.
     pub tcp_copied_seq: u32,
-    pub _pad: u32,
+    /// `task_struct.nsproxy`
+    pub task_nsproxy: u32,
+    /// `nsproxy.net_ns`
+    pub nsproxy_net_ns: u32,
+    /// `net.ns.inum`: the network namespace's inode number.
+    pub net_inum: u32,
 }
 
 #[repr(C)]
@@ -60,10 +65,18 @@ pub struct Config {
     /// The ring buffer wakes the reader once this many bytes wait; below it the
     /// reader's timer collects them (fewer wake-ups under load).
     pub wakeup_bytes: u32,
+    /// Non-zero: add a W3C `traceparent` to outbound HTTP/1.x requests that
+    /// have none (`--inject-traceparent`).
+    pub inject_traceparent: u32,
+    /// Non-zero: only processes in the network namespace with this inode
+    /// number are traced (`--netns`).
+    pub netns_inum: u32,
+    /// With `netns_inum`: the namespace's cookie, which socket programs see.
+    pub netns_cookie: u64,
 }
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Config {}
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 80);
-const _: () = assert!(core::mem::size_of::<Config>() == 96);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 88);
+const _: () = assert!(core::mem::size_of::<Config>() == 120);

@@ -19,10 +19,21 @@ pub enum Counter {
     BytesNotCaptured = 5,
     /// Syscalls on sockets the agent asked to skip (not a protocol it parses).
     SkippedIgnoredSockets = 6,
+    /// Outbound requests tied to the one inbound request their thread was
+    /// free to work on.
+    CallsLinked = 7,
+    /// Outbound requests left unlinked: their thread had several inbound
+    /// requests it could be working on.
+    CallsAmbiguous = 8,
+    /// `traceparent` headers added to outbound requests.
+    TraceparentInjected = 9,
+    /// Outbound requests that could not get a header (the kernel refused to
+    /// grow the message, or the socket map was full).
+    InjectFailed = 10,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 7] = [
+    pub const ALL: [Counter; 11] = [
         Counter::EventsSent,
         Counter::EventsLostRingFull,
         Counter::InFlightMapFull,
@@ -30,6 +41,10 @@ impl Counter {
         Counter::PayloadReadFailed,
         Counter::BytesNotCaptured,
         Counter::SkippedIgnoredSockets,
+        Counter::CallsLinked,
+        Counter::CallsAmbiguous,
+        Counter::TraceparentInjected,
+        Counter::InjectFailed,
     ];
     /// Slots in the `COUNTERS` map.
     pub const SLOTS: u32 = Self::ALL.len() as u32;
@@ -43,6 +58,10 @@ impl Counter {
             Counter::PayloadReadFailed => "payload_read_failed",
             Counter::BytesNotCaptured => "bytes_not_captured",
             Counter::SkippedIgnoredSockets => "skipped_ignored_sockets",
+            Counter::CallsLinked => "calls_linked",
+            Counter::CallsAmbiguous => "calls_ambiguous",
+            Counter::TraceparentInjected => "traceparent_injected",
+            Counter::InjectFailed => "inject_failed",
         }
     }
 }

@@ -168,16 +168,23 @@ pub struct SocketEvent {
     /// TCP sequence number of the first byte this syscall moved.
     pub seq: u32,
     pub _pad2: u32,
-    /// On a client write: the inbound request being served when it was made
-    /// (`sock` zero when none).
+    /// On a client write: the inbound request it was made for (`sock` zero
+    /// when the kernel could not tell which one; see `tracer-ebpf`'s `context`).
     pub context: RequestContext,
+    /// With traceparent injection on: on the server read that starts a
+    /// request, the trace id the kernel gave it (the inbound `traceparent`'s,
+    /// or new); on a client write the kernel injected a header into, the
+    /// trace id it carries. Zero otherwise.
+    pub trace_id: [u8; 16],
+    /// The span id of an injected `traceparent` (zero: nothing injected).
+    pub span_id: [u8; 8],
 }
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for SocketEvent {}
 
 pub const SOCKET_EVENT_SIZE: usize = core::mem::size_of::<SocketEvent>();
-const _: () = assert!(SOCKET_EVENT_SIZE == 136);
+const _: () = assert!(SOCKET_EVENT_SIZE == 160);
 const _: () = assert!(SOCKET_EVENT_SIZE.is_multiple_of(8));
-// No implicit padding: `context` ends exactly at the struct's end.
-const _: () = assert!(core::mem::offset_of!(SocketEvent, context) + 16 == SOCKET_EVENT_SIZE);
+// No implicit padding: `span_id` ends exactly at the struct's end.
+const _: () = assert!(core::mem::offset_of!(SocketEvent, span_id) + 8 == SOCKET_EVENT_SIZE);

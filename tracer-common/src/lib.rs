@@ -34,11 +34,23 @@ pub const MAX_IN_FLIGHT: u32 = 16 * 1024;
 /// Sockets whose role (client/server) the kernel remembers (LRU).
 pub const MAX_ROLES: u32 = 64 * 1024;
 
-/// Threads whose inbound request context the kernel remembers (LRU).
+/// Threads whose inbound requests the kernel keeps count of (LRU).
 pub const MAX_THREAD_CONTEXTS: u32 = 64 * 1024;
 
-/// Connections whose context was pinned at `connect()` (LRU).
-pub const MAX_CONNECT_CONTEXTS: u32 = 16 * 1024;
+/// Inbound requests being served, and outbound requests waiting for their
+/// response, that the kernel remembers (LRU each).
+pub const MAX_SERVER_REQUESTS: u32 = 64 * 1024;
+pub const MAX_CALLS: u32 = 64 * 1024;
+
+/// Client sockets whose requests can get a `traceparent` (`--inject-traceparent`).
+pub const MAX_INJECT_SOCKETS: u32 = 64 * 1024;
+
+/// How far into a request the kernel looks for a `traceparent` header (the
+/// inbound one it continues, or an outbound one it must not duplicate).
+pub const TRACEPARENT_SCAN: usize = 1024;
+
+/// `traceparent: 00-<32 hex>-<16 hex>-01\r\n`
+pub const TRACEPARENT_HEADER_LEN: usize = 70;
 
 /// Sockets the agent told the kernel to skip (not a protocol it parses; LRU).
 pub const MAX_IGNORED_SOCKETS: u32 = 64 * 1024;

@@ -56,6 +56,8 @@ pub fn start_event(
     header.seq = 0;
     header._pad2 = 0;
     header.context = RequestContext::default();
+    header.trace_id = [0; 16];
+    header.span_id = [0; 8];
     read_addresses(config, sock, header);
     Some(buffer)
 }

@@ -3,11 +3,15 @@
 //!
 //! Layout: `maps` (every map, sized), `sockets` (fd → TCP `struct sock`, with
 //! offsets from BTF), `capture` (bounded payload copies and event emission),
-//! `programs` (the thin tracepoint entry points).
+//! `context` (which inbound request an outbound one is made for), `inject`
+//! (`traceparent` injection: `sock_ops` + `sk_msg`), `programs` (the thin
+//! tracepoint entry points).
 #![no_std]
 #![no_main]
 
 mod capture;
+mod context;
+mod inject;
 mod maps;
 mod programs;
 mod sockets;

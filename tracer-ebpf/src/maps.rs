@@ -1,12 +1,14 @@
 //! Every map the programs use, each with a fixed size.
 
+use crate::inject::HEAD_SCRATCH_LEN;
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
+    maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, SockHash},
 };
 use tracer_common::{
-    Config, Counter, MAX_CAPTURE, MAX_CONNECT_CONTEXTS, MAX_IGNORED_SOCKETS, MAX_IN_FLIGHT,
-    MAX_ROLES, MAX_THREAD_CONTEXTS, MAX_TRACED_PIDS, RequestContext, SocketEvent,
+    Config, Counter, MAX_CALLS, MAX_CAPTURE, MAX_IGNORED_SOCKETS, MAX_IN_FLIGHT,
+    MAX_INJECT_SOCKETS, MAX_ROLES, MAX_SERVER_REQUESTS, MAX_THREAD_CONTEXTS, MAX_TRACED_PIDS,
+    RequestContext, SocketEvent,
 };
 
 /// Events to the agent. The agent resizes it at load time (`--ring-buffer-size`).
@@ -30,18 +32,27 @@ pub static IN_FLIGHT: HashMap<u64, InFlight> = HashMap::with_max_entries(MAX_IN_
 #[map]
 pub static ROLES: LruHashMap<u64, u8> = LruHashMap::with_max_entries(MAX_ROLES, 0);
 
-/// The inbound request each thread is serving, by thread id: set when it reads
-/// from a server connection, cleared when it writes the response there.
+/// Per thread: how many inbound requests it is free to work on, and the
+/// latest of them (see `context`).
 #[map]
-pub static THREAD_CONTEXT: LruHashMap<u32, RequestContext> =
+pub static THREAD_CONTEXT: LruHashMap<u32, ThreadRequests> =
     LruHashMap::with_max_entries(MAX_THREAD_CONTEXTS, 0);
 
-/// The context of the thread that called `connect()`, by socket: an event
-/// loop (nginx) writes a new connection's first request later, when the
-/// thread may serve another request.
+/// Inbound requests read and not yet answered, by server `struct sock`.
 #[map]
-pub static CONNECT_CONTEXT: LruHashMap<u64, RequestContext> =
-    LruHashMap::with_max_entries(MAX_CONNECT_CONTEXTS, 0);
+pub static SERVER_REQUESTS: LruHashMap<u64, ServerRequest> =
+    LruHashMap::with_max_entries(MAX_SERVER_REQUESTS, 0);
+
+/// Outbound requests waiting for their response, by client `struct sock`:
+/// the inbound request they were made for (also set at `connect()`, as an
+/// event loop may write a new connection's first request turns later).
+#[map]
+pub static CALLS: LruHashMap<u64, RequestContext> = LruHashMap::with_max_entries(MAX_CALLS, 0);
+
+/// Client sockets the `sk_msg` program sees (by socket cookie); `sock_ops`
+/// adds them when they connect. Only used with `--inject-traceparent`.
+#[map]
+pub static INJECT_SOCKETS: SockHash<u64> = SockHash::with_max_entries(MAX_INJECT_SOCKETS, 0);
 
 /// Sockets whose traffic the agent does not parse (TLS, databases, …), by
 /// `struct sock` address: their syscalls are skipped at entry. The agent adds
@@ -49,6 +60,10 @@ pub static CONNECT_CONTEXT: LruHashMap<u64, RequestContext> =
 #[map]
 pub static IGNORED_SOCKETS: LruHashMap<u64, u8> =
     LruHashMap::with_max_entries(MAX_IGNORED_SOCKETS, 0);
+
+/// Per-CPU room to look at the start of an outbound request (`inject`).
+#[map]
+pub static HEAD_SCRATCH: PerCpuArray<[u8; HEAD_SCRATCH_LEN]> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU room to build one event (too large for the 512-byte stack).
 #[map]
@@ -71,8 +86,56 @@ pub struct InFlight {
     /// TCP sequence number of the first byte the syscall moves.
     pub seq: u32,
     pub syscall: u8,
-    pub _pad: [u8; 7],
+    /// Non-zero on a write to a client connection: `sk_msg` may inject there.
+    pub is_call: u8,
+    /// Non-zero once `sk_msg` looked at this syscall's first message.
+    pub inject_checked: u8,
+    pub _pad: [u8; 5],
+    /// A call's inbound request (`sock` zero: none).
+    pub context: RequestContext,
+    /// A call's trace id (with injection), and the span id injected.
+    pub trace_id: [u8; 16],
+    pub span_id: [u8; 8],
 }
+
+/// A thread's inbound requests it is free to work on (see `context`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ThreadRequests {
+    /// The latest request read that has made no call yet (0: not known).
+    pub fresh_sock: u64,
+    /// The latest request a call's response came back for (0: not known).
+    pub resumed_sock: u64,
+    pub fresh_seq: u32,
+    pub resumed_seq: u32,
+    /// How many of each kind the thread has.
+    pub fresh: u32,
+    pub resumed: u32,
+    /// Non-zero while the thread's last read was `fresh_sock`'s request.
+    pub last_read_fresh: u32,
+    pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ServerRequest {
+    /// The thread that read it.
+    pub tid: u32,
+    /// TCP sequence number of its first byte.
+    pub seq: u32,
+    /// Its trace id (with injection).
+    pub trace_id: [u8; 16],
+    /// `REQUEST_FRESH`, `REQUEST_WAITING` or `REQUEST_RESUMED`.
+    pub state: u32,
+    pub _pad: u32,
+}
+
+/// Read, no call made yet.
+pub const REQUEST_FRESH: u32 = 0;
+/// A call made for it waits for its response.
+pub const REQUEST_WAITING: u32 = 1;
+/// A call's response (its first bytes, at least) came back.
+pub const REQUEST_RESUMED: u32 = 2;
 
 /// An event under construction. The payload area is twice `MAX_CAPTURE` so a
 /// copy at any offset below `MAX_CAPTURE` of up to `MAX_CAPTURE` bytes stays

@@ -9,17 +9,14 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use tracer_common::{
-    Config, Counter, Direction, EventKind, RequestContext, Role, SocketEvent, Syscall,
-};
+use tracer_common::{Config, Counter, Direction, EventKind, RequestContext, Role, Syscall};
 
 use crate::{
     capture::{capture_buffer, capture_iovecs, capture_msghdr, emit, start_event},
-    maps::{
-        CONNECT_CONTEXT, IGNORED_SOCKETS, IN_FLIGHT, InFlight, ROLES, THREAD_CONTEXT, TRACED_PIDS,
-        config, count,
-    },
-    sockets::{next_seq, tcp_sock_of_fd},
+    context,
+    inject::{Head, inbound_trace_id, new_id},
+    maps::{EventBuffer, IGNORED_SOCKETS, IN_FLIGHT, InFlight, ROLES, TRACED_PIDS, config, count},
+    sockets::{current_netns, next_seq, tcp_sock_of_fd},
 };
 
 const MSG_PEEK: u64 = 2;
@@ -46,6 +43,9 @@ fn traced() -> Option<&'static Config> {
     if config.filter_pids != 0 && unsafe { TRACED_PIDS.get(pid) }.is_none() {
         return None;
     }
+    if config.netns_inum != 0 && current_netns(&config.offsets) != config.netns_inum {
+        return None;
+    }
     Some(config)
 }
 
@@ -65,7 +65,7 @@ fn enter(ctx: &TracePointContext, syscall: Syscall, user_ptr: u64, iov_count: u6
         Some(direction) => next_seq(&config.offsets, sock, direction),
         None => 0,
     };
-    let in_flight = InFlight {
+    let mut in_flight = InFlight {
         sock,
         user_ptr,
         iov_count,
@@ -73,8 +73,16 @@ fn enter(ctx: &TracePointContext, syscall: Syscall, user_ptr: u64, iov_count: u6
         fd: fd as i32,
         seq,
         syscall: syscall as u8,
-        _pad: [0; 7],
+        is_call: 0,
+        inject_checked: 0,
+        _pad: [0; 5],
+        context: RequestContext::default(),
+        trace_id: [0; 16],
+        span_id: [0; 8],
     };
+    if syscall.direction() == Some(Direction::Egress) {
+        enter_call(config, &mut in_flight);
+    }
     if IN_FLIGHT
         .insert(bpf_get_current_pid_tgid(), in_flight, 0)
         .is_err()
@@ -116,16 +124,6 @@ fn exit_data(ctx: &TracePointContext, syscall: Syscall) {
     buffer.header.start_ns = in_flight.start_ns;
     buffer.header.bytes = moved as u64;
     buffer.header.seq = in_flight.seq;
-    if let Some(direction) = syscall.direction() {
-        let role = Role::from_u8(buffer.header.role);
-        track_context(
-            &mut buffer.header,
-            role,
-            direction,
-            in_flight.sock,
-            in_flight.seq,
-        );
-    }
     let limit = core::cmp::min(moved as u64, config.capture_bytes as u64) as usize;
     let captured = match syscall {
         Syscall::Readv | Syscall::Writev => {
@@ -137,58 +135,72 @@ fn exit_data(ctx: &TracePointContext, syscall: Syscall) {
     };
     buffer.header.captured = captured as u32;
     count(Counter::BytesNotCaptured, moved as u64 - captured as u64);
+    if let Some(direction) = syscall.direction() {
+        let role = Role::from_u8(buffer.header.role);
+        track_context(config, buffer, role, direction, &in_flight);
+    }
     emit(config, buffer);
 }
 
-/// Keeps each thread's request context, and writes into `event` the one a
-/// client write carries:
-/// - a read on a server connection starts serving a request there, unless the
-///   thread already serves one on that connection (a body read);
-/// - a write on that server connection (the response) ends it;
-/// - a write on a client connection carries the context pinned at its
-///   `connect()` (first request only), else the thread's current one.
-///
-/// Plain fields rather than `Option<RequestContext>` copies: LLVM spills the
-/// undefined payload of a `None`, which the verifier rejects.
+/// Keeps the kernel's count of which inbound requests each thread serves
+/// (`context`), and fills in the event's ids:
+/// - a read on a server connection may start a request (with injection on,
+///   its trace id: the inbound `traceparent`'s, else a new one);
+/// - a write on a server connection (the response) ends it;
+/// - a write on a client connection carries what its entry decided;
+/// - a read on a client connection (the response) ends the call.
 #[inline(always)]
-fn track_context(event: &mut SocketEvent, role: Role, direction: Direction, sock: u64, seq: u32) {
-    let tid = event.tid;
+fn track_context(
+    config: &Config,
+    buffer: &mut EventBuffer,
+    role: Role,
+    direction: Direction,
+    in_flight: &InFlight,
+) {
+    let sock = in_flight.sock;
     match (role, direction) {
         (Role::Server, Direction::Ingress) => {
-            if thread_context(tid).0 != sock {
-                let context = RequestContext { sock, seq, _pad: 0 };
-                let _ = THREAD_CONTEXT.insert(tid, context, 0);
+            if context::serving(sock) {
+                return; // a body read
             }
-        }
-        (Role::Server, Direction::Egress) => {
-            if thread_context(tid).0 == sock {
-                let _ = THREAD_CONTEXT.remove(tid);
-            }
-        }
-        (Role::Client, Direction::Egress) => {
-            let (context_sock, context_seq) = match unsafe { CONNECT_CONTEXT.get(sock) } {
-                Some(pinned) => {
-                    let context = (pinned.sock, pinned.seq);
-                    let _ = CONNECT_CONTEXT.remove(sock);
-                    context
+            let mut trace_id = [0u8; 16];
+            if config.inject_traceparent != 0 {
+                let captured = buffer.header.captured as usize;
+                if !inbound_trace_id(Head::EventPayload, captured, &mut trace_id) {
+                    new_id(&mut trace_id);
                 }
-                None => thread_context(tid),
-            };
-            event.context.sock = context_sock;
-            event.context.seq = context_seq;
+            }
+            if context::server_read(buffer.header.tid, sock, in_flight.seq, &trace_id) {
+                buffer.header.trace_id = trace_id;
+            }
         }
-        // A client reading its response, or a role the kernel does not know:
-        // no context to keep or carry, so no map look-up.
+        (Role::Server, Direction::Egress) => context::server_done(sock),
+        (Role::Client, Direction::Egress) => {
+            buffer.header.context = in_flight.context;
+            if in_flight.span_id != [0; 8] {
+                buffer.header.trace_id = in_flight.trace_id;
+                buffer.header.span_id = in_flight.span_id;
+            }
+        }
+        (Role::Client, Direction::Ingress) => context::call_answered(buffer.header.tid, sock),
         _ => {}
     }
 }
 
-/// The thread's current context as (sock, seq), (0, 0) when it has none.
+/// At the entry of a write on a client connection: which inbound request it
+/// is made for, and (with injection on) the trace id a header would carry.
 #[inline(always)]
-fn thread_context(tid: u32) -> (u64, u32) {
-    match unsafe { THREAD_CONTEXT.get(tid) } {
-        Some(current) => (current.sock, current.seq),
-        None => (0, 0),
+fn enter_call(config: &Config, in_flight: &mut InFlight) {
+    if unsafe { ROLES.get(in_flight.sock) }.copied() != Some(Role::Client as u8) {
+        return;
+    }
+    in_flight.is_call = 1;
+    let tid = bpf_get_current_pid_tgid() as u32;
+    let (sock, seq) = context::call_context(tid, in_flight.sock);
+    in_flight.context.sock = sock;
+    in_flight.context.seq = seq;
+    if config.inject_traceparent != 0 && !context::copy_trace_id(sock, &mut in_flight.trace_id) {
+        new_id(&mut in_flight.trace_id);
     }
 }
 
@@ -320,15 +332,10 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     };
     let rc = ret(&ctx);
     if rc == 0 || rc == EINPROGRESS {
+        // An event loop may write this connection's first request turns
+        // later, when it serves other requests: decide now.
         let tid = bpf_get_current_pid_tgid() as u32;
-        if let Some(context) = unsafe { THREAD_CONTEXT.get(tid) } {
-            let pinned = RequestContext {
-                sock: context.sock,
-                seq: context.seq,
-                _pad: 0,
-            };
-            let _ = CONNECT_CONTEXT.insert(in_flight.sock, pinned, 0);
-        }
+        context::call_context(tid, in_flight.sock);
         opened(
             in_flight.fd as i64,
             Role::Client,
@@ -349,37 +356,11 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let _ = IGNORED_SOCKETS.remove(sock);
+    // A request whose connection closes is over, and so is a call.
+    context::server_done(sock);
+    context::call_answered(0, sock);
     if let Some(buffer) = start_event(config, EventKind::Close, Syscall::Close, fd as i32, sock) {
         emit(config, buffer);
     }
-    0
-}
-
-/// An event loop going back to wait for I/O ends its turn: whatever it
-/// writes after this was not caused by the reads of the turn before, so the
-/// thread's request context ends here (a missing link, never a wrong one).
-#[inline(always)]
-fn end_of_turn() {
-    if traced().is_some() {
-        let tid = bpf_get_current_pid_tgid() as u32;
-        let _ = THREAD_CONTEXT.remove(tid);
-    }
-}
-
-#[tracepoint]
-pub fn sys_enter_epoll_wait(_ctx: TracePointContext) -> u32 {
-    end_of_turn();
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_epoll_pwait(_ctx: TracePointContext) -> u32 {
-    end_of_turn();
-    0
-}
-
-#[tracepoint]
-pub fn sys_enter_epoll_pwait2(_ctx: TracePointContext) -> u32 {
-    end_of_turn();
     0
 }

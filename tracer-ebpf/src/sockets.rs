@@ -97,3 +97,17 @@ pub fn read_addresses(config: &Config, sock: u64, event: &mut SocketEvent) {
         event.remote_addr[..4].copy_from_slice(&remote);
     }
 }
+
+/// The inode number of the current task's network namespace
+/// (`current->nsproxy->net_ns->ns.inum`); 0 when it cannot be read.
+#[inline(always)]
+pub fn current_netns(offsets: &KernelOffsets) -> u32 {
+    let task = unsafe { bpf_get_current_task() };
+    let Ok(nsproxy) = read::<u64>(task, offsets.task_nsproxy) else {
+        return 0;
+    };
+    let Ok(net) = read::<u64>(nsproxy, offsets.nsproxy_net_ns) else {
+        return 0;
+    };
+    read(net, offsets.net_inum).unwrap_or(0)
+}

@@ -17,21 +17,13 @@
 //!   its subtree not yet exported, becomes the caller's.
 //! - **Client span** (a request written on a connected socket): a
 //!   `traceparent`/B3 header already in it wins (the application's own SDK).
-//!   Else its parent is the one inbound request the writing thread could be
-//!   working for: of the requests it read and has not answered, the single one
-//!   not waiting for an outbound call of its own ("runnable"). With none or
-//!   several, the call starts a trace of its own: a missing link, never a
-//!   wrong one. A connection's first request uses the decision taken when the
-//!   thread called `connect()` (an event loop may write it turns later).
-//!
-//! This is exact for a thread per request, and for event loops that make a
-//! call in the same callback as the read (Node.js handlers, nginx). Calls an
-//! event loop makes from later callbacks (timers, after an `await`) link only
-//! while one request is in flight on that loop.
-//!
-//! The kernel's own guess, the request the thread last read
-//! (`RequestContext`), is compared with this decision and the agreements are
-//! counted.
+//!   Else its parent is the inbound request the kernel tied the write to
+//!   (`RequestContext`, decided at the syscall: the one request the thread
+//!   was free to work on, see `tracer-ebpf`'s `context`). Without one, the
+//!   call starts a trace of its own: a missing link, never a wrong one.
+//! - **Injected headers** (`--inject-traceparent`): the kernel chose the
+//!   trace id of each inbound request and the ids of each header it added;
+//!   those went on the wire, so the spans here carry exactly them.
 
 pub mod propagation;
 
@@ -40,7 +32,7 @@ use std::{
     net::SocketAddr,
 };
 
-use tracer_common::Role;
+use tracer_common::{RequestContext, Role};
 
 use crate::connections::{CompletedExchange, StartedRequest};
 
@@ -96,8 +88,8 @@ const MAX_WAITING_CLIENT_REQUESTS: usize = 65_536;
 pub struct LinkCounts {
     /// Server spans linked to the client span on the other end of their connection.
     pub by_connection: u64,
-    /// Client spans linked to the one runnable request of their thread.
-    pub by_thread: u64,
+    /// Client spans linked to the inbound request the kernel tied them to.
+    pub by_context: u64,
     /// Spans continuing a `traceparent` / B3 header.
     pub by_header: u64,
     /// Spans that start a trace.
@@ -105,26 +97,21 @@ pub struct LinkCounts {
     /// Of `by_connection`: server spans seen before their caller's write
     /// returned, adopted when it did.
     pub adopted: u64,
-    /// Client spans left unlinked because their thread had several runnable requests.
-    pub ambiguous: u64,
-    /// Linked client spans where the kernel's last-read context named the same
-    /// request, and where it named another (or none).
-    pub kernel_context_agreed: u64,
-    pub kernel_context_differed: u64,
+    /// Client spans whose kernel context named an inbound request the agent
+    /// no longer had (answered before the call's event arrived).
+    pub context_not_found: u64,
 }
 
 impl LinkCounts {
     /// Each count with its name, for logs and metrics.
-    pub fn named(&self) -> [(&'static str, u64); 8] {
+    pub fn named(&self) -> [(&'static str, u64); 6] {
         [
             ("links_by_connection", self.by_connection),
             ("links_adopted", self.adopted),
-            ("links_by_thread", self.by_thread),
+            ("links_by_context", self.by_context),
             ("links_by_header", self.by_header),
             ("trace_roots", self.roots),
-            ("links_ambiguous", self.ambiguous),
-            ("kernel_context_agreed", self.kernel_context_agreed),
-            ("kernel_context_differed", self.kernel_context_differed),
+            ("context_not_found", self.context_not_found),
         ]
     }
 }
@@ -133,12 +120,8 @@ impl LinkCounts {
 #[derive(Debug)]
 struct Inbound {
     ids: SpanIds,
-    /// The thread that read it.
-    tid: u32,
     /// TCP sequence number of its first byte.
     seq: u32,
-    /// Outbound calls made for it whose responses have not come back.
-    calls_in_flight: u32,
 }
 
 #[derive(Debug, Default)]
@@ -148,13 +131,6 @@ pub struct Correlator {
     active: BTreeMap<RequestKey, SpanIds>,
     /// Inbound (server) requests read and not yet answered.
     inbound: HashMap<RequestKey, Inbound>,
-    /// Inbound requests by the thread that read them.
-    by_thread: HashMap<u32, Vec<RequestKey>>,
-    /// The inbound request each outbound (client) request was made for.
-    call_parent: HashMap<RequestKey, RequestKey>,
-    /// The inbound request a new client connection was opened for, until its
-    /// first request.
-    connect_parent: HashMap<u64, RequestKey>,
     /// Client requests whose server side has not been seen, oldest first.
     waiting: HashMap<WireKey, SpanIds>,
     waiting_order: VecDeque<WireKey>,
@@ -177,14 +153,32 @@ impl Correlator {
         let connection = &started.connection;
         let key = (connection.sock_id, started.start.index);
         let seq = started.seq();
+        let first_chunk = &started.start.start;
         let header = propagation::extract(&started.start.request.headers);
         let ids = match connection.role {
             Role::Client => {
+                let parent = first_chunk.context.and_then(|context| {
+                    let parent = self.inbound_for(context);
+                    if parent.is_none() {
+                        self.links.context_not_found += 1;
+                    }
+                    parent
+                });
                 let ids = if let Some(remote) = header {
                     self.links.by_header += 1;
                     SpanIds::child_of(remote.trace_id, remote.span_id)
-                } else if let Some(parent) = self.parent_of_call(started, key) {
-                    self.links.by_thread += 1;
+                } else if let (Some(trace_id), Some(span_id)) =
+                    (first_chunk.ids.trace_id, first_chunk.ids.injected_span_id)
+                {
+                    // These ids are on the wire: the next hop hangs under them.
+                    self.count_link(parent.is_some());
+                    SpanIds {
+                        trace_id,
+                        span_id,
+                        parent_span_id: parent.map(|p| p.span_id),
+                    }
+                } else if let Some(parent) = parent {
+                    self.links.by_context += 1;
                     SpanIds::child_of(parent.trace_id, parent.span_id)
                 } else {
                     self.links.roots += 1;
@@ -207,19 +201,14 @@ impl Correlator {
                 } else {
                     self.links.roots += 1;
                     remember(&mut self.orphans, &mut self.orphans_order, wire, key);
-                    SpanIds::root()
+                    let mut ids = SpanIds::root();
+                    // Calls made for it carry this trace id on the wire.
+                    if let Some(trace_id) = first_chunk.ids.trace_id {
+                        ids.trace_id = trace_id;
+                    }
+                    ids
                 };
-                let tid = started.start.start.tid;
-                self.inbound.insert(
-                    key,
-                    Inbound {
-                        ids,
-                        tid,
-                        seq,
-                        calls_in_flight: 0,
-                    },
-                );
-                self.by_thread.entry(tid).or_default().push(key);
+                self.inbound.insert(key, Inbound { ids, seq });
                 ids
             }
         };
@@ -229,7 +218,7 @@ impl Correlator {
     /// The ids an exchange's span gets (a fresh root if its start was not seen).
     pub fn exchange_completed(&mut self, completed: &CompletedExchange) -> SpanIds {
         let key = (completed.connection.sock_id, completed.exchange.index);
-        self.finish(key);
+        self.inbound.remove(&key);
         let mut ids = self.active.remove(&key).unwrap_or_else(|| {
             self.links.roots += 1;
             SpanIds::root()
@@ -244,26 +233,15 @@ impl Correlator {
         ids
     }
 
-    /// Thread `tid` opened a client connection: decide now which request it is for.
-    pub fn connected(&mut self, sock_id: u64, tid: u32) {
-        if let [parent] = self.runnable(tid)[..] {
-            self.call_started(parent);
-            self.connect_parent.insert(sock_id, parent);
-        }
-    }
-
     /// Forgets a connection that ended, and what waited on it.
     pub fn connection_closed(&mut self, sock_id: u64) {
-        if let Some(parent) = self.connect_parent.remove(&sock_id) {
-            self.call_finished(parent);
-        }
         let ended: Vec<RequestKey> = self
             .active
             .range((sock_id, 0)..=(sock_id, u64::MAX))
             .map(|(key, _)| *key)
             .collect();
         for key in ended {
-            self.finish(key);
+            self.inbound.remove(&key);
             self.active.remove(&key);
         }
     }
@@ -273,77 +251,23 @@ impl Correlator {
         self.waiting.len()
     }
 
-    /// The inbound request an outbound request is made for, if it is certain.
-    fn parent_of_call(&mut self, started: &StartedRequest, key: RequestKey) -> Option<SpanIds> {
-        let parent = match self.connect_parent.remove(&key.0) {
-            // Counted as a call in flight since the connect.
-            Some(parent) => parent,
-            None => {
-                let runnable = self.runnable(started.start.start.tid);
-                if runnable.len() > 1 {
-                    self.links.ambiguous += 1;
-                }
-                let [parent] = runnable[..] else {
-                    return None;
-                };
-                self.call_started(parent);
-                parent
-            }
-        };
-        self.call_parent.insert(key, parent);
-        let inbound = self.inbound.get(&parent)?;
-        let kernel = started.start.start.context;
-        if kernel.is_some_and(|c| c.sock == parent.0 && seq_at_or_after(c.seq, inbound.seq)) {
-            self.links.kernel_context_agreed += 1;
+    fn count_link(&mut self, linked: bool) {
+        if linked {
+            self.links.by_context += 1;
         } else {
-            self.links.kernel_context_differed += 1;
-        }
-        Some(inbound.ids)
-    }
-
-    /// The inbound requests of `tid` not waiting for a call of their own.
-    fn runnable(&self, tid: u32) -> Vec<RequestKey> {
-        self.by_thread
-            .get(&tid)
-            .map(|keys| {
-                keys.iter()
-                    .filter(|key| {
-                        self.inbound
-                            .get(key)
-                            .is_some_and(|i| i.calls_in_flight == 0)
-                    })
-                    .copied()
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    fn call_started(&mut self, parent: RequestKey) {
-        if let Some(inbound) = self.inbound.get_mut(&parent) {
-            inbound.calls_in_flight += 1;
+            self.links.roots += 1;
         }
     }
 
-    fn call_finished(&mut self, parent: RequestKey) {
-        if let Some(inbound) = self.inbound.get_mut(&parent) {
-            inbound.calls_in_flight = inbound.calls_in_flight.saturating_sub(1);
-        }
-    }
-
-    /// A request ended: an inbound one stops being served; an outbound one
-    /// no longer holds up the request it was made for.
-    fn finish(&mut self, key: RequestKey) {
-        if let Some(inbound) = self.inbound.remove(&key)
-            && let Some(keys) = self.by_thread.get_mut(&inbound.tid)
-        {
-            keys.retain(|k| *k != key);
-            if keys.is_empty() {
-                self.by_thread.remove(&inbound.tid);
-            }
-        }
-        if let Some(parent) = self.call_parent.remove(&key) {
-            self.call_finished(parent);
-        }
+    /// The ids of the inbound request the kernel named: on its connection,
+    /// the latest one that started at or before the kernel's sequence number.
+    fn inbound_for(&self, context: RequestContext) -> Option<SpanIds> {
+        self.active
+            .range((context.sock, 0)..=(context.sock, u64::MAX))
+            .rev()
+            .filter_map(|(key, _)| self.inbound.get(key))
+            .find(|inbound| seq_at_or_after(context.seq, inbound.seq))
+            .map(|inbound| inbound.ids)
     }
 
     fn wait_for_server(&mut self, key: WireKey, ids: SpanIds) {

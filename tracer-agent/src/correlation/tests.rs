@@ -18,6 +18,7 @@ fn meta(seq: u32, context: Option<(u64, u32)>) -> ChunkMeta {
         tid: 1,
         seq,
         context: context.map(|(sock, seq)| RequestContext { sock, seq, _pad: 0 }),
+        ids: Default::default(),
     }
 }
 
@@ -105,7 +106,7 @@ fn server_seen_before_its_caller_is_adopted() {
     let mut c = Correlator::new();
     let server = started(2, Role::Server, 0, 1000, None, "");
     c.request_started(&server);
-    let nested_call = started(3, Role::Client, 0, 5, None, "");
+    let nested_call = started(3, Role::Client, 0, 5, Some((2, 1000)), "");
     c.request_started(&nested_call);
     let client = started(1, Role::Client, 0, 1000, None, "");
     c.request_started(&client);
@@ -133,7 +134,7 @@ fn sequence_numbers_must_match() {
 }
 
 #[test]
-fn client_span_is_child_of_the_request_its_thread_serves() {
+fn client_span_is_child_of_the_request_the_kernel_named() {
     let mut c = Correlator::new();
     let inbound = started(7, Role::Server, 0, 500, None, "");
     c.request_started(&inbound);
@@ -142,93 +143,69 @@ fn client_span_is_child_of_the_request_its_thread_serves() {
     let (inbound_ids, outbound_ids) = (ids_of(&mut c, &inbound), ids_of(&mut c, &outbound));
     assert_eq!(outbound_ids.trace_id, inbound_ids.trace_id);
     assert_eq!(outbound_ids.parent_span_id, Some(inbound_ids.span_id));
-    assert_eq!(c.links.by_thread, 1);
-    assert_eq!(c.links.kernel_context_agreed, 1);
+    assert_eq!(c.links.by_context, 1);
 }
 
-/// Two requests read and neither calling yet (an event loop under load): a
-/// call could be for either, so it is not linked.
+/// No context from the kernel (it could not tell which request a call is
+/// for): the call starts a trace of its own.
 #[test]
-fn several_runnable_requests_give_no_link() {
+fn no_context_gives_no_link() {
     let mut c = Correlator::new();
     c.request_started(&started(7, Role::Server, 0, 500, None, ""));
-    c.request_started(&started(9, Role::Server, 0, 800, None, ""));
-    let outbound = started(8, Role::Client, 0, 1, Some((9, 800)), "");
+    let outbound = started(8, Role::Client, 0, 1, None, "");
     c.request_started(&outbound);
     assert_eq!(ids_of(&mut c, &outbound).parent_span_id, None);
-    assert_eq!(c.links.ambiguous, 1);
 }
 
-/// A request waiting for its own call is not runnable: the next call is for
-/// the other one. When the first call's response is back, it is runnable again.
+/// On a keep-alive connection the kernel's sequence number picks the request.
 #[test]
-fn requests_waiting_for_calls_are_not_runnable() {
+fn context_sequence_number_picks_the_request_on_its_connection() {
     let mut c = Correlator::new();
     let first = started(7, Role::Server, 0, 500, None, "");
+    let second = started(7, Role::Server, 1, 900, None, "");
     c.request_started(&first);
-    let first_call = started(8, Role::Client, 0, 1, None, "");
-    c.request_started(&first_call);
-    let second = started(9, Role::Server, 0, 800, None, "");
     c.request_started(&second);
-    let second_call = started(10, Role::Client, 0, 1, None, "");
-    c.request_started(&second_call);
-    let first_ids = c.active[&(7, 0)];
-    let second_ids = c.active[&(9, 0)];
-    assert_eq!(
-        ids_of(&mut c, &second_call).parent_span_id,
-        Some(second_ids.span_id)
-    );
-    // first_call's response comes back; second is still waiting for nothing
-    // (its call ended above), so both are runnable now: ambiguous.
-    assert_eq!(
-        ids_of(&mut c, &first_call).parent_span_id,
-        Some(first_ids.span_id)
-    );
-    ids_of(&mut c, &second);
-    let again = started(8, Role::Client, 1, 100, None, "");
-    c.request_started(&again);
-    assert_eq!(
-        ids_of(&mut c, &again).parent_span_id,
-        Some(first_ids.span_id)
-    );
-}
-
-/// A connection opened while one request was runnable carries its first
-/// request for that one, even if written after the thread read another.
-#[test]
-fn connect_decides_for_the_first_request() {
-    let mut c = Correlator::new();
-    let first = started(7, Role::Server, 0, 500, None, "");
-    c.request_started(&first);
-    c.connected(20, 1);
-    let second = started(9, Role::Server, 0, 800, None, "");
-    c.request_started(&second);
-    let call_for_first = started(20, Role::Client, 0, 1, None, "");
-    c.request_started(&call_for_first);
-    let call_for_second = started(21, Role::Client, 0, 1, None, "");
-    c.request_started(&call_for_second);
-    let first_ids = c.active[&(7, 0)];
-    let second_ids = c.active[&(9, 0)];
-    assert_eq!(
-        ids_of(&mut c, &call_for_first).parent_span_id,
-        Some(first_ids.span_id)
-    );
-    assert_eq!(
-        ids_of(&mut c, &call_for_second).parent_span_id,
-        Some(second_ids.span_id)
-    );
-}
-
-/// A connection opened but closed before any request frees its request.
-#[test]
-fn unused_connection_frees_its_request() {
-    let mut c = Correlator::new();
-    c.request_started(&started(7, Role::Server, 0, 500, None, ""));
-    c.connected(20, 1);
-    c.connection_closed(20);
-    let call = started(21, Role::Client, 0, 1, None, "");
+    let call = started(8, Role::Client, 0, 1, Some((7, 500)), "");
     c.request_started(&call);
-    assert!(ids_of(&mut c, &call).parent_span_id.is_some());
+    let first_ids = c.active[&(7, 0)];
+    assert_eq!(
+        ids_of(&mut c, &call).parent_span_id,
+        Some(first_ids.span_id)
+    );
+    let call = started(8, Role::Client, 1, 90, Some((7, 900)), "");
+    c.request_started(&call);
+    let second_ids = c.active[&(7, 1)];
+    assert_eq!(
+        ids_of(&mut c, &call).parent_span_id,
+        Some(second_ids.span_id)
+    );
+}
+
+/// With `--inject-traceparent` the kernel's ids went on the wire: the
+/// inbound root takes the kernel's trace id, the call the injected ids.
+#[test]
+fn injected_ids_are_the_spans_ids() {
+    let mut c = Correlator::new();
+    let mut inbound = started(7, Role::Server, 0, 500, None, "");
+    inbound.start.start.ids.trace_id = Some([3; 16]);
+    c.request_started(&inbound);
+    let mut call = started(8, Role::Client, 0, 1, Some((7, 500)), "");
+    call.start.start.ids = crate::events::KernelIds {
+        trace_id: Some([3; 16]),
+        injected_span_id: Some([4; 8]),
+    };
+    c.request_started(&call);
+    let inbound_ids = ids_of(&mut c, &inbound);
+    let call_ids = ids_of(&mut c, &call);
+    assert_eq!(inbound_ids.trace_id, [3; 16]);
+    assert_eq!(
+        call_ids,
+        SpanIds {
+            trace_id: [3; 16],
+            span_id: [4; 8],
+            parent_span_id: Some(inbound_ids.span_id),
+        }
+    );
 }
 
 const TRACEPARENT: &str =

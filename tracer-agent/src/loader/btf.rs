@@ -40,7 +40,9 @@ pub fn kernel_offsets(path: &str) -> Result<KernelOffsets, LoadError> {
         // tcp_sock starts with its struct sock, so these are offsets from it too.
         tcp_write_seq: offset("tcp_sock", "write_seq")?,
         tcp_copied_seq: offset("tcp_sock", "copied_seq")?,
-        _pad: 0,
+        task_nsproxy: offset("task_struct", "nsproxy")?,
+        nsproxy_net_ns: offset("nsproxy", "net_ns")?,
+        net_inum: offset("net", "ns.inum")?,
     })
 }
 

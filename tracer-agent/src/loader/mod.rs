@@ -2,13 +2,14 @@
 //! turn a kernel's refusal into a message that says what to do.
 
 mod btf;
+mod netns;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::TracePoint,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, SockHash},
+    programs::{CgroupAttachMode, SkMsg, SockOps, TracePoint},
 };
 use thiserror::Error;
 use tracer_common::{Config, Counter, MAX_CAPTURE, MAX_TRACED_PIDS};
@@ -43,10 +44,11 @@ pub const TRACEPOINTS: &[&str] = &[
     "sys_enter_connect",
     "sys_exit_connect",
     "sys_enter_close",
-    "sys_enter_epoll_wait",
-    "sys_enter_epoll_pwait",
-    "sys_enter_epoll_pwait2",
 ];
+
+/// The programs of `--inject-traceparent`.
+const SOCK_OPS_PROGRAM: &str = "watch_client_sockets";
+const SK_MSG_PROGRAM: &str = "inject_traceparent";
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 const CAP_SYS_ADMIN: u32 = 21;
@@ -101,6 +103,24 @@ pub enum LoadError {
         #[source]
         source: aya::programs::ProgramError,
     },
+    #[error("cannot use network namespace {path} (--netns): {reason}")]
+    Netns { path: String, reason: String },
+    #[error(
+        "--inject-traceparent needs cgroup v2, and none is mounted: mount it with `mount -t cgroup2 none /sys/fs/cgroup/unified`"
+    )]
+    NoCgroup2,
+    #[error("cannot attach {name} for --inject-traceparent: {source}")]
+    AttachInjection {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("cannot open cgroup {path}: {source}")]
+    Cgroup {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot set up map {name}: {source}")]
     Map {
         name: &'static str,
@@ -118,6 +138,10 @@ pub struct LoadOptions {
     pub ring_buffer_bytes: u32,
     /// Only these processes are traced; all when empty.
     pub pids: Vec<u32>,
+    /// Add a W3C `traceparent` to outbound HTTP/1.x requests without one.
+    pub inject_traceparent: bool,
+    /// Only processes in this network namespace are traced (and get headers).
+    pub netns: Option<PathBuf>,
 }
 
 /// The loaded, attached programs. Dropping it detaches everything.
@@ -191,6 +215,12 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         return Err(LoadError::TooManyPids(options.pids.len()));
     }
     let offsets = btf::kernel_offsets(VMLINUX_BTF)?;
+    let netns = options.netns.as_deref().map(netns::netns_ids).transpose()?;
+    let cgroup = if options.inject_traceparent {
+        Some(netns::cgroup2_root()?)
+    } else {
+        None
+    };
     ensure_tracefs()?;
     for name in TRACEPOINTS {
         if !Path::new(&format!("{TRACEFS}/events/syscalls/{name}")).exists() {
@@ -209,6 +239,9 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         capture_bytes: options.capture_bytes,
         // Wake the reader when an eighth of the ring is used; its timer collects the rest.
         wakeup_bytes: options.ring_buffer_bytes / 8,
+        inject_traceparent: u32::from(options.inject_traceparent),
+        netns_inum: netns.map_or(0, |n| n.inum),
+        netns_cookie: netns.map_or(0, |n| n.cookie),
     };
     let mut config_map: Array<_, Config> = map_mut(&mut ebpf, "CONFIG")?;
     config_map.set(0, config, 0).map_err(map_error("CONFIG"))?;
@@ -231,6 +264,10 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
             .map_err(|source| LoadError::Attach { name, source })?;
     }
 
+    if let Some(cgroup) = cgroup {
+        attach_injection(&mut ebpf, &cgroup)?;
+    }
+
     let events = take_map(&mut ebpf, "EVENTS")?;
     let counters = take_map(&mut ebpf, "COUNTERS")?;
     let ignored = take_map(&mut ebpf, "IGNORED_SOCKETS")?;
@@ -239,6 +276,44 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         events,
         ignored_sockets: IgnoredSockets(ignored),
     })
+}
+
+/// `sock_ops` on the cgroup v2 root (every socket of the machine passes it;
+/// it keeps client sockets of the traced namespace), `sk_msg` on the map it
+/// fills.
+fn attach_injection(ebpf: &mut Ebpf, cgroup: &Path) -> Result<(), LoadError> {
+    let attach_error = |name| move |source| LoadError::AttachInjection { name, source };
+    let sockets: SockHash<_, u64> = map_mut(ebpf, "INJECT_SOCKETS")?;
+    let sockets_fd = sockets
+        .fd()
+        .try_clone()
+        .map_err(|e| map_error("INJECT_SOCKETS")(e.into()))?;
+    let sk_msg: &mut SkMsg = ebpf
+        .program_mut(SK_MSG_PROGRAM)
+        .ok_or(LoadError::Missing(SK_MSG_PROGRAM))?
+        .try_into()
+        .map_err(attach_error(SK_MSG_PROGRAM))?;
+    sk_msg.load().map_err(attach_error(SK_MSG_PROGRAM))?;
+    sk_msg
+        .attach(&sockets_fd)
+        .map_err(attach_error(SK_MSG_PROGRAM))?;
+
+    let cgroup_dir = std::fs::File::open(cgroup).map_err(|source| LoadError::Cgroup {
+        path: cgroup.display().to_string(),
+        source,
+    })?;
+    let sock_ops: &mut SockOps = ebpf
+        .program_mut(SOCK_OPS_PROGRAM)
+        .ok_or(LoadError::Missing(SOCK_OPS_PROGRAM))?
+        .try_into()
+        .map_err(attach_error(SOCK_OPS_PROGRAM))?;
+    sock_ops.load().map_err(attach_error(SOCK_OPS_PROGRAM))?;
+    // Attached by a BPF link (Linux 5.7+), which takes no flags and leaves
+    // room for other agents' programs (one agent per namespace) beside it.
+    sock_ops
+        .attach(cgroup_dir, CgroupAttachMode::Single)
+        .map_err(attach_error(SOCK_OPS_PROGRAM))?;
+    Ok(())
 }
 
 fn map_error(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> LoadError {

@@ -1,0 +1,198 @@
+//! Which inbound request an outbound request (a "call") is made for.
+//!
+//! Per thread, the kernel keeps the inbound requests the thread is free to
+//! work on: read on a server connection, not yet answered, not waiting for a
+//! call of their own. They are of two kinds:
+//! - **fresh**: read, no call made yet;
+//! - **resumed**: a call made for it got (the start of) its response.
+//!
+//! A call is made for:
+//! - the one fresh request, when there is no resumed one, or when the
+//!   thread's last read was that request (an event loop that read a call's
+//!   response headers, then a new request, calls for the new one: nginx);
+//! - else the one resumed request, when there is no fresh one;
+//! - else nothing: with several candidates it stays unlinked (a missing
+//!   link, never a wrong one; counted as `calls_ambiguous`).
+//!
+//! Making the call puts its request to wait; reading the call's response (or
+//! closing its connection) resumes it. This is exact for a thread per
+//! request, for proxies (nginx), for event loops that call out in the
+//! callback that read the request or the previous response (most Node.js
+//! handlers), and for any loop while one request is in flight on it.
+//!
+//! Plain fields rather than `Option<struct>` copies throughout: LLVM spills
+//! the undefined payload of a `None`, which the verifier rejects.
+
+use tracer_common::{Counter, RequestContext};
+
+use crate::maps::{
+    CALLS, REQUEST_FRESH, REQUEST_RESUMED, REQUEST_WAITING, SERVER_REQUESTS, ServerRequest,
+    THREAD_CONTEXT, ThreadRequests, count,
+};
+
+/// Whether an inbound request is being served on server connection `sock`
+/// (a read there is then more of it).
+#[inline(always)]
+pub fn serving(sock: u64) -> bool {
+    unsafe { SERVER_REQUESTS.get(sock) }.is_some()
+}
+
+/// A read on server connection `sock` by `tid`, not `serving` one: a new
+/// inbound request. Returns whether it was recorded.
+#[inline(always)]
+pub fn server_read(tid: u32, sock: u64, seq: u32, trace_id: &[u8; 16]) -> bool {
+    let request = ServerRequest {
+        tid,
+        seq,
+        trace_id: *trace_id,
+        state: REQUEST_FRESH,
+        _pad: 0,
+    };
+    if SERVER_REQUESTS.insert(sock, request, 0).is_err() {
+        return false;
+    }
+    match THREAD_CONTEXT.get_ptr_mut(tid) {
+        Some(thread) => {
+            let thread = unsafe { &mut *thread };
+            thread.fresh += 1;
+            thread.fresh_sock = sock;
+            thread.fresh_seq = seq;
+            thread.last_read_fresh = 1;
+        }
+        None => {
+            let thread = ThreadRequests {
+                fresh_sock: sock,
+                resumed_sock: 0,
+                fresh_seq: seq,
+                resumed_seq: 0,
+                fresh: 1,
+                resumed: 0,
+                last_read_fresh: 1,
+                _pad: 0,
+            };
+            let _ = THREAD_CONTEXT.insert(tid, thread, 0);
+        }
+    }
+    true
+}
+
+/// The server connection `sock` answered (or closed): its request is over.
+#[inline(always)]
+pub fn server_done(sock: u64) {
+    let (tid, state) = match unsafe { SERVER_REQUESTS.get(sock) } {
+        Some(request) => (request.tid, request.state),
+        None => return,
+    };
+    let _ = SERVER_REQUESTS.remove(sock);
+    let Some(thread) = THREAD_CONTEXT.get_ptr_mut(tid) else {
+        return;
+    };
+    let thread = unsafe { &mut *thread };
+    match state {
+        REQUEST_FRESH => thread.fresh = thread.fresh.saturating_sub(1),
+        REQUEST_RESUMED => thread.resumed = thread.resumed.saturating_sub(1),
+        _ => {}
+    }
+    if thread.fresh_sock == sock {
+        thread.fresh_sock = 0;
+        thread.last_read_fresh = 0;
+    }
+    if thread.resumed_sock == sock {
+        thread.resumed_sock = 0;
+    }
+}
+
+/// Thread `tid` writes a request on client connection `client` (or connects
+/// it): the inbound request it is made for, as (server sock, seq), (0, 0)
+/// for none. A connection's later writes for the same call repeat the answer.
+#[inline(always)]
+pub fn call_context(tid: u32, client: u64) -> (u64, u32) {
+    if let Some(call) = unsafe { CALLS.get(client) } {
+        return (call.sock, call.seq);
+    }
+    let Some(thread) = THREAD_CONTEXT.get_ptr_mut(tid) else {
+        return (0, 0);
+    };
+    let thread = unsafe { &mut *thread };
+    let (sock, seq) = if thread.fresh == 1 && (thread.resumed == 0 || thread.last_read_fresh != 0) {
+        (thread.fresh_sock, thread.fresh_seq)
+    } else if thread.fresh == 0 && thread.resumed == 1 {
+        (thread.resumed_sock, thread.resumed_seq)
+    } else {
+        if thread.fresh + thread.resumed > 0 {
+            count(Counter::CallsAmbiguous, 1);
+        }
+        return (0, 0);
+    };
+    if sock == 0 {
+        // The one candidate is not the latest of its kind: not known which.
+        count(Counter::CallsAmbiguous, 1);
+        return (0, 0);
+    }
+    let Some(request) = SERVER_REQUESTS.get_ptr_mut(sock) else {
+        return (0, 0);
+    };
+    let call = RequestContext { sock, seq, _pad: 0 };
+    if CALLS.insert(client, call, 0).is_err() {
+        return (0, 0);
+    }
+    let request = unsafe { &mut *request };
+    match request.state {
+        REQUEST_FRESH => {
+            thread.fresh = thread.fresh.saturating_sub(1);
+            thread.fresh_sock = 0;
+            thread.last_read_fresh = 0;
+        }
+        REQUEST_RESUMED => {
+            thread.resumed = thread.resumed.saturating_sub(1);
+            thread.resumed_sock = 0;
+        }
+        _ => {}
+    }
+    request.state = REQUEST_WAITING;
+    count(Counter::CallsLinked, 1);
+    (sock, seq)
+}
+
+/// A read (the response) on client connection `client` by `tid`, or its
+/// close (`tid` 0): the request the call was made for can go on.
+#[inline(always)]
+pub fn call_answered(tid: u32, client: u64) {
+    if tid != 0
+        && let Some(thread) = THREAD_CONTEXT.get_ptr_mut(tid)
+    {
+        unsafe { (*thread).last_read_fresh = 0 };
+    }
+    let sock = match unsafe { CALLS.get(client) } {
+        Some(call) => call.sock,
+        None => return,
+    };
+    let _ = CALLS.remove(client);
+    let Some(request) = SERVER_REQUESTS.get_ptr_mut(sock) else {
+        return;
+    };
+    let request = unsafe { &mut *request };
+    if request.state != REQUEST_WAITING {
+        return;
+    }
+    request.state = REQUEST_RESUMED;
+    if let Some(thread) = THREAD_CONTEXT.get_ptr_mut(request.tid) {
+        let thread = unsafe { &mut *thread };
+        thread.resumed += 1;
+        thread.resumed_sock = sock;
+        thread.resumed_seq = request.seq;
+    }
+}
+
+/// Copies the trace id of the inbound request on server connection `sock`
+/// into `out`; false when there is none.
+#[inline(always)]
+pub fn copy_trace_id(sock: u64, out: &mut [u8; 16]) -> bool {
+    match unsafe { SERVER_REQUESTS.get(sock) } {
+        Some(request) if sock != 0 => {
+            *out = request.trace_id;
+            true
+        }
+        _ => false,
+    }
+}
