@@ -1,12 +1,15 @@
 """One hop of a service chain (thread per connection), for the trace tests.
 
 Usage: chain_service.py PORT [NEXT_PORT]
+Environment: BIND (listen address, default 127.0.0.1), NEXT_HOST (where
+NEXT_PORT is, default 127.0.0.1).
 Every GET waits 0-5 ms (services do not all take the same time), calls
 NEXT_PORT with the same path when given (on a keep-alive connection kept per
 handler thread), then answers 200. The path carries the test's marker; the
 agent must not need it. Prints "ready" once it listens.
 """
 import http.client
+import os
 import random
 import sys
 import threading
@@ -14,13 +17,14 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 NEXT = int(sys.argv[2]) if len(sys.argv) > 2 else None
+NEXT_HOST = os.environ.get("NEXT_HOST", "127.0.0.1")
 local = threading.local()
 
 
 def call_next(path):
     for attempt in range(2):
         if getattr(local, "conn", None) is None:
-            local.conn = http.client.HTTPConnection("127.0.0.1", NEXT)
+            local.conn = http.client.HTTPConnection(NEXT_HOST, NEXT)
         try:
             local.conn.request("GET", path)
             response = local.conn.getresponse()
@@ -51,7 +55,7 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
+    server = ThreadingHTTPServer((os.environ.get("BIND", "127.0.0.1"), int(sys.argv[1])), Handler)
     server.daemon_threads = True
     print("ready", flush=True)
     server.serve_forever()

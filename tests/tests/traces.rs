@@ -1,7 +1,12 @@
 //! Whole traces: spans of one request across processes, linked into one
 //! trace with the exact parent chain, by real unmodified services.
 
-use std::{collections::HashMap, process::Command};
+use std::{
+    collections::HashMap,
+    io::{Read, Write},
+    net::TcpStream,
+    process::Command,
+};
 
 use tracer_tests::{
     Agent, CLIENT, Process, SERVER, SpanRecord, curl, free_port, require_root, servers_dir,
@@ -396,4 +401,231 @@ fn inbound_traceparent_is_continued() {
         one(&spans, "svc-a", SERVER).parent_span_id,
         one(&spans, "curl", CLIENT).span_id
     );
+}
+
+/// The bytes of one response's body, read from `stream` (Content-Length framing).
+fn read_body(stream: &mut TcpStream) -> Vec<u8> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("response head");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length:"))
+        .and_then(|value| value.trim().parse().ok())
+        .expect("content-length");
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).expect("response body");
+    body
+}
+
+/// The (trace id, parent span id) of a `traceparent: 00-…-01\r\n` line.
+fn parse_traceparent(line: &[u8]) -> (String, String) {
+    let line = std::str::from_utf8(line).expect("header is text");
+    let value = line
+        .strip_prefix("traceparent: ")
+        .and_then(|v| v.strip_suffix("\r\n"))
+        .unwrap_or_else(|| panic!("not a traceparent line: {line:?}"));
+    let parts: Vec<&str> = value.split('-').collect();
+    assert_eq!(parts.len(), 4, "{value}");
+    assert_eq!((parts[0], parts[3]), ("00", "01"), "{value}");
+    assert!(parts[1].len() == 32 && parts[2].len() == 16, "{value}");
+    assert!(
+        parts[1..3].iter().all(|p| p
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())),
+        "{value}"
+    );
+    assert_ne!(parts[1], "0".repeat(32));
+    (parts[1].to_string(), parts[2].to_string())
+}
+
+/// `--inject-traceparent`: the server receives the client's request with one
+/// `traceparent` line after the request line and every other byte as sent
+/// (a 200 KB body written in one call, crossing many kernel messages); a
+/// request that has its own header is left alone; the client span carries
+/// the injected ids and the server span is its child.
+#[test]
+fn injected_traceparent_changes_nothing_else() {
+    require_root();
+    let port = free_port();
+    let _recorder = Process::spawn_until(
+        Command::new("python3")
+            .arg(servers_dir().join("recorder.py"))
+            .arg(port.to_string()),
+        "ready",
+    );
+    let agent = Agent::start(&["--inject-traceparent"]);
+    let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let post = [
+        format!(
+            "POST /upload HTTP/1.1\r\nHost: recorder\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes(),
+        body,
+    ]
+    .concat();
+    let own: &[u8] = b"GET /own HTTP/1.1\r\nHost: recorder\r\n\
+        traceparent: 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01\r\n\r\n";
+    let plain: &[u8] = b"GET /plain HTTP/1.1\r\nHost: recorder\r\n\r\n";
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_nodelay(true).unwrap();
+    let mut received = Vec::new();
+    for request in [&post[..], own, plain] {
+        stream.write_all(request).expect("send");
+        received.push(read_body(&mut stream));
+    }
+    drop(stream);
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+
+    let mut injected = Vec::new();
+    for (sent, got) in [(&post[..], &received[0]), (plain, &received[2])] {
+        let line_end = sent.windows(2).position(|w| w == b"\r\n").unwrap() + 2;
+        assert_eq!(got.len(), sent.len() + 70, "one 70-byte header added");
+        assert_eq!(got[..line_end], sent[..line_end], "request line unchanged");
+        assert!(got[line_end + 70..] == sent[line_end..], "rest unchanged");
+        injected.push(parse_traceparent(&got[line_end..line_end + 70]));
+    }
+    assert_eq!(
+        received[1], own,
+        "a request with its own header is left alone"
+    );
+    assert_eq!(run.summary("traceparent_injected"), 2, "{}", run.stderr);
+
+    let spans = run.spans_on_port(port);
+    for ((trace, parent), path) in injected.iter().zip(["/upload", "/plain"]) {
+        let of_path: Vec<&&SpanRecord> = spans
+            .iter()
+            .filter(|s| s.str("url.path") == Some(path))
+            .collect();
+        let client = of_path.iter().find(|s| s.kind == CLIENT).expect("client");
+        let server = of_path.iter().find(|s| s.kind == SERVER).expect("server");
+        assert_eq!((&client.trace_id, &client.span_id), (trace, parent));
+        assert_eq!(&server.parent_span_id, parent);
+        assert_eq!(&server.trace_id, trace);
+    }
+}
+
+/// Two network namespaces joined by a veth pair, each with an agent limited
+/// to it (`--netns`), stand in for two nodes. Removed on drop.
+struct TwoNodes {
+    names: [String; 2],
+}
+
+impl TwoNodes {
+    const ADDRESSES: [&'static str; 2] = ["10.201.0.1", "10.201.0.2"];
+
+    fn create() -> TwoNodes {
+        let id = std::process::id() % 100_000;
+        let names = [format!("trc-a{id}"), format!("trc-b{id}")];
+        let veth = [format!("vtra{id}"), format!("vtrb{id}")];
+        let nodes = TwoNodes {
+            names: names.clone(),
+        };
+        for name in &names {
+            ip(&["netns", "add", name]);
+        }
+        ip(&[
+            "link", "add", &veth[0], "type", "veth", "peer", "name", &veth[1],
+        ]);
+        for i in 0..2 {
+            ip(&["link", "set", &veth[i], "netns", &names[i]]);
+            let address = format!("{}/24", Self::ADDRESSES[i]);
+            ip(&["-n", &names[i], "addr", "add", &address, "dev", &veth[i]]);
+            ip(&["-n", &names[i], "link", "set", &veth[i], "up"]);
+            ip(&["-n", &names[i], "link", "set", "lo", "up"]);
+        }
+        nodes
+    }
+
+    fn path(&self, node: usize) -> String {
+        format!("/run/netns/{}", self.names[node])
+    }
+
+    /// A command run inside `node`'s namespace.
+    fn command(&self, node: usize, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.names[node], program]);
+        command
+    }
+}
+
+impl Drop for TwoNodes {
+    fn drop(&mut self) {
+        // Deleting a namespace deletes the veth end inside it, and so the pair.
+        for name in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+fn ip(args: &[&str]) {
+    let status = Command::new("ip").args(args).status().expect("run ip");
+    assert!(status.success(), "ip {args:?} failed");
+}
+
+/// Across nodes: svc-a on node A calls svc-b on node B over the veth pair.
+/// Agent A (with `--inject-traceparent`) sees only node A, agent B only
+/// node B; B's server span continues A's trace under A's client span.
+#[test]
+fn two_agents_on_two_nodes_make_one_trace() {
+    require_root();
+    let nodes = TwoNodes::create();
+    let (port_a, port_b) = (free_port(), free_port());
+    let _svc_b = Process::spawn_until(
+        nodes
+            .command(1, "python3")
+            .arg(servers_dir().join("chain_service.py"))
+            .arg(port_b.to_string())
+            .env("BIND", TwoNodes::ADDRESSES[1])
+            .env("OTEL_SERVICE_NAME", "svc-b"),
+        "ready",
+    );
+    let _svc_a = Process::spawn_until(
+        nodes
+            .command(0, "python3")
+            .arg(servers_dir().join("chain_service.py"))
+            .args([port_a.to_string(), port_b.to_string()])
+            .env("NEXT_HOST", TwoNodes::ADDRESSES[1])
+            .env("OTEL_SERVICE_NAME", "svc-a"),
+        "ready",
+    );
+    let (path_a, path_b) = (nodes.path(0), nodes.path(1));
+    let agent_a = Agent::start(&["--netns", &path_a, "--inject-traceparent"]);
+    let agent_b = Agent::start(&["--netns", &path_b]);
+    let markers: Vec<String> = (0..5).map(|i| format!("n{i}")).collect();
+    for marker in &markers {
+        let status = nodes
+            .command(0, "curl")
+            .args(["-sf", "-o", "/dev/null"])
+            .arg(format!("http://127.0.0.1:{port_a}/req/{marker}"))
+            .status()
+            .expect("curl");
+        assert!(status.success());
+    }
+    let run_a = agent_a.stop();
+    let run_b = agent_b.stop();
+    assert!(run_a.status.success(), "{}", run_a.stderr);
+    assert!(run_b.status.success(), "{}", run_b.stderr);
+
+    for marker in &markers {
+        let on_a = spans_of(&run_a.spans, marker);
+        let on_b = spans_of(&run_b.spans, marker);
+        assert_eq!(on_a.len(), 3, "node A sees curl and svc-a: {on_a:#?}");
+        assert_eq!(on_b.len(), 1, "node B sees svc-b only: {on_b:#?}");
+        let trace = assert_path(
+            &run_a.spans,
+            marker,
+            &[("curl", CLIENT), ("svc-a", SERVER), ("svc-a", CLIENT)],
+        );
+        let call = one(&on_a, "svc-a", CLIENT);
+        let server = one(&on_b, "svc-b", SERVER);
+        assert_eq!(server.trace_id, trace, "request {marker}: one trace");
+        assert_eq!(server.parent_span_id, call.span_id, "request {marker}");
+    }
 }

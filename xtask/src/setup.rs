@@ -20,6 +20,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("node", "nodejs"),
     ("python3", "python3"),
     ("nginx", "nginx"),
+    // `ip netns` / veth: the two-node test.
+    ("ip", "iproute2"),
 ];
 
 pub fn run(test_deps: bool) -> Result<()> {
