@@ -16,6 +16,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod services;
+
 /// Fails the test unless it runs as root: these tests load eBPF programs.
 pub fn require_root() {
     // SAFETY: geteuid has no preconditions.

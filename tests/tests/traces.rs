@@ -10,68 +10,8 @@ use std::{
 
 use tracer_tests::{
     Agent, CLIENT, Process, SERVER, SpanRecord, curl, free_port, require_root, servers_dir,
-    temp_dir,
+    services::{Chain, Hop, chain, drive, mixed_traces, nginx, spans_of},
 };
-
-/// A chain of three services, svc-a → svc-b → svc-c.
-struct Chain {
-    ports: [u16; 3],
-    _services: Vec<Process>,
-}
-
-/// How a hop is implemented.
-#[derive(Clone, Copy)]
-enum Hop {
-    /// Python `ThreadingHTTPServer`: a thread per connection.
-    PythonThreads,
-    /// Node.js: one event loop.
-    Node,
-    /// Node.js making its call from a timer (a later event-loop turn).
-    NodeCallingFromTimer,
-    /// Python asyncio: one event loop (leaf only).
-    PythonAsyncio,
-}
-
-fn chain(hops: [Hop; 3]) -> Chain {
-    let ports = [free_port(), free_port(), free_port()];
-    let mut services = Vec::new();
-    // Start from the leaf so each hop's next one is listening.
-    for hop in (0..3).rev() {
-        let port = ports[hop].to_string();
-        let next = ports.get(hop + 1).map(u16::to_string);
-        let mut cmd = match hops[hop] {
-            Hop::PythonThreads => {
-                let mut cmd = Command::new("python3");
-                cmd.arg(servers_dir().join("chain_service.py"))
-                    .arg(&port)
-                    .args(&next);
-                cmd
-            }
-            Hop::Node | Hop::NodeCallingFromTimer => {
-                let mut cmd = Command::new("node");
-                cmd.arg(servers_dir().join("node_chain.js"))
-                    .arg(&port)
-                    .args(&next);
-                if let Hop::NodeCallingFromTimer = hops[hop] {
-                    cmd.env("CALL_FROM_TIMER", "1");
-                }
-                cmd
-            }
-            Hop::PythonAsyncio => {
-                assert!(next.is_none(), "the asyncio service is a leaf");
-                let mut cmd = Command::new("python3");
-                cmd.arg(servers_dir().join("asyncio_leaf.py")).arg(&port);
-                cmd
-            }
-        };
-        cmd.env("OTEL_SERVICE_NAME", format!("svc-{}", ["a", "b", "c"][hop]));
-        services.push(Process::spawn_until(&mut cmd, "ready"));
-    }
-    Chain {
-        ports,
-        _services: services,
-    }
-}
 
 fn python_chain() -> Chain {
     chain([Hop::PythonThreads; 3])
@@ -79,36 +19,6 @@ fn python_chain() -> Chain {
 
 fn mixed_chain() -> Chain {
     chain([Hop::PythonThreads, Hop::Node, Hop::PythonAsyncio])
-}
-
-/// `workers` curls at once, each sending `per_worker` requests on one
-/// keep-alive connection, with markers `w{worker}r{request}`.
-fn drive(port: u16, workers: usize, per_worker: usize) -> Vec<String> {
-    let handles: Vec<_> = (0..workers)
-        .map(|w| {
-            std::thread::spawn(move || {
-                let urls: Vec<String> = (0..per_worker)
-                    .map(|i| format!("http://127.0.0.1:{port}/req/w{w}r{i}"))
-                    .collect();
-                curl(&[], &urls);
-            })
-        })
-        .collect();
-    for handle in handles {
-        handle.join().expect("curl worker");
-    }
-    (0..workers)
-        .flat_map(|w| (0..per_worker).map(move |i| format!("w{w}r{i}")))
-        .collect()
-}
-
-/// The spans of the request whose path carries `marker`.
-fn spans_of<'a>(spans: &'a [SpanRecord], marker: &str) -> Vec<&'a SpanRecord> {
-    let path = format!("/req/{marker}");
-    spans
-        .iter()
-        .filter(|s| s.str("url.path") == Some(path.as_str()))
-        .collect()
 }
 
 /// The one span of `kind` in `service` among `spans`.
@@ -160,18 +70,8 @@ fn assert_path(spans: &[SpanRecord], marker: &str, hops: &[(&str, i64)]) -> Stri
 
 /// No trace holds spans of two requests.
 fn assert_no_mixed_traces(spans: &[SpanRecord]) {
-    let mut markers_by_trace: HashMap<&str, std::collections::HashSet<&str>> = HashMap::new();
-    for span in spans {
-        if let Some(path) = span.str("url.path").and_then(|p| p.strip_prefix("/req/")) {
-            markers_by_trace
-                .entry(&span.trace_id)
-                .or_default()
-                .insert(path);
-        }
-    }
-    for (trace, markers) in markers_by_trace {
-        assert_eq!(markers.len(), 1, "trace {trace} mixes requests {markers:?}");
-    }
+    let mixed = mixed_traces(spans);
+    assert!(mixed.is_empty(), "traces mixing requests: {mixed:?}");
 }
 
 /// Drives `workers` × `per_worker` requests through `chain` with the agent
@@ -320,59 +220,6 @@ fn nginx_reverse_proxy_concurrency_8() {
         assert_path(&run.spans, marker, &hops);
     }
     assert_no_mixed_traces(&run.spans);
-}
-
-/// nginx on `listen`, proxying to 127.0.0.1:`upstream` over kept-alive
-/// connections, with everything it writes in a temporary directory. One
-/// process (no master), so dropping the `Process` ends it.
-fn nginx(listen: u16, upstream: u16) -> Process {
-    let dir = temp_dir("nginx");
-    let d = dir.display();
-    let config = format!(
-        "master_process off;
-error_log stderr warn;
-pid {d}/nginx.pid;
-events {{ worker_connections 256; }}
-http {{
-    access_log off;
-    client_body_temp_path {d}/body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    upstream backend {{ server 127.0.0.1:{upstream}; keepalive 8; }}
-    server {{
-        listen 127.0.0.1:{listen};
-        location / {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection \"\";
-        }}
-    }}
-}}
-"
-    );
-    std::fs::write(dir.join("nginx.conf"), config).expect("write nginx.conf");
-    let child = Command::new("/usr/sbin/nginx")
-        .arg("-p")
-        .arg(&dir)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .args(["-g", "daemon off;"])
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start nginx (cargo xtask setup --test-deps installs it)");
-    let process = Process::from_child(child);
-    let started = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", listen)).is_err() {
-        assert!(
-            started.elapsed().as_secs() < 20,
-            "nginx did not listen on {listen}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    process
 }
 
 /// An inbound W3C traceparent is continued: every span of the request is in

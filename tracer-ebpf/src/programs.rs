@@ -136,7 +136,14 @@ fn exit_data(ctx: &TracePointContext, syscall: Syscall) {
     buffer.header.captured = captured as u32;
     count(Counter::BytesNotCaptured, moved as u64 - captured as u64);
     if let Some(direction) = syscall.direction() {
-        let role = Role::from_u8(buffer.header.role);
+        let mut role = Role::from_u8(buffer.header.role);
+        if role == Role::Unknown {
+            role = infer_role(buffer, direction);
+            if role != Role::Unknown {
+                buffer.header.role = role as u8;
+                let _ = ROLES.insert(in_flight.sock, role as u8, 0);
+            }
+        }
         track_context(config, buffer, role, direction, &in_flight);
     }
     emit(config, buffer);
@@ -176,7 +183,15 @@ fn track_context(
         }
         (Role::Server, Direction::Egress) => context::server_done(sock),
         (Role::Client, Direction::Egress) => {
-            buffer.header.context = in_flight.context;
+            if in_flight.is_call == 0 {
+                // The role was learned only now (a connection older than
+                // the agent): decide the call here.
+                let (sock, seq) = context::call_context(buffer.header.tid, sock);
+                buffer.header.context.sock = sock;
+                buffer.header.context.seq = seq;
+            } else {
+                buffer.header.context = in_flight.context;
+            }
             if in_flight.span_id != [0; 8] {
                 buffer.header.trace_id = in_flight.trace_id;
                 buffer.header.span_id = in_flight.span_id;
@@ -184,6 +199,33 @@ fn track_context(
         }
         (Role::Client, Direction::Ingress) => context::call_answered(buffer.header.tid, sock),
         _ => {}
+    }
+}
+
+/// The role of a connection opened before the agent started, from the start
+/// of an HTTP/1.x message: a response (`HTTP/`) is read by clients and
+/// written by servers, a request (`METHOD `) the other way round. Without
+/// it, such connections' requests would be missing from the kernel's count
+/// of what each thread serves, and a call could be tied to the wrong one.
+#[inline(always)]
+fn infer_role(buffer: &EventBuffer, direction: Direction) -> Role {
+    if buffer.header.captured < 8 {
+        return Role::Unknown;
+    }
+    let head = &buffer.payload;
+    let response = head[..5] == *b"HTTP/";
+    let mut request = false;
+    for (i, byte) in head.iter().enumerate().take(8) {
+        if byte.is_ascii_uppercase() {
+            continue;
+        }
+        request = *byte == b' ' && i >= 3;
+        break;
+    }
+    match (response, request, direction) {
+        (true, _, Direction::Ingress) | (false, true, Direction::Egress) => Role::Client,
+        (true, _, Direction::Egress) | (false, true, Direction::Ingress) => Role::Server,
+        _ => Role::Unknown,
     }
 }
 

@@ -20,10 +20,16 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use crate::{agent_binary, is_root, root};
+use crate::{agent_binary, cargo, is_root, root, run_checked};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
+    /// `cost` (the default): ring-buffer traffic, BPF and agent time per
+    /// request, throughput with and without the agent. `accuracy`: share of
+    /// requests that come out as one whole trace through nginx and three
+    /// runtimes at concurrency 1, 8 and 32.
+    #[arg(value_enum, default_value = "cost")]
+    pub kind: BenchKind,
     /// Requests per measurement.
     #[arg(long, default_value_t = 2000)]
     requests: usize,
@@ -32,9 +38,30 @@ pub struct BenchArgs {
     rounds: usize,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub enum BenchKind {
+    Cost,
+    Accuracy,
+}
+
 pub fn run(args: BenchArgs) -> Result<()> {
     if !is_root() {
         bail!("the benchmark loads eBPF programs: run `sudo -E cargo xtask bench`");
+    }
+    if let BenchKind::Accuracy = args.kind {
+        // The scorer lives with the test harness whose services it drives.
+        return run_checked(
+            cargo()
+                .args([
+                    "run",
+                    "--release",
+                    "--package",
+                    "tracer-tests",
+                    "--bin",
+                    "accuracy",
+                ])
+                .env("TRACER_AGENT_BIN", agent_binary(true)),
+        );
     }
     let stats_sysctl = "/proc/sys/kernel/bpf_stats_enabled";
     let previous = std::fs::read_to_string(stats_sysctl).unwrap_or_else(|_| "0".into());

@@ -1,0 +1,198 @@
+//! Real services for the trace tests and the accuracy benchmark: chains of
+//! unmodified servers in several runtimes, nginx in front, curl as the load.
+
+use std::process::Command;
+
+use crate::{Process, SpanRecord, curl, free_port, servers_dir, temp_dir};
+
+/// A chain of three services, svc-a → svc-b → svc-c.
+pub struct Chain {
+    pub ports: [u16; 3],
+    _services: Vec<Process>,
+}
+
+/// How a hop is implemented.
+#[derive(Clone, Copy)]
+pub enum Hop {
+    /// Python `ThreadingHTTPServer`: a thread per connection.
+    PythonThreads,
+    /// Node.js: one event loop.
+    Node,
+    /// Node.js making its call from a timer (a later event-loop turn).
+    NodeCallingFromTimer,
+    /// Python asyncio: one event loop (leaf only).
+    PythonAsyncio,
+}
+
+pub fn chain(hops: [Hop; 3]) -> Chain {
+    let ports = [free_port(), free_port(), free_port()];
+    let mut services = Vec::new();
+    // Start from the leaf so each hop's next one is listening.
+    for hop in (0..3).rev() {
+        let port = ports[hop].to_string();
+        let next = ports.get(hop + 1).map(u16::to_string);
+        let mut cmd = match hops[hop] {
+            Hop::PythonThreads => {
+                let mut cmd = Command::new("python3");
+                cmd.arg(servers_dir().join("chain_service.py"))
+                    .arg(&port)
+                    .args(&next);
+                cmd
+            }
+            Hop::Node | Hop::NodeCallingFromTimer => {
+                let mut cmd = Command::new("node");
+                cmd.arg(servers_dir().join("node_chain.js"))
+                    .arg(&port)
+                    .args(&next);
+                if let Hop::NodeCallingFromTimer = hops[hop] {
+                    cmd.env("CALL_FROM_TIMER", "1");
+                }
+                cmd
+            }
+            Hop::PythonAsyncio => {
+                assert!(next.is_none(), "the asyncio service is a leaf");
+                let mut cmd = Command::new("python3");
+                cmd.arg(servers_dir().join("asyncio_leaf.py")).arg(&port);
+                cmd
+            }
+        };
+        cmd.env("OTEL_SERVICE_NAME", format!("svc-{}", ["a", "b", "c"][hop]));
+        services.push(Process::spawn_until(&mut cmd, "ready"));
+    }
+    Chain {
+        ports,
+        _services: services,
+    }
+}
+
+/// `workers` curls at once, each sending `per_worker` requests on one
+/// keep-alive connection, with markers `w{worker}r{request}`.
+pub fn drive(port: u16, workers: usize, per_worker: usize) -> Vec<String> {
+    let handles: Vec<_> = (0..workers)
+        .map(|w| {
+            std::thread::spawn(move || {
+                let urls: Vec<String> = (0..per_worker)
+                    .map(|i| format!("http://127.0.0.1:{port}/req/w{w}r{i}"))
+                    .collect();
+                curl(&[], &urls);
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("curl worker");
+    }
+    (0..workers)
+        .flat_map(|w| (0..per_worker).map(move |i| format!("w{w}r{i}")))
+        .collect()
+}
+
+/// The spans of the request whose path carries `marker`.
+pub fn spans_of<'a>(spans: &'a [SpanRecord], marker: &str) -> Vec<&'a SpanRecord> {
+    let path = format!("/req/{marker}");
+    spans
+        .iter()
+        .filter(|s| s.str("url.path") == Some(path.as_str()))
+        .collect()
+}
+
+/// nginx on `listen`, proxying to 127.0.0.1:`upstream` over kept-alive
+/// connections, with everything it writes in a temporary directory. One
+/// process (no master), so dropping the `Process` ends it.
+pub fn nginx(listen: u16, upstream: u16) -> Process {
+    let dir = temp_dir("nginx");
+    let d = dir.display();
+    let config = format!(
+        "master_process off;
+error_log stderr warn;
+pid {d}/nginx.pid;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    upstream backend {{ server 127.0.0.1:{upstream}; keepalive 8; }}
+    server {{
+        listen 127.0.0.1:{listen};
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }}
+    }}
+}}
+"
+    );
+    std::fs::write(dir.join("nginx.conf"), config).expect("write nginx.conf");
+    let child = Command::new("/usr/sbin/nginx")
+        .arg("-p")
+        .arg(&dir)
+        .arg("-c")
+        .arg(dir.join("nginx.conf"))
+        .args(["-g", "daemon off;"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start nginx (cargo xtask setup --test-deps installs it)");
+    let process = Process::from_child(child);
+    let started = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", listen)).is_err() {
+        assert!(
+            started.elapsed().as_secs() < 20,
+            "nginx did not listen on {listen}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    process
+}
+
+/// Whether the request `marker`'s spans are exactly `hops`, in one trace,
+/// each the child of the one before.
+pub fn whole_chain(spans: &[SpanRecord], marker: &str, hops: &[(&str, i64)]) -> bool {
+    let request = spans_of(spans, marker);
+    if request.len() != hops.len() {
+        return false;
+    }
+    let chain: Option<Vec<&SpanRecord>> = hops
+        .iter()
+        .map(|(service, kind)| {
+            let mut found = request
+                .iter()
+                .filter(|s| s.service == *service && s.kind == *kind);
+            match (found.next(), found.next()) {
+                (Some(span), None) => Some(*span),
+                _ => None,
+            }
+        })
+        .collect();
+    let Some(chain) = chain else { return false };
+    chain.windows(2).all(|pair| {
+        pair[1].parent_span_id == pair[0].span_id && pair[1].trace_id == chain[0].trace_id
+    })
+}
+
+/// Traces that hold spans of more than one request (by the marker in their path).
+pub fn mixed_traces(spans: &[SpanRecord]) -> Vec<(String, Vec<String>)> {
+    let mut markers_by_trace: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
+        Default::default();
+    for span in spans {
+        if let Some(marker) = span.str("url.path").and_then(|p| p.strip_prefix("/req/")) {
+            markers_by_trace
+                .entry(&span.trace_id)
+                .or_default()
+                .insert(marker);
+        }
+    }
+    markers_by_trace
+        .into_iter()
+        .filter(|(_, markers)| markers.len() > 1)
+        .map(|(trace, markers)| {
+            (
+                trace.to_string(),
+                markers.into_iter().map(str::to_string).collect(),
+            )
+        })
+        .collect()
+}
