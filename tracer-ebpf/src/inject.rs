@@ -208,6 +208,19 @@ fn hex_value(c: u8) -> Option<u8> {
     }
 }
 
+/// The length of the method a request starts with (upper-case letters, then
+/// a space, within the first 8 bytes); 0 when `bytes` does not start so.
+#[inline(always)]
+pub fn method_len<const N: usize>(bytes: &[u8; N]) -> usize {
+    for (i, byte) in bytes.iter().enumerate().take(8) {
+        if byte.is_ascii_uppercase() {
+            continue;
+        }
+        return if *byte == b' ' { i } else { 0 };
+    }
+    0
+}
+
 /// Where a header can be inserted in `head[..len]`: just after its request
 /// line (`METHOD target HTTP/1.x\r\n`); 0 when it does not start with one.
 #[inline(always)]
@@ -215,17 +228,7 @@ fn after_request_line(head: Head, len: usize) -> usize {
     let Some(bytes) = head_bytes(head) else {
         return 0;
     };
-    // A method: upper-case letters, then a space.
-    let mut method = 0;
-    for i in 0..8 {
-        let byte = at(bytes, i);
-        if byte.is_ascii_uppercase() {
-            continue;
-        }
-        method = if byte == b' ' { i } else { 0 };
-        break;
-    }
-    if method == 0 {
+    if method_len(bytes) == 0 {
         return 0;
     }
     let end = scan(head, len, MAX_REQUEST_LINE, line_end_at);

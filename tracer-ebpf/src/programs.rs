@@ -14,7 +14,7 @@ use tracer_common::{Config, Counter, Direction, EventKind, RequestContext, Role,
 use crate::{
     capture::{capture_buffer, capture_iovecs, capture_msghdr, emit, start_event},
     context,
-    inject::{Head, inbound_trace_id, new_id},
+    inject::{Head, inbound_trace_id, method_len, new_id},
     maps::{EventBuffer, IGNORED_SOCKETS, IN_FLIGHT, InFlight, ROLES, TRACED_PIDS, config, count},
     sockets::{current_netns, next_seq, tcp_sock_of_fd},
 };
@@ -214,14 +214,7 @@ fn infer_role(buffer: &EventBuffer, direction: Direction) -> Role {
     }
     let head = &buffer.payload;
     let response = head[..5] == *b"HTTP/";
-    let mut request = false;
-    for (i, byte) in head.iter().enumerate().take(8) {
-        if byte.is_ascii_uppercase() {
-            continue;
-        }
-        request = *byte == b' ' && i >= 3;
-        break;
-    }
+    let request = method_len(head) >= 3;
     match (response, request, direction) {
         (true, _, Direction::Ingress) | (false, true, Direction::Egress) => Role::Client,
         (true, _, Direction::Egress) | (false, true, Direction::Ingress) => Role::Server,
