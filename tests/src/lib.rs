@@ -48,6 +48,17 @@ pub fn agent_binary() -> PathBuf {
     binary
 }
 
+/// Where `cargo xtask setup --test-deps` puts the test tools that come from
+/// language registries (Phoenix's virtualenv, playwright-core):
+/// `TRACER_TEST_TOOLS`, else `~/.cache/tracer-tests`.
+pub fn test_tools_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TRACER_TEST_TOOLS") {
+        return dir.into();
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/root".into());
+    Path::new(&home).join(".cache/tracer-tests")
+}
+
 pub fn servers_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("servers")
 }
@@ -162,6 +173,8 @@ pub struct Agent {
     child: Child,
     export: PathBuf,
     stderr: Arc<Mutex<String>>,
+    /// Where it serves metrics and the viewer (`host:port`), if it does.
+    pub http_addr: Option<String>,
 }
 
 /// What an agent run produced.
@@ -194,13 +207,17 @@ impl AgentRun {
 }
 
 impl Agent {
-    /// Starts the agent with `args` (plus `--export-file` and `--quiet`) and
-    /// waits until its programs are attached.
+    /// Starts the agent with `args` (plus `--export-file`, `--quiet`, and
+    /// metrics on a free port unless `args` name one) and waits until its
+    /// programs are attached.
     pub fn start(args: &[&str]) -> Agent {
         let export = temp_dir("agent").join("spans.jsonl");
-        let mut child = Command::new(agent_binary())
-            .args(["--quiet", "--export-file"])
-            .arg(&export)
+        let mut command = Command::new(agent_binary());
+        command.args(["--quiet", "--export-file"]).arg(&export);
+        if !args.contains(&"--metrics-addr") {
+            command.args(["--metrics-addr", "127.0.0.1:0"]);
+        }
+        let mut child = command
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -235,10 +252,18 @@ impl Agent {
                 stderr.lock().unwrap()
             );
         }
+        let http_addr = stderr
+            .lock()
+            .expect("stderr lock")
+            .lines()
+            .find_map(|l| l.split("metrics on http://").nth(1))
+            .and_then(|rest| rest.split('/').next())
+            .map(str::to_string);
         Agent {
             child,
             export,
             stderr,
+            http_addr,
         }
     }
 

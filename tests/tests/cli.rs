@@ -26,6 +26,10 @@ fn help_explains_the_options() {
         "--capture-bytes",
         "--ring-buffer-mib",
         "--quiet",
+        "--otlp-endpoint",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "--metrics-addr",
+        "--viewer-max-traces",
     ] {
         assert!(help.contains(option), "--help lacks {option}:\n{help}");
     }
@@ -72,6 +76,47 @@ fn bad_arguments_are_rejected_before_loading() {
 }
 
 #[test]
+fn bad_export_settings_are_clear_errors() {
+    let output = agent(&["--otlp-protocol", "http"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr(&output).contains("grpc, http/protobuf or http/json"),
+        "{}",
+        stderr(&output)
+    );
+
+    let output = agent(&["--metrics-addr", "9464"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("HOST:PORT"), "{}", stderr(&output));
+
+    let output = Command::new(agent_binary())
+        .env("OTEL_EXPORTER_OTLP_HEADERS", "api-key")
+        .output()
+        .expect("run tracer-agent");
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("key=value"), "{}", stderr(&output));
+
+    let output = agent(&["--otlp-endpoint", "https://collector:4318"]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(err.contains("TLS is not supported yet"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+}
+
+#[test]
+fn taken_metrics_port_is_a_clear_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = agent(&["--metrics-addr", &addr]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains(&format!("cannot listen on {addr}")) && err.contains("--metrics-addr"),
+        "{err}"
+    );
+}
+
+#[test]
 fn unwritable_export_file_is_a_clear_error() {
     let output = agent(&["--export-file", "/nonexistent-dir/spans.jsonl"]);
     assert_eq!(output.status.code(), Some(1));
@@ -90,7 +135,7 @@ fn mounts_tracefs_when_missing() {
     let script = format!(
         "umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/tracing 2>/dev/null; \
          test -e /sys/kernel/tracing/events && exit 90; \
-         exec timeout --preserve-status --signal=INT 3 {} --quiet",
+         exec timeout --preserve-status --signal=INT 3 {} --quiet --metrics-addr 127.0.0.1:0",
         agent_binary().display()
     );
     let output = Command::new("unshare")

@@ -1,7 +1,8 @@
 //! The tracer agent as a library: one module per stage of the pipeline
 //! (see `pipeline` for how they are wired).
 //!
-//! loader → events → connections → protocols → spans → export
+//! loader → events → connections → protocols → spans → correlation →
+//! export / metrics / viewer
 
 pub mod clock;
 pub mod connections;
@@ -9,8 +10,10 @@ pub mod correlation;
 pub mod events;
 pub mod export;
 pub mod loader;
+pub mod metrics;
 pub mod pipeline;
 pub mod process;
 pub mod protocols;
 pub mod spans;
 pub mod stats;
+pub mod viewer;

@@ -1,12 +1,22 @@
-use std::{path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, sync::Arc, time::Duration};
 
 use clap::Parser;
 use tokio::signal::unix::{SignalKind, signal};
 use tracer_agent::{
-    export::{Exporter, file::FileExporter, stdout::StdoutExporter},
+    export::{
+        Exporter,
+        file::FileExporter,
+        otlp::{OtlpExporter, OtlpOptions, Protocol, parse_headers},
+        stdout::StdoutExporter,
+    },
     loader::{self, LoadOptions, TRACEPOINTS},
+    metrics::Metrics,
     pipeline::{self, PipelineOptions},
     stats::Stats,
+    viewer::{
+        self,
+        store::{StoreLimits, TraceStore},
+    },
 };
 use tracer_common::{DEFAULT_CAPTURE, MAX_CAPTURE};
 
@@ -27,6 +37,73 @@ struct Cli {
     /// per line, as the OpenTelemetry Collector's file exporter writes them.
     #[arg(long, value_name = "PATH")]
     export_file: Option<PathBuf>,
+
+    /// Send spans to this OpenTelemetry (OTLP) endpoint: for grpc the server
+    /// (http://HOST:4317), for http/* the base URL (http://HOST:4318, to
+    /// which /v1/traces is added). OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, a full
+    /// traces URL, wins over this. Unset: no OTLP export. TLS (https) is not
+    /// supported yet: send to a Collector on the node or cluster over http.
+    #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    otlp_endpoint: Option<String>,
+
+    /// OTLP transport: grpc, http/protobuf or http/json.
+    #[arg(
+        long,
+        value_name = "PROTOCOL",
+        env = "OTEL_EXPORTER_OTLP_PROTOCOL",
+        default_value = "http/protobuf"
+    )]
+    otlp_protocol: Protocol,
+
+    /// Headers sent with every OTLP request, as key=value pairs separated by
+    /// commas (values percent-encoded), e.g. an API key.
+    #[arg(long, value_name = "K=V,...", env = "OTEL_EXPORTER_OTLP_HEADERS",
+          value_parser = parse_headers_arg, hide_env_values = true)]
+    otlp_headers: Option<Headers>,
+
+    /// Time limit of one OTLP send attempt, in milliseconds.
+    #[arg(
+        long,
+        value_name = "MS",
+        env = "OTEL_EXPORTER_OTLP_TIMEOUT",
+        default_value_t = 10_000
+    )]
+    otlp_timeout_ms: u64,
+
+    /// Spans waiting for the OTLP backend at most (while it is down or slow);
+    /// past this new spans are dropped and counted.
+    #[arg(long, value_name = "N", env = "OTEL_BSP_MAX_QUEUE_SIZE", default_value_t = 65_536,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    otlp_queue_spans: u64,
+
+    /// Spans in one OTLP request at most.
+    #[arg(long, value_name = "N", env = "OTEL_BSP_MAX_EXPORT_BATCH_SIZE", default_value_t = 512,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    otlp_batch_spans: u64,
+
+    /// A smaller OTLP batch is sent after this many milliseconds.
+    #[arg(
+        long,
+        value_name = "MS",
+        env = "OTEL_BSP_SCHEDULE_DELAY",
+        default_value_t = 1_000
+    )]
+    otlp_batch_delay_ms: u64,
+
+    /// Where to serve Prometheus metrics (/metrics) and the built-in trace
+    /// viewer (/ and /api/...), or "none". The default listens on this host
+    /// only; use 0.0.0.0:9464 to let a Prometheus elsewhere scrape it.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464", value_parser = parse_listen_addr)]
+    metrics_addr: ListenAddr,
+
+    /// Traces the viewer keeps at most (the oldest are evicted); 0 turns the
+    /// trace store off.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    viewer_max_traces: usize,
+
+    /// Memory the viewer's traces take at most, in MiB (the oldest are evicted).
+    #[arg(long, value_name = "MIB", default_value_t = 64)]
+    viewer_max_mib: usize,
 
     /// Do not print a line per span on stdout.
     #[arg(long, short)]
@@ -68,6 +145,30 @@ struct Cli {
     log_level: String,
 }
 
+#[derive(Clone, Debug)]
+enum ListenAddr {
+    Off,
+    At(SocketAddr),
+}
+
+fn parse_listen_addr(value: &str) -> Result<ListenAddr, String> {
+    if value == "none" {
+        return Ok(ListenAddr::Off);
+    }
+    value
+        .parse()
+        .map(ListenAddr::At)
+        .map_err(|_| format!("{value:?} is not HOST:PORT (e.g. 127.0.0.1:9464) or none"))
+}
+
+/// Header pairs as one flag value (clap would take a bare `Vec` as a list of values).
+#[derive(Clone, Debug)]
+struct Headers(Vec<(String, String)>);
+
+fn parse_headers_arg(value: &str) -> Result<Headers, String> {
+    parse_headers(value).map(Headers)
+}
+
 fn parse_ring_mib(value: &str) -> Result<u32, String> {
     let mib: u32 = value.parse().map_err(|e| format!("{e}"))?;
     if mib == 0 || !mib.is_power_of_two() || mib > 1024 {
@@ -97,15 +198,32 @@ fn main() -> ExitCode {
 
 #[tokio::main]
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let stats = Arc::new(Stats::default());
     let mut exporters: Vec<Box<dyn Exporter>> = Vec::new();
     if !cli.quiet {
-        exporters.push(Box::new(StdoutExporter::default()));
+        exporters.push(Box::new(StdoutExporter::new(stats.exporter("stdout"))));
     }
     if let Some(path) = &cli.export_file {
-        let exporter = FileExporter::create(path, host_name())
+        let exporter = FileExporter::create(path, host_name(), stats.exporter("file"))
             .map_err(|e| anyhow::anyhow!("cannot create --export-file {}: {e}", path.display()))?;
         exporters.push(Box::new(exporter));
     }
+    if let Some(options) = otlp_options(&cli)? {
+        let description = format!("{} ({:?})", options.endpoint, options.protocol);
+        let exporter = OtlpExporter::start(options, stats.exporter("otlp"))?;
+        tracing::info!("exporting spans over OTLP to {description}");
+        exporters.push(Box::new(exporter));
+    }
+    // Bound before the programs load, so a taken port fails at once.
+    let listener = match cli.metrics_addr {
+        ListenAddr::Off => None,
+        ListenAddr::At(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+            anyhow::anyhow!(
+                "cannot listen on {addr} for metrics and the viewer: {e} \
+                 (choose another with --metrics-addr HOST:PORT, or --metrics-addr none)"
+            )
+        })?),
+    };
 
     let loader::Loaded {
         probes,
@@ -118,6 +236,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         inject_traceparent: cli.inject_traceparent,
         netns: cli.netns.clone(),
     })?;
+    let (metrics, store) = match listener {
+        None => (None, None),
+        Some(listener) => {
+            let metrics = Arc::new(Metrics::new(stats.clone(), Some(probes.kernel_counters())));
+            let addr = listener.local_addr()?;
+            let store = Arc::new(TraceStore::new(
+                StoreLimits {
+                    max_traces: cli.viewer_max_traces,
+                    max_bytes: cli.viewer_max_mib.saturating_mul(1024 * 1024),
+                },
+                Some(addr),
+            ));
+            tracing::info!("metrics on http://{addr}/metrics, trace viewer on http://{addr}/");
+            tokio::spawn(viewer::serve(listener, metrics.clone(), store.clone()));
+            (Some(metrics), store.enabled().then_some(store))
+        }
+    };
+
     let mut scope = if cli.pids.is_empty() {
         "every process".to_string()
     } else {
@@ -148,7 +284,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         let _ = stop.send(true);
     });
 
-    let stats = Arc::new(Stats::default());
     pipeline::run(
         events,
         ignored_sockets,
@@ -156,6 +291,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             max_connections: cli.max_connections,
             idle_timeout: Duration::from_secs(300),
             exporters,
+            metrics,
+            store,
         },
         shutdown,
         stats.clone(),
@@ -185,23 +322,73 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             time.as_nanos()
         );
     }
+    let exported: Vec<String> = stats
+        .exporters()
+        .iter()
+        .map(|(name, s)| {
+            format!(
+                "{name}: exported={} failures={} dropped={}",
+                Stats::get(&s.spans_exported),
+                Stats::get(&s.failures),
+                Stats::get(&s.spans_dropped)
+            )
+        })
+        .collect();
     tracing::info!(
-        "stopped: events_read={} event_bytes_read={} spans_produced={} spans_exported={} \
-                           parse_errors={} connections_evicted={} export_failures={} {} bpf_run_time_ns={} \
-         bpf_runs={} kernel: {}",
+        "stopped: events_read={} event_bytes_read={} spans_produced={} \
+         parse_errors={} connections_evicted={} {} bpf_run_time_ns={} \
+         bpf_runs={} kernel: {} exporters: [{}]",
         Stats::get(&stats.events_read),
         Stats::get(&stats.event_bytes_read),
         Stats::get(&stats.spans_produced),
-        Stats::get(&stats.spans_exported),
         Stats::get(&stats.parse_errors),
         Stats::get(&stats.connections_evicted),
-        Stats::get(&stats.export_failures),
         links.join(" "),
         bpf_run_time.as_nanos(),
         bpf_runs,
-        kernel.join(" ")
+        kernel.join(" "),
+        exported.join("; ")
     );
     Ok(())
+}
+
+/// The OTLP exporter's options from the flags and the standard variables;
+/// none when no endpoint is set.
+fn otlp_options(cli: &Cli) -> anyhow::Result<Option<OtlpOptions>> {
+    let non_empty = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+    let protocol = match non_empty("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") {
+        Some(p) => p
+            .trim()
+            .parse()
+            .map_err(|e| anyhow::anyhow!("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: {e}"))?,
+        None => cli.otlp_protocol,
+    };
+    let endpoint = match non_empty("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") {
+        Some(url) => OtlpOptions::endpoint_url(&url, protocol, true),
+        None => match cli
+            .otlp_endpoint
+            .as_deref()
+            .filter(|e| !e.trim().is_empty())
+        {
+            Some(base) => OtlpOptions::endpoint_url(base, protocol, false),
+            None => return Ok(None),
+        },
+    };
+    Ok(Some(OtlpOptions {
+        endpoint,
+        protocol,
+        headers: cli
+            .otlp_headers
+            .clone()
+            .map(|Headers(pairs)| pairs)
+            .unwrap_or_default(),
+        timeout: Duration::from_millis(cli.otlp_timeout_ms.max(1)),
+        max_queue_spans: cli.otlp_queue_spans as usize,
+        max_batch_spans: cli.otlp_batch_spans as usize,
+        batch_delay: Duration::from_millis(cli.otlp_batch_delay_ms),
+        shutdown_timeout: Duration::from_secs(10),
+        host_name: host_name(),
+    }))
 }
 
 fn host_name() -> String {

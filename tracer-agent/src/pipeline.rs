@@ -2,7 +2,9 @@
 //!
 //! ```text
 //! ring buffer ─► events::read_events ─► process (connections → http1 → spans) ─► export
-//!                      batches of events          batches of spans
+//!                      batches of events          batches of spans             ├► exporters
+//!                                                                              ├► metrics
+//!                                                                              └► viewer store
 //! ```
 //!
 //! Each stage is a task that owns its state; bounded channels carry batches
@@ -20,11 +22,13 @@ use crate::{
     connections::{ConnectionTable, Handled, Outcome},
     correlation::Correlator,
     events::{self, Event},
-    export::Exporter,
+    export::{Exporter, is_own_export},
     loader::IgnoredSockets,
+    metrics::Metrics,
     process::ProcessCache,
     spans::{Span, SpanBuilder},
     stats::Stats,
+    viewer::store::TraceStore,
 };
 
 pub struct PipelineOptions {
@@ -32,6 +36,10 @@ pub struct PipelineOptions {
     /// Connections silent for this long are ended (their state freed).
     pub idle_timeout: Duration,
     pub exporters: Vec<Box<dyn Exporter>>,
+    /// Where the request-duration histograms are kept (none: no endpoint).
+    pub metrics: Option<Arc<Metrics>>,
+    /// The viewer's recent traces (none: no endpoint).
+    pub store: Option<Arc<TraceStore>>,
 }
 
 /// Batches in flight between two stages before the sender waits.
@@ -61,7 +69,12 @@ pub async fn run(
         options.idle_timeout,
         stats.clone(),
     ));
-    let exporter = tokio::spawn(export(span_rx, options.exporters, stats));
+    let exporter = tokio::spawn(export(
+        span_rx,
+        options.exporters,
+        options.metrics,
+        options.store,
+    ));
     reader.await??;
     processor.await?;
     exporter.await?;
@@ -115,7 +128,12 @@ async fn process(
                 Outcome::RequestStarted(started) => correlator.request_started(started),
                 Outcome::ExchangeCompleted(exchange) => {
                     let ids = correlator.exchange_completed(exchange);
-                    batch.push(builder.build(exchange, ids));
+                    let span = builder.build(exchange, ids);
+                    if is_own_export(&span) {
+                        stats.add(&stats.own_export_spans_skipped, 1);
+                    } else {
+                        batch.push(span);
+                    }
                 }
                 Outcome::Closed(sock_id) => correlator.connection_closed(*sock_id),
             }
@@ -142,26 +160,21 @@ async fn process(
 async fn export(
     mut spans: mpsc::Receiver<Vec<Span>>,
     mut exporters: Vec<Box<dyn Exporter>>,
-    stats: Arc<Stats>,
+    metrics: Option<Arc<Metrics>>,
+    store: Option<Arc<TraceStore>>,
 ) {
     while let Some(batch) = spans.recv().await {
-        let mut failed = 0;
         for exporter in exporters.iter_mut() {
-            if let Err(e) = exporter.export(&batch) {
-                failed += 1;
-                tracing::warn!("exporting {} spans failed: {e}", batch.len());
-            }
+            exporter.export(&batch);
         }
-        if failed == 0 {
-            stats.add(&stats.spans_exported, batch.len() as u64);
-        } else {
-            stats.add(&stats.export_failures, failed);
+        if let Some(metrics) = &metrics {
+            metrics.record(&batch);
+        }
+        if let Some(store) = &store {
+            store.add(&batch);
         }
     }
     for exporter in exporters.iter_mut() {
-        if let Err(e) = exporter.flush() {
-            stats.add(&stats.export_failures, 1);
-            tracing::warn!("flushing an exporter failed: {e}");
-        }
+        exporter.shutdown().await;
     }
 }

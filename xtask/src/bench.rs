@@ -246,7 +246,7 @@ impl Summary {
 impl Agent {
     fn start(args: &[&str]) -> Result<Agent> {
         let mut child = Command::new(agent_binary(true))
-            .arg("--quiet")
+            .args(["--quiet", "--metrics-addr", "127.0.0.1:0"])
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -197,7 +197,8 @@ fn test() -> Result<()> {
                 "--",
                 "--test-threads=1",
             ])
-            .env("TRACER_AGENT_BIN", agent_binary(false)),
+            .env("TRACER_AGENT_BIN", agent_binary(false))
+            .env("TRACER_TEST_TOOLS", setup::test_tools_dir()),
     )
 }
 

@@ -22,7 +22,18 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("nginx", "nginx"),
     // `ip netns` / veth: the two-node test.
     ("ip", "iproute2"),
+    // The export tests: a real Prometheus scrapes the agent, and headless
+    // Chromium opens the viewer.
+    ("prometheus", "prometheus"),
+    ("chromium", "chromium"),
+    // Installs playwright-core.
+    ("npm", "npm"),
 ];
+
+/// Arize Phoenix, the OTLP backend the export test sends to (PyPI).
+const PHOENIX_VERSION: &str = "20.26.1";
+/// Drives the Debian chromium from the viewer test (npm; no browser download).
+const PLAYWRIGHT_CORE_VERSION: &str = "1.65.1";
 
 pub fn run(test_deps: bool) -> Result<()> {
     ensure_nightly_rust_src()?;
@@ -30,7 +41,68 @@ pub fn run(test_deps: bool) -> Result<()> {
     if test_deps {
         ensure_packages(TEST_PACKAGES)?;
         ensure_cargo_fuzz()?;
+        ensure_phoenix()?;
+        ensure_playwright_core()?;
     }
+    Ok(())
+}
+
+/// Where the test tools from language registries live, outside the work
+/// tree so a clean clone reuses them: `TRACER_TEST_TOOLS`, else
+/// `~/.cache/tracer-tests` (the tests look in the same place).
+pub fn test_tools_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("TRACER_TEST_TOOLS") {
+        return dir.into();
+    }
+    PathBuf::from(std::env::var_os("HOME").unwrap_or_else(|| "/root".into()))
+        .join(".cache/tracer-tests")
+}
+
+fn ensure_phoenix() -> Result<()> {
+    let venv = test_tools_dir().join("phoenix");
+    let marker = venv.join(format!("installed-{PHOENIX_VERSION}"));
+    if marker.exists() {
+        return Ok(());
+    }
+    eprintln!(
+        "setup: installing arize-phoenix {PHOENIX_VERSION} in {}",
+        venv.display()
+    );
+    if !venv.join("bin/pip").exists() {
+        run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv))
+            .context("python3 -m venv failed (Debian: apt-get install python3-venv)")?;
+    }
+    run_checked(
+        Command::new(venv.join("bin/pip"))
+            .args(["install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!("arize-phoenix=={PHOENIX_VERSION}")),
+    )
+    .context("pip install arize-phoenix failed")?;
+    std::fs::write(&marker, "")?;
+    Ok(())
+}
+
+fn ensure_playwright_core() -> Result<()> {
+    let dir = test_tools_dir().join("browser");
+    let marker = dir.join(format!("installed-{PLAYWRIGHT_CORE_VERSION}"));
+    if marker.exists() {
+        return Ok(());
+    }
+    eprintln!(
+        "setup: installing playwright-core {PLAYWRIGHT_CORE_VERSION} in {}",
+        dir.display()
+    );
+    std::fs::create_dir_all(&dir)?;
+    run_checked(
+        Command::new("npm")
+            .current_dir(&dir)
+            .args(["install", "--silent", "--no-audit", "--no-fund"])
+            .arg(format!("playwright-core@{PLAYWRIGHT_CORE_VERSION}"))
+            // playwright-core ships no browser; the Debian chromium is used.
+            .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1"),
+    )
+    .context("npm install playwright-core failed")?;
+    std::fs::write(&marker, "")?;
     Ok(())
 }
 

@@ -6,27 +6,32 @@ use std::{
     fs::File,
     io::{BufWriter, Write},
     path::Path,
+    sync::Arc,
 };
 
-use super::{Exporter, otlp::export_request};
-use crate::spans::Span;
+use super::{Exporter, ShutdownFuture, count_write, otlp_convert::export_request};
+use crate::{spans::Span, stats::ExporterStats};
 
 pub struct FileExporter {
     out: BufWriter<File>,
     host_name: String,
+    stats: Arc<ExporterStats>,
 }
 
 impl FileExporter {
-    pub fn create(path: &Path, host_name: String) -> std::io::Result<Self> {
+    pub fn create(
+        path: &Path,
+        host_name: String,
+        stats: Arc<ExporterStats>,
+    ) -> std::io::Result<Self> {
         Ok(FileExporter {
             out: BufWriter::new(File::create(path)?),
             host_name,
+            stats,
         })
     }
-}
 
-impl Exporter for FileExporter {
-    fn export(&mut self, spans: &[Span]) -> std::io::Result<()> {
+    fn write(&mut self, spans: &[Span]) -> std::io::Result<()> {
         let request = export_request(spans, &self.host_name);
         serde_json::to_writer(&mut self.out, &request)?;
         self.out.write_all(b"\n")?;
@@ -34,10 +39,21 @@ impl Exporter for FileExporter {
         // crash) sees whole lines.
         self.out.flush()
     }
+}
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()?;
-        self.out.get_ref().sync_data()
+impl Exporter for FileExporter {
+    fn export(&mut self, spans: &[Span]) {
+        let result = self.write(spans);
+        count_write("file", &self.stats, spans.len(), result);
+    }
+
+    fn shutdown(&mut self) -> ShutdownFuture<'_> {
+        let result = self
+            .out
+            .flush()
+            .and_then(|()| self.out.get_ref().sync_data());
+        count_write("file", &self.stats, 0, result);
+        Box::pin(std::future::ready(()))
     }
 }
 
@@ -72,9 +88,16 @@ mod tests {
             tid: 43,
         };
         let dir = std::env::temp_dir().join(format!("otlp-json-{}", std::process::id()));
-        let mut exporter = FileExporter::create(&dir, "node-1".into()).unwrap();
-        exporter.export(&[span.clone(), span]).unwrap();
-        exporter.flush().unwrap();
+        let stats = Arc::new(ExporterStats::default());
+        let mut exporter = FileExporter::create(&dir, "node-1".into(), stats.clone()).unwrap();
+        exporter.export(&[span.clone(), span]);
+        drop(exporter.shutdown());
+        assert_eq!(
+            stats
+                .spans_exported
+                .load(std::sync::atomic::Ordering::Relaxed),
+            2
+        );
         let text = std::fs::read_to_string(&dir).unwrap();
         std::fs::remove_file(&dir).unwrap();
         assert_eq!(text.lines().count(), 1);

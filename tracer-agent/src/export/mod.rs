@@ -1,13 +1,56 @@
-//! Where spans go. Each exporter takes batches of spans in order and is
-//! flushed before the agent exits.
+//! Where spans go. Each exporter takes batches of spans in order, counts what
+//! became of them in its `ExporterStats`, and is shut down (what is left
+//! written or sent) before the agent exits.
 
 pub mod file;
 pub mod otlp;
+pub mod otlp_convert;
 pub mod stdout;
 
-use crate::spans::Span;
+use std::{future::Future, pin::Pin, sync::atomic::Ordering};
+
+use crate::{spans::Span, stats::ExporterStats};
+
+/// The User-Agent of the agent's own OTLP/HTTP requests. A collector on a
+/// traced node would otherwise yield a server span for each export, which
+/// would be exported in turn, without end: those spans are skipped.
+pub const OWN_USER_AGENT: &str = concat!("tracer-agent/", env!("CARGO_PKG_VERSION"));
+
+/// A server span for one of the agent's own exports.
+pub fn is_own_export(span: &Span) -> bool {
+    span.kind == crate::spans::SpanKind::Server
+        && matches!(
+            span.attribute("user_agent.original"),
+            Some(crate::spans::AttributeValue::Str(agent)) if agent == OWN_USER_AGENT
+        )
+}
+
+pub type ShutdownFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
 
 pub trait Exporter: Send {
-    fn export(&mut self, spans: &[Span]) -> std::io::Result<()>;
-    fn flush(&mut self) -> std::io::Result<()>;
+    /// Hands over a batch: written at once, or queued by an exporter that
+    /// sends in the background.
+    fn export(&mut self, spans: &[Span]);
+    /// Writes or sends what is left; called once, when the agent stops.
+    fn shutdown(&mut self) -> ShutdownFuture<'_>;
+}
+
+/// Counts the outcome of writing `spans` spans at once (stdout, file); the
+/// first failure is logged, later ones only counted.
+fn count_write(name: &str, stats: &ExporterStats, spans: usize, result: std::io::Result<()>) {
+    match result {
+        Ok(()) => {
+            stats
+                .spans_exported
+                .fetch_add(spans as u64, Ordering::Relaxed);
+        }
+        Err(e) => {
+            if stats.failures.fetch_add(1, Ordering::Relaxed) == 0 {
+                tracing::warn!("{name} exporter: writing {spans} spans failed: {e}");
+            }
+            stats
+                .spans_dropped
+                .fetch_add(spans as u64, Ordering::Relaxed);
+        }
+    }
 }

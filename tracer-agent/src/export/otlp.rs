@@ -1,123 +1,658 @@
-//! Spans → OTLP messages (the generated types of the official protos).
+//! OTLP export to any OpenTelemetry backend, over gRPC or HTTP (protobuf or
+//! JSON). Spans wait in a bounded queue; a background task sends them in
+//! batches (by size or after a delay) and retries with backoff while the
+//! backend is down or slow, so a backend that comes back receives what was
+//! queued. Spans are dropped only when the queue is full, when the backend
+//! rejects them as malformed, or when shutdown time runs out, and each drop
+//! is counted.
 
-use std::{collections::BTreeMap, sync::Arc};
-
-use opentelemetry_proto::tonic::{
-    collector::trace::v1::ExportTraceServiceRequest,
-    common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value},
-    resource::v1::Resource,
-    trace::v1::{
-        ResourceSpans, ScopeSpans, Span as OtlpSpan, Status, span::SpanKind as OtlpKind,
-        status::StatusCode,
+use std::{
+    collections::VecDeque,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
-use crate::{
-    process::ProcessInfo,
-    spans::{AttributeValue, Span, SpanKind, SpanStatus},
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, trace_service_client::TraceServiceClient,
 };
+use prost::Message;
+use tokio::{sync::Notify, task::JoinHandle, time::Instant};
+use tonic::transport::{Channel, Endpoint};
 
-/// A process and its spans in one batch.
-type ProcessSpans<'a> = (&'a Arc<ProcessInfo>, Vec<OtlpSpan>);
+use super::{Exporter, OWN_USER_AGENT, ShutdownFuture, otlp_convert::export_request};
+use crate::{spans::Span, stats::ExporterStats};
 
-/// One request for a batch: spans grouped by the process (resource) they belong to.
-pub fn export_request(spans: &[Span], host_name: &str) -> ExportTraceServiceRequest {
-    let mut by_process: BTreeMap<(u32, &str), ProcessSpans> = BTreeMap::new();
-    for span in spans {
-        by_process
-            .entry((span.process.pid, span.process.service_name.as_str()))
-            .or_insert_with(|| (&span.process, Vec::new()))
-            .1
-            .push(otlp_span(span));
-    }
-    ExportTraceServiceRequest {
-        resource_spans: by_process
-            .into_values()
-            .map(|(process, spans)| ResourceSpans {
-                resource: Some(resource(process, host_name)),
-                scope_spans: vec![ScopeSpans {
-                    scope: Some(InstrumentationScope {
-                        name: "tracer-agent".into(),
-                        version: env!("CARGO_PKG_VERSION").into(),
-                        ..Default::default()
-                    }),
-                    spans,
-                    schema_url: String::new(),
-                }],
-                schema_url: String::new(),
-            })
-            .collect(),
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Grpc,
+    HttpProtobuf,
+    HttpJson,
+}
+
+impl std::str::FromStr for Protocol {
+    type Err = String;
+
+    /// The values of `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    fn from_str(value: &str) -> Result<Self, String> {
+        match value {
+            "grpc" => Ok(Protocol::Grpc),
+            "http/protobuf" => Ok(Protocol::HttpProtobuf),
+            "http/json" => Ok(Protocol::HttpJson),
+            other => Err(format!(
+                "unknown OTLP protocol {other:?}: use grpc, http/protobuf or http/json"
+            )),
+        }
     }
 }
 
-fn resource(process: &ProcessInfo, host_name: &str) -> Resource {
-    let mut attributes = vec![
-        string("service.name", &process.service_name),
-        int("process.pid", process.pid as i64),
-        string("process.executable.name", &process.executable_name),
-        string("host.name", host_name),
-        string("telemetry.sdk.name", "tracer-agent"),
-    ];
-    if let Some(id) = &process.container_id {
-        attributes.push(string("container.id", id));
-    }
-    Resource {
-        attributes,
-        ..Default::default()
+#[derive(Clone, Debug)]
+pub struct OtlpOptions {
+    /// For gRPC the server's address (`http://host:4317`); for HTTP the URL
+    /// spans are posted to (`http://host:4318/v1/traces`).
+    pub endpoint: String,
+    pub protocol: Protocol,
+    /// Sent with every request (`OTEL_EXPORTER_OTLP_HEADERS`).
+    pub headers: Vec<(String, String)>,
+    /// Time limit of one send attempt.
+    pub timeout: Duration,
+    /// Spans waiting at most; more are dropped and counted.
+    pub max_queue_spans: usize,
+    /// Spans in one request at most.
+    pub max_batch_spans: usize,
+    /// A smaller batch is sent once its oldest span waited this long.
+    pub batch_delay: Duration,
+    /// How long shutdown keeps trying to send what is queued.
+    pub shutdown_timeout: Duration,
+    pub host_name: String,
+}
+
+impl OtlpOptions {
+    /// The endpoint for `protocol` from the standard variables' value: a base
+    /// URL (`OTEL_EXPORTER_OTLP_ENDPOINT`, to which HTTP adds `/v1/traces`)
+    /// or a traces URL used as it is (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`).
+    pub fn endpoint_url(base: &str, protocol: Protocol, is_traces_url: bool) -> String {
+        let base = base.trim();
+        match protocol {
+            Protocol::Grpc => base.to_string(),
+            Protocol::HttpProtobuf | Protocol::HttpJson if is_traces_url => base.to_string(),
+            Protocol::HttpProtobuf | Protocol::HttpJson => {
+                format!("{}/v1/traces", base.trim_end_matches('/'))
+            }
+        }
     }
 }
 
-fn otlp_span(span: &Span) -> OtlpSpan {
-    OtlpSpan {
-        trace_id: span.trace_id.to_vec(),
-        span_id: span.span_id.to_vec(),
-        parent_span_id: span
-            .parent_span_id
-            .map(|id| id.to_vec())
-            .unwrap_or_default(),
-        name: span.name.clone(),
-        kind: match span.kind {
-            SpanKind::Server => OtlpKind::Server,
-            SpanKind::Client => OtlpKind::Client,
-        } as i32,
-        start_time_unix_nano: span.start_unix_ns,
-        end_time_unix_nano: span.end_unix_ns,
-        attributes: span
-            .attributes
-            .iter()
-            .map(|(key, value)| match value {
-                AttributeValue::Str(s) => string(key, s),
-                AttributeValue::Int(i) => int(key, *i),
-            })
-            .chain(std::iter::once(int("thread.id", span.tid as i64)))
-            .collect(),
-        status: Some(match &span.status {
-            SpanStatus::Unset => Status::default(),
-            SpanStatus::Error(message) => Status {
-                message: message.clone(),
-                code: StatusCode::Error as i32,
-            },
-        }),
-        ..Default::default()
+/// `key1=value1,key2=value2` with percent-encoded values, as the OTLP
+/// exporter specification writes `OTEL_EXPORTER_OTLP_HEADERS`.
+pub fn parse_headers(text: &str) -> Result<Vec<(String, String)>, String> {
+    text.split(',')
+        .filter(|pair| !pair.trim().is_empty())
+        .map(|pair| {
+            let (key, value) = pair
+                .split_once('=')
+                .ok_or_else(|| format!("header {pair:?} has no '=': write key=value"))?;
+            let key = key.trim();
+            if key.is_empty() {
+                return Err(format!("header {pair:?} has an empty name"));
+            }
+            Ok((key.to_ascii_lowercase(), percent_decode(value.trim())?))
+        })
+        .collect()
+}
+
+fn percent_decode(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("bad percent-encoding in header value {text:?}"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("header value {text:?} is not UTF-8"))
+}
+
+/// Spans waiting to be sent, shared by the pipeline (which adds) and the
+/// sender task (which takes).
+struct Queue {
+    spans: Mutex<VecDeque<Span>>,
+    /// Woken when a full batch is waiting or shutdown begins.
+    wake: Notify,
+    /// Set at shutdown: until when to keep trying.
+    shutdown_deadline: Mutex<Option<Instant>>,
+    /// Spans of the batch being sent (still waiting, for the depth gauge).
+    sending: AtomicU64,
+}
+
+impl Queue {
+    fn len(&self) -> usize {
+        self.spans.lock().map(|q| q.len()).unwrap_or(0)
+    }
+
+    /// Spans waiting, including the batch being sent, into the gauge.
+    fn publish_depth(&self, stats: &ExporterStats) {
+        let depth = self.len() as u64 + self.sending.load(Ordering::Relaxed);
+        stats.queued.store(depth, Ordering::Relaxed);
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        *self
+            .shutdown_deadline
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 }
 
-fn string(key: &str, value: &str) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue {
-            value: Some(Value::StringValue(value.to_string())),
-        }),
-        ..Default::default()
+pub struct OtlpExporter {
+    queue: Arc<Queue>,
+    options: OtlpOptions,
+    stats: Arc<ExporterStats>,
+    sender: Option<JoinHandle<()>>,
+}
+
+impl OtlpExporter {
+    /// Checks the options and starts the sender task; no connection is made
+    /// until there is something to send.
+    pub fn start(options: OtlpOptions, stats: Arc<ExporterStats>) -> anyhow::Result<Self> {
+        let transport = Transport::new(&options)?;
+        let queue = Arc::new(Queue {
+            spans: Mutex::new(VecDeque::new()),
+            wake: Notify::new(),
+            shutdown_deadline: Mutex::new(None),
+            sending: AtomicU64::new(0),
+        });
+        let sender = tokio::spawn(send_loop(
+            queue.clone(),
+            transport,
+            options.clone(),
+            stats.clone(),
+        ));
+        Ok(OtlpExporter {
+            queue,
+            options,
+            stats,
+            sender: Some(sender),
+        })
     }
 }
 
-fn int(key: &str, value: i64) -> KeyValue {
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue {
-            value: Some(Value::IntValue(value)),
-        }),
-        ..Default::default()
+impl Exporter for OtlpExporter {
+    fn export(&mut self, spans: &[Span]) {
+        let mut queue = self.queue.spans.lock().unwrap_or_else(|e| e.into_inner());
+        let room = self.options.max_queue_spans.saturating_sub(queue.len());
+        let taken = spans.len().min(room);
+        queue.extend(spans[..taken].iter().cloned());
+        let dropped = spans.len() - taken;
+        if dropped > 0
+            && self
+                .stats
+                .spans_dropped
+                .fetch_add(dropped as u64, Ordering::Relaxed)
+                == 0
+        {
+            tracing::warn!(
+                "OTLP queue full ({} spans): dropping spans until the backend catches up",
+                self.options.max_queue_spans
+            );
+        }
+        let full_batch = queue.len() >= self.options.max_batch_spans;
+        drop(queue);
+        self.queue.publish_depth(&self.stats);
+        if full_batch {
+            self.queue.wake.notify_one();
+        }
+    }
+
+    fn shutdown(&mut self) -> ShutdownFuture<'_> {
+        Box::pin(async move {
+            *self
+                .queue
+                .shutdown_deadline
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) =
+                Some(Instant::now() + self.options.shutdown_timeout);
+            self.queue.wake.notify_one();
+            if let Some(sender) = self.sender.take() {
+                let _ = sender.await;
+            }
+        })
+    }
+}
+
+async fn send_loop(
+    queue: Arc<Queue>,
+    mut transport: Transport,
+    options: OtlpOptions,
+    stats: Arc<ExporterStats>,
+) {
+    loop {
+        if queue.deadline().is_none() && queue.len() < options.max_batch_spans {
+            // A full batch wakes us; a smaller one goes after the delay.
+            let _ = tokio::time::timeout(options.batch_delay, queue.wake.notified()).await;
+        }
+        let batch: Vec<Span> = {
+            let mut spans = queue.spans.lock().unwrap_or_else(|e| e.into_inner());
+            let n = spans.len().min(options.max_batch_spans);
+            spans.drain(..n).collect()
+        };
+        if batch.is_empty() {
+            if queue.deadline().is_some() {
+                return;
+            }
+            continue;
+        }
+        send_with_retry(&mut transport, &batch, &queue, &options, &stats).await;
+    }
+}
+
+/// First wait after a failure; doubled each time up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(200);
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+
+/// Sends one batch until it is accepted, rejected for good, or shutdown time
+/// runs out. The batch counts as queued while it is retried.
+async fn send_with_retry(
+    transport: &mut Transport,
+    batch: &[Span],
+    queue: &Queue,
+    options: &OtlpOptions,
+    stats: &ExporterStats,
+) {
+    let request = export_request(batch, &options.host_name);
+    let n = batch.len() as u64;
+    let mut backoff = FIRST_BACKOFF;
+    let mut failures = 0u32;
+    loop {
+        queue.sending.store(n, Ordering::Relaxed);
+        queue.publish_depth(stats);
+        match transport.send(&request, options).await {
+            Ok(()) => {
+                stats.spans_exported.fetch_add(n, Ordering::Relaxed);
+                queue.sending.store(0, Ordering::Relaxed);
+                queue.publish_depth(stats);
+                if failures > 0 {
+                    tracing::info!(
+                        "OTLP backend {} accepts spans again after {failures} failed attempts",
+                        options.endpoint
+                    );
+                }
+                return;
+            }
+            Err(SendError::Permanent(e)) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                stats.spans_dropped.fetch_add(n, Ordering::Relaxed);
+                queue.sending.store(0, Ordering::Relaxed);
+                queue.publish_depth(stats);
+                tracing::warn!(
+                    "OTLP backend {} rejected {n} spans, not retrying: {e}",
+                    options.endpoint
+                );
+                return;
+            }
+            Err(SendError::Retryable(e)) => {
+                stats.failures.fetch_add(1, Ordering::Relaxed);
+                failures += 1;
+                if failures == 1 {
+                    tracing::warn!(
+                        "OTLP export to {} failed, retrying with backoff (spans wait in the queue): {e}",
+                        options.endpoint
+                    );
+                } else {
+                    tracing::debug!("OTLP export attempt {failures} failed: {e}");
+                }
+            }
+        }
+        let mut wait = backoff;
+        if let Some(deadline) = queue.deadline() {
+            let left_time = deadline.saturating_duration_since(Instant::now());
+            if left_time.is_zero() {
+                let left = {
+                    let mut spans = queue.spans.lock().unwrap_or_else(|e| e.into_inner());
+                    let left = spans.len() as u64;
+                    spans.clear();
+                    left
+                };
+                stats.spans_dropped.fetch_add(n + left, Ordering::Relaxed);
+                queue.sending.store(0, Ordering::Relaxed);
+                queue.publish_depth(stats);
+                tracing::warn!(
+                    "OTLP backend {} unreachable at shutdown: {} spans not exported",
+                    options.endpoint,
+                    n + left
+                );
+                return;
+            }
+            wait = wait.min(left_time);
+        }
+        tokio::time::sleep(wait).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[derive(Debug)]
+enum SendError {
+    /// The backend is down, slow or overloaded: try again later.
+    Retryable(String),
+    /// The backend refused the data itself: sending it again will not help.
+    Permanent(String),
+}
+
+enum Transport {
+    Grpc(TraceServiceClient<Channel>),
+    Http(reqwest::Client),
+}
+
+impl Transport {
+    fn new(options: &OtlpOptions) -> anyhow::Result<Self> {
+        let endpoint = &options.endpoint;
+        if endpoint.starts_with("https://") {
+            anyhow::bail!(
+                "OTLP endpoint {endpoint}: TLS is not supported yet; send to an OpenTelemetry \
+                 Collector over http:// (on this node or in the cluster) and let it forward"
+            );
+        }
+        if !endpoint.starts_with("http://") {
+            anyhow::bail!("OTLP endpoint {endpoint:?} must start with http://");
+        }
+        Ok(match options.protocol {
+            Protocol::Grpc => {
+                let channel = Endpoint::from_shared(endpoint.clone())
+                    .map_err(|e| anyhow::anyhow!("OTLP endpoint {endpoint:?}: {e}"))?
+                    .connect_timeout(options.timeout)
+                    .timeout(options.timeout)
+                    .user_agent(OWN_USER_AGENT)
+                    .map_err(|e| anyhow::anyhow!("OTLP user agent: {e}"))?
+                    .connect_lazy();
+                Transport::Grpc(TraceServiceClient::new(channel))
+            }
+            Protocol::HttpProtobuf | Protocol::HttpJson => {
+                reqwest::Url::parse(endpoint)
+                    .map_err(|e| anyhow::anyhow!("OTLP endpoint {endpoint:?}: {e}"))?;
+                Transport::Http(
+                    reqwest::Client::builder()
+                        .timeout(options.timeout)
+                        .user_agent(OWN_USER_AGENT)
+                        .build()
+                        .map_err(|e| anyhow::anyhow!("OTLP HTTP client: {e}"))?,
+                )
+            }
+        })
+    }
+
+    async fn send(
+        &mut self,
+        request: &ExportTraceServiceRequest,
+        options: &OtlpOptions,
+    ) -> Result<(), SendError> {
+        match self {
+            Transport::Grpc(client) => {
+                let mut call = tonic::Request::new(request.clone());
+                for (key, value) in &options.headers {
+                    let key = tonic::metadata::MetadataKey::from_bytes(key.as_bytes())
+                        .map_err(|e| SendError::Permanent(format!("header {key:?}: {e}")))?;
+                    let value = value
+                        .parse()
+                        .map_err(|e| SendError::Permanent(format!("header {key:?}: {e}")))?;
+                    call.metadata_mut().insert(key, value);
+                }
+                let response = client.export(call).await.map_err(grpc_error)?;
+                log_partial_success(
+                    response
+                        .into_inner()
+                        .partial_success
+                        .map(|p| (p.rejected_spans, p.error_message)),
+                );
+                Ok(())
+            }
+            Transport::Http(client) => {
+                let (content_type, body) = match options.protocol {
+                    Protocol::HttpJson => (
+                        "application/json",
+                        serde_json::to_vec(request)
+                            .map_err(|e| SendError::Permanent(e.to_string()))?,
+                    ),
+                    _ => ("application/x-protobuf", request.encode_to_vec()),
+                };
+                let mut post = client
+                    .post(&options.endpoint)
+                    .header("content-type", content_type)
+                    .body(body);
+                for (key, value) in &options.headers {
+                    post = post.header(key, value);
+                }
+                let response = post
+                    .send()
+                    .await
+                    .map_err(|e| SendError::Retryable(error_chain(&e)))?;
+                let status = response.status();
+                if status.is_success() {
+                    return Ok(());
+                }
+                let body = response.text().await.unwrap_or_default();
+                let message = format!(
+                    "HTTP {status}: {}",
+                    body.chars().take(200).collect::<String>()
+                );
+                // The statuses the OTLP/HTTP specification says to retry.
+                if matches!(status.as_u16(), 429 | 502 | 503 | 504) {
+                    Err(SendError::Retryable(message))
+                } else {
+                    Err(SendError::Permanent(message))
+                }
+            }
+        }
+    }
+}
+
+fn grpc_error(status: tonic::Status) -> SendError {
+    use tonic::Code;
+    let message = format!("{:?}: {}", status.code(), status.message());
+    // The codes the OTLP/gRPC specification says to retry.
+    match status.code() {
+        Code::Cancelled
+        | Code::DeadlineExceeded
+        | Code::ResourceExhausted
+        | Code::Aborted
+        | Code::OutOfRange
+        | Code::Unavailable
+        | Code::DataLoss
+        | Code::Unknown => SendError::Retryable(message),
+        _ => SendError::Permanent(message),
+    }
+}
+
+fn log_partial_success(partial: Option<(i64, String)>) {
+    if let Some((rejected, message)) = partial
+        && (rejected > 0 || !message.is_empty())
+    {
+        tracing::warn!("OTLP backend rejected {rejected} spans of a batch: {message}");
+    }
+}
+
+/// An error and its causes on one line ("connection refused" is a cause).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text += &format!(": {cause}");
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use axum::{Router, body::Bytes, http::StatusCode, routing::post};
+
+    use super::*;
+    use crate::{
+        process::ProcessInfo,
+        spans::{SpanKind, SpanStatus},
+    };
+
+    fn span(n: u8) -> Span {
+        Span {
+            trace_id: [n; 16],
+            span_id: [n; 8],
+            parent_span_id: None,
+            name: "GET /".into(),
+            kind: SpanKind::Server,
+            start_unix_ns: 1,
+            end_unix_ns: 2,
+            attributes: vec![],
+            status: SpanStatus::Unset,
+            process: Arc::new(ProcessInfo {
+                pid: 1,
+                service_name: "svc".into(),
+                executable_name: "svc".into(),
+                container_id: None,
+            }),
+            tid: 1,
+        }
+    }
+
+    fn options(endpoint: String) -> OtlpOptions {
+        OtlpOptions {
+            endpoint,
+            protocol: Protocol::HttpProtobuf,
+            headers: vec![("x-team".into(), "shop".into())],
+            timeout: Duration::from_secs(2),
+            max_queue_spans: 8,
+            max_batch_spans: 3,
+            batch_delay: Duration::from_millis(20),
+            shutdown_timeout: Duration::from_secs(5),
+            host_name: "node".into(),
+        }
+    }
+
+    /// A backend that answers 503 to its first `refusals` requests, then
+    /// accepts; counts the spans it accepted.
+    async fn backend(refusals: usize) -> (String, Arc<AtomicUsize>) {
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
+        let app = Router::new().route(
+            "/v1/traces",
+            post(move |headers: axum::http::HeaderMap, body: Bytes| {
+                let accepted = counted.clone();
+                let calls = calls.clone();
+                async move {
+                    assert_eq!(headers["x-team"], "shop");
+                    assert_eq!(headers["user-agent"], OWN_USER_AGENT);
+                    if calls.fetch_add(1, Ordering::SeqCst) < refusals {
+                        return StatusCode::SERVICE_UNAVAILABLE;
+                    }
+                    let request = ExportTraceServiceRequest::decode(body).expect("protobuf");
+                    let spans: usize = request
+                        .resource_spans
+                        .iter()
+                        .flat_map(|r| &r.scope_spans)
+                        .map(|s| s.spans.len())
+                        .sum();
+                    assert!(spans <= 3, "batches hold at most max_batch_spans");
+                    accepted.fetch_add(spans, Ordering::SeqCst);
+                    StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (url, accepted)
+    }
+
+    #[tokio::test]
+    async fn queued_spans_arrive_after_the_backend_recovers() {
+        let (url, accepted) = backend(3).await;
+        let stats = Arc::new(ExporterStats::default());
+        let mut exporter = OtlpExporter::start(options(url), stats.clone()).unwrap();
+        let spans: Vec<Span> = (0..7).map(span).collect();
+        exporter.export(&spans);
+        exporter.shutdown().await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 7);
+        assert_eq!(stats.spans_exported.load(Ordering::Relaxed), 7);
+        assert_eq!(stats.failures.load(Ordering::Relaxed), 3);
+        assert_eq!(stats.spans_dropped.load(Ordering::Relaxed), 0);
+        assert_eq!(stats.queued.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_and_counts() {
+        // Refuses long enough that nothing leaves the queue meanwhile.
+        let (url, accepted) = backend(usize::MAX).await;
+        let stats = Arc::new(ExporterStats::default());
+        let mut options = options(url);
+        options.shutdown_timeout = Duration::from_millis(300);
+        let mut exporter = OtlpExporter::start(options, stats.clone()).unwrap();
+        let spans: Vec<Span> = (0..20).map(span).collect();
+        exporter.export(&spans);
+        assert_eq!(stats.spans_dropped.load(Ordering::Relaxed), 12);
+        exporter.shutdown().await;
+        assert_eq!(accepted.load(Ordering::SeqCst), 0);
+        // The 8 queued are given up when shutdown time runs out, and counted.
+        assert_eq!(stats.spans_dropped.load(Ordering::Relaxed), 20);
+        assert_eq!(stats.queued.load(Ordering::Relaxed), 0);
+    }
+
+    #[tokio::test]
+    async fn a_rejected_batch_is_not_retried() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+        let app = Router::new().route("/v1/traces", post(|| async { StatusCode::BAD_REQUEST }));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let stats = Arc::new(ExporterStats::default());
+        let mut exporter = OtlpExporter::start(options(url), stats.clone()).unwrap();
+        exporter.export(&[span(1)]);
+        exporter.shutdown().await;
+        assert_eq!(stats.failures.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.spans_dropped.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn headers_from_the_standard_variable() {
+        assert_eq!(
+            parse_headers("api-key=secret%20value, X-Team=shop").unwrap(),
+            vec![
+                ("api-key".to_string(), "secret value".to_string()),
+                ("x-team".to_string(), "shop".to_string())
+            ]
+        );
+        assert_eq!(parse_headers("").unwrap(), vec![]);
+        assert!(parse_headers("novalue").is_err());
+        assert!(parse_headers("=x").is_err());
+        assert!(parse_headers("k=%zz").is_err());
+        assert!(parse_headers("k=%4").is_err());
+    }
+
+    #[test]
+    fn endpoints_per_protocol() {
+        assert_eq!(
+            OtlpOptions::endpoint_url("http://c:4318/", Protocol::HttpProtobuf, false),
+            "http://c:4318/v1/traces"
+        );
+        assert_eq!(
+            OtlpOptions::endpoint_url("http://c:4318/custom", Protocol::HttpJson, true),
+            "http://c:4318/custom"
+        );
+        assert_eq!(
+            OtlpOptions::endpoint_url("http://c:4317", Protocol::Grpc, false),
+            "http://c:4317"
+        );
+        assert_eq!("grpc".parse(), Ok(Protocol::Grpc));
+        assert!("http".parse::<Protocol>().is_err());
     }
 }

@@ -1,19 +1,34 @@
 //! One readable line per span on stdout.
 
-use std::io::{BufWriter, Stdout, Write};
+use std::{
+    io::{BufWriter, Stdout, Write},
+    sync::Arc,
+};
 
-use super::Exporter;
-use crate::spans::{AttributeValue, Span, SpanKind};
+use super::{Exporter, ShutdownFuture, count_write};
+use crate::{
+    spans::{AttributeValue, Span, SpanKind},
+    stats::ExporterStats,
+};
 
 pub struct StdoutExporter {
     out: BufWriter<Stdout>,
+    stats: Arc<ExporterStats>,
 }
 
-impl Default for StdoutExporter {
-    fn default() -> Self {
+impl StdoutExporter {
+    pub fn new(stats: Arc<ExporterStats>) -> Self {
         StdoutExporter {
             out: BufWriter::new(std::io::stdout()),
+            stats,
         }
+    }
+
+    fn write(&mut self, spans: &[Span]) -> std::io::Result<()> {
+        for span in spans {
+            writeln!(self.out, "{}", line(span))?;
+        }
+        self.out.flush()
     }
 }
 
@@ -59,14 +74,14 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 impl Exporter for StdoutExporter {
-    fn export(&mut self, spans: &[Span]) -> std::io::Result<()> {
-        for span in spans {
-            writeln!(self.out, "{}", line(span))?;
-        }
-        self.out.flush()
+    fn export(&mut self, spans: &[Span]) {
+        let result = self.write(spans);
+        count_write("stdout", &self.stats, spans.len(), result);
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.out.flush()
+    fn shutdown(&mut self) -> ShutdownFuture<'_> {
+        let result = self.out.flush();
+        count_write("stdout", &self.stats, 0, result);
+        Box::pin(std::future::ready(()))
     }
 }

@@ -4,7 +4,10 @@
 mod btf;
 mod netns;
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -148,17 +151,31 @@ pub struct LoadOptions {
 pub struct Probes {
     /// Holds the programs and their links.
     ebpf: Ebpf,
-    counters: PerCpuArray<MapData, u64>,
+    counters: Arc<KernelCounters>,
 }
 
 impl Probes {
     /// The kernel-side counters, summed over CPUs.
     pub fn counters(&self) -> Vec<(Counter, u64)> {
+        self.counters.read()
+    }
+
+    /// The same counters, for a reader that outlives this borrow (metrics).
+    pub fn kernel_counters(&self) -> Arc<KernelCounters> {
+        self.counters.clone()
+    }
+}
+
+/// The programs' `COUNTERS` map.
+pub struct KernelCounters(PerCpuArray<MapData, u64>);
+
+impl KernelCounters {
+    pub fn read(&self) -> Vec<(Counter, u64)> {
         Counter::ALL
             .iter()
             .map(|&counter| {
                 let total = self
-                    .counters
+                    .0
                     .get(&(counter as u32), 0)
                     .map(|per_cpu| per_cpu.iter().sum())
                     .unwrap_or(0);
@@ -272,7 +289,10 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     let counters = take_map(&mut ebpf, "COUNTERS")?;
     let ignored = take_map(&mut ebpf, "IGNORED_SOCKETS")?;
     Ok(Loaded {
-        probes: Probes { ebpf, counters },
+        probes: Probes {
+            ebpf,
+            counters: Arc::new(KernelCounters(counters)),
+        },
         events,
         ignored_sockets: IgnoredSockets(ignored),
     })

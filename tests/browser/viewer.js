@@ -1,0 +1,54 @@
+// Opens the agent's viewer in headless Chromium (playwright-core driving the
+// Debian chromium), finds the trace of one request, opens its waterfall and
+// prints what it shows as JSON; screenshots every page it visits.
+//
+// Usage: node viewer.js URL PATH_MARKER OUT_DIR
+// Needs NODE_PATH to hold playwright-core and CHROMIUM to name the browser.
+"use strict";
+const { chromium } = require("playwright-core");
+
+async function main() {
+  const [url, marker, outDir] = process.argv.slice(2);
+  const browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+    args: ["--no-sandbox", "--disable-gpu"],
+  });
+  try {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    const errors = [];
+    page.on("pageerror", (e) => errors.push(String(e)));
+    await page.goto(url);
+    // The list refreshes every 5 s; the trace may need a refresh to appear.
+    const row = page.locator(".trace-row", { hasText: marker }).first();
+    await row.waitFor({ timeout: 20000 });
+    await page.screenshot({ path: `${outDir}/viewer-traces.png`, fullPage: true });
+    const traceId = await row.getAttribute("data-trace-id");
+    await row.click();
+    await page.locator("#waterfall .span-row").first().waitFor({ timeout: 10000 });
+    // Details of the first span open on a click.
+    await page.locator("#waterfall .span-row").first().click();
+    await page.screenshot({ path: `${outDir}/viewer-waterfall.png`, fullPage: true });
+    const spans = await page.$$eval("#waterfall .span-row", (rows) =>
+      rows.map((r) => ({
+        service: r.dataset.service,
+        name: r.dataset.name,
+        kind: r.dataset.kind,
+        depth: Number(r.dataset.depth),
+        duration: r.children[2].textContent.trim(),
+      })));
+    const details = await page.locator("#waterfall .attrs").first().textContent();
+    await page.click("#tab-map");
+    await page.locator("#map-graph svg .node").first().waitFor({ timeout: 10000 });
+    await page.screenshot({ path: `${outDir}/viewer-service-map.png`, fullPage: true });
+    const edges = await page.$$eval("#map-graph .edge", (gs) =>
+      gs.map((g) => ({ caller: g.dataset.caller, callee: g.dataset.callee, label: g.textContent.trim() })));
+    console.log(JSON.stringify({ traceId, spans, details, edges, errors }));
+  } finally {
+    await browser.close();
+  }
+}
+
+main().catch((e) => {
+  console.error(String(e && e.stack || e));
+  process.exit(1);
+});

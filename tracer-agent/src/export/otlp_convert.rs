@@ -1,0 +1,123 @@
+//! Spans → OTLP messages (the generated types of the official protos).
+
+use std::{collections::BTreeMap, sync::Arc};
+
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::ExportTraceServiceRequest,
+    common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value::Value},
+    resource::v1::Resource,
+    trace::v1::{
+        ResourceSpans, ScopeSpans, Span as OtlpSpan, Status, span::SpanKind as OtlpKind,
+        status::StatusCode,
+    },
+};
+
+use crate::{
+    process::ProcessInfo,
+    spans::{AttributeValue, Span, SpanKind, SpanStatus},
+};
+
+/// A process and its spans in one batch.
+type ProcessSpans<'a> = (&'a Arc<ProcessInfo>, Vec<OtlpSpan>);
+
+/// One request for a batch: spans grouped by the process (resource) they belong to.
+pub fn export_request(spans: &[Span], host_name: &str) -> ExportTraceServiceRequest {
+    let mut by_process: BTreeMap<(u32, &str), ProcessSpans> = BTreeMap::new();
+    for span in spans {
+        by_process
+            .entry((span.process.pid, span.process.service_name.as_str()))
+            .or_insert_with(|| (&span.process, Vec::new()))
+            .1
+            .push(otlp_span(span));
+    }
+    ExportTraceServiceRequest {
+        resource_spans: by_process
+            .into_values()
+            .map(|(process, spans)| ResourceSpans {
+                resource: Some(resource(process, host_name)),
+                scope_spans: vec![ScopeSpans {
+                    scope: Some(InstrumentationScope {
+                        name: "tracer-agent".into(),
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        ..Default::default()
+                    }),
+                    spans,
+                    schema_url: String::new(),
+                }],
+                schema_url: String::new(),
+            })
+            .collect(),
+    }
+}
+
+fn resource(process: &ProcessInfo, host_name: &str) -> Resource {
+    let mut attributes = vec![
+        string("service.name", &process.service_name),
+        int("process.pid", process.pid as i64),
+        string("process.executable.name", &process.executable_name),
+        string("host.name", host_name),
+        string("telemetry.sdk.name", "tracer-agent"),
+    ];
+    if let Some(id) = &process.container_id {
+        attributes.push(string("container.id", id));
+    }
+    Resource {
+        attributes,
+        ..Default::default()
+    }
+}
+
+fn otlp_span(span: &Span) -> OtlpSpan {
+    OtlpSpan {
+        trace_id: span.trace_id.to_vec(),
+        span_id: span.span_id.to_vec(),
+        parent_span_id: span
+            .parent_span_id
+            .map(|id| id.to_vec())
+            .unwrap_or_default(),
+        name: span.name.clone(),
+        kind: match span.kind {
+            SpanKind::Server => OtlpKind::Server,
+            SpanKind::Client => OtlpKind::Client,
+        } as i32,
+        start_time_unix_nano: span.start_unix_ns,
+        end_time_unix_nano: span.end_unix_ns,
+        attributes: span
+            .attributes
+            .iter()
+            .map(|(key, value)| match value {
+                AttributeValue::Str(s) => string(key, s),
+                AttributeValue::Int(i) => int(key, *i),
+            })
+            .chain(std::iter::once(int("thread.id", span.tid as i64)))
+            .collect(),
+        status: Some(match &span.status {
+            SpanStatus::Unset => Status::default(),
+            SpanStatus::Error(message) => Status {
+                message: message.clone(),
+                code: StatusCode::Error as i32,
+            },
+        }),
+        ..Default::default()
+    }
+}
+
+fn string(key: &str, value: &str) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(Value::StringValue(value.to_string())),
+        }),
+        ..Default::default()
+    }
+}
+
+fn int(key: &str, value: i64) -> KeyValue {
+    KeyValue {
+        key: key.to_string(),
+        value: Some(AnyValue {
+            value: Some(Value::IntValue(value)),
+        }),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,391 @@
+//! Prometheus metrics: request-duration histograms named after OpenTelemetry's
+//! HTTP metrics, recorded from every span, and the agent's own health read
+//! from its counters at scrape time.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::{Arc, Mutex},
+};
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+use tracer_common::Counter;
+
+use crate::{
+    loader::KernelCounters,
+    spans::{AttributeValue, Span, SpanKind, route},
+    stats::Stats,
+};
+
+/// The bucket bounds OpenTelemetry's semantic conventions advise for
+/// `http.server.request.duration` and `http.client.request.duration`.
+const DURATION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
+];
+const LABELS: &[&str] = &[
+    "service_name",
+    "http_request_method",
+    "http_route",
+    "http_response_status_code",
+];
+/// Distinct routes kept per service; the rest are reported as `OTHER_ROUTE`
+/// so that a server with unbounded paths cannot grow the series without end.
+pub const MAX_ROUTES_PER_SERVICE: usize = 200;
+pub const OTHER_ROUTE: &str = "{other}";
+
+pub struct Metrics {
+    registry: Registry,
+    server_duration: HistogramVec,
+    client_duration: HistogramVec,
+    routes: Mutex<HashMap<String, HashSet<String>>>,
+    health: Health,
+}
+
+/// The agent's own counters, copied from `Stats` and the kernel at scrape.
+struct Health {
+    stats: Arc<Stats>,
+    kernel: Option<Arc<KernelCounters>>,
+    /// Each of `Stats`' counters, with the field it is read from.
+    counters: Vec<(IntCounter, ReadStat)>,
+    kernel_counters: Vec<(IntCounter, Counter)>,
+    links: IntCounterVec,
+    connections_tracked: prometheus::IntGauge,
+    exported: IntCounterVec,
+    export_failures: IntCounterVec,
+    dropped: IntCounterVec,
+    queued: IntGaugeVec,
+}
+
+impl Metrics {
+    pub fn new(stats: Arc<Stats>, kernel: Option<Arc<KernelCounters>>) -> Self {
+        let registry = Registry::new();
+        let histogram = |name: &str, help: &str| {
+            let histogram = HistogramVec::new(
+                HistogramOpts::new(name, help).buckets(DURATION_BUCKETS.to_vec()),
+                LABELS,
+            )
+            .expect("valid histogram options");
+            registry
+                .register(Box::new(histogram.clone()))
+                .expect("each metric registered once");
+            histogram
+        };
+        let server_duration = histogram(
+            "http_server_request_duration_seconds",
+            "Duration of HTTP requests served, from the request's first byte read to the \
+             response's last byte written.",
+        );
+        let client_duration = histogram(
+            "http_client_request_duration_seconds",
+            "Duration of HTTP requests made, from the request's first byte written to the \
+             response's last byte read.",
+        );
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            let counter =
+                IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid counter options");
+            registry
+                .register(Box::new(counter.clone()))
+                .expect("each metric registered once");
+            counter
+        };
+        let counter = |name: &str, help: &str| {
+            let counter = IntCounter::new(name, help).expect("valid counter options");
+            registry
+                .register(Box::new(counter.clone()))
+                .expect("each metric registered once");
+            counter
+        };
+        let health = Health {
+            counters: STATS_COUNTERS
+                .iter()
+                .map(|&(name, help, read)| (counter(&format!("tracer_{name}_total"), help), read))
+                .collect(),
+            kernel_counters: Counter::ALL
+                .iter()
+                .map(|&c| {
+                    let help = format!("Kernel side: {} (see tracer-common's Counter).", c.name());
+                    (
+                        counter(&format!("tracer_kernel_{}_total", c.name()), &help),
+                        c,
+                    )
+                })
+                .collect(),
+            links: counter_vec(
+                "tracer_span_links_total",
+                "How spans got their parent: by_connection, by_context, by_header, roots, ...",
+                "link",
+            ),
+            exported: counter_vec(
+                "tracer_spans_exported_total",
+                "Spans accepted by each exporter's destination.",
+                "exporter",
+            ),
+            export_failures: counter_vec(
+                "tracer_export_failures_total",
+                "Failed writes or send attempts, by exporter (a retried batch counts each try).",
+                "exporter",
+            ),
+            dropped: counter_vec(
+                "tracer_spans_dropped_total",
+                "Spans an exporter gave up: queue full, rejected, or unsent at shutdown.",
+                "exporter",
+            ),
+            queued: {
+                let gauge = IntGaugeVec::new(
+                    Opts::new(
+                        "tracer_export_queue_spans",
+                        "Spans waiting in an exporter's queue.",
+                    ),
+                    &["exporter"],
+                )
+                .expect("valid gauge options");
+                registry
+                    .register(Box::new(gauge.clone()))
+                    .expect("each metric registered once");
+                gauge
+            },
+            connections_tracked: {
+                let gauge = prometheus::IntGauge::new(
+                    "tracer_connections_tracked",
+                    "Connections the agent follows now.",
+                )
+                .expect("valid gauge options");
+                registry
+                    .register(Box::new(gauge.clone()))
+                    .expect("each metric registered once");
+                gauge
+            },
+            stats,
+            kernel,
+        };
+        Metrics {
+            registry,
+            server_duration,
+            client_duration,
+            routes: Mutex::new(HashMap::new()),
+            health,
+        }
+    }
+
+    /// Adds each span's duration to its histogram.
+    pub fn record(&self, spans: &[Span]) {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        for span in spans {
+            let text = |key| match span.attribute(key) {
+                Some(AttributeValue::Str(s)) => s.clone(),
+                Some(AttributeValue::Int(i)) => i.to_string(),
+                None => String::new(),
+            };
+            let service = &span.process.service_name;
+            let route = bounded_route(&mut routes, service, route(&text("url.path")));
+            let histogram = match span.kind {
+                SpanKind::Server => &self.server_duration,
+                SpanKind::Client => &self.client_duration,
+            };
+            histogram
+                .with_label_values(&[
+                    service.as_str(),
+                    text("http.request.method").as_str(),
+                    route.as_str(),
+                    text("http.response.status_code").as_str(),
+                ])
+                .observe(span.duration_ns() as f64 / 1e9);
+        }
+    }
+
+    /// The text exposition format, health counters read now.
+    pub fn render(&self) -> String {
+        self.health.refresh();
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!("encoding metrics failed: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+fn bounded_route(
+    routes: &mut HashMap<String, HashSet<String>>,
+    service: &str,
+    route: String,
+) -> String {
+    let known = routes.entry(service.to_string()).or_default();
+    if known.contains(&route) {
+        return route;
+    }
+    if known.len() >= MAX_ROUTES_PER_SERVICE {
+        return OTHER_ROUTE.to_string();
+    }
+    known.insert(route.clone());
+    route
+}
+
+/// Reads one of `Stats`' counters.
+type ReadStat = fn(&Stats) -> u64;
+
+/// `Stats`' counters as metrics: name (in `tracer_<name>_total`), help, field.
+const STATS_COUNTERS: &[(&str, &str, ReadStat)] = &[
+    (
+        "events_read",
+        "Events read from the kernel's ring buffer.",
+        |s| Stats::get(&s.events_read),
+    ),
+    ("event_bytes_read", "Bytes of those events.", |s| {
+        Stats::get(&s.event_bytes_read)
+    }),
+    (
+        "events_undecodable",
+        "Events that did not decode (kernel and agent versions differ).",
+        |s| Stats::get(&s.events_undecodable),
+    ),
+    (
+        "parse_errors",
+        "Socket data that did not parse as HTTP/1.x.",
+        |s| Stats::get(&s.parse_errors),
+    ),
+    (
+        "connections_evicted",
+        "Connections dropped because the table was full or they were idle.",
+        |s| Stats::get(&s.connections_evicted),
+    ),
+    (
+        "spans_produced",
+        "Spans built from the traffic seen.",
+        |s| Stats::get(&s.spans_produced),
+    ),
+    (
+        "own_export_spans_skipped",
+        "Server spans of the agent's own OTLP exports (to a collector on this node), skipped.",
+        |s| Stats::get(&s.own_export_spans_skipped),
+    ),
+];
+
+/// Moves a counter up to `value` (counters only go up).
+fn raise(counter: &IntCounter, value: u64) {
+    let current = counter.get();
+    if value > current {
+        counter.inc_by(value - current);
+    }
+}
+
+/// Same for a labelled counter.
+fn set(vec: &IntCounterVec, label: &str, value: u64) {
+    raise(&vec.with_label_values(&[label]), value);
+}
+
+impl Health {
+    /// Counters only go up, so each is moved up to the value it has now.
+    fn refresh(&self) {
+        let stats = &self.stats;
+        for (counter, read) in &self.counters {
+            raise(counter, read(stats));
+        }
+        self.connections_tracked
+            .set(Stats::get(&stats.connections_tracked) as i64);
+        if let Ok(links) = stats.links.lock() {
+            for (name, value) in links.named() {
+                set(&self.links, name, value);
+            }
+        }
+        if let Some(kernel) = &self.kernel {
+            let values = kernel.read();
+            for (metric, counter) in &self.kernel_counters {
+                if let Some((_, value)) = values.iter().find(|(c, _)| c == counter) {
+                    raise(metric, *value);
+                }
+            }
+        }
+        for (name, exporter) in stats.exporters() {
+            set(&self.exported, name, Stats::get(&exporter.spans_exported));
+            set(&self.export_failures, name, Stats::get(&exporter.failures));
+            set(&self.dropped, name, Stats::get(&exporter.spans_dropped));
+            self.queued
+                .with_label_values(&[name])
+                .set(Stats::get(&exporter.queued) as i64);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{process::ProcessInfo, spans::SpanStatus};
+
+    fn span(kind: SpanKind, path: &str, status: i64, duration_ns: u64) -> Span {
+        Span {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            parent_span_id: None,
+            name: String::new(),
+            kind,
+            start_unix_ns: 1_000,
+            end_unix_ns: 1_000 + duration_ns,
+            attributes: vec![
+                ("http.request.method", AttributeValue::Str("GET".into())),
+                ("url.path", AttributeValue::Str(path.into())),
+                ("http.response.status_code", AttributeValue::Int(status)),
+            ],
+            status: SpanStatus::Unset,
+            process: Arc::new(ProcessInfo {
+                pid: 7,
+                service_name: "shop".into(),
+                executable_name: "python3".into(),
+                container_id: None,
+            }),
+            tid: 7,
+        }
+    }
+
+    #[test]
+    fn histograms_by_route_with_ids_folded() {
+        let stats = Arc::new(Stats::default());
+        let metrics = Metrics::new(stats.clone(), None);
+        metrics.record(&[
+            span(SpanKind::Server, "/orders/1", 200, 3_000_000),
+            span(SpanKind::Server, "/orders/2", 200, 30_000_000),
+            span(SpanKind::Client, "/stock", 503, 1_000_000),
+        ]);
+        stats.add(&stats.spans_produced, 3);
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                "http_server_request_duration_seconds_count{http_request_method=\"GET\",\
+             http_response_status_code=\"200\",http_route=\"/orders/{id}\",service_name=\"shop\"} 2"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "http_server_request_duration_seconds_bucket{http_request_method=\"GET\",\
+             http_response_status_code=\"200\",http_route=\"/orders/{id}\",service_name=\"shop\",le=\"0.005\"} 1"
+        ), "{text}");
+        assert!(text.contains("http_client_request_duration_seconds_count{http_request_method=\"GET\",http_response_status_code=\"503\",http_route=\"/stock\",service_name=\"shop\"} 1"), "{text}");
+        assert!(text.contains("tracer_spans_produced_total 3"), "{text}");
+        // Read twice: counters stay at the value, not doubled.
+        assert!(metrics.render().contains("tracer_spans_produced_total 3"));
+    }
+
+    #[test]
+    fn routes_per_service_are_bounded() {
+        let metrics = Metrics::new(Arc::new(Stats::default()), None);
+        let spans: Vec<Span> = (0..MAX_ROUTES_PER_SERVICE + 50)
+            .map(|i| {
+                span(
+                    SpanKind::Server,
+                    &format!("/page-{}", "x".repeat(i % 300)),
+                    200,
+                    1,
+                )
+            })
+            .collect();
+        metrics.record(&spans);
+        let text = metrics.render();
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("http_server_request_duration_seconds_count"))
+            .count();
+        assert_eq!(series, MAX_ROUTES_PER_SERVICE + 1);
+        assert!(text.contains(OTHER_ROUTE));
+    }
+}

@@ -1,0 +1,160 @@
+//! The agent's HTTP endpoint: the built-in trace viewer (`/`, one embedded
+//! page that works offline), its JSON API, and Prometheus' `/metrics`.
+//!
+//! | path | what |
+//! |---|---|
+//! | `/` | the viewer page |
+//! | `/metrics` | Prometheus text format |
+//! | `/api/traces?service=&min_duration_ms=&errors=true&limit=` | recent traces, newest first |
+//! | `/api/traces/{trace_id}` | one trace's spans |
+//! | `/api/services` | each service's request and error rates |
+//! | `/api/dependencies` | calls between services (the service map) |
+//! | `/api/store` | the trace store's size and limits |
+
+pub mod store;
+
+use std::sync::Arc;
+
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use crate::metrics::Metrics;
+use store::{TraceFilter, TraceStore, parse_trace_id};
+
+const PAGE: &str = include_str!("index.html");
+/// Traces listed when the request names no limit, and the most it may ask.
+const DEFAULT_LIST: usize = 100;
+const MAX_LIST: usize = 1000;
+
+#[derive(Clone)]
+struct Shared {
+    metrics: Arc<Metrics>,
+    store: Arc<TraceStore>,
+}
+
+/// Serves until the task is dropped.
+pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, store: Arc<TraceStore>) {
+    let app = Router::new()
+        .route("/", get(page))
+        .route("/metrics", get(metrics_text))
+        .route("/api/traces", get(traces))
+        .route("/api/traces/{trace_id}", get(trace))
+        .route("/api/services", get(services))
+        .route("/api/dependencies", get(dependencies))
+        .route("/api/store", get(store_usage))
+        .with_state(Shared { metrics, store });
+    if let Err(e) = axum::serve(listener, app).await {
+        tracing::warn!("the metrics and viewer endpoint stopped: {e}");
+    }
+}
+
+async fn page() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE)
+}
+
+async fn metrics_text(State(shared): State<Shared>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, prometheus::TEXT_FORMAT)],
+        shared.metrics.render(),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    service: Option<String>,
+    min_duration_ms: Option<String>,
+    errors: Option<String>,
+    limit: Option<String>,
+}
+
+fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+fn store_off() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the trace store is off (--viewer-max-traces or --viewer-max-mib is 0)",
+    )
+}
+
+async fn traces(State(shared): State<Shared>, Query(query): Query<ListQuery>) -> Response {
+    if !shared.store.enabled() {
+        return store_off();
+    }
+    let min_duration_ms = match query.min_duration_ms.as_deref().filter(|s| !s.is_empty()) {
+        None => None,
+        Some(text) => match text.parse::<f64>() {
+            Ok(ms) if ms.is_finite() && ms >= 0.0 => Some(ms),
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("min_duration_ms={text:?} is not a number of milliseconds"),
+                );
+            }
+        },
+    };
+    let limit = match query.limit.as_deref() {
+        None | Some("") => DEFAULT_LIST,
+        Some(text) => match text.parse::<usize>() {
+            Ok(n) => n.min(MAX_LIST),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("limit={text:?} is not a count"),
+                );
+            }
+        },
+    };
+    let filter = TraceFilter {
+        service: query.service.filter(|s| !s.is_empty()),
+        min_duration_ms,
+        errors_only: matches!(query.errors.as_deref(), Some("true" | "1")),
+        limit,
+    };
+    Json(shared.store.traces(&filter)).into_response()
+}
+
+async fn trace(State(shared): State<Shared>, Path(trace_id): Path<String>) -> Response {
+    if !shared.store.enabled() {
+        return store_off();
+    }
+    let Some(id) = parse_trace_id(&trace_id) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{trace_id:?} is not a trace id (32 hex digits)"),
+        );
+    };
+    match shared.store.trace(&id) {
+        Some(view) => Json(view).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no trace {trace_id} in the store (evicted, or never seen)"),
+        ),
+    }
+}
+
+async fn services(State(shared): State<Shared>) -> Response {
+    if !shared.store.enabled() {
+        return store_off();
+    }
+    Json(shared.store.services()).into_response()
+}
+
+async fn dependencies(State(shared): State<Shared>) -> Response {
+    if !shared.store.enabled() {
+        return store_off();
+    }
+    Json(shared.store.dependencies()).into_response()
+}
+
+async fn store_usage(State(shared): State<Shared>) -> Response {
+    Json(shared.store.usage()).into_response()
+}
