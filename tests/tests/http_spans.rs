@@ -221,9 +221,9 @@ fn node_server_with_keep_alive_client() {
 /// its next requests, with the right roles.
 ///
 /// The server's handler thread is already blocked in `recv` when the agent
-/// attaches: that one syscall's entry was never seen, so the first request
-/// after the start is missed on the server side (the client's write and read
-/// both start after the attach). Every later request is traced.
+/// attaches: that syscall's enter was never seen. The agent lists such
+/// threads at attach and the kernel reads the syscall's arguments at its
+/// exit, so the first request is traced on the server side too.
 #[test]
 fn connection_opened_before_the_agent() {
     require_root();
@@ -246,8 +246,19 @@ fn connection_opened_before_the_agent() {
     let spans = run.spans_on_port(port);
     let servers = of_kind(&spans, SERVER);
     let clients = of_kind(&spans, CLIENT);
-    assert_eq!(servers.len(), 2, "{spans:#?}");
+    assert_eq!(servers.len(), 3, "{spans:#?}");
     assert_eq!(clients.len(), 3, "{spans:#?}");
+    assert!(
+        run.summary("blocked_at_attach_traced") >= 1,
+        "{}",
+        run.stderr
+    );
+    for server in &servers {
+        assert!(
+            clients.iter().any(|c| c.span_id == server.parent_span_id),
+            "each server span is its client span's child: {spans:#?}"
+        );
+    }
     let local_port = report["local_port"].as_i64().unwrap();
     assert!(
         servers

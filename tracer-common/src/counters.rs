@@ -30,10 +30,14 @@ pub enum Counter {
     /// Outbound requests that could not get a header (the kernel refused to
     /// grow the message, or the socket map was full).
     InjectFailed = 10,
+    /// Socket syscalls that were already blocked when the agent attached,
+    /// traced from their exit (their arguments read from the thread's
+    /// registers).
+    BlockedAtAttachTraced = 11,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 11] = [
+    pub const ALL: [Counter; 12] = [
         Counter::EventsSent,
         Counter::EventsLostRingFull,
         Counter::InFlightMapFull,
@@ -45,6 +49,7 @@ impl Counter {
         Counter::CallsAmbiguous,
         Counter::TraceparentInjected,
         Counter::InjectFailed,
+        Counter::BlockedAtAttachTraced,
     ];
     /// Slots in the `COUNTERS` map.
     pub const SLOTS: u32 = Self::ALL.len() as u32;
@@ -62,6 +67,7 @@ impl Counter {
             Counter::CallsAmbiguous => "calls_ambiguous",
             Counter::TraceparentInjected => "traceparent_injected",
             Counter::InjectFailed => "inject_failed",
+            Counter::BlockedAtAttachTraced => "blocked_at_attach_traced",
         }
     }
 }

@@ -57,3 +57,6 @@ pub const MAX_IGNORED_SOCKETS: u32 = 64 * 1024;
 
 /// Processes `--pid` can name.
 pub const MAX_TRACED_PIDS: u32 = 1024;
+
+/// Threads found blocked in a socket syscall when the agent attached.
+pub const MAX_BLOCKED_AT_ATTACH: u32 = 16 * 1024;

@@ -6,9 +6,9 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, SockHash},
 };
 use tracer_common::{
-    Config, Counter, MAX_CALLS, MAX_CAPTURE, MAX_IGNORED_SOCKETS, MAX_IN_FLIGHT,
-    MAX_INJECT_SOCKETS, MAX_ROLES, MAX_SERVER_REQUESTS, MAX_THREAD_CONTEXTS, MAX_TRACED_PIDS,
-    RequestContext, SocketEvent,
+    Config, Counter, MAX_BLOCKED_AT_ATTACH, MAX_CALLS, MAX_CAPTURE, MAX_IGNORED_SOCKETS,
+    MAX_IN_FLIGHT, MAX_INJECT_SOCKETS, MAX_ROLES, MAX_SERVER_REQUESTS, MAX_THREAD_CONTEXTS,
+    MAX_TRACED_PIDS, RequestContext, SocketEvent,
 };
 
 /// Events to the agent. The agent resizes it at load time (`--ring-buffer-size`).
@@ -26,6 +26,13 @@ pub static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TRACED_
 /// A syscall between its enter and exit tracepoints, by thread (pid_tgid).
 #[map]
 pub static IN_FLIGHT: HashMap<u64, InFlight> = HashMap::with_max_entries(MAX_IN_FLIGHT, 0);
+
+/// Threads the agent found blocked in a socket syscall when it attached (by
+/// pid_tgid): their syscall's enter was never seen, so its exit reads the
+/// arguments from the thread's registers instead. Each entry is used once.
+#[map]
+pub static BLOCKED_AT_ATTACH: HashMap<u64, u8> =
+    HashMap::with_max_entries(MAX_BLOCKED_AT_ATTACH, 0);
 
 /// The role of sockets seen at accept/connect, by `struct sock` address.
 /// LRU: sockets of long-gone connections age out without a delete.

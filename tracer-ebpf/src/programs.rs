@@ -5,7 +5,11 @@
 //! arguments are 8-byte fields from offset 16; an exit record's `ret` is at 16.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns},
+    bindings::pt_regs,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -15,7 +19,10 @@ use crate::{
     capture::{capture_buffer, capture_iovecs, capture_msghdr, emit, start_event},
     context,
     inject::{Head, inbound_trace_id, method_len, new_id},
-    maps::{EventBuffer, IGNORED_SOCKETS, IN_FLIGHT, InFlight, ROLES, TRACED_PIDS, config, count},
+    maps::{
+        BLOCKED_AT_ATTACH, EventBuffer, IGNORED_SOCKETS, IN_FLIGHT, InFlight, ROLES, TRACED_PIDS,
+        config, count,
+    },
     sockets::{current_netns, next_seq, tcp_sock_of_fd},
 };
 
@@ -49,17 +56,20 @@ fn traced() -> Option<&'static Config> {
     Some(config)
 }
 
-/// Enter of a syscall on `fd`: remember it if `fd` is a TCP socket.
+/// What a socket syscall's exit needs from its start; none when `fd` is not
+/// a TCP socket or is one the agent asked to skip.
 #[inline(always)]
-fn enter(ctx: &TracePointContext, syscall: Syscall, user_ptr: u64, iov_count: u64) {
-    let Some(config) = traced() else { return };
-    let fd = arg(ctx, 0) as i64;
-    let Some(sock) = tcp_sock_of_fd(&config.offsets, fd) else {
-        return;
-    };
+fn start_of(
+    config: &Config,
+    syscall: Syscall,
+    fd: i64,
+    user_ptr: u64,
+    iov_count: u64,
+) -> Option<InFlight> {
+    let sock = tcp_sock_of_fd(&config.offsets, fd)?;
     if unsafe { IGNORED_SOCKETS.get(sock) }.is_some() {
         count(Counter::SkippedIgnoredSockets, 1);
-        return;
+        return None;
     }
     let seq = match syscall.direction() {
         Some(direction) => next_seq(&config.offsets, sock, direction),
@@ -83,12 +93,62 @@ fn enter(ctx: &TracePointContext, syscall: Syscall, user_ptr: u64, iov_count: u6
     if syscall.direction() == Some(Direction::Egress) {
         enter_call(config, &mut in_flight);
     }
+    Some(in_flight)
+}
+
+/// Enter of a syscall on `fd`: remember it if `fd` is a TCP socket.
+#[inline(always)]
+fn enter(ctx: &TracePointContext, syscall: Syscall, user_ptr: u64, iov_count: u64) {
+    let Some(config) = traced() else { return };
+    let Some(in_flight) = start_of(config, syscall, arg(ctx, 0) as i64, user_ptr, iov_count) else {
+        return;
+    };
     if IN_FLIGHT
         .insert(bpf_get_current_pid_tgid(), in_flight, 0)
         .is_err()
     {
         count(Counter::InFlightMapFull, 1);
     }
+}
+
+/// The start of a syscall that was already blocked when the agent attached
+/// (a keep-alive server waiting in `recv`): the agent listed those threads in
+/// `BLOCKED_AT_ATTACH`, and the arguments are still in the registers the
+/// thread entered the kernel with (x86-64: rdi, rsi, rdx, r10). Without this
+/// the first request on such a connection would be missed.
+#[inline(always)]
+fn start_before_attach(syscall: Syscall, moved: i64) -> Option<InFlight> {
+    let key = bpf_get_current_pid_tgid();
+    unsafe { BLOCKED_AT_ATTACH.get(key) }?;
+    let _ = BLOCKED_AT_ATTACH.remove(key);
+    let config = traced()?;
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
+    if regs.is_null() {
+        return None;
+    }
+    let register = |field: *const u64| unsafe { bpf_probe_read_kernel(field) }.unwrap_or(0);
+    let (fd, second, third, fourth) = unsafe {
+        (
+            register(&raw const (*regs).rdi),
+            register(&raw const (*regs).rsi),
+            register(&raw const (*regs).rdx),
+            register(&raw const (*regs).r10),
+        )
+    };
+    let (iov_count, flags) = match syscall {
+        Syscall::Readv | Syscall::Writev => (third, 0),
+        Syscall::Recvfrom => (0, fourth),
+        Syscall::Recvmsg => (0, third),
+        _ => (0, 0),
+    };
+    if flags & MSG_PEEK != 0 {
+        return None;
+    }
+    let mut in_flight = start_of(config, syscall, fd as i64, second, iov_count)?;
+    // Read now, the sequence number is past the bytes the syscall moved.
+    in_flight.seq = in_flight.seq.wrapping_sub(moved as u32);
+    count(Counter::BlockedAtAttachTraced, 1);
+    Some(in_flight)
 }
 
 #[inline(always)]
@@ -102,10 +162,15 @@ fn take_in_flight() -> Option<InFlight> {
 /// Exit of a read/write-like syscall: send what moved, with a payload prefix.
 #[inline(always)]
 fn exit_data(ctx: &TracePointContext, syscall: Syscall) {
-    let Some(in_flight) = take_in_flight() else {
-        return;
-    };
     let moved = ret(ctx);
+    let in_flight = match take_in_flight() {
+        Some(in_flight) => in_flight,
+        None if moved > 0 => match start_before_attach(syscall, moved) {
+            Some(in_flight) => in_flight,
+            None => return,
+        },
+        None => return,
+    };
     if moved <= 0 {
         return;
     }

@@ -3,9 +3,10 @@
 //! 1. Ring-buffer traffic per request: the agent traces only a keep-alive
 //!    server and its client, which send N simple GETs; its exit summary gives
 //!    events and bytes read, and the kernel's run time of its programs.
-//! 2. Overhead: alternating rounds of the same client load with and without
-//!    the agent (tracing every process); median throughput of each, their
-//!    ratio, and the agent's own CPU time and BPF time per request.
+//! 2. Overhead: rounds of the same client load without the agent and with it
+//!    in three configurations (defaults; no metrics/viewer; traceparent
+//!    injection), in rotating order; median throughput of each, its ratio to
+//!    the run without, and the agent's own CPU time and BPF time per request.
 //!
 //! Timed numbers wander on shared machines (see shared/TOOLCHAIN.md): read the
 //! ratio over many rounds, and the per-request CPU and BPF times, not one run.
@@ -124,55 +125,69 @@ fn measure(args: &BenchArgs) -> Result<()> {
         summary.get("events_lost_ring_full")
     );
 
-    // 2. Throughput with and without the agent, alternating.
-    let mut off = Vec::new();
-    let mut on = Vec::new();
-    let mut agent_cpu_us = Vec::new();
-    let mut bpf_us = Vec::new();
+    // 2. Throughput without the agent and with it in each configuration,
+    // in rotating order so no configuration always runs first.
+    let configurations: [(&str, &[&str]); 4] = [
+        ("without agent", &[]),
+        ("agent, defaults (metrics + viewer store on)", &[]),
+        (
+            "agent, --metrics-addr none (no viewer store)",
+            &["--metrics-addr", "none"],
+        ),
+        (
+            "agent, --inject-traceparent (sk_msg on every write)",
+            &["--inject-traceparent"],
+        ),
+    ];
+    let mut rates = vec![Vec::new(); configurations.len()];
+    let mut agent_cpu_us = vec![Vec::new(); configurations.len()];
+    let mut bpf_us = vec![Vec::new(); configurations.len()];
     for round in 0..args.rounds {
-        for with_agent in [round % 2 == 0, round % 2 != 0] {
-            let agent = if with_agent {
-                Some(Agent::start(&[])?)
-            } else {
-                None
+        for step in 0..configurations.len() {
+            let which = (round + step) % configurations.len();
+            let agent = match which {
+                0 => None,
+                _ => Some(Agent::start(configurations[which].1)?),
             };
             // Start-up (BTF parsing, loading) is not per-request cost.
             let cpu_before = agent.as_ref().map(Agent::cpu_seconds).transpose()?;
             let report = spawn_until(&mut client(false), "")?.finish()?;
             let elapsed = json_number(&report, "elapsed")?;
-            let rate = n / elapsed;
+            rates[which].push(n / elapsed);
             if let (Some(agent), Some(cpu_before)) = (agent, cpu_before) {
                 // The reader collects the last events within its 20 ms timer.
                 std::thread::sleep(Duration::from_millis(100));
                 let cpu = agent.cpu_seconds()? - cpu_before;
                 let summary = agent.stop()?;
-                on.push(rate);
-                agent_cpu_us.push(cpu / n * 1e6);
-                bpf_us.push(summary.get("bpf_run_time_ns") / n / 1e3);
-            } else {
-                off.push(rate);
+                agent_cpu_us[which].push(cpu / n * 1e6);
+                bpf_us[which].push(summary.get("bpf_run_time_ns") / n / 1e3);
             }
         }
     }
-    let (off_median, on_median) = (median(&mut off), median(&mut on));
     println!(
-        "\nOverhead, {} rounds of {} requests, agent tracing every process:",
+        "\nOverhead, {} rounds of {} requests each, agents tracing every process (medians):",
         args.rounds, args.requests
     );
-    println!("  throughput without agent    {off_median:.0} req/s (median)");
-    println!("  throughput with agent       {on_median:.0} req/s (median)");
     println!(
-        "  ratio with/without          {:.3}",
-        on_median / off_median
+        "  {:<54} {:>9} {:>11} {:>14} {:>10}",
+        "configuration", "req/s", "vs without", "agent CPU/req", "BPF/req"
     );
-    println!(
-        "  agent CPU per request       {:.1} µs (median)",
-        median(&mut agent_cpu_us)
-    );
-    println!(
-        "  BPF run time per request    {:.2} µs (median)",
-        median(&mut bpf_us)
-    );
+    let baseline = median(&mut rates[0]);
+    for (which, (name, _)) in configurations.iter().enumerate() {
+        let rate = median(&mut rates[which]);
+        let (cpu, bpf) = if which == 0 {
+            ("-".to_string(), "-".to_string())
+        } else {
+            (
+                format!("{:.1} µs", median(&mut agent_cpu_us[which])),
+                format!("{:.2} µs", median(&mut bpf_us[which])),
+            )
+        };
+        println!(
+            "  {name:<54} {rate:>9.0} {:>11.3} {cpu:>14} {bpf:>10}",
+            rate / baseline
+        );
+    }
     server.child.kill()?;
     Ok(())
 }
@@ -245,8 +260,12 @@ impl Summary {
 
 impl Agent {
     fn start(args: &[&str]) -> Result<Agent> {
-        let mut child = Command::new(agent_binary(true))
-            .args(["--quiet", "--metrics-addr", "127.0.0.1:0"])
+        let mut command = Command::new(agent_binary(true));
+        command.arg("--quiet");
+        if !args.contains(&"--metrics-addr") {
+            command.args(["--metrics-addr", "127.0.0.1:0"]);
+        }
+        let mut child = command
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -26,7 +26,7 @@ const HOPS: [(&str, i64); 8] = [
 ];
 
 /// (concurrency, requests per curl worker)
-const LOADS: [(usize, usize); 3] = [(1, 60), (8, 12), (32, 4)];
+const LOADS: [(usize, usize); 3] = [(1, 60), (8, 25), (32, 8)];
 
 fn main() -> ExitCode {
     if unsafe { libc::geteuid() } != 0 {
@@ -59,7 +59,21 @@ fn main() -> ExitCode {
         for marker in &markers {
             let spans = tracer_tests::services::spans_of(&run.spans, marker);
             let why = if spans.len() != HOPS.len() {
-                format!("{} spans", spans.len())
+                let missing: Vec<String> = HOPS
+                    .iter()
+                    .filter(|(service, kind)| {
+                        !spans
+                            .iter()
+                            .any(|s| s.service == *service && s.kind == *kind)
+                    })
+                    .map(|(service, kind)| {
+                        format!(
+                            "{service} {}",
+                            if *kind == SERVER { "SERVER" } else { "CLIENT" }
+                        )
+                    })
+                    .collect();
+                format!("{} spans, missing {missing:?}", spans.len())
             } else {
                 HOPS.windows(2)
                     .find(|pair| {

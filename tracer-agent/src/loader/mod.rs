@@ -1,6 +1,7 @@
 //! Loading and attaching the kernel programs, and the checks before it that
 //! turn a kernel's refusal into a message that says what to do.
 
+mod blocked;
 mod btf;
 mod netns;
 
@@ -15,7 +16,7 @@ use aya::{
     programs::{CgroupAttachMode, SkMsg, SockOps, TracePoint},
 };
 use thiserror::Error;
-use tracer_common::{Config, Counter, MAX_CAPTURE, MAX_TRACED_PIDS};
+use tracer_common::{Config, Counter, MAX_BLOCKED_AT_ATTACH, MAX_CAPTURE, MAX_TRACED_PIDS};
 
 pub use btf::VMLINUX_BTF;
 
@@ -284,6 +285,18 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     if let Some(cgroup) = cgroup {
         attach_injection(&mut ebpf, &cgroup)?;
     }
+    // After attaching: a syscall entered from now on is seen at its enter.
+    let mut blocked: HashMap<_, u64, u8> = map_mut(&mut ebpf, "BLOCKED_AT_ATTACH")?;
+    let threads = blocked::threads_in_socket_syscalls(std::process::id());
+    for key in threads.iter().take(MAX_BLOCKED_AT_ATTACH as usize) {
+        blocked
+            .insert(key, 0, 0)
+            .map_err(map_error("BLOCKED_AT_ATTACH"))?;
+    }
+    tracing::debug!(
+        "{} threads were in a socket read or write at attach",
+        threads.len()
+    );
 
     let events = take_map(&mut ebpf, "EVENTS")?;
     let counters = take_map(&mut ebpf, "COUNTERS")?;
