@@ -1,7 +1,10 @@
 //! Installs what the build and the tests need, when it is missing. Safe to
 //! run any number of times: each step checks before it installs.
 
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context, Result, bail};
 
@@ -58,52 +61,50 @@ pub fn test_tools_dir() -> PathBuf {
         .join(".cache/tracer-tests")
 }
 
-fn ensure_phoenix() -> Result<()> {
-    let venv = test_tools_dir().join("phoenix");
-    let marker = venv.join(format!("installed-{PHOENIX_VERSION}"));
+/// Runs `install` into `test_tools_dir()/dir` once per `package`: a marker
+/// file records that it finished.
+fn install_tool(dir: &str, package: &str, install: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let dir = test_tools_dir().join(dir);
+    let marker = dir.join(format!("installed-{package}"));
     if marker.exists() {
         return Ok(());
     }
-    eprintln!(
-        "setup: installing arize-phoenix {PHOENIX_VERSION} in {}",
-        venv.display()
-    );
-    if !venv.join("bin/pip").exists() {
-        run_checked(Command::new("python3").args(["-m", "venv"]).arg(&venv))
-            .context("python3 -m venv failed (Debian: apt-get install python3-venv)")?;
-    }
-    run_checked(
-        Command::new(venv.join("bin/pip"))
-            .args(["install", "--quiet", "--disable-pip-version-check"])
-            .arg(format!("arize-phoenix=={PHOENIX_VERSION}")),
-    )
-    .context("pip install arize-phoenix failed")?;
+    eprintln!("setup: installing {package} in {}", dir.display());
+    std::fs::create_dir_all(&dir)?;
+    install(&dir)?;
     std::fs::write(&marker, "")?;
     Ok(())
 }
 
+fn ensure_phoenix() -> Result<()> {
+    let package = format!("arize-phoenix=={PHOENIX_VERSION}");
+    install_tool("phoenix", &package, |venv| {
+        if !venv.join("bin/pip").exists() {
+            run_checked(Command::new("python3").args(["-m", "venv"]).arg(venv))
+                .context("python3 -m venv failed (Debian: apt-get install python3-venv)")?;
+        }
+        run_checked(
+            Command::new(venv.join("bin/pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .arg(&package),
+        )
+        .context("pip install arize-phoenix failed")
+    })
+}
+
 fn ensure_playwright_core() -> Result<()> {
-    let dir = test_tools_dir().join("browser");
-    let marker = dir.join(format!("installed-{PLAYWRIGHT_CORE_VERSION}"));
-    if marker.exists() {
-        return Ok(());
-    }
-    eprintln!(
-        "setup: installing playwright-core {PLAYWRIGHT_CORE_VERSION} in {}",
-        dir.display()
-    );
-    std::fs::create_dir_all(&dir)?;
-    run_checked(
-        Command::new("npm")
-            .current_dir(&dir)
-            .args(["install", "--silent", "--no-audit", "--no-fund"])
-            .arg(format!("playwright-core@{PLAYWRIGHT_CORE_VERSION}"))
-            // playwright-core ships no browser; the Debian chromium is used.
-            .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1"),
-    )
-    .context("npm install playwright-core failed")?;
-    std::fs::write(&marker, "")?;
-    Ok(())
+    let package = format!("playwright-core@{PLAYWRIGHT_CORE_VERSION}");
+    install_tool("browser", &package, |dir| {
+        run_checked(
+            Command::new("npm")
+                .current_dir(dir)
+                .args(["install", "--silent", "--no-audit", "--no-fund"])
+                .arg(&package)
+                // playwright-core ships no browser; the Debian chromium is used.
+                .env("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1"),
+        )
+        .context("npm install playwright-core failed")
+    })
 }
 
 /// `cargo install` puts tools in `$CARGO_HOME/bin`; make sure children find them.

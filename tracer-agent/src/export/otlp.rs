@@ -147,6 +147,12 @@ impl Queue {
         stats.queued.store(depth, Ordering::Relaxed);
     }
 
+    /// The batch being sent left the queue (sent, or given up).
+    fn batch_done(&self, stats: &ExporterStats) {
+        self.sending.store(0, Ordering::Relaxed);
+        self.publish_depth(stats);
+    }
+
     fn deadline(&self) -> Option<Instant> {
         *self
             .shutdown_deadline
@@ -280,8 +286,7 @@ async fn send_with_retry(
         match transport.send(&request, options).await {
             Ok(()) => {
                 stats.spans_exported.fetch_add(n, Ordering::Relaxed);
-                queue.sending.store(0, Ordering::Relaxed);
-                queue.publish_depth(stats);
+                queue.batch_done(stats);
                 if failures > 0 {
                     tracing::info!(
                         "OTLP backend {} accepts spans again after {failures} failed attempts",
@@ -293,8 +298,7 @@ async fn send_with_retry(
             Err(SendError::Permanent(e)) => {
                 stats.failures.fetch_add(1, Ordering::Relaxed);
                 stats.spans_dropped.fetch_add(n, Ordering::Relaxed);
-                queue.sending.store(0, Ordering::Relaxed);
-                queue.publish_depth(stats);
+                queue.batch_done(stats);
                 tracing::warn!(
                     "OTLP backend {} rejected {n} spans, not retrying: {e}",
                     options.endpoint
@@ -325,8 +329,7 @@ async fn send_with_retry(
                     left
                 };
                 stats.spans_dropped.fetch_add(n + left, Ordering::Relaxed);
-                queue.sending.store(0, Ordering::Relaxed);
-                queue.publish_depth(stats);
+                queue.batch_done(stats);
                 tracing::warn!(
                     "OTLP backend {} unreachable at shutdown: {} spans not exported",
                     options.endpoint,
