@@ -1,9 +1,11 @@
 """Sends GETs over ONE keep-alive connection and reports what it saw.
 
-Usage: keepalive_client.py PORT COUNT [--before N] [--wait] [--path P]
+Usage: keepalive_client.py PORT COUNT [--before N] [--wait] [--path P] [--linger S]
 --before N: send N requests first; then, with --wait, print "connected" and
 wait for a line on stdin before sending COUNT more on the same connection
 (so a test can start the agent while the connection is open).
+--linger S: stay S seconds after the report (the agent reads a process's
+service name while it runs; see the README's limits).
 Prints one JSON line: {"local_port": ..., "durations": [seconds per request], "elapsed": ...}.
 """
 import argparse
@@ -18,6 +20,7 @@ parser.add_argument("count", type=int)
 parser.add_argument("--before", type=int, default=0)
 parser.add_argument("--wait", action="store_true")
 parser.add_argument("--path", default="/hello")
+parser.add_argument("--linger", type=float, default=0)
 args = parser.parse_args()
 
 conn = http.client.HTTPConnection("127.0.0.1", args.port)
@@ -40,3 +43,4 @@ started = time.perf_counter()
 durations = [get() for _ in range(args.count)]
 elapsed = time.perf_counter() - started
 print(json.dumps({"local_port": conn.sock.getsockname()[1], "durations": durations, "elapsed": elapsed}), flush=True)
+time.sleep(args.linger)

@@ -233,6 +233,9 @@ fn connection_opened_before_the_agent() {
         Command::new("python3")
             .arg(servers_dir().join("keepalive_client.py"))
             .args([&port.to_string(), "3", "--before", "2", "--wait"])
+            // Alive until the agent has read its events (a process that exits
+            // within the reader's 20 ms loses its OTEL_SERVICE_NAME).
+            .args(["--linger", "0.5"])
             .env("OTEL_SERVICE_NAME", "early-client"),
         "connected",
     );
@@ -263,7 +266,8 @@ fn connection_opened_before_the_agent() {
     assert!(
         servers
             .iter()
-            .all(|s| s.service == "early" && s.int("client.port") == Some(local_port))
+            .all(|s| s.service == "early" && s.int("client.port") == Some(local_port)),
+        "client port {local_port}: {servers:#?}"
     );
     assert!(
         clients

@@ -208,11 +208,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("cannot create --export-file {}: {e}", path.display()))?;
         exporters.push(Box::new(exporter));
     }
+    let mut otlp_destination = None;
     if let Some(options) = otlp_options(&cli)? {
-        let description = format!("{} ({:?})", options.endpoint, options.protocol);
-        let exporter = OtlpExporter::start(options, stats.exporter("otlp"))?;
-        tracing::info!("exporting spans over OTLP to {description}");
-        exporters.push(Box::new(exporter));
+        otlp_destination = Some(format!("{} ({:?})", options.endpoint, options.protocol));
+        exporters.push(Box::new(OtlpExporter::start(
+            options,
+            stats.exporter("otlp"),
+        )?));
     }
     // Bound before the programs load, so a taken port fails at once.
     let listener = match cli.metrics_addr {
@@ -236,6 +238,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         inject_traceparent: cli.inject_traceparent,
         netns: cli.netns.clone(),
     })?;
+    if let Some(destination) = otlp_destination {
+        tracing::info!("exporting spans over OTLP to {destination}");
+    }
     let (metrics, store) = match listener {
         None => (None, None),
         Some(listener) => {

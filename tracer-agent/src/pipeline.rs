@@ -125,7 +125,10 @@ async fn process(
         let mut batch: Vec<Span> = Vec::new();
         for outcome in &handled.outcomes {
             match outcome {
-                Outcome::RequestStarted(started) => correlator.request_started(started),
+                Outcome::RequestStarted(started) => {
+                    builder.request_started(started);
+                    correlator.request_started(started);
+                }
                 Outcome::ExchangeCompleted(exchange) => {
                     let ids = correlator.exchange_completed(exchange);
                     let span = builder.build(exchange, ids);

@@ -7,7 +7,7 @@ use tracer_common::Role;
 
 use crate::{
     clock::Clock,
-    connections::CompletedExchange,
+    connections::{CompletedExchange, StartedRequest},
     correlation::SpanIds,
     process::{ProcessCache, ProcessInfo},
 };
@@ -96,6 +96,14 @@ pub struct SpanBuilder {
 impl SpanBuilder {
     pub fn new(clock: Clock, processes: ProcessCache) -> Self {
         SpanBuilder { clock, processes }
+    }
+
+    /// Reads the process's facts now, when its request starts: a client that
+    /// exits right after its last response is gone by the time that span is
+    /// built, and its `OTEL_SERVICE_NAME` with it.
+    pub fn request_started(&mut self, started: &StartedRequest) {
+        self.processes
+            .get(started.start.start.pid, &started.connection.comm);
     }
 
     pub fn build(&mut self, completed: &CompletedExchange, ids: SpanIds) -> Span {

@@ -16,7 +16,7 @@ use tracer_common::{
 };
 
 use crate::{
-    maps::{EVENTS, EventBuffer, ROLES, SCRATCH, count},
+    maps::{EVENTS, EventBuffer, SCRATCH, count},
     sockets::read_addresses,
 };
 
@@ -25,7 +25,8 @@ use crate::{
 const MSGHDR_IOV: u64 = 16;
 const MSGHDR_IOVLEN: u64 = 24;
 
-/// The scratch buffer with its header filled for `kind` on `sock`.
+/// The scratch buffer with its header filled for `kind` on `sock`, whose
+/// role the caller knows (each caller has it at hand or looks it up once).
 #[inline(always)]
 pub fn start_event(
     config: &Config,
@@ -33,6 +34,7 @@ pub fn start_event(
     syscall: Syscall,
     fd: i32,
     sock: u64,
+    role: Role,
 ) -> Option<&'static mut EventBuffer> {
     let buffer = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -46,9 +48,7 @@ pub fn start_event(
     header.start_ns = header.end_ns;
     header.bytes = 0;
     header.captured = 0;
-    header.role = unsafe { ROLES.get(sock) }
-        .copied()
-        .unwrap_or(Role::Unknown as u8);
+    header.role = role as u8;
     header.direction = syscall.direction().map_or(0, |d| d as u8);
     header.syscall = syscall as u8;
     header._pad = [0; 3];

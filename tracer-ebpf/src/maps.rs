@@ -8,7 +8,7 @@ use aya_ebpf::{
 use tracer_common::{
     Config, Counter, MAX_BLOCKED_AT_ATTACH, MAX_CALLS, MAX_CAPTURE, MAX_IGNORED_SOCKETS,
     MAX_IN_FLIGHT, MAX_INJECT_SOCKETS, MAX_ROLES, MAX_SERVER_REQUESTS, MAX_THREAD_CONTEXTS,
-    MAX_TRACED_PIDS, RequestContext, SocketEvent,
+    MAX_TRACED_PIDS, RequestContext, Role, SocketEvent,
 };
 
 /// Events to the agent. The agent resizes it at load time (`--ring-buffer-size`).
@@ -79,6 +79,16 @@ pub static SCRATCH: PerCpuArray<EventBuffer> = PerCpuArray::with_max_entries(1, 
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::SLOTS, 0);
 
+/// The role learnt for `sock` (accept, connect, or its first HTTP message).
+#[inline(always)]
+pub fn role_of(sock: u64) -> Role {
+    Role::from_u8(
+        unsafe { ROLES.get(sock) }
+            .copied()
+            .unwrap_or(Role::Unknown as u8),
+    )
+}
+
 /// What the enter tracepoint keeps for the exit tracepoint.
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -97,7 +107,9 @@ pub struct InFlight {
     pub is_call: u8,
     /// Non-zero once `sk_msg` looked at this syscall's first message.
     pub inject_checked: u8,
-    pub _pad: [u8; 5],
+    /// The socket's `Role` at entry (looked up once per syscall).
+    pub role: u8,
+    pub _pad: [u8; 4],
     /// A call's inbound request (`sock` zero: none).
     pub context: RequestContext,
     /// A call's trace id (with injection), and the span id injected.

@@ -21,7 +21,7 @@ use crate::{
     inject::{Head, inbound_trace_id, method_len, new_id},
     maps::{
         BLOCKED_AT_ATTACH, EventBuffer, IGNORED_SOCKETS, IN_FLIGHT, InFlight, ROLES, TRACED_PIDS,
-        config, count,
+        config, count, role_of,
     },
     sockets::{current_netns, next_seq, tcp_sock_of_fd},
 };
@@ -85,7 +85,8 @@ fn start_of(
         syscall: syscall as u8,
         is_call: 0,
         inject_checked: 0,
-        _pad: [0; 5],
+        role: role_of(sock) as u8,
+        _pad: [0; 4],
         context: RequestContext::default(),
         trace_id: [0; 16],
         span_id: [0; 8],
@@ -183,6 +184,7 @@ fn exit_data(ctx: &TracePointContext, syscall: Syscall) {
         syscall,
         in_flight.fd,
         in_flight.sock,
+        Role::from_u8(in_flight.role),
     ) else {
         return;
     };
@@ -291,7 +293,7 @@ fn infer_role(buffer: &EventBuffer, direction: Direction) -> Role {
 /// is made for, and (with injection on) the trace id a header would carry.
 #[inline(always)]
 fn enter_call(config: &Config, in_flight: &mut InFlight) {
-    if unsafe { ROLES.get(in_flight.sock) }.copied() != Some(Role::Client as u8) {
+    if in_flight.role != Role::Client as u8 {
         return;
     }
     in_flight.is_call = 1;
@@ -313,7 +315,7 @@ fn opened(fd: i64, role: Role, syscall: Syscall, sock: Option<u64>) {
     };
     let _ = ROLES.insert(sock, role as u8, 0);
     let _ = IGNORED_SOCKETS.remove(sock);
-    let Some(buffer) = start_event(config, EventKind::Open, syscall, fd as i32, sock) else {
+    let Some(buffer) = start_event(config, EventKind::Open, syscall, fd as i32, sock, role) else {
         return;
     };
     emit(config, buffer);
@@ -459,7 +461,15 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     // A request whose connection closes is over, and so is a call.
     context::server_done(sock);
     context::call_answered(0, sock);
-    if let Some(buffer) = start_event(config, EventKind::Close, Syscall::Close, fd as i32, sock) {
+    let role = role_of(sock);
+    if let Some(buffer) = start_event(
+        config,
+        EventKind::Close,
+        Syscall::Close,
+        fd as i32,
+        sock,
+        role,
+    ) {
         emit(config, buffer);
     }
     0

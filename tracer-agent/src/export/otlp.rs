@@ -612,6 +612,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn http_json_posts_the_collector_encoding() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+        let (body_tx, mut body_rx) = tokio::sync::mpsc::unbounded_channel();
+        let app = Router::new().route(
+            "/v1/traces",
+            post(move |headers: axum::http::HeaderMap, body: Bytes| {
+                let body_tx = body_tx.clone();
+                async move {
+                    assert_eq!(headers["content-type"], "application/json");
+                    let _ = body_tx.send(body);
+                    StatusCode::OK
+                }
+            }),
+        );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let stats = Arc::new(ExporterStats::default());
+        let mut options = options(url);
+        options.protocol = Protocol::HttpJson;
+        let mut exporter = OtlpExporter::start(options, stats.clone()).unwrap();
+        exporter.export(&[span(0xab)]);
+        exporter.shutdown().await;
+        let body = body_rx.recv().await.expect("one request");
+        let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        let sent = &json["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+        assert_eq!(sent["traceId"], "ab".repeat(16));
+        assert_eq!(stats.spans_exported.load(Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
     async fn a_rejected_batch_is_not_retried() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}/v1/traces", listener.local_addr().unwrap());
