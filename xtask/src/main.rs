@@ -27,7 +27,9 @@ struct Cli {
 enum Task {
     /// Install what building and testing need, if missing: the nightly
     /// toolchain's rust-src, bpf-linker 0.10.0, and (with --test-deps) the
-    /// Debian packages the tests drive (curl, nodejs, nginx) and cargo-fuzz.
+    /// Debian packages the tests drive (curl, nodejs, nginx, iproute2,
+    /// prometheus, chromium), cargo-fuzz, and in ~/.cache/tracer-tests Arize
+    /// Phoenix (pip) and playwright-core (npm).
     Setup {
         #[arg(long)]
         test_deps: bool,
