@@ -15,7 +15,7 @@ use tracer_common::Counter;
 
 use crate::{
     loader::KernelCounters,
-    spans::{AttributeValue, Span, SpanKind, route},
+    spans::{Span, SpanKind, route},
     stats::Stats,
 };
 
@@ -173,11 +173,7 @@ impl Metrics {
     pub fn record(&self, spans: &[Span]) {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         for span in spans {
-            let text = |key| match span.attribute(key) {
-                Some(AttributeValue::Str(s)) => s.clone(),
-                Some(AttributeValue::Int(i)) => i.to_string(),
-                None => String::new(),
-            };
+            let text = |key| span.attribute_text(key);
             let service = &span.process.service_name;
             let route = bounded_route(&mut routes, service, route(&text("url.path")));
             let histogram = match span.kind {
@@ -211,7 +207,13 @@ fn bounded_route(
     service: &str,
     route: String,
 ) -> String {
-    let known = routes.entry(service.to_string()).or_default();
+    // Looked up by `&str` first: no allocation for a service already seen.
+    if !routes.contains_key(service) {
+        routes.insert(service.to_string(), HashSet::new());
+    }
+    let Some(known) = routes.get_mut(service) else {
+        return route;
+    };
     if known.contains(&route) {
         return route;
     }
@@ -311,7 +313,10 @@ impl Health {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{process::ProcessInfo, spans::SpanStatus};
+    use crate::{
+        process::ProcessInfo,
+        spans::{AttributeValue, SpanStatus},
+    };
 
     fn span(kind: SpanKind, path: &str, status: i64, duration_ns: u64) -> Span {
         Span {

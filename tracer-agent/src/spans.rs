@@ -54,6 +54,15 @@ impl Span {
             .map(|(_, v)| v)
     }
 
+    /// An attribute as text ("" when absent).
+    pub fn attribute_text(&self, key: &str) -> String {
+        match self.attribute(key) {
+            Some(AttributeValue::Str(s)) => s.clone(),
+            Some(AttributeValue::Int(i)) => i.to_string(),
+            None => String::new(),
+        }
+    }
+
     pub fn duration_ns(&self) -> u64 {
         self.end_unix_ns.saturating_sub(self.start_unix_ns)
     }
@@ -231,6 +240,11 @@ impl SpanBuilder {
             tid: exchange.request_start.tid,
         }
     }
+}
+
+/// Ids as lower-case hex, as W3C and OTLP/JSON write them.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn str(value: &str) -> AttributeValue {

@@ -73,7 +73,7 @@ fn context(trace_id: [u8; 16], span_id: [u8; 8]) -> Option<RemoteContext> {
 }
 
 /// Exactly `2 * N` hex digits.
-fn parse_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
+pub fn parse_hex<const N: usize>(hex: &str) -> Option<[u8; N]> {
     let bytes = hex.as_bytes();
     if bytes.len() != 2 * N {
         return None;

@@ -109,8 +109,10 @@ fn percent_decode(text: &str) -> Result<String, String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
+            // Two hex digits (`from_str_radix` alone would take "+f").
             let hex = bytes
                 .get(i + 1..i + 3)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
                 .ok_or_else(|| format!("bad percent-encoding in header value {text:?}"))?;
@@ -669,6 +671,7 @@ mod tests {
         assert!(parse_headers("=x").is_err());
         assert!(parse_headers("k=%zz").is_err());
         assert!(parse_headers("k=%4").is_err());
+        assert!(parse_headers("k=%+f").is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::{
 
 use super::{Exporter, ShutdownFuture, count_write};
 use crate::{
-    spans::{AttributeValue, Span, SpanKind},
+    spans::{Span, SpanKind, hex},
     stats::ExporterStats,
 };
 
@@ -34,11 +34,7 @@ impl StdoutExporter {
 
 /// `SERVER checkout GET /cart?id=1 200 1.234ms trace=… span=… parent=…`
 pub fn line(span: &Span) -> String {
-    let text = |key| match span.attribute(key) {
-        Some(AttributeValue::Str(s)) => s.clone(),
-        Some(AttributeValue::Int(i)) => i.to_string(),
-        None => String::new(),
-    };
+    let text = |key| span.attribute_text(key);
     let method = match span.attribute("http.request.method_original") {
         Some(_) => text("http.request.method_original"),
         None => text("http.request.method"),
@@ -67,10 +63,6 @@ pub fn line(span: &Span) -> String {
         trace = hex(&span.trace_id),
         span_id = hex(&span.span_id),
     )
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl Exporter for StdoutExporter {

@@ -10,7 +10,10 @@ use std::{
 
 use serde::Serialize;
 
-use crate::spans::{AttributeValue, Span, SpanKind, SpanStatus};
+use crate::{
+    correlation::propagation::parse_hex,
+    spans::{AttributeValue, Span, SpanKind, SpanStatus, hex},
+};
 
 pub type TraceId = [u8; 16];
 
@@ -439,12 +442,11 @@ fn is_error(span: &Span) -> bool {
 }
 
 fn peer(call: &Span) -> String {
-    let text = |key| match call.attribute(key) {
-        Some(AttributeValue::Str(s)) => s.clone(),
-        Some(AttributeValue::Int(i)) => i.to_string(),
-        None => String::new(),
-    };
-    format!("{}:{}", text("server.address"), text("server.port"))
+    format!(
+        "{}:{}",
+        call.attribute_text("server.address"),
+        call.attribute_text("server.port")
+    )
 }
 
 fn ratio(part: u64, whole: u64) -> f64 {
@@ -463,20 +465,9 @@ fn percentile(sorted: &[f64], q: f64) -> f64 {
     sorted[rank - 1]
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// A trace id from its 32 hex digits.
 pub fn parse_trace_id(text: &str) -> Option<TraceId> {
-    if text.len() != 32 {
-        return None;
-    }
-    let mut id = [0u8; 16];
-    for (i, byte) in id.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(id)
+    parse_hex::<16>(text)
 }
 
 #[cfg(test)]
@@ -662,5 +653,6 @@ mod tests {
         assert_eq!(parse_trace_id("xyz"), None);
         assert_eq!(parse_trace_id(&"g".repeat(32)), None);
         assert_eq!(parse_trace_id(&"é".repeat(16)), None);
+        assert_eq!(parse_trace_id(&"+a".repeat(16)), None);
     }
 }
