@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::{Process, SpanRecord, curl, free_port, servers_dir, temp_dir};
+use crate::{Process, SERVER, SpanRecord, curl, free_port, servers_dir, temp_dir};
 
 /// A chain of three services, svc-a → svc-b → svc-c.
 pub struct Chain {
@@ -148,29 +148,40 @@ http {{
     process
 }
 
-/// Whether the request `marker`'s spans are exactly `hops`, in one trace,
-/// each the child of the one before.
-pub fn whole_chain(spans: &[SpanRecord], marker: &str, hops: &[(&str, i64)]) -> bool {
+/// Why the request `marker`'s spans are not exactly `hops`, in one trace,
+/// each the child of the one before: the missing or repeated hops, or the
+/// first broken link. `None` when they are.
+pub fn chain_break(spans: &[SpanRecord], marker: &str, hops: &[(&str, i64)]) -> Option<String> {
     let request = spans_of(spans, marker);
-    if request.len() != hops.len() {
-        return false;
+    let hop_name = |(service, kind): &(&str, i64)| {
+        format!(
+            "{service} {}",
+            if *kind == SERVER { "SERVER" } else { "CLIENT" }
+        )
+    };
+    let mut chain = Vec::new();
+    let mut missing = Vec::new();
+    for hop in hops {
+        let found: Vec<&&SpanRecord> = request
+            .iter()
+            .filter(|s| s.service == hop.0 && s.kind == hop.1)
+            .collect();
+        match found.as_slice() {
+            [span] => chain.push(**span),
+            [] => missing.push(hop_name(hop)),
+            more => return Some(format!("{} {} times", hop_name(hop), more.len())),
+        }
     }
-    let chain: Option<Vec<&SpanRecord>> = hops
-        .iter()
-        .map(|(service, kind)| {
-            let mut found = request
-                .iter()
-                .filter(|s| s.service == *service && s.kind == *kind);
-            match (found.next(), found.next()) {
-                (Some(span), None) => Some(*span),
-                _ => None,
-            }
+    if !missing.is_empty() || request.len() != hops.len() {
+        return Some(format!("{} spans, missing {missing:?}", request.len()));
+    }
+    chain
+        .windows(2)
+        .zip(hops.windows(2))
+        .find(|(pair, _)| {
+            pair[1].parent_span_id != pair[0].span_id || pair[1].trace_id != chain[0].trace_id
         })
-        .collect();
-    let Some(chain) = chain else { return false };
-    chain.windows(2).all(|pair| {
-        pair[1].parent_span_id == pair[0].span_id && pair[1].trace_id == chain[0].trace_id
-    })
+        .map(|(_, hop)| format!("{} -> {}", hop_name(&hop[0]), hop_name(&hop[1])))
 }
 
 /// Traces that hold spans of more than one request (by the marker in their path).

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use tracer_tests::{
     Agent, CLIENT, SERVER,
-    services::{Hop, chain, drive, mixed_traces, nginx, whole_chain},
+    services::{Hop, chain, chain_break, drive, mixed_traces, nginx},
 };
 
 /// The spans of one request, parent before child.
@@ -51,41 +51,13 @@ fn main() -> ExitCode {
             eprintln!("the agent failed:\n{}", run.stderr);
             return ExitCode::FAILURE;
         }
-        let whole = markers
-            .iter()
-            .filter(|marker| whole_chain(&run.spans, marker, &HOPS))
-            .count();
+        // Why each request is not whole ("whole" when it is), tallied.
         let mut broken: std::collections::BTreeMap<String, usize> = Default::default();
         for marker in &markers {
-            let spans = tracer_tests::services::spans_of(&run.spans, marker);
-            let why = if spans.len() != HOPS.len() {
-                let missing: Vec<String> = HOPS
-                    .iter()
-                    .filter(|(service, kind)| {
-                        !spans
-                            .iter()
-                            .any(|s| s.service == *service && s.kind == *kind)
-                    })
-                    .map(|(service, kind)| {
-                        format!(
-                            "{service} {}",
-                            if *kind == SERVER { "SERVER" } else { "CLIENT" }
-                        )
-                    })
-                    .collect();
-                format!("{} spans, missing {missing:?}", spans.len())
-            } else {
-                HOPS.windows(2)
-                    .find(|pair| {
-                        let parent = spans.iter().find(|s| s.service == pair[0].0 && s.kind == pair[0].1);
-                        let child = spans.iter().find(|s| s.service == pair[1].0 && s.kind == pair[1].1);
-                        !matches!((parent, child), (Some(p), Some(c)) if c.parent_span_id == p.span_id)
-                    })
-                    .map(|pair| format!("{} {} -> {} {}", pair[0].0, pair[0].1, pair[1].0, pair[1].1))
-                    .unwrap_or_else(|| "whole".into())
-            };
+            let why = chain_break(&run.spans, marker, &HOPS).unwrap_or_else(|| "whole".into());
             *broken.entry(why).or_default() += 1;
         }
+        let whole = broken.get("whole").copied().unwrap_or(0);
         eprintln!("{broken:?}");
         let mixed_list = mixed_traces(&run.spans);
         let mixed = mixed_list.len();

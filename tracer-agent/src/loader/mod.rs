@@ -13,7 +13,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, SockHash},
-    programs::{CgroupAttachMode, SkMsg, SockOps, TracePoint},
+    programs::{CgroupAttachMode, Program, ProgramError, SkMsg, SockOps, TracePoint},
 };
 use thiserror::Error;
 use tracer_common::{Config, Counter, MAX_BLOCKED_AT_ATTACH, MAX_CAPTURE, MAX_TRACED_PIDS};
@@ -269,11 +269,8 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     }
 
     for &name in TRACEPOINTS {
-        let program: &mut TracePoint = ebpf
-            .program_mut(name)
-            .ok_or(LoadError::Missing(name))?
-            .try_into()
-            .map_err(|source| LoadError::Attach { name, source })?;
+        let program: &mut TracePoint =
+            program_mut(&mut ebpf, name, |source| LoadError::Attach { name, source })?;
         program
             .load()
             .map_err(|source| LoadError::Attach { name, source })?;
@@ -321,11 +318,7 @@ fn attach_injection(ebpf: &mut Ebpf, cgroup: &Path) -> Result<(), LoadError> {
         .fd()
         .try_clone()
         .map_err(|e| map_error("INJECT_SOCKETS")(e.into()))?;
-    let sk_msg: &mut SkMsg = ebpf
-        .program_mut(SK_MSG_PROGRAM)
-        .ok_or(LoadError::Missing(SK_MSG_PROGRAM))?
-        .try_into()
-        .map_err(attach_error(SK_MSG_PROGRAM))?;
+    let sk_msg: &mut SkMsg = program_mut(ebpf, SK_MSG_PROGRAM, attach_error(SK_MSG_PROGRAM))?;
     sk_msg.load().map_err(attach_error(SK_MSG_PROGRAM))?;
     sk_msg
         .attach(&sockets_fd)
@@ -335,11 +328,8 @@ fn attach_injection(ebpf: &mut Ebpf, cgroup: &Path) -> Result<(), LoadError> {
         path: cgroup.display().to_string(),
         source,
     })?;
-    let sock_ops: &mut SockOps = ebpf
-        .program_mut(SOCK_OPS_PROGRAM)
-        .ok_or(LoadError::Missing(SOCK_OPS_PROGRAM))?
-        .try_into()
-        .map_err(attach_error(SOCK_OPS_PROGRAM))?;
+    let sock_ops: &mut SockOps =
+        program_mut(ebpf, SOCK_OPS_PROGRAM, attach_error(SOCK_OPS_PROGRAM))?;
     sock_ops.load().map_err(attach_error(SOCK_OPS_PROGRAM))?;
     // Attached by a BPF link (Linux 5.7+), which takes no flags and leaves
     // room for other agents' programs (one agent per namespace) beside it.
@@ -360,6 +350,20 @@ where
 {
     let map = ebpf.map_mut(name).ok_or(LoadError::Missing(name))?;
     T::try_from(map).map_err(map_error(name))
+}
+
+/// The program `name` of the loaded object as a `T` (a wrong type is
+/// reported through `error`, like the attach failures of that program).
+fn program_mut<'a, T>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+    error: impl FnOnce(ProgramError) -> LoadError,
+) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut Program, Error = ProgramError>,
+{
+    let program = ebpf.program_mut(name).ok_or(LoadError::Missing(name))?;
+    program.try_into().map_err(error)
 }
 
 /// The map `name`, taken out of the loaded object as a `T`.
