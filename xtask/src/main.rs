@@ -50,8 +50,9 @@ enum Task {
         #[arg(long, default_value_t = 60)]
         seconds: u32,
     },
-    /// Measure the agent's cost: ring-buffer traffic and BPF time per request,
-    /// and throughput with and without the agent, side by side.
+    /// Measure the agent's cost (`cost`: nginx under wrk, and a Python
+    /// server, with and without the agent, side by side) or how whole its
+    /// traces are (`accuracy`). Installs wrk if missing.
     Bench(bench::BenchArgs),
 }
 
@@ -76,6 +77,7 @@ fn main() -> Result<()> {
         }
         Task::Bench(args) => {
             setup::run(true)?;
+            setup::bench_tools()?;
             build_agent(true)?;
             bench::run(args)
         }

@@ -33,6 +33,10 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("npm", "npm"),
 ];
 
+/// Debian packages `cargo xtask bench` drives: the load generator of the
+/// nginx cost case (nginx itself is a test package).
+const BENCH_PACKAGES: &[(&str, &str)] = &[("wrk", "wrk")];
+
 /// Arize Phoenix, the OTLP backend the export test sends to (PyPI).
 const PHOENIX_VERSION: &str = "20.26.1";
 /// Drives the Debian chromium from the viewer test (npm; no browser download).
@@ -48,6 +52,11 @@ pub fn run(test_deps: bool) -> Result<()> {
         ensure_playwright_core()?;
     }
     Ok(())
+}
+
+/// What the benchmark needs beyond the tests' tools.
+pub fn bench_tools() -> Result<()> {
+    ensure_packages(BENCH_PACKAGES)
 }
 
 /// Where the test tools from language registries live, outside the work

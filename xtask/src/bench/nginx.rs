@@ -1,0 +1,442 @@
+//! The nginx case: wrk with 32 keep-alive connections against nginx (one
+//! worker, a 1 KiB static file) on loopback, both on this machine's cores,
+//! both ends traced. Rounds alternate: without the agent, then with it in
+//! each configuration, in rotating order; medians over the rounds.
+//!
+//! Per configuration: throughput and p50/p99 latency as ratios to the rounds
+//! without the agent; the agent's CPU (from `/proc`, after start-up) and the
+//! kernel programs' run time (`kernel.bpf_stats_enabled`) per request; ring
+//! buffer events and bytes, spans and lost events per request; the agent's
+//! peak RSS. Then each program's share of the BPF time.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::{TcpListener, TcpStream},
+    path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context, Result, bail};
+
+use super::{Agent, Summary, median};
+
+/// Concurrent keep-alive connections of the load, as in the issue's case.
+const CONNECTIONS: u32 = 32;
+
+pub fn measure(rounds: usize, seconds: u32) -> Result<()> {
+    let dir = std::env::temp_dir().join(format!("tracer-bench-nginx-{}", std::process::id()));
+    std::fs::create_dir_all(&dir)?;
+    let result = measure_in(&dir, rounds, seconds);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
+struct Configuration {
+    name: &'static str,
+    /// None: without the agent.
+    agent_args: Option<Vec<String>>,
+}
+
+/// What one round of one configuration measured.
+#[derive(Default)]
+struct Round {
+    rate: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    /// Agent rounds only.
+    agent_cpu_us: f64,
+    bpf_us: f64,
+    events: f64,
+    ring_bytes: f64,
+    spans: f64,
+    lost: f64,
+    peak_rss_mib: f64,
+}
+
+fn measure_in(dir: &Path, rounds: usize, seconds: u32) -> Result<()> {
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut nginx = Nginx::start(dir, port)?;
+    let sink = OtlpSink::start()?;
+    let export_file = dir.join("spans.jsonl");
+    let configurations = [
+        Configuration {
+            name: "without agent",
+            agent_args: None,
+        },
+        Configuration {
+            name: "agent, defaults (metrics + viewer store)",
+            agent_args: Some(vec![]),
+        },
+        Configuration {
+            name: "agent, --export-file",
+            agent_args: Some(vec![
+                "--export-file".into(),
+                export_file.display().to_string(),
+            ]),
+        },
+        Configuration {
+            name: "agent, --otlp-endpoint (local sink)",
+            agent_args: Some(vec![
+                "--otlp-endpoint".into(),
+                format!("http://{}", sink.addr),
+            ]),
+        },
+    ];
+    let url = format!("http://127.0.0.1:{port}/1k.bin");
+    // Warm nginx and the page cache; not measured.
+    wrk(&url, 1)?;
+    let mut results: Vec<Vec<Round>> = configurations.iter().map(|_| Vec::new()).collect();
+    let mut programs: Vec<(String, f64)> = Vec::new();
+    let mut default_requests = 0.0;
+    for round in 0..rounds {
+        for step in 0..configurations.len() {
+            let which = (round + step) % configurations.len();
+            let configuration = &configurations[which];
+            let agent = match &configuration.agent_args {
+                None => None,
+                Some(args) => {
+                    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                    Some(Agent::start(&args)?)
+                }
+            };
+            let cpu_before = agent.as_ref().map(Agent::cpu_seconds).transpose()?;
+            let load = wrk(&url, seconds)?;
+            let mut result = Round {
+                rate: load.requests / load.seconds,
+                p50_ms: load.p50_ms,
+                p99_ms: load.p99_ms,
+                ..Round::default()
+            };
+            if let (Some(agent), Some(cpu_before)) = (agent, cpu_before) {
+                // The reader collects the last events within its 20 ms timer.
+                std::thread::sleep(Duration::from_millis(100));
+                let cpu = agent.cpu_seconds()? - cpu_before;
+                result.peak_rss_mib = agent.peak_rss_mib()?;
+                let summary = agent.stop()?;
+                let n = load.requests;
+                result.agent_cpu_us = cpu / n * 1e6;
+                result.bpf_us = summary.get("bpf_run_time_ns") / n / 1e3;
+                result.events = summary.get("events_read") / n;
+                result.ring_bytes = summary.get("event_bytes_read") / n;
+                result.spans = summary.get("spans_produced") / n;
+                result.lost = summary.get("events_lost_ring_full");
+                if which == 1 {
+                    add_program_times(&mut programs, &summary);
+                    default_requests += n;
+                }
+            }
+            results[which].push(result);
+            let _ = std::fs::remove_file(&export_file);
+        }
+    }
+    nginx.stop();
+    print_table(&configurations, &results, rounds, seconds);
+    print_programs(&mut programs, default_requests);
+    println!(
+        "  (OTLP sink received {} bytes)",
+        sink.bytes.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+fn add_program_times(totals: &mut Vec<(String, f64)>, summary: &Summary) {
+    for (name, _, time_ns) in &summary.programs {
+        match totals.iter_mut().find(|(n, _)| n == name) {
+            Some((_, total)) => *total += time_ns,
+            None => totals.push((name.clone(), *time_ns)),
+        }
+    }
+}
+
+fn print_table(
+    configurations: &[Configuration],
+    results: &[Vec<Round>],
+    rounds: usize,
+    seconds: u32,
+) {
+    let column = |which: usize, field: fn(&Round) -> f64| {
+        let mut values: Vec<f64> = results[which].iter().map(field).collect();
+        median(&mut values)
+    };
+    let base_rate = column(0, |r| r.rate);
+    let base_p50 = column(0, |r| r.p50_ms);
+    let base_p99 = column(0, |r| r.p99_ms);
+    println!(
+        "nginx case: wrk -c {CONNECTIONS} keep-alive → nginx (1 worker, 1 KiB file), \
+         {rounds} rounds × {seconds} s per configuration, medians"
+    );
+    println!(
+        "| configuration | req/s | throughput ratio | p50 ms (ratio) | p99 ms (ratio) \
+         | agent CPU µs/req | BPF µs/req | events/req | ring bytes/req | spans/req \
+         | events lost | peak RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
+    for (which, configuration) in configurations.iter().enumerate() {
+        let rate = column(which, |r| r.rate);
+        let p50 = column(which, |r| r.p50_ms);
+        let p99 = column(which, |r| r.p99_ms);
+        let mut line = format!(
+            "| {} | {rate:.0} | {:.3} | {p50:.3} ({:.2}) | {p99:.3} ({:.2}) |",
+            configuration.name,
+            rate / base_rate,
+            p50 / base_p50,
+            p99 / base_p99
+        );
+        if configuration.agent_args.is_none() {
+            line += " – | – | – | – | – | – | – |";
+        } else {
+            let max_lost = results[which].iter().map(|r| r.lost).fold(0.0, f64::max);
+            let max_rss = results[which]
+                .iter()
+                .map(|r| r.peak_rss_mib)
+                .fold(0.0, f64::max);
+            line += &format!(
+                " {:.1} | {:.2} | {:.2} | {:.0} | {:.3} | {max_lost:.0} (max) | {max_rss:.0} (max) |",
+                column(which, |r| r.agent_cpu_us),
+                column(which, |r| r.bpf_us),
+                column(which, |r| r.events),
+                column(which, |r| r.ring_bytes),
+                column(which, |r| r.spans),
+            );
+        }
+        println!("{line}");
+    }
+}
+
+fn print_programs(programs: &mut [(String, f64)], requests: f64) {
+    if requests == 0.0 {
+        return;
+    }
+    programs.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = programs.iter().map(|(_, t)| t).sum();
+    println!(
+        "\nBPF time per request by program (agent defaults, all rounds): {:.2} µs",
+        total / requests / 1e3
+    );
+    for (name, time) in programs.iter().filter(|(_, t)| *t > 0.0) {
+        println!(
+            "  {name:<24} {:>7.3} µs  {:>5.1}%",
+            time / requests / 1e3,
+            100.0 * time / total
+        );
+    }
+}
+
+/// What one wrk run reported.
+struct Load {
+    requests: f64,
+    seconds: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn wrk(url: &str, seconds: u32) -> Result<Load> {
+    let output = Command::new("wrk")
+        .args(["-t", "1", "-c", &CONNECTIONS.to_string()])
+        .args(["-d", &format!("{seconds}s"), "--latency", url])
+        .output()
+        .context("cannot run wrk (cargo xtask setup --test-deps installs it)")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "wrk failed: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    parse_wrk(&text).with_context(|| format!("cannot read wrk's report:\n{text}"))
+}
+
+/// Reads `N requests in 5.00s`, and the 50% and 99% lines of `--latency`.
+fn parse_wrk(text: &str) -> Option<Load> {
+    let mut load = Load {
+        requests: f64::NAN,
+        seconds: f64::NAN,
+        p50_ms: f64::NAN,
+        p99_ms: f64::NAN,
+    };
+    for line in text.lines().map(str::trim) {
+        if let Some((count, rest)) = line.split_once(" requests in ") {
+            load.requests = count.trim().parse().ok()?;
+            load.seconds = duration_ms(rest.split(',').next()?)? / 1e3;
+        } else if let Some(value) = line.strip_prefix("50%") {
+            load.p50_ms = duration_ms(value.trim())?;
+        } else if let Some(value) = line.strip_prefix("99%") {
+            load.p99_ms = duration_ms(value.trim())?;
+        }
+    }
+    (load.requests > 0.0 && load.p99_ms.is_finite()).then_some(load)
+}
+
+/// wrk's durations: `390.00us`, `1.10ms`, `5.00s`, `1.00m`.
+fn duration_ms(text: &str) -> Option<f64> {
+    let text = text.trim();
+    let split = text.find(|c: char| c.is_ascii_alphabetic())?;
+    let value: f64 = text[..split].parse().ok()?;
+    let scale = match &text[split..] {
+        "us" => 1e-3,
+        "ms" => 1.0,
+        "s" => 1e3,
+        "m" => 60e3,
+        _ => return None,
+    };
+    Some(value * scale)
+}
+
+/// nginx serving a 1 KiB file from `dir`, one process (no master).
+struct Nginx(Child);
+
+impl Nginx {
+    fn start(dir: &Path, port: u16) -> Result<Nginx> {
+        let root: PathBuf = dir.join("www");
+        std::fs::create_dir_all(&root)?;
+        std::fs::write(root.join("1k.bin"), [b'x'; 1024])?;
+        let d = dir.display();
+        // As Debian's default configuration serves files (sendfile, access
+        // log), with enough keep-alive requests that wrk keeps its connections.
+        let config = format!(
+            "master_process off;
+worker_processes 1;
+error_log stderr warn;
+pid {d}/nginx.pid;
+events {{ worker_connections 1024; }}
+http {{
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 1000000;
+    access_log {d}/access.log;
+    client_body_temp_path {d}/body;
+    proxy_temp_path {d}/proxy;
+    fastcgi_temp_path {d}/fastcgi;
+    uwsgi_temp_path {d}/uwsgi;
+    scgi_temp_path {d}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        root {};
+    }}
+}}
+",
+            root.display()
+        );
+        std::fs::write(dir.join("nginx.conf"), config)?;
+        let child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(dir.join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .context("cannot start nginx (cargo xtask setup --test-deps installs it)")?;
+        let nginx = Nginx(child);
+        let started = Instant::now();
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if started.elapsed() > Duration::from_secs(20) {
+                bail!("nginx did not listen on {port} within 20 s");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(nginx)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A minimal OTLP/HTTP receiver: answers every POST with 200 and counts the
+/// bytes, so the exporter's cost is measured without a collector's.
+struct OtlpSink {
+    addr: std::net::SocketAddr,
+    bytes: Arc<AtomicU64>,
+}
+
+impl OtlpSink {
+    fn start() -> Result<OtlpSink> {
+        let listener = TcpListener::bind("127.0.0.1:0")?;
+        let addr = listener.local_addr()?;
+        let bytes = Arc::new(AtomicU64::new(0));
+        let counted = bytes.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let counted = counted.clone();
+                std::thread::spawn(move || {
+                    let _ = serve_otlp(stream, &counted);
+                });
+            }
+        });
+        Ok(OtlpSink { addr, bytes })
+    }
+}
+
+/// Keep-alive HTTP/1.1: reads each request's head and `Content-Length`
+/// body, answers 200 with an empty body.
+fn serve_otlp(stream: TcpStream, bytes: &AtomicU64) -> std::io::Result<()> {
+    let mut writer = stream.try_clone()?;
+    let mut reader = BufReader::new(stream);
+    loop {
+        let mut length = 0usize;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            if reader.read_line(&mut line)? == 0 {
+                return Ok(());
+            }
+            if line == "\r\n" {
+                break;
+            }
+            if let Some((name, value)) = line.split_once(':')
+                && name.eq_ignore_ascii_case("content-length")
+            {
+                length = value.trim().parse().unwrap_or(0);
+            }
+        }
+        let mut body = vec![0; length];
+        reader.read_exact(&mut body)?;
+        bytes.fetch_add(length as u64, Ordering::Relaxed);
+        writer.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/x-protobuf\r\nContent-Length: 0\r\n\r\n",
+        )?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_a_wrk_report() {
+        let report = "Running 5s test @ http://127.0.0.1:8080/1k.bin
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency   412.00us  200.00us   4.80ms   90.00%
+  Latency Distribution
+     50%  390.00us
+     75%  450.00us
+     90%  600.00us
+     99%    1.10ms
+  385000 requests in 5.00s, 400.00MB read
+Requests/sec:  77000.00
+";
+        let load = parse_wrk(report).unwrap();
+        assert_eq!(load.requests, 385000.0);
+        assert_eq!(load.seconds, 5.0);
+        assert!((load.p50_ms - 0.39).abs() < 1e-9);
+        assert!((load.p99_ms - 1.1).abs() < 1e-9);
+        assert!(parse_wrk("garbage").is_none());
+        assert_eq!(duration_ms("1.00m"), Some(60_000.0));
+        assert_eq!(duration_ms("12parsecs"), None);
+    }
+}
