@@ -6,12 +6,14 @@
 //! the agent saw the accept/connect; for connections opened before the agent
 //! started, from which direction carries requests.
 
-use std::{collections::HashMap, net::SocketAddr};
+use std::net::SocketAddr;
+
+use foldhash::HashMap;
 
 use tracer_common::{Direction, EventKind, RequestContext, Role};
 
 use crate::{
-    events::{Event, KernelIds},
+    events::{Comm, Event, KernelIds},
     protocols::http1::{self, Exchange, Http1Connection, Output, RequestStart, Stream},
 };
 
@@ -39,7 +41,7 @@ pub struct ConnectionInfo {
     pub local: SocketAddr,
     pub remote: SocketAddr,
     /// The thread name of the process that handled the request.
-    pub comm: String,
+    pub comm: Comm,
 }
 
 /// A request whose head was just parsed, and its connection.
@@ -119,7 +121,7 @@ pub struct ConnectionTable {
 impl ConnectionTable {
     pub fn new(max_connections: usize) -> Self {
         ConnectionTable {
-            connections: HashMap::new(),
+            connections: HashMap::default(),
             max_connections: max_connections.max(1),
         }
     }
@@ -143,7 +145,7 @@ impl ConnectionTable {
             .sum()
     }
 
-    pub fn handle(&mut self, event: Event, out: &mut Handled) {
+    pub fn handle(&mut self, event: Event<'_>, out: &mut Handled) {
         match event.kind {
             EventKind::Open => {
                 // A reused socket address starts a new connection.
@@ -177,7 +179,7 @@ impl ConnectionTable {
         }
     }
 
-    fn insert(&mut self, event: &Event, out: &mut Handled) -> &mut Connection {
+    fn insert(&mut self, event: &Event<'_>, out: &mut Handled) -> &mut Connection {
         if self.connections.len() >= self.max_connections
             && let Some(oldest) = self
                 .connections
@@ -194,7 +196,7 @@ impl ConnectionTable {
                 role: event.role,
                 local: event.local,
                 remote: event.remote,
-                comm: event.comm.clone(),
+                comm: event.comm,
             },
             protocol: Protocol::Detecting(0),
             last_seen_ns: event.end_ns,
@@ -213,7 +215,7 @@ impl ConnectionTable {
         out.outcomes.push(Outcome::Closed(sock_id));
     }
 
-    fn data(&mut self, event: Event, out: &mut Handled) {
+    fn data(&mut self, event: Event<'_>, out: &mut Handled) {
         let Some(direction) = event.direction else {
             return;
         };
@@ -228,7 +230,7 @@ impl ConnectionTable {
             conn.info.role = event.role;
         }
         if let Protocol::Detecting(attempts) = conn.protocol {
-            conn.protocol = detect(conn.info.role, direction, &event.payload, attempts);
+            conn.protocol = detect(conn.info.role, direction, event.payload, attempts);
             if let Protocol::Other = conn.protocol {
                 out.not_parsed.push(event.sock_id);
             }
@@ -245,7 +247,7 @@ impl ConnectionTable {
         let stream = if direction == *requests {
             // The process that reads (server) or writes (client) requests is
             // the one the span belongs to.
-            conn.info.comm.clone_from(&event.comm);
+            conn.info.comm = event.comm;
             Stream::Requests
         } else {
             Stream::Responses
@@ -265,7 +267,7 @@ impl ConnectionTable {
         let mut outputs = Vec::new();
         parser.feed(
             stream,
-            &event.payload,
+            event.payload,
             event.uncaptured(),
             meta,
             &mut outputs,
@@ -327,7 +329,7 @@ mod tests {
         role: Role,
         direction: Option<Direction>,
         payload: &[u8],
-    ) -> Event {
+    ) -> Event<'_> {
         Event {
             kind,
             pid: 7,
@@ -342,16 +344,16 @@ mod tests {
             syscall: Syscall::Read,
             local: "127.0.0.1:8080".parse().unwrap(),
             remote: "127.0.0.1:40000".parse().unwrap(),
-            comm: "server".into(),
+            comm: *b"server\0\0\0\0\0\0\0\0\0\0",
             seq: 0,
             context: None,
             ids: Default::default(),
-            payload: payload.to_vec(),
+            payload,
         }
     }
 
     /// A data event on connection `sock` (role as the kernel reported it).
-    fn data(sock: u64, role: Role, direction: Direction, payload: &[u8]) -> Event {
+    fn data(sock: u64, role: Role, direction: Direction, payload: &[u8]) -> Event<'_> {
         event(EventKind::Data, sock, role, Some(direction), payload)
     }
 

@@ -2,7 +2,9 @@
 //!
 //! The reader sleeps on the ring buffer's descriptor (the kernel wakes it once
 //! enough bytes wait) and on a short timer that collects the rest, so a quiet
-//! node costs nothing and a busy one is read in batches.
+//! node costs nothing and a busy one is read in batches. Each record is
+//! decoded where it lies in the ring and handed on as an `Event` that borrows
+//! its payload: nothing is allocated or copied per event.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
@@ -10,7 +12,7 @@ use std::{
 };
 
 use thiserror::Error;
-use tokio::{io::unix::AsyncFd, sync::mpsc, sync::watch};
+use tokio::{io::unix::AsyncFd, sync::watch};
 use tracer_common::{
     Direction, EventKind, RequestContext, Role, SocketEvent, Syscall,
     event::{AF_INET, AF_INET6, SOCKET_EVENT_SIZE},
@@ -20,9 +22,9 @@ use aya::maps::{MapData, RingBuf};
 
 use crate::stats::Stats;
 
-/// A decoded kernel event.
+/// A decoded kernel event; its payload is borrowed from the ring buffer.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Event {
+pub struct Event<'a> {
     pub kind: EventKind,
     pub pid: u32,
     pub tid: u32,
@@ -38,14 +40,24 @@ pub struct Event {
     pub syscall: Syscall,
     pub local: SocketAddr,
     pub remote: SocketAddr,
-    pub comm: String,
+    /// The thread's name, NUL-padded (see `comm_text`).
+    pub comm: Comm,
     /// TCP sequence number of the first byte moved (data events).
     pub seq: u32,
     /// The inbound request a client wrote this for, as the kernel decided
     /// (data events).
     pub context: Option<RequestContext>,
     pub ids: KernelIds,
-    pub payload: Vec<u8>,
+    pub payload: &'a [u8],
+}
+
+/// A thread name as the kernel keeps it: up to 16 bytes, NUL-padded.
+pub type Comm = [u8; 16];
+
+/// The text of a thread name.
+pub fn comm_text(comm: &Comm) -> std::borrow::Cow<'_, str> {
+    let end = comm.iter().position(|b| *b == 0).unwrap_or(comm.len());
+    String::from_utf8_lossy(&comm[..end])
 }
 
 /// Trace ids the kernel chose (with `--inject-traceparent`): they went, or
@@ -59,7 +71,7 @@ pub struct KernelIds {
     pub injected_span_id: Option<[u8; 8]>,
 }
 
-impl Event {
+impl Event<'_> {
     /// Bytes moved beyond the captured prefix.
     pub fn uncaptured(&self) -> u64 {
         self.bytes.saturating_sub(self.payload.len() as u64)
@@ -79,7 +91,7 @@ pub enum DecodeError {
 }
 
 /// Decodes one ring buffer record: a `SocketEvent` header and its payload.
-pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
+pub fn decode(record: &[u8]) -> Result<Event<'_>, DecodeError> {
     if record.len() < SOCKET_EVENT_SIZE {
         return Err(DecodeError::Short(record.len()));
     }
@@ -111,14 +123,14 @@ pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
         syscall,
         local: socket_addr(header.family, header.local_addr, header.local_port),
         remote: socket_addr(header.family, header.remote_addr, header.remote_port),
-        comm: nul_terminated(&header.comm),
+        comm: header.comm,
         seq: header.seq,
         context: (header.context.sock != 0).then_some(header.context),
         ids: KernelIds {
             trace_id: (header.trace_id != [0; 16]).then_some(header.trace_id),
             injected_span_id: (header.span_id != [0; 8]).then_some(header.span_id),
         },
-        payload: payload[..captured].to_vec(),
+        payload: &payload[..captured],
     })
 }
 
@@ -132,54 +144,67 @@ fn socket_addr(family: u16, addr: [u8; 16], port: u16) -> SocketAddr {
     SocketAddr::new(ip, port)
 }
 
-fn nul_terminated(bytes: &[u8]) -> String {
-    let end = bytes.iter().position(|b| *b == 0).unwrap_or(bytes.len());
-    String::from_utf8_lossy(&bytes[..end]).into_owned()
-}
-
 /// How often the reader collects events the kernel did not wake it for.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Reads the ring buffer until `shutdown` turns true, then drains it once more.
-/// Sends decoded events in batches.
-pub async fn read_events(
-    ring: RingBuf<MapData>,
-    batches: mpsc::Sender<Vec<Event>>,
-    mut shutdown: watch::Receiver<bool>,
-    stats: &Stats,
-) -> std::io::Result<()> {
-    // SAFETY: the RingBuf owns its descriptor and the AsyncFd owns the RingBuf,
-    // so the descriptor stays open for as long as it is registered.
-    let mut ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
-    let mut timer = tokio::time::interval(FLUSH_INTERVAL);
-    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let stopping = tokio::select! {
-            guard = ring.readable_mut() => {
+/// Why the reader woke.
+pub enum Wake {
+    /// Records may wait in the ring buffer.
+    Records,
+    /// The agent is stopping: read what is left, then stop.
+    Shutdown,
+}
+
+/// The ring buffer, read as its records arrive.
+pub struct EventReader {
+    ring: AsyncFd<RingBuf<MapData>>,
+    timer: tokio::time::Interval,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl EventReader {
+    pub fn new(ring: RingBuf<MapData>, shutdown: watch::Receiver<bool>) -> std::io::Result<Self> {
+        // SAFETY: the RingBuf owns its descriptor and the AsyncFd owns the
+        // RingBuf, so the descriptor stays open for as long as it is registered.
+        let ring = unsafe { AsyncFd::register(ring) }.map_err(|e| e.into_parts().1)?;
+        let mut timer = tokio::time::interval(FLUSH_INTERVAL);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Ok(EventReader {
+            ring,
+            timer,
+            shutdown,
+        })
+    }
+
+    /// Waits until records may be there (the kernel's wake-up or the flush
+    /// timer) or the agent stops.
+    pub async fn wait(&mut self) -> std::io::Result<Wake> {
+        if *self.shutdown.borrow() {
+            return Ok(Wake::Shutdown);
+        }
+        tokio::select! {
+            guard = self.ring.readable_mut() => {
                 guard?.clear_ready();
-                false
+                Ok(Wake::Records)
             }
-            _ = timer.tick() => false,
-            _ = shutdown.changed() => true,
-        };
-        let mut batch = Vec::new();
-        let ring_buf = ring.get_mut();
-        while let Some(record) = ring_buf.next() {
+            _ = self.timer.tick() => Ok(Wake::Records),
+            _ = self.shutdown.changed() => Ok(Wake::Shutdown),
+        }
+    }
+
+    /// Hands every record waiting now to `handle`, decoded in place.
+    pub fn drain(&mut self, stats: &Stats, mut handle: impl FnMut(Event<'_>)) {
+        let ring = self.ring.get_mut();
+        while let Some(record) = ring.next() {
             stats.add(&stats.events_read, 1);
             stats.add(&stats.event_bytes_read, record.len() as u64);
             match decode(&record) {
-                Ok(event) => batch.push(event),
+                Ok(event) => handle(event),
                 Err(e) => {
                     stats.add(&stats.events_undecodable, 1);
                     tracing::warn!("dropping a kernel event: {e}");
                 }
             }
-        }
-        if !batch.is_empty() && batches.send(batch).await.is_err() {
-            return Ok(());
-        }
-        if stopping || *shutdown.borrow() {
-            return Ok(());
         }
     }
 }
@@ -238,14 +263,15 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let event = decode(&record(&header(), b"GET")).unwrap();
+        let bytes = record(&header(), b"GET");
+        let event = decode(&bytes).unwrap();
         assert_eq!(event.kind, EventKind::Data);
         assert_eq!((event.pid, event.tid, event.fd), (10, 11, 5));
         assert_eq!(event.local, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(event.remote, "127.0.0.1:50000".parse().unwrap());
         assert_eq!(event.role, Role::Server);
         assert_eq!(event.direction, Some(Direction::Ingress));
-        assert_eq!(event.comm, "python3");
+        assert_eq!(comm_text(&event.comm), "python3");
         assert_eq!(event.payload, b"GET");
         assert_eq!(event.uncaptured(), 3997);
         assert_eq!(event.seq, 1000);
@@ -263,7 +289,8 @@ mod tests {
         h.family = AF_INET6;
         h.local_addr = Ipv6Addr::LOCALHOST.octets();
         h.remote_addr = Ipv4Addr::new(10, 0, 0, 2).to_ipv6_mapped().octets();
-        let event = decode(&record(&h, b"GET")).unwrap();
+        let bytes = record(&h, b"GET");
+        let event = decode(&bytes).unwrap();
         assert_eq!(event.local, "[::1]:8080".parse().unwrap());
         assert_eq!(event.remote, "10.0.0.2:50000".parse().unwrap());
     }

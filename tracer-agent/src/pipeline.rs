@@ -1,15 +1,17 @@
 //! The agent's stages wired together, in one place:
 //!
 //! ```text
-//! ring buffer ─► events::read_events ─► process (connections → http1 → spans) ─► export
-//!                      batches of events          batches of spans             ├► exporters
-//!                                                                              ├► metrics
-//!                                                                              └► viewer store
+//! ring buffer ─► process (events → connections → http1 → spans) ─► export
+//!                 each record decoded in place     batches of spans   ├► exporters
+//!                                                                     ├► metrics
+//!                                                                     └► viewer store
 //! ```
 //!
-//! Each stage is a task that owns its state; bounded channels carry batches
-//! between them. Shutdown: the reader drains the ring buffer and stops, and
-//! each later stage finishes what it received before it ends, so every span
+//! Each stage is a task that owns its state; a bounded channel carries
+//! batches of spans between them. Events are handled where they lie in the
+//! ring buffer, by the task that reads it: no copy, no allocation, no hop per
+//! event. Shutdown: the first stage drains the ring buffer and stops, and the
+//! export stage finishes what it received before it ends, so every span
 //! already seen is exported.
 
 use std::{sync::Arc, time::Duration};
@@ -21,7 +23,7 @@ use crate::{
     clock::Clock,
     connections::{ConnectionTable, Handled, Outcome},
     correlation::Correlator,
-    events::{self, Event},
+    events::{EventReader, Wake},
     export::{Exporter, is_own_export},
     loader::IgnoredSockets,
     metrics::Metrics,
@@ -42,8 +44,10 @@ pub struct PipelineOptions {
     pub store: Option<Arc<TraceStore>>,
 }
 
-/// Batches in flight between two stages before the sender waits.
-const CHANNEL_BATCHES: usize = 64;
+/// Batches of spans in flight to the export stage before the first stage
+/// waits. A batch is what one read of the ring buffer yielded (up to a few
+/// thousand spans under load), so this bounds the memory spans wait in.
+const CHANNEL_BATCHES: usize = 4;
 /// How often idle connections are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -55,14 +59,9 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
     stats: Arc<Stats>,
 ) -> anyhow::Result<()> {
-    let (event_tx, event_rx) = mpsc::channel(CHANNEL_BATCHES);
     let (span_tx, span_rx) = mpsc::channel(CHANNEL_BATCHES);
-    let reader = {
-        let stats = stats.clone();
-        tokio::spawn(async move { events::read_events(ring, event_tx, shutdown, &stats).await })
-    };
     let processor = tokio::spawn(process(
-        event_rx,
+        EventReader::new(ring, shutdown)?,
         span_tx,
         ignored_sockets,
         ConnectionTable::new(options.max_connections),
@@ -75,40 +74,38 @@ pub async fn run(
         options.metrics,
         options.store,
     ));
-    reader.await??;
-    processor.await?;
+    processor.await??;
     exporter.await?;
     Ok(())
 }
 
 async fn process(
-    mut events: mpsc::Receiver<Vec<Event>>,
+    mut reader: EventReader,
     spans: mpsc::Sender<Vec<Span>>,
     mut ignored_sockets: IgnoredSockets,
     mut table: ConnectionTable,
     idle_timeout: Duration,
     stats: Arc<Stats>,
-) {
+) -> std::io::Result<()> {
     let clock = Clock::now();
     let mut builder = SpanBuilder::new(clock, ProcessCache::default());
     let mut correlator = Correlator::new();
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     let mut latest_ns = 0u64;
-    loop {
+    let mut stopping = false;
+    while !stopping {
         let mut handled = Handled::default();
         tokio::select! {
-            batch = events.recv() => {
-                let Some(batch) = batch else { break };
-                for event in batch {
-                    latest_ns = latest_ns.max(event.end_ns);
-                    table.handle(event, &mut handled);
-                }
-            }
+            wake = reader.wait() => stopping = matches!(wake?, Wake::Shutdown),
             _ = sweep.tick() => {
                 let cutoff = latest_ns.saturating_sub(idle_timeout.as_nanos() as u64);
                 table.close_idle(cutoff, &mut handled);
             }
         }
+        reader.drain(&stats, |event| {
+            latest_ns = latest_ns.max(event.end_ns);
+            table.handle(event, &mut handled);
+        });
         stats.set(&stats.connections_tracked, table.len() as u64);
         stats.add(&stats.connections_evicted, handled.evicted);
         stats.add(&stats.parse_errors, handled.parse_errors.len() as u64);
@@ -149,7 +146,7 @@ async fn process(
         }
         stats.add(&stats.spans_produced, batch.len() as u64);
         if spans.send(batch).await.is_err() {
-            return;
+            return Ok(());
         }
     }
     let waiting = table.pending_requests();
@@ -158,6 +155,7 @@ async fn process(
             "{waiting} requests were still waiting for their response at exit; they are not reported"
         );
     }
+    Ok(())
 }
 
 async fn export(
@@ -174,7 +172,7 @@ async fn export(
             metrics.record(&batch);
         }
         if let Some(store) = &store {
-            store.add(&batch);
+            store.add(batch);
         }
     }
     for exporter in exporters.iter_mut() {

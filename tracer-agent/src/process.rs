@@ -1,7 +1,11 @@
 //! Who a process is, for the span's resource: `service.name` from its
 //! `OTEL_SERVICE_NAME`, else its executable's name; its container, if any.
 
-use std::{collections::HashMap, path::PathBuf, sync::Arc};
+use std::{path::PathBuf, sync::Arc};
+
+use foldhash::HashMap;
+
+use crate::events::{Comm, comm_text};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessInfo {
@@ -18,7 +22,7 @@ const MAX_CACHED: usize = 4096;
 #[derive(Debug)]
 pub struct ProcessCache {
     proc_root: PathBuf,
-    entries: HashMap<(u32, String), Arc<ProcessInfo>>,
+    entries: HashMap<(u32, Comm), Arc<ProcessInfo>>,
 }
 
 impl Default for ProcessCache {
@@ -31,21 +35,21 @@ impl ProcessCache {
     pub fn new(proc_root: impl Into<PathBuf>) -> Self {
         ProcessCache {
             proc_root: proc_root.into(),
-            entries: HashMap::new(),
+            entries: HashMap::default(),
         }
     }
 
     /// The process `pid`, whose thread that made the event is named `comm`.
     /// Keying by `comm` too notices a reused pid or an exec.
-    pub fn get(&mut self, pid: u32, comm: &str) -> Arc<ProcessInfo> {
-        if let Some(info) = self.entries.get(&(pid, comm.to_string())) {
+    pub fn get(&mut self, pid: u32, comm: &Comm) -> Arc<ProcessInfo> {
+        if let Some(info) = self.entries.get(&(pid, *comm)) {
             return info.clone();
         }
         if self.entries.len() >= MAX_CACHED {
             self.entries.clear();
         }
-        let info = Arc::new(self.read(pid, comm));
-        self.entries.insert((pid, comm.to_string()), info.clone());
+        let info = Arc::new(self.read(pid, &comm_text(comm)));
+        self.entries.insert((pid, *comm), info.clone());
         info
     }
 
@@ -127,9 +131,9 @@ mod tests {
     #[test]
     fn this_process() {
         let mut cache = ProcessCache::default();
-        let me = cache.get(std::process::id(), "test");
+        let me = cache.get(std::process::id(), b"test\0\0\0\0\0\0\0\0\0\0\0\0");
         assert!(!me.executable_name.is_empty());
-        let gone = cache.get(u32::MAX - 1, "curl");
+        let gone = cache.get(u32::MAX - 1, b"curl\0\0\0\0\0\0\0\0\0\0\0\0");
         assert_eq!(gone.service_name, "curl");
     }
 }

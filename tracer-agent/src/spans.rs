@@ -375,7 +375,7 @@ mod tests {
                 role,
                 local: "127.0.0.1:8080".parse().unwrap(),
                 remote: "127.0.0.1:40000".parse().unwrap(),
-                comm: "test".into(),
+                comm: *b"test\0\0\0\0\0\0\0\0\0\0\0\0",
             },
         }
     }

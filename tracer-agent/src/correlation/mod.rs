@@ -28,10 +28,11 @@
 pub mod propagation;
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, VecDeque},
     net::SocketAddr,
 };
 
+use foldhash::HashMap;
 use tracer_common::{RequestContext, Role};
 
 use crate::connections::{CompletedExchange, StartedRequest};

@@ -55,7 +55,7 @@ fn started(
             role,
             local: local.parse().unwrap(),
             remote: remote.parse().unwrap(),
-            comm: "t".into(),
+            comm: *b"t\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0",
         },
     }
 }

@@ -9,11 +9,13 @@ use std::{
     sync::Arc,
 };
 
-use super::{Exporter, ShutdownFuture, count_write, otlp_convert::export_request};
+use super::{Exporter, ShutdownFuture, count_write, otlp_json::write_export_request};
 use crate::{spans::Span, stats::ExporterStats};
 
 pub struct FileExporter {
     out: BufWriter<File>,
+    /// One batch's line, reused from batch to batch.
+    line: Vec<u8>,
     host_name: String,
     stats: Arc<ExporterStats>,
 }
@@ -26,15 +28,17 @@ impl FileExporter {
     ) -> std::io::Result<Self> {
         Ok(FileExporter {
             out: BufWriter::new(File::create(path)?),
+            line: Vec::new(),
             host_name,
             stats,
         })
     }
 
     fn write(&mut self, spans: &[Span]) -> std::io::Result<()> {
-        let request = export_request(spans, &self.host_name);
-        serde_json::to_writer(&mut self.out, &request)?;
-        self.out.write_all(b"\n")?;
+        self.line.clear();
+        write_export_request(spans, &self.host_name, &mut self.line);
+        self.line.push(b'\n');
+        self.out.write_all(&self.line)?;
         // Each batch reaches the file as it is exported, so a reader (or a
         // crash) sees whole lines.
         self.out.flush()

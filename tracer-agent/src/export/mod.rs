@@ -5,6 +5,7 @@
 pub mod file;
 pub mod otlp;
 pub mod otlp_convert;
+pub mod otlp_json;
 pub mod stdout;
 
 use std::{future::Future, pin::Pin, sync::atomic::Ordering};

@@ -15,14 +15,15 @@ use std::{
     time::Duration,
 };
 
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, trace_service_client::TraceServiceClient,
-};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
 use tokio::{sync::Notify, task::JoinHandle, time::Instant};
 use tonic::transport::{Channel, Endpoint};
 
-use super::{Exporter, OWN_USER_AGENT, ShutdownFuture, otlp_convert::export_request};
+use super::{
+    Exporter, OWN_USER_AGENT, ShutdownFuture, otlp_convert::export_request,
+    otlp_json::write_export_request,
+};
 use crate::{spans::Span, stats::ExporterStats};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -278,14 +279,15 @@ async fn send_with_retry(
     options: &OtlpOptions,
     stats: &ExporterStats,
 ) {
-    let request = export_request(batch, &options.host_name);
+    // An HTTP body is encoded once, on the first attempt, and kept for retries.
+    let mut body = None;
     let n = batch.len() as u64;
     let mut backoff = FIRST_BACKOFF;
     let mut failures = 0u32;
     loop {
         queue.sending.store(n, Ordering::Relaxed);
         queue.publish_depth(stats);
-        match transport.send(&request, options).await {
+        match transport.send(batch, &mut body, options).await {
             Ok(()) => {
                 stats.spans_exported.fetch_add(n, Ordering::Relaxed);
                 queue.batch_done(stats);
@@ -398,12 +400,13 @@ impl Transport {
 
     async fn send(
         &mut self,
-        request: &ExportTraceServiceRequest,
+        batch: &[Span],
+        body: &mut Option<bytes::Bytes>,
         options: &OtlpOptions,
     ) -> Result<(), SendError> {
         match self {
             Transport::Grpc(client) => {
-                let mut call = tonic::Request::new(request.clone());
+                let mut call = tonic::Request::new(export_request(batch, &options.host_name));
                 for (key, value) in &options.headers {
                     let key = tonic::metadata::MetadataKey::from_bytes(key.as_bytes())
                         .map_err(|e| SendError::Permanent(format!("header {key:?}: {e}")))?;
@@ -422,14 +425,22 @@ impl Transport {
                 Ok(())
             }
             Transport::Http(client) => {
-                let (content_type, body) = match options.protocol {
-                    Protocol::HttpJson => (
-                        "application/json",
-                        serde_json::to_vec(request)
-                            .map_err(|e| SendError::Permanent(e.to_string()))?,
-                    ),
-                    _ => ("application/x-protobuf", request.encode_to_vec()),
+                let content_type = match options.protocol {
+                    Protocol::HttpJson => "application/json",
+                    _ => "application/x-protobuf",
                 };
+                let body = body
+                    .get_or_insert_with(|| match options.protocol {
+                        Protocol::HttpJson => {
+                            let mut json = Vec::new();
+                            write_export_request(batch, &options.host_name, &mut json);
+                            json.into()
+                        }
+                        _ => export_request(batch, &options.host_name)
+                            .encode_to_vec()
+                            .into(),
+                    })
+                    .clone();
                 let mut post = client
                     .post(&options.endpoint)
                     .header("content-type", content_type)
@@ -502,6 +513,7 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     use axum::{Router, body::Bytes, http::StatusCode, routing::post};
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
     use super::*;
     use crate::{

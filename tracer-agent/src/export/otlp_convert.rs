@@ -18,21 +18,26 @@ use crate::{
 };
 
 /// A process and its spans in one batch.
-type ProcessSpans<'a> = (&'a Arc<ProcessInfo>, Vec<OtlpSpan>);
+pub type ProcessSpans<'a> = (&'a Arc<ProcessInfo>, Vec<&'a Span>);
 
-/// One request for a batch: spans grouped by the process (resource) they belong to.
-pub fn export_request(spans: &[Span], host_name: &str) -> ExportTraceServiceRequest {
-    let mut by_process: BTreeMap<(u32, &str), ProcessSpans> = BTreeMap::new();
+/// A batch's spans grouped by the process (resource) they belong to, in
+/// (pid, service name) order.
+pub fn by_process(spans: &[Span]) -> impl Iterator<Item = ProcessSpans<'_>> {
+    let mut groups: BTreeMap<(u32, &str), ProcessSpans> = BTreeMap::new();
     for span in spans {
-        by_process
+        groups
             .entry((span.process.pid, span.process.service_name.as_str()))
             .or_insert_with(|| (&span.process, Vec::new()))
             .1
-            .push(otlp_span(span));
+            .push(span);
     }
+    groups.into_values()
+}
+
+/// One request for a batch: spans grouped by the process (resource) they belong to.
+pub fn export_request(spans: &[Span], host_name: &str) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
-        resource_spans: by_process
-            .into_values()
+        resource_spans: by_process(spans)
             .map(|(process, spans)| ResourceSpans {
                 resource: Some(resource(process, host_name)),
                 scope_spans: vec![ScopeSpans {
@@ -41,7 +46,7 @@ pub fn export_request(spans: &[Span], host_name: &str) -> ExportTraceServiceRequ
                         version: env!("CARGO_PKG_VERSION").into(),
                         ..Default::default()
                     }),
-                    spans,
+                    spans: spans.into_iter().map(otlp_span).collect(),
                     schema_url: String::new(),
                 }],
                 schema_url: String::new(),

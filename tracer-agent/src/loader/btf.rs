@@ -7,6 +7,55 @@ use super::LoadError;
 
 pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
+/// `kernel_offsets`, read in a forked child process: parsing the kernel's
+/// BTF builds about 40 MiB of index for a 6 MiB file, which would stay in
+/// the agent's memory (and its peak) for good. Call it while the process has
+/// one thread (before the async runtime starts), as `fork` requires. When
+/// the child cannot run or fails, the offsets are read here instead, so an
+/// error is reported as `kernel_offsets` reports it.
+pub fn kernel_offsets_in_child(path: &str) -> Result<KernelOffsets, LoadError> {
+    match from_child(path) {
+        Some(offsets) => Ok(offsets),
+        None => kernel_offsets(path),
+    }
+}
+
+fn from_child(path: &str) -> Option<KernelOffsets> {
+    use std::io::{Read, Write};
+
+    const SIZE: usize = std::mem::size_of::<KernelOffsets>();
+    let (mut reader, mut writer) = std::io::pipe().ok()?;
+    // SAFETY: the caller guarantees a single-threaded process, so the child
+    // may allocate and run ordinary code; it leaves with `_exit`.
+    match unsafe { libc::fork() } {
+        -1 => None,
+        0 => {
+            let status = match kernel_offsets(path) {
+                Ok(offsets) => {
+                    // SAFETY: `KernelOffsets` is `repr(C)` u32s, no padding.
+                    let bytes: [u8; SIZE] = unsafe { std::mem::transmute(offsets) };
+                    i32::from(writer.write_all(&bytes).is_err())
+                }
+                Err(_) => 1,
+            };
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(status) }
+        }
+        child => {
+            drop(writer);
+            let mut bytes = Vec::with_capacity(SIZE);
+            let read = reader.read_to_end(&mut bytes);
+            let mut status = 0;
+            // SAFETY: waits for our own child.
+            unsafe { libc::waitpid(child, &mut status, 0) };
+            let bytes: [u8; SIZE] = bytes.try_into().ok()?;
+            (read.is_ok() && libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0)
+                // SAFETY: the child wrote a whole `KernelOffsets` (any bits are valid u32s).
+                .then(|| unsafe { std::mem::transmute::<[u8; SIZE], KernelOffsets>(bytes) })
+        }
+    }
+}
+
 /// Reads every offset the programs need from the BTF file at `path`.
 pub fn kernel_offsets(path: &str) -> Result<KernelOffsets, LoadError> {
     if !std::path::Path::new(path).exists() {
@@ -132,6 +181,15 @@ mod tests {
         // Past the embedded struct sock.
         assert!(offsets.tcp_write_seq > offsets.sock_protocol);
         assert!(offsets.tcp_copied_seq > offsets.sock_protocol);
+    }
+
+    #[test]
+    fn a_child_process_reads_the_same_offsets() {
+        let here = kernel_offsets(VMLINUX_BTF).expect("kernel BTF");
+        assert_eq!(from_child(VMLINUX_BTF), Some(here));
+        assert_eq!(from_child("/nonexistent/vmlinux"), None);
+        let err = kernel_offsets_in_child("/nonexistent/vmlinux").unwrap_err();
+        assert!(err.to_string().contains("CONFIG_DEBUG_INFO_BTF"), "{err}");
     }
 
     #[test]

@@ -16,9 +16,11 @@ use aya::{
     programs::{CgroupAttachMode, Program, ProgramError, SkMsg, SockOps, TracePoint},
 };
 use thiserror::Error;
-use tracer_common::{Config, Counter, MAX_BLOCKED_AT_ATTACH, MAX_CAPTURE, MAX_TRACED_PIDS};
+use tracer_common::{
+    Config, Counter, KernelOffsets, MAX_BLOCKED_AT_ATTACH, MAX_CAPTURE, MAX_TRACED_PIDS,
+};
 
-pub use btf::VMLINUX_BTF;
+pub use btf::{VMLINUX_BTF, kernel_offsets_in_child};
 
 /// The kernel programs, built by build.rs and embedded in the binary.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
@@ -136,6 +138,8 @@ pub enum LoadError {
 /// What the agent asks of the kernel side.
 #[derive(Clone, Debug)]
 pub struct LoadOptions {
+    /// Kernel struct offsets (`kernel_offsets_in_child`).
+    pub offsets: KernelOffsets,
     /// Payload prefix copied per syscall.
     pub capture_bytes: u32,
     /// Ring buffer size in bytes (a power of two, at least a page).
@@ -232,7 +236,6 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     if options.pids.len() > MAX_TRACED_PIDS as usize {
         return Err(LoadError::TooManyPids(options.pids.len()));
     }
-    let offsets = btf::kernel_offsets(VMLINUX_BTF)?;
     let netns = options.netns.as_deref().map(netns::netns_ids).transpose()?;
     let cgroup = if options.inject_traceparent {
         Some(netns::cgroup2_root()?)
@@ -246,12 +249,16 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         }
     }
 
+    // No kernel BTF for aya: the programs need no CO-RE relocation (offsets
+    // come in CONFIG), and parsing vmlinux's BTF a second time here would add
+    // tens of MiB to the agent's start-up peak.
     let mut ebpf = EbpfLoader::new()
+        .btf(None)
         .map_max_entries("EVENTS", options.ring_buffer_bytes)
         .load(EBPF_OBJECT)?;
 
     let config = Config {
-        offsets,
+        offsets: options.offsets,
         agent_pid: std::process::id(),
         filter_pids: u32::from(!options.pids.is_empty()),
         capture_bytes: options.capture_bytes,

@@ -30,6 +30,20 @@ pub enum Stream {
     Responses,
 }
 
+/// Headers kept from a head: its body framing, what spans report
+/// (`Host`, `User-Agent`), and trace context (W3C, B3). No other header
+/// value is copied, so none can leave the agent.
+const KEPT_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "user-agent",
+    "traceparent",
+    "b3",
+    "x-b3-traceid",
+    "x-b3-spanid",
+];
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Headers(Vec<(String, String)>);
 
@@ -46,10 +60,13 @@ impl Headers {
         self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
+    /// The headers the agent reads (`KEPT_HEADERS`) of a parsed head; the
+    /// rest are never copied.
     pub(crate) fn from_httparse(headers: &[httparse::Header<'_>]) -> Self {
         Headers(
             headers
                 .iter()
+                .filter(|h| KEPT_HEADERS.iter().any(|k| h.name.eq_ignore_ascii_case(k)))
                 .map(|h| {
                     (
                         h.name.to_string(),
@@ -367,16 +384,29 @@ impl<M: Copy> Http1Connection<M> {
                     let before = buffer.len();
                     let room = MAX_HEAD_BYTES - before;
                     let take = data.len().min(room);
-                    buffer.extend_from_slice(&data[..take]);
-                    match self.parse_head(stream, &buffer, meta, out) {
+                    // Most heads arrive whole in one chunk: parse those where
+                    // they are, and copy only a head that is still partial.
+                    let parsed = if before == 0 {
+                        self.parse_head(stream, &data[..take], meta, out)
+                    } else {
+                        buffer.extend_from_slice(&data[..take]);
+                        self.parse_head(stream, &buffer, meta, out)
+                    };
+                    match parsed {
                         HeadResult::Complete(head_len, next) => {
                             (next, head_len.saturating_sub(before))
                         }
-                        HeadResult::Partial if buffer.len() >= MAX_HEAD_BYTES => {
-                            out.push(Output::Error(ParseError::HeadTooLarge(stream)));
-                            (State::Lost { open: false }, take)
+                        HeadResult::Partial => {
+                            if before == 0 {
+                                buffer.extend_from_slice(&data[..take]);
+                            }
+                            if buffer.len() >= MAX_HEAD_BYTES {
+                                out.push(Output::Error(ParseError::HeadTooLarge(stream)));
+                                (State::Lost { open: false }, take)
+                            } else {
+                                (State::Head(buffer), take)
+                            }
                         }
-                        HeadResult::Partial => (State::Head(buffer), take),
                         HeadResult::Invalid => (State::Lost { open: false }, take),
                     }
                 }
