@@ -192,38 +192,135 @@ fn event_loop_calls_from_timers_are_never_mislinked() {
 fn nginx_reverse_proxy_concurrency_8() {
     require_root();
     let (a, b) = (free_port(), free_port());
-    let python = |port: u16, next: Option<u16>, name: &str| {
-        let mut cmd = Command::new("python3");
-        cmd.arg(servers_dir().join("chain_service.py"))
-            .arg(port.to_string())
-            .args(next.map(|n| n.to_string()))
-            .env("OTEL_SERVICE_NAME", name);
-        Process::spawn_until(&mut cmd, "ready")
-    };
-    let _b = python(b, None, "svc-b");
-    let _a = python(a, Some(b), "svc-a");
+    let _b = python_hop(b, None, "svc-b");
+    let _a = python_hop(a, Some(b), "svc-a");
     let proxy = free_port();
     let _nginx = nginx(proxy, a);
     let agent = Agent::start(&[]);
     let markers = drive(proxy, 8, 3);
     let run = agent.stop();
     assert!(run.status.success(), "{}", run.stderr);
-    let hops = [
-        ("curl", CLIENT),
-        ("nginx", SERVER),
-        ("nginx", CLIENT),
-        ("svc-a", SERVER),
-        ("svc-a", CLIENT),
-        ("svc-b", SERVER),
-    ];
     for marker in &markers {
-        assert_path(&run.spans, marker, &hops);
+        assert_path(&run.spans, marker, &NGINX_CHAIN);
     }
     assert_no_mixed_traces(&run.spans);
 }
 
+/// curl → nginx → svc-a → svc-b.
+const NGINX_CHAIN: [(&str, i64); 6] = [
+    ("curl", CLIENT),
+    ("nginx", SERVER),
+    ("nginx", CLIENT),
+    ("svc-a", SERVER),
+    ("svc-a", CLIENT),
+    ("svc-b", SERVER),
+];
+
+/// A Python thread-per-connection hop (`chain_service.py`) on `port`.
+fn python_hop(port: u16, next: Option<u16>, name: &str) -> Process {
+    let mut cmd = Command::new("python3");
+    cmd.arg(servers_dir().join("chain_service.py"))
+        .arg(port.to_string())
+        .args(next.map(|n| n.to_string()))
+        .env("OTEL_SERVICE_NAME", name);
+    Process::spawn_until(&mut cmd, "ready")
+}
+
+/// nginx passes the caller's traceparent on to its upstream unchanged: that
+/// header is not an SDK's, so nginx's client span stays, under its server
+/// span, and the whole request is in the header's trace.
+#[test]
+fn proxy_forwarding_a_traceparent_keeps_its_client_span() {
+    require_root();
+    let (a, b) = (free_port(), free_port());
+    let _b = python_hop(b, None, "svc-b");
+    let _a = python_hop(a, Some(b), "svc-a");
+    let proxy = free_port();
+    let _nginx = nginx(proxy, a);
+    let agent = Agent::start(&[]);
+    let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
+    let markers = ["fw0", "fw1", "fw2"];
+    let urls: Vec<String> = markers
+        .iter()
+        .map(|m| format!("http://127.0.0.1:{proxy}/req/{m}"))
+        .collect();
+    curl(
+        &["-H", &format!("traceparent: 00-{trace}-{parent}-01")],
+        &urls,
+    );
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    for marker in markers {
+        // curl's own span is the header's (see inbound_traceparent_is_continued).
+        assert_eq!(assert_path(&run.spans, marker, &NGINX_CHAIN[1..]), trace);
+        let spans = spans_of(&run.spans, marker);
+        assert_eq!(one(&spans, "nginx", SERVER).parent_span_id, parent);
+    }
+    // curl's three calls only: nginx's carried a header it received.
+    assert_eq!(run.summary("client_spans_left_to_sdk"), 3);
+}
+
+/// A service instrumented with the real OpenTelemetry SDK (PyPI) writes its
+/// own traceparent on its calls, at concurrency 8: the agent makes no client
+/// span of its own for them (the SDK reports one), and the callee's server
+/// span is the child of exactly the span the SDK put in the header.
+#[test]
+fn application_sdk_spans_are_not_duplicated() {
+    require_root();
+    let (a, b) = (free_port(), free_port());
+    let _b = python_hop(b, None, "svc-b");
+    let ids_file = tracer_tests::temp_dir("sdk").join("ids.jsonl");
+    let python = tracer_tests::test_tools_dir().join("otel-sdk/bin/python");
+    assert!(
+        python.exists(),
+        "{} missing: cargo xtask setup --test-deps installs opentelemetry-sdk",
+        python.display()
+    );
+    let _a = Process::spawn_until(
+        Command::new(python)
+            .arg(servers_dir().join("sdk_service.py"))
+            .arg(a.to_string())
+            .arg(b.to_string())
+            .arg(&ids_file)
+            .env("OTEL_SERVICE_NAME", "svc-a"),
+        "ready",
+    );
+    let agent = Agent::start(&[]);
+    let markers = drive(a, 8, 3);
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    let sdk_ids: HashMap<String, (String, String)> = std::fs::read_to_string(&ids_file)
+        .expect("the SDK service's ids")
+        .lines()
+        .map(|line| {
+            let json: serde_json::Value = serde_json::from_str(line).expect("ids line");
+            let field = |key: &str| json[key].as_str().expect("string field").to_string();
+            (field("path"), (field("trace_id"), field("span_id")))
+        })
+        .collect();
+    for marker in &markers {
+        let spans = spans_of(&run.spans, marker);
+        assert_eq!(spans.len(), 3, "curl, svc-a and svc-b only: {spans:#?}");
+        let a_server = one(&spans, "svc-a", SERVER);
+        assert_eq!(a_server.parent_span_id, one(&spans, "curl", CLIENT).span_id);
+        let (sdk_trace, sdk_span) = &sdk_ids[&format!("/req/{marker}")];
+        let b_server = one(&spans, "svc-b", SERVER);
+        assert_eq!(
+            (&b_server.trace_id, &b_server.parent_span_id),
+            (sdk_trace, sdk_span),
+            "{marker}: svc-b's server span hangs under the SDK's client span"
+        );
+    }
+    assert_eq!(
+        run.summary("client_spans_left_to_sdk"),
+        markers.len() as u64
+    );
+}
+
 /// An inbound W3C traceparent is continued: every span of the request is in
-/// that trace, and the first (curl's) is the child of the header's span.
+/// that trace. curl wrote the header itself, as an application's SDK would:
+/// its span is the one the header names, so the agent adds no client span
+/// for curl, and svc-a's server span is the header span's child.
 #[test]
 fn inbound_traceparent_is_continued() {
     require_root();
@@ -238,16 +335,9 @@ fn inbound_traceparent_is_continued() {
     let run = agent.stop();
     assert!(run.status.success(), "{}", run.stderr);
     let spans = spans_of(&run.spans, "tp");
-    assert_eq!(spans.len(), 6, "{spans:#?}");
-    assert!(spans.iter().all(|s| s.trace_id == trace), "{spans:#?}");
-    assert_eq!(one(&spans, "curl", CLIENT).parent_span_id, parent);
-    assert_chain(&run.spans, "tp");
-    // Curl's request was the one that carried the header: A's server span
-    // links to curl's span by the connection, not to the header's span.
-    assert_eq!(
-        one(&spans, "svc-a", SERVER).parent_span_id,
-        one(&spans, "curl", CLIENT).span_id
-    );
+    assert_eq!(assert_path(&run.spans, "tp", &CHAIN[1..]), trace);
+    assert_eq!(one(&spans, "svc-a", SERVER).parent_span_id, parent);
+    assert_eq!(run.summary("client_spans_left_to_sdk"), 1);
 }
 
 /// The bytes of one response's body, read from `stream` (Content-Length framing).

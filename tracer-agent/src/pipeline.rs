@@ -127,7 +127,10 @@ async fn process(
                     correlator.request_started(started);
                 }
                 Outcome::ExchangeCompleted(exchange) => {
-                    let ids = correlator.exchange_completed(exchange);
+                    // None: the application's own SDK reports this call.
+                    let Some(ids) = correlator.exchange_completed(exchange) else {
+                        continue;
+                    };
                     let span = builder.build(exchange, ids);
                     if is_own_export(&span) {
                         stats.add(&stats.own_export_spans_skipped, 1);

@@ -29,7 +29,7 @@ enum Task {
     /// toolchain's rust-src, bpf-linker 0.10.0, and (with --test-deps) the
     /// Debian packages the tests drive (curl, nodejs, nginx, iproute2,
     /// prometheus, chromium), cargo-fuzz, and in ~/.cache/tracer-tests Arize
-    /// Phoenix (pip) and playwright-core (npm).
+    /// Phoenix and opentelemetry-sdk (pip) and playwright-core (npm).
     Setup {
         #[arg(long)]
         test_deps: bool,

@@ -39,6 +39,8 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[("wrk", "wrk")];
 
 /// Arize Phoenix, the OTLP backend the export test sends to (PyPI).
 const PHOENIX_VERSION: &str = "20.26.1";
+/// The OpenTelemetry SDK a test service uses to make its own spans (PyPI).
+const OPENTELEMETRY_SDK_VERSION: &str = "1.45.2";
 /// Drives the Debian chromium from the viewer test (npm; no browser download).
 const PLAYWRIGHT_CORE_VERSION: &str = "1.65.1";
 
@@ -49,6 +51,7 @@ pub fn run(test_deps: bool) -> Result<()> {
         ensure_packages(TEST_PACKAGES)?;
         ensure_cargo_fuzz()?;
         ensure_phoenix()?;
+        ensure_opentelemetry_sdk()?;
         ensure_playwright_core()?;
     }
     Ok(())
@@ -86,8 +89,21 @@ fn install_tool(dir: &str, package: &str, install: impl FnOnce(&Path) -> Result<
 }
 
 fn ensure_phoenix() -> Result<()> {
-    let package = format!("arize-phoenix=={PHOENIX_VERSION}");
-    install_tool("phoenix", &package, |venv| {
+    ensure_venv_package("phoenix", &format!("arize-phoenix=={PHOENIX_VERSION}"))
+}
+
+/// The application-side SDK of the trace test where a service makes its own
+/// client spans (the agent must not add a second one).
+fn ensure_opentelemetry_sdk() -> Result<()> {
+    ensure_venv_package(
+        "otel-sdk",
+        &format!("opentelemetry-sdk=={OPENTELEMETRY_SDK_VERSION}"),
+    )
+}
+
+/// `package` from PyPI in its own virtualenv under `test_tools_dir()/dir`.
+fn ensure_venv_package(dir: &str, package: &str) -> Result<()> {
+    install_tool(dir, package, |venv| {
         if !venv.join("bin/pip").exists() {
             run_checked(Command::new("python3").args(["-m", "venv"]).arg(venv))
                 .context("python3 -m venv failed (Debian: apt-get install python3-venv)")?;
@@ -95,9 +111,9 @@ fn ensure_phoenix() -> Result<()> {
         run_checked(
             Command::new(venv.join("bin/pip"))
                 .args(["install", "--quiet", "--disable-pip-version-check"])
-                .arg(&package),
+                .arg(package),
         )
-        .context("pip install arize-phoenix failed")
+        .with_context(|| format!("pip install {package} failed"))
     })
 }
 

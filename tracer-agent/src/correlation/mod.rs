@@ -15,9 +15,13 @@
 //!   its `write` returning is seen after the callee's read. When that client
 //!   request arrives, the orphan is adopted and its trace id, in every span of
 //!   its subtree not yet exported, becomes the caller's.
-//! - **Client span** (a request written on a connected socket): a
-//!   `traceparent`/B3 header already in it wins (the application's own SDK).
-//!   Else its parent is the inbound request the kernel tied the write to
+//! - **Client span** (a request written on a connected socket): when the
+//!   application's own OpenTelemetry SDK wrote a `traceparent`/B3 header into
+//!   it, the SDK reports this call's client span: the agent makes none, and
+//!   the callee's server span hangs under the header's span (W3C semantics).
+//!   A header that is only the one the process received on the request the
+//!   call is for (a proxy forwarding it) is not the SDK's. Else its parent
+//!   is the inbound request the kernel tied the write to
 //!   (`RequestContext`, decided at the syscall: the one request the thread
 //!   was free to work on, see `tracer-ebpf`'s `context`). Without one, the
 //!   call starts a trace of its own: a missing link, never a wrong one.
@@ -32,7 +36,8 @@ use std::{
     net::SocketAddr,
 };
 
-use foldhash::HashMap;
+use foldhash::{HashMap, HashSet};
+use propagation::RemoteContext;
 use tracer_common::{RequestContext, Role};
 
 use crate::connections::{CompletedExchange, StartedRequest};
@@ -101,11 +106,14 @@ pub struct LinkCounts {
     /// Client spans whose kernel context named an inbound request the agent
     /// no longer had (answered before the call's event arrived).
     pub context_not_found: u64,
+    /// Calls whose client span the application's own SDK reports (its
+    /// `traceparent` was on the request): the agent made none.
+    pub left_to_sdk: u64,
 }
 
 impl LinkCounts {
     /// Each count with its name, for logs and metrics.
-    pub fn named(&self) -> [(&'static str, u64); 6] {
+    pub fn named(&self) -> [(&'static str, u64); 7] {
         [
             ("links_by_connection", self.by_connection),
             ("links_adopted", self.adopted),
@@ -113,6 +121,7 @@ impl LinkCounts {
             ("links_by_header", self.by_header),
             ("trace_roots", self.roots),
             ("context_not_found", self.context_not_found),
+            ("client_spans_left_to_sdk", self.left_to_sdk),
         ]
     }
 }
@@ -123,6 +132,8 @@ struct Inbound {
     ids: SpanIds,
     /// TCP sequence number of its first byte.
     seq: u32,
+    /// The trace context header it arrived with.
+    header: Option<RemoteContext>,
 }
 
 #[derive(Debug, Default)]
@@ -138,6 +149,8 @@ pub struct Correlator {
     /// Server requests that started a trace, until their caller shows up.
     orphans: HashMap<WireKey, RequestKey>,
     orphans_order: VecDeque<WireKey>,
+    /// Calls in progress whose client span the application's SDK reports.
+    sdk_calls: HashSet<RequestKey>,
     /// Trace ids replaced by adoption, and what replaced them.
     adopted: HashMap<[u8; 16], [u8; 16]>,
     adopted_order: VecDeque<[u8; 16]>,
@@ -165,9 +178,17 @@ impl Correlator {
                     }
                     parent
                 });
-                let ids = if let Some(remote) = header {
-                    self.links.by_header += 1;
-                    SpanIds::child_of(remote.trace_id, remote.span_id)
+                let forwarded = header.and_then(|h| self.forwarded_from(&h, first_chunk.context));
+                let sdk = header.filter(|_| forwarded.is_none());
+                let ids = if let Some(remote) = sdk {
+                    // The SDK's span is on the wire: the callee hangs under it.
+                    self.links.left_to_sdk += 1;
+                    self.sdk_calls.insert(key);
+                    SpanIds {
+                        trace_id: remote.trace_id,
+                        span_id: remote.span_id,
+                        parent_span_id: None,
+                    }
                 } else if let (Some(trace_id), Some(span_id)) =
                     (first_chunk.ids.trace_id, first_chunk.ids.injected_span_id)
                 {
@@ -181,6 +202,10 @@ impl Correlator {
                 } else if let Some(parent) = parent {
                     self.links.by_context += 1;
                     SpanIds::child_of(parent.trace_id, parent.span_id)
+                } else if let Some(Some(inbound)) = forwarded {
+                    // The header it passes on names the request it is for.
+                    self.links.by_header += 1;
+                    SpanIds::child_of(inbound.trace_id, inbound.span_id)
                 } else {
                     self.links.roots += 1;
                     SpanIds::root()
@@ -209,17 +234,22 @@ impl Correlator {
                     }
                     ids
                 };
-                self.inbound.insert(key, Inbound { ids, seq });
+                self.inbound.insert(key, Inbound { ids, seq, header });
                 ids
             }
         };
         self.active.insert(key, ids);
     }
 
-    /// The ids an exchange's span gets (a fresh root if its start was not seen).
-    pub fn exchange_completed(&mut self, completed: &CompletedExchange) -> SpanIds {
+    /// The ids an exchange's span gets (a fresh root if its start was not
+    /// seen); none for a call whose span the application's SDK reports.
+    pub fn exchange_completed(&mut self, completed: &CompletedExchange) -> Option<SpanIds> {
         let key = (completed.connection.sock_id, completed.exchange.index);
         self.inbound.remove(&key);
+        if self.sdk_calls.remove(&key) {
+            self.active.remove(&key);
+            return None;
+        }
         let mut ids = self.active.remove(&key).unwrap_or_else(|| {
             self.links.roots += 1;
             SpanIds::root()
@@ -231,7 +261,7 @@ impl Correlator {
                 None => break,
             }
         }
-        ids
+        Some(ids)
     }
 
     /// Forgets a connection that ended, and what waited on it.
@@ -244,6 +274,7 @@ impl Correlator {
         for key in ended {
             self.inbound.remove(&key);
             self.active.remove(&key);
+            self.sdk_calls.remove(&key);
         }
     }
 
@@ -260,15 +291,40 @@ impl Correlator {
         }
     }
 
-    /// The ids of the inbound request the kernel named: on its connection,
-    /// the latest one that started at or before the kernel's sequence number.
+    /// The ids of the inbound request the kernel named.
     fn inbound_for(&self, context: RequestContext) -> Option<SpanIds> {
+        self.inbound_request(context).map(|inbound| inbound.ids)
+    }
+
+    /// The inbound request the kernel named: on its connection, the latest
+    /// one that started at or before the kernel's sequence number.
+    fn inbound_request(&self, context: RequestContext) -> Option<&Inbound> {
         self.active
             .range((context.sock, 0)..=(context.sock, u64::MAX))
             .rev()
             .filter_map(|(key, _)| self.inbound.get(key))
             .find(|inbound| seq_at_or_after(context.seq, inbound.seq))
-            .map(|inbound| inbound.ids)
+    }
+
+    /// When an outbound request's context header is one the process
+    /// received (a proxy passing its caller's header on, not the
+    /// application's SDK), the inbound request it came with: the one the
+    /// kernel tied the call to, else the only one being served with that
+    /// header. `Some(None)`: forwarded, from a request not known for sure.
+    fn forwarded_from(
+        &self,
+        header: &RemoteContext,
+        context: Option<RequestContext>,
+    ) -> Option<Option<SpanIds>> {
+        if let Some(inbound) = context.and_then(|context| self.inbound_request(context)) {
+            return (inbound.header == Some(*header)).then_some(Some(inbound.ids));
+        }
+        let mut with_header = self
+            .inbound
+            .values()
+            .filter(|inbound| inbound.header == Some(*header));
+        let first = with_header.next()?;
+        Some(with_header.next().is_none().then_some(first.ids))
     }
 
     fn wait_for_server(&mut self, key: WireKey, ids: SpanIds) {

@@ -60,7 +60,9 @@ fn started(
     }
 }
 
-fn ids_of(correlator: &mut Correlator, request: &StartedRequest) -> SpanIds {
+/// What finishing `request`'s exchange gives: its span's ids, or none when
+/// the application's SDK reports the span.
+fn completed(correlator: &mut Correlator, request: &StartedRequest) -> Option<SpanIds> {
     correlator.exchange_completed(&CompletedExchange {
         exchange: Exchange {
             index: request.start.index,
@@ -74,6 +76,10 @@ fn ids_of(correlator: &mut Correlator, request: &StartedRequest) -> SpanIds {
         },
         connection: request.connection.clone(),
     })
+}
+
+fn ids_of(correlator: &mut Correlator, request: &StartedRequest) -> SpanIds {
+    completed(correlator, request).expect("the agent makes this span")
 }
 
 #[test]
@@ -221,11 +227,11 @@ fn inbound_traceparent_is_continued() {
     assert_eq!(ids.parent_span_id.unwrap()[..2], [0x00, 0xf0]);
 }
 
-/// The application's own SDK put a traceparent on its outbound request: it
-/// wins over the kernel's context, and the server span still links to the
-/// agent's client span (which is in the SDK's trace).
+/// The application's own SDK put a traceparent on its outbound request: the
+/// SDK reports that call's span, so the agent makes none, and the callee's
+/// server span hangs under the span the header names.
 #[test]
-fn outbound_traceparent_wins_and_server_follows() {
+fn outbound_traceparent_of_the_sdk_replaces_the_client_span() {
     let mut c = Correlator::new();
     let inbound = started(7, Role::Server, 0, 500, None, "");
     c.request_started(&inbound);
@@ -233,11 +239,46 @@ fn outbound_traceparent_wins_and_server_follows() {
     let downstream = started(9, Role::Server, 0, 42, None, TRACEPARENT);
     c.request_started(&outbound);
     c.request_started(&downstream);
-    let outbound_ids = ids_of(&mut c, &outbound);
+    assert_eq!(completed(&mut c, &outbound), None);
     let downstream_ids = ids_of(&mut c, &downstream);
-    assert_eq!(outbound_ids.trace_id[..2], [0x4b, 0xf9]);
-    assert_eq!(downstream_ids.trace_id, outbound_ids.trace_id);
-    assert_eq!(downstream_ids.parent_span_id, Some(outbound_ids.span_id));
+    assert_eq!(downstream_ids.trace_id[..2], [0x4b, 0xf9]);
+    assert_eq!(downstream_ids.parent_span_id.unwrap()[..2], [0x00, 0xf0]);
+    assert_eq!(c.links.left_to_sdk, 1);
+    assert_eq!(c.links.by_connection, 1);
+    // Nothing about the call is left behind.
+    assert!(c.sdk_calls.is_empty() && c.active.len() == 1);
+}
+
+/// A proxy passes its caller's traceparent on unchanged: that header is not
+/// an SDK's, so the proxy's client span is made, under its server span.
+#[test]
+fn forwarded_traceparent_keeps_the_proxys_client_span() {
+    for kernel_context in [Some((7, 500)), None] {
+        let mut c = Correlator::new();
+        let inbound = started(7, Role::Server, 0, 500, None, TRACEPARENT);
+        c.request_started(&inbound);
+        let outbound = started(8, Role::Client, 0, 42, kernel_context, TRACEPARENT);
+        c.request_started(&outbound);
+        let outbound_ids = ids_of(&mut c, &outbound);
+        let inbound_ids = ids_of(&mut c, &inbound);
+        assert_eq!(c.links.left_to_sdk, 0);
+        assert_eq!(outbound_ids.trace_id, inbound_ids.trace_id);
+        assert_eq!(outbound_ids.parent_span_id, Some(inbound_ids.span_id));
+    }
+}
+
+/// Without the kernel's context, a forwarded header names its request only
+/// while one request being served carries it.
+#[test]
+fn forwarded_traceparent_on_two_requests_links_neither() {
+    let mut c = Correlator::new();
+    for sock in [7, 17] {
+        c.request_started(&started(sock, Role::Server, 0, 500, None, TRACEPARENT));
+    }
+    let outbound = started(8, Role::Client, 0, 42, None, TRACEPARENT);
+    c.request_started(&outbound);
+    assert_eq!(ids_of(&mut c, &outbound).parent_span_id, None);
+    assert_eq!(c.links.left_to_sdk, 0);
 }
 
 #[test]
