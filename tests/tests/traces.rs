@@ -448,6 +448,34 @@ fn injected_traceparent_changes_nothing_else() {
     }
 }
 
+/// By default only calls that leave the node get a header: a call on
+/// loopback reaches its server exactly as sent, and is linked by its
+/// connection as before.
+#[test]
+fn default_injection_leaves_calls_within_the_node_alone() {
+    require_root();
+    let port = free_port();
+    let _recorder = Process::spawn_until(
+        Command::new("python3")
+            .arg(servers_dir().join("recorder.py"))
+            .arg(port.to_string()),
+        "ready",
+    );
+    let agent = Agent::start(&[]);
+    let plain: &[u8] = b"GET /plain HTTP/1.1\r\nHost: recorder\r\n\r\n";
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.write_all(plain).expect("send");
+    assert_eq!(read_body(&mut stream), plain, "received as sent");
+    drop(stream);
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_eq!(run.summary("traceparent_injected"), 0);
+    let spans = run.spans_on_port(port);
+    let client = spans.iter().find(|s| s.kind == CLIENT).expect("client");
+    let server = spans.iter().find(|s| s.kind == SERVER).expect("server");
+    assert_eq!(server.parent_span_id, client.span_id);
+}
+
 /// Two network namespaces joined by a veth pair, each with an agent limited
 /// to it (`--netns`), stand in for two nodes. Removed on drop.
 struct TwoNodes {
@@ -507,8 +535,10 @@ fn ip(args: &[&str]) {
 }
 
 /// Across nodes: svc-a on node A calls svc-b on node B over the veth pair.
-/// Agent A (with `--inject-traceparent`) sees only node A, agent B only
-/// node B; B's server span continues A's trace under A's client span.
+/// Agent A sees only node A, agent B only node B, both with their default
+/// settings: A injects a traceparent into the call that leaves its node
+/// (and only into that one), and B's server span continues A's trace under
+/// A's client span.
 #[test]
 fn two_agents_on_two_nodes_make_one_trace() {
     require_root();
@@ -533,7 +563,7 @@ fn two_agents_on_two_nodes_make_one_trace() {
         "ready",
     );
     let (path_a, path_b) = (nodes.path(0), nodes.path(1));
-    let agent_a = Agent::start(&["--netns", &path_a, "--inject-traceparent"]);
+    let agent_a = Agent::start(&["--netns", &path_a]);
     let agent_b = Agent::start(&["--netns", &path_b]);
     let markers: Vec<String> = (0..5).map(|i| format!("n{i}")).collect();
     for marker in &markers {
@@ -565,4 +595,6 @@ fn two_agents_on_two_nodes_make_one_trace() {
         assert_eq!(server.trace_id, trace, "request {marker}: one trace");
         assert_eq!(server.parent_span_id, call.span_id, "request {marker}");
     }
+    // The calls to node B only: curl's to svc-a stayed on node A.
+    assert_eq!(run_a.summary("traceparent_injected"), markers.len() as u64);
 }

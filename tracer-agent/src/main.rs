@@ -18,7 +18,7 @@ use tracer_agent::{
         store::{StoreLimits, TraceStore},
     },
 };
-use tracer_common::{DEFAULT_CAPTURE, KernelOffsets, MAX_CAPTURE};
+use tracer_common::{DEFAULT_CAPTURE, InjectMode, KernelOffsets, MAX_CAPTURE};
 
 /// Events are decoded on one thread and their spans freed on another: glibc's
 /// allocator spent about 40% of the agent's time there under load (perf,
@@ -133,13 +133,17 @@ struct Cli {
     #[arg(long, value_name = "N", default_value_t = 65536)]
     max_connections: usize,
 
-    /// Add a W3C `traceparent` header to outbound HTTP/1.x requests that have
-    /// none, right after the request line (the rest of the request is
-    /// unchanged), so that an agent on the next node continues the same
-    /// trace. Applies to connections opened after the agent started. Needs
-    /// cgroup v2; every TCP client socket then passes an sk_msg program.
-    #[arg(long)]
-    inject_traceparent: bool,
+    /// Which outbound HTTP/1.x requests without a W3C `traceparent` get one,
+    /// inserted right after the request line (the rest of the request is
+    /// unchanged), so that the agent on the next node continues the same
+    /// trace: `remote` (the default) those to a peer off this node (not
+    /// loopback, not an address of any network namespace here, or of
+    /// --netns); `all` every client connection's (the flag alone means all);
+    /// `off` none. Connections opened after the agent started only; needs
+    /// cgroup v2. Client sockets that get headers pass an sk_msg program.
+    #[arg(long, value_name = "MODE", value_enum, default_value = "remote",
+          num_args = 0..=1, default_missing_value = "all")]
+    inject_traceparent: Injection,
 
     /// Trace only processes in this network namespace: a path such as
     /// /run/netns/NAME (from `ip netns add`) or /proc/PID/ns/net. One agent
@@ -151,6 +155,23 @@ struct Cli {
     /// debug, trace). RUST_LOG overrides it.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: String,
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum Injection {
+    Off,
+    Remote,
+    All,
+}
+
+impl From<Injection> for InjectMode {
+    fn from(value: Injection) -> Self {
+        match value {
+            Injection::Off => InjectMode::Off,
+            Injection::Remote => InjectMode::Remote,
+            Injection::All => InjectMode::All,
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -243,12 +264,13 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
         probes,
         events,
         ignored_sockets,
+        local_addresses,
     } = loader::load(&LoadOptions {
         offsets,
         capture_bytes: cli.capture_bytes,
         ring_buffer_bytes: cli.ring_buffer_mib * 1024 * 1024,
         pids: cli.pids.clone(),
-        inject_traceparent: cli.inject_traceparent,
+        inject: cli.inject_traceparent.into(),
         netns: cli.netns.clone(),
     })?;
     if let Some(destination) = otlp_destination {
@@ -280,11 +302,29 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
     if let Some(netns) = &cli.netns {
         scope += &format!(" in network namespace {}", netns.display());
     }
-    let injection = if cli.inject_traceparent {
-        "; adding traceparent headers to outbound requests"
-    } else {
-        ""
+    let injection = match (cli.inject_traceparent, &local_addresses) {
+        (Injection::All, _) => "; adding traceparent to outbound requests",
+        (Injection::Remote, Some(_)) => {
+            "; adding traceparent to outbound requests that leave the node"
+        }
+        _ => "",
     };
+    if let Some(mut local_addresses) = local_addresses {
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(loader::LocalAddresses::REFRESH).await;
+                local_addresses = match tokio::task::spawn_blocking(move || {
+                    local_addresses.refresh();
+                    local_addresses
+                })
+                .await
+                {
+                    Ok(refreshed) => refreshed,
+                    Err(_) => return,
+                };
+            }
+        });
+    }
     tracing::info!(
         "tracing {scope}: {} tracepoints attached{injection}; Ctrl-C to stop",
         TRACEPOINTS.len()

@@ -65,14 +65,28 @@ pub struct Config {
     /// The ring buffer wakes the reader once this many bytes wait; below it the
     /// reader's timer collects them (fewer wake-ups under load).
     pub wakeup_bytes: u32,
-    /// Non-zero: add a W3C `traceparent` to outbound HTTP/1.x requests that
-    /// have none (`--inject-traceparent`).
+    /// Which outbound HTTP/1.x requests without a `traceparent` get one
+    /// (`--inject-traceparent`): an `InjectMode` as u32.
     pub inject_traceparent: u32,
     /// Non-zero: only processes in the network namespace with this inode
     /// number are traced (`--netns`).
     pub netns_inum: u32,
     /// With `netns_inum`: the namespace's cookie, which socket programs see.
     pub netns_cookie: u64,
+}
+
+/// Which outbound requests get a `traceparent` (`Config::inject_traceparent`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InjectMode {
+    /// None.
+    Off = 0,
+    /// Those to a peer that is not on this node (not loopback, not an
+    /// address in `LOCAL_ADDRESSES`): calls within the node are linked by
+    /// their connection already.
+    Remote = 1,
+    /// Every client connection's (tests, and nodes behind address translation).
+    All = 2,
 }
 
 #[cfg(feature = "user")]

@@ -10,7 +10,7 @@ pub mod config;
 pub mod counters;
 pub mod event;
 
-pub use config::{Config, KernelOffsets};
+pub use config::{Config, InjectMode, KernelOffsets};
 pub use counters::Counter;
 pub use event::{Direction, EventKind, RequestContext, Role, SocketEvent, Syscall};
 
@@ -51,6 +51,15 @@ pub const TRACEPARENT_SCAN: usize = 1024;
 
 /// `traceparent: 00-<32 hex>-<16 hex>-01\r\n`
 pub const TRACEPARENT_HEADER_LEN: usize = 70;
+
+/// Addresses of this node (every network namespace's, or `--netns`'s), as
+/// IPv6 (IPv4 mapped): calls to them are not injected in `InjectMode::Remote`.
+pub const MAX_LOCAL_ADDRESSES: u32 = 4096;
+
+/// Processes that connected to a peer off this node (LRU): with
+/// `InjectMode::Remote`, only their inbound requests are scanned for the
+/// `traceparent` their calls continue.
+pub const MAX_REMOTE_CALLERS: u32 = 16 * 1024;
 
 /// Sockets the agent told the kernel to skip (not a protocol it parses; LRU).
 pub const MAX_IGNORED_SOCKETS: u32 = 64 * 1024;

@@ -25,6 +25,7 @@
 
 use tracer_common::{Counter, RequestContext};
 
+use crate::inject::new_id;
 use crate::maps::{
     CALLS, REQUEST_FRESH, REQUEST_RESUMED, REQUEST_WAITING, SERVER_REQUESTS, ServerRequest,
     THREAD_CONTEXT, ThreadRequests, count,
@@ -184,15 +185,22 @@ pub fn call_answered(tid: u32, client: u64) {
     }
 }
 
-/// Copies the trace id of the inbound request on server connection `sock`
-/// into `out`; false when there is none.
+/// The trace id a header on a call made for the inbound request on server
+/// connection `sock` carries, into `out`: the request's, or, when it was not
+/// read (its process was not yet known to call off the node), a new one
+/// kept for the request's later calls. False when there is no request.
 #[inline(always)]
-pub fn copy_trace_id(sock: u64, out: &mut [u8; 16]) -> bool {
-    match unsafe { SERVER_REQUESTS.get(sock) } {
-        Some(request) if sock != 0 => {
-            *out = request.trace_id;
-            true
-        }
-        _ => false,
+pub fn trace_id_for_call(sock: u64, out: &mut [u8; 16]) -> bool {
+    if sock == 0 {
+        return false;
     }
+    let Some(request) = SERVER_REQUESTS.get_ptr_mut(sock) else {
+        return false;
+    };
+    let request = unsafe { &mut *request };
+    if request.trace_id == [0; 16] {
+        new_id(&mut request.trace_id);
+    }
+    *out = request.trace_id;
+    true
 }

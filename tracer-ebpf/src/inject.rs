@@ -20,11 +20,16 @@ use aya_ebpf::{
     macros::{sk_msg, sock_ops},
     programs::{SkMsgContext, SockOpsContext},
 };
-use tracer_common::{Counter, TRACEPARENT_HEADER_LEN, TRACEPARENT_SCAN};
+use tracer_common::{
+    Config, Counter, InjectMode, TRACEPARENT_HEADER_LEN, TRACEPARENT_SCAN, event::AF_INET6,
+};
 
 use core::ffi::c_void;
 
-use crate::maps::{HEAD_SCRATCH, IN_FLIGHT, INJECT_SOCKETS, SCRATCH, config, count};
+use crate::maps::{
+    HEAD_SCRATCH, IN_FLIGHT, INJECT_SOCKETS, LOCAL_ADDRESSES, REMOTE_CALLERS, SCRATCH, config,
+    count,
+};
 
 /// Room for a request head prefix of `TRACEPARENT_SCAN` bytes and the
 /// longest match that can start inside it.
@@ -262,14 +267,79 @@ fn header(trace_id: &[u8; 16], span_id: &[u8; 8]) -> [u8; TRACEPARENT_HEADER_LEN
     out
 }
 
-/// Puts connected client sockets where `inject_traceparent` sees their writes.
+/// An IPv4 address (network order) as the IPv4-mapped IPv6 address the
+/// agent keys `LOCAL_ADDRESSES` with.
+#[inline(always)]
+pub fn ipv4_mapped(ip4: [u8; 4]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[10] = 0xff;
+    out[11] = 0xff;
+    out[12..].copy_from_slice(&ip4);
+    out
+}
+
+/// Whether a peer at `addr` (IPv6, IPv4 mapped) is on this node: loopback,
+/// unspecified, or one of the node's addresses the agent listed.
+#[inline(always)]
+pub fn peer_is_on_this_node(addr: &[u8; 16]) -> bool {
+    let mapped = addr[..10] == [0; 10] && addr[10] == 0xff && addr[11] == 0xff;
+    let loopback = (mapped && (addr[12] == 127 || addr[12..] == [0; 4]))
+        || (addr[..15] == [0; 15] && addr[15] <= 1);
+    loopback || unsafe { LOCAL_ADDRESSES.get(addr) }.is_some()
+}
+
+/// Whether calls on a new client connection to `peer` get a header.
+#[inline(always)]
+pub fn injects_to(config: &Config, peer: &[u8; 16]) -> bool {
+    match config.inject_traceparent {
+        mode if mode == InjectMode::All as u32 => true,
+        mode if mode == InjectMode::Remote as u32 => !peer_is_on_this_node(peer),
+        _ => false,
+    }
+}
+
+/// A process connected to `peer`: with `InjectMode::Remote`, remember it
+/// when the peer is off this node (its inbound requests' trace ids are then
+/// worth reading, for its calls to carry).
+#[inline(always)]
+pub fn connected(config: &Config, pid: u32, peer: &[u8; 16]) {
+    if config.inject_traceparent == InjectMode::Remote as u32 && injects_to(config, peer) {
+        let _ = REMOTE_CALLERS.insert(pid, 1, 0);
+    }
+}
+
+/// Whether the trace id of an inbound request of process `pid` is needed:
+/// its calls may get a header.
+#[inline(always)]
+pub fn wants_trace_ids(config: &Config, pid: u32) -> bool {
+    match config.inject_traceparent {
+        mode if mode == InjectMode::All as u32 => true,
+        mode if mode == InjectMode::Remote as u32 => unsafe { REMOTE_CALLERS.get(pid) }.is_some(),
+        _ => false,
+    }
+}
+
+/// Puts connected client sockets whose calls get a header where
+/// `inject_traceparent` sees their writes; other sockets never pass it.
 #[sock_ops]
 pub fn watch_client_sockets(ctx: SockOpsContext) -> u32 {
     if ctx.op() != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB {
         return 1;
     }
     let Some(config) = config() else { return 1 };
-    if config.inject_traceparent == 0 {
+    let peer = if ctx.family() == AF_INET6 as u32 {
+        let mut peer = [0u8; 16];
+        for i in 0..4 {
+            // One 4-byte load per word: the verifier refuses wider context
+            // loads, which the compiler would otherwise merge these into.
+            let word = unsafe { core::ptr::read_volatile(&(*ctx.ops).remote_ip6[i]) };
+            peer[4 * i..4 * i + 4].copy_from_slice(&word.to_ne_bytes());
+        }
+        peer
+    } else {
+        ipv4_mapped(ctx.remote_ip4().to_ne_bytes())
+    };
+    if !injects_to(config, &peer) {
         return 1;
     }
     let ops = ctx.ops;

@@ -7,8 +7,8 @@ use aya_ebpf::{
 };
 use tracer_common::{
     Config, Counter, MAX_BLOCKED_AT_ATTACH, MAX_CALLS, MAX_CAPTURE, MAX_IGNORED_SOCKETS,
-    MAX_IN_FLIGHT, MAX_INJECT_SOCKETS, MAX_ROLES, MAX_SERVER_REQUESTS, MAX_THREAD_CONTEXTS,
-    MAX_TRACED_PIDS, RequestContext, Role, SocketEvent,
+    MAX_IN_FLIGHT, MAX_INJECT_SOCKETS, MAX_LOCAL_ADDRESSES, MAX_REMOTE_CALLERS, MAX_ROLES,
+    MAX_SERVER_REQUESTS, MAX_THREAD_CONTEXTS, MAX_TRACED_PIDS, RequestContext, Role, SocketEvent,
 };
 
 /// Events to the agent. The agent resizes it at load time (`--ring-buffer-size`).
@@ -60,6 +60,18 @@ pub static CALLS: LruHashMap<u64, RequestContext> = LruHashMap::with_max_entries
 /// adds them when they connect. Only used with `--inject-traceparent`.
 #[map]
 pub static INJECT_SOCKETS: SockHash<u64> = SockHash::with_max_entries(MAX_INJECT_SOCKETS, 0);
+
+/// This node's addresses (IPv6, IPv4 mapped), kept by the agent: with
+/// `InjectMode::Remote`, client sockets connected to them get no header.
+#[map]
+pub static LOCAL_ADDRESSES: HashMap<[u8; 16], u8> =
+    HashMap::with_max_entries(MAX_LOCAL_ADDRESSES, 0);
+
+/// Processes (by pid) that connected to a peer off this node: with
+/// `InjectMode::Remote` only theirs are calls that get a header.
+#[map]
+pub static REMOTE_CALLERS: LruHashMap<u32, u8> =
+    LruHashMap::with_max_entries(MAX_REMOTE_CALLERS, 0);
 
 /// Sockets whose traffic the agent does not parse (TLS, databases, …), by
 /// `struct sock` address: their syscalls are skipped at entry. The agent adds

@@ -13,12 +13,14 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
-use tracer_common::{Config, Counter, Direction, EventKind, RequestContext, Role, Syscall};
+use tracer_common::{
+    Config, Counter, Direction, EventKind, RequestContext, Role, Syscall, event::AF_INET6,
+};
 
 use crate::{
     capture::{capture_buffer, capture_iovecs, capture_msghdr, emit, start_event},
     context,
-    inject::{Head, inbound_trace_id, method_len, new_id},
+    inject::{self, Head, inbound_trace_id, ipv4_mapped, method_len, new_id, wants_trace_ids},
     maps::{
         BLOCKED_AT_ATTACH, EventBuffer, IGNORED_SOCKETS, IN_FLIGHT, InFlight, ROLES, TRACED_PIDS,
         config, count, role_of,
@@ -238,7 +240,7 @@ fn track_context(
                 return; // a body read
             }
             let mut trace_id = [0u8; 16];
-            if config.inject_traceparent != 0 {
+            if wants_trace_ids(config, buffer.header.pid) {
                 let captured = buffer.header.captured as usize;
                 if !inbound_trace_id(Head::EventPayload, captured, &mut trace_id) {
                     new_id(&mut trace_id);
@@ -301,7 +303,8 @@ fn enter_call(config: &Config, in_flight: &mut InFlight) {
     let (sock, seq) = context::call_context(tid, in_flight.sock);
     in_flight.context.sock = sock;
     in_flight.context.seq = seq;
-    if config.inject_traceparent != 0 && !context::copy_trace_id(sock, &mut in_flight.trace_id) {
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if wants_trace_ids(config, pid) && !context::trace_id_for_call(sock, &mut in_flight.trace_id) {
         new_id(&mut in_flight.trace_id);
     }
 }
@@ -318,6 +321,17 @@ fn opened(fd: i64, role: Role, syscall: Syscall, sock: Option<u64>) {
     let Some(buffer) = start_event(config, EventKind::Open, syscall, fd as i32, sock, role) else {
         return;
     };
+    if role == Role::Client {
+        let header = &buffer.header;
+        let peer = if header.family == AF_INET6 {
+            header.remote_addr
+        } else {
+            let mut ip4 = [0u8; 4];
+            ip4.copy_from_slice(&header.remote_addr[..4]);
+            ipv4_mapped(ip4)
+        };
+        inject::connected(config, header.pid, &peer);
+    }
     emit(config, buffer);
 }
 

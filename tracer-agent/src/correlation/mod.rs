@@ -154,6 +154,10 @@ pub struct Correlator {
     /// Trace ids replaced by adoption, and what replaced them.
     adopted: HashMap<[u8; 16], [u8; 16]>,
     adopted_order: VecDeque<[u8; 16]>,
+    /// Traces started on this node (by this agent or its kernel), not
+    /// received in a header: theirs is the only record of their ids.
+    local_traces: HashMap<[u8; 16], ()>,
+    local_traces_order: VecDeque<[u8; 16]>,
     pub links: LinkCounts,
 }
 
@@ -194,6 +198,12 @@ impl Correlator {
                 {
                     // These ids are on the wire: the next hop hangs under them.
                     self.count_link(parent.is_some());
+                    let trace_id = match (parent, first_chunk.context) {
+                        (Some(parent), Some(context)) if parent.trace_id != trace_id => {
+                            self.join_wire_trace(context, parent, trace_id)
+                        }
+                        _ => trace_id,
+                    };
                     SpanIds {
                         trace_id,
                         span_id,
@@ -208,7 +218,7 @@ impl Correlator {
                     SpanIds::child_of(inbound.trace_id, inbound.span_id)
                 } else {
                     self.links.roots += 1;
-                    SpanIds::root()
+                    self.local_root()
                 };
                 let wire = (connection.local, connection.remote, seq);
                 if !self.adopt(wire, ids) {
@@ -228,10 +238,12 @@ impl Correlator {
                     self.links.roots += 1;
                     remember(&mut self.orphans, &mut self.orphans_order, wire, key);
                     let mut ids = SpanIds::root();
-                    // Calls made for it carry this trace id on the wire.
+                    // Calls made for it carry this trace id on the wire (the
+                    // kernel made it: the request had no header).
                     if let Some(trace_id) = first_chunk.ids.trace_id {
                         ids.trace_id = trace_id;
                     }
+                    self.started_here(ids.trace_id);
                     ids
                 };
                 self.inbound.insert(key, Inbound { ids, seq, header });
@@ -296,14 +308,60 @@ impl Correlator {
         self.inbound_request(context).map(|inbound| inbound.ids)
     }
 
-    /// The inbound request the kernel named: on its connection, the latest
-    /// one that started at or before the kernel's sequence number.
+    /// The inbound request the kernel named.
     fn inbound_request(&self, context: RequestContext) -> Option<&Inbound> {
+        self.inbound_key(context)
+            .and_then(|key| self.inbound.get(&key))
+    }
+
+    /// The key of the inbound request the kernel named: on its connection,
+    /// the latest one that started at or before the kernel's sequence number.
+    fn inbound_key(&self, context: RequestContext) -> Option<RequestKey> {
         self.active
             .range((context.sock, 0)..=(context.sock, u64::MAX))
             .rev()
-            .filter_map(|(key, _)| self.inbound.get(key))
-            .find(|inbound| seq_at_or_after(context.seq, inbound.seq))
+            .map(|(key, _)| *key)
+            .find(|key| {
+                self.inbound
+                    .get(key)
+                    .is_some_and(|inbound| seq_at_or_after(context.seq, inbound.seq))
+            })
+    }
+
+    /// The kernel put `wire_trace` in a header on a call made for `parent`,
+    /// whose trace id the kernel did not know (the process was not yet known
+    /// to call off the node when the request arrived). A trace started on
+    /// this node moves to the wire's, with every span of it not yet
+    /// exported (the request's callers are still in progress), so the next
+    /// node's spans join it; one received in a header keeps its id (the next
+    /// node's spans are in the wire's trace: split there, for this request
+    /// only). The call's trace id.
+    fn join_wire_trace(
+        &mut self,
+        context: RequestContext,
+        parent: SpanIds,
+        wire_trace: [u8; 16],
+    ) -> [u8; 16] {
+        let Some(key) = self.inbound_key(context) else {
+            return parent.trace_id;
+        };
+        if !self.local_traces.contains_key(&parent.trace_id) {
+            return parent.trace_id;
+        }
+        self.started_here(wire_trace);
+        if let Some(ids) = self.active.get_mut(&key) {
+            ids.trace_id = wire_trace;
+        }
+        if let Some(inbound) = self.inbound.get_mut(&key) {
+            inbound.ids.trace_id = wire_trace;
+        }
+        remember(
+            &mut self.adopted,
+            &mut self.adopted_order,
+            parent.trace_id,
+            wire_trace,
+        );
+        wire_trace
     }
 
     /// When an outbound request's context header is one the process
@@ -325,6 +383,22 @@ impl Correlator {
             .filter(|inbound| inbound.header == Some(*header));
         let first = with_header.next()?;
         Some(with_header.next().is_none().then_some(first.ids))
+    }
+
+    /// A new trace started here.
+    fn local_root(&mut self) -> SpanIds {
+        let ids = SpanIds::root();
+        self.started_here(ids.trace_id);
+        ids
+    }
+
+    fn started_here(&mut self, trace_id: [u8; 16]) {
+        remember(
+            &mut self.local_traces,
+            &mut self.local_traces_order,
+            trace_id,
+            (),
+        );
     }
 
     fn wait_for_server(&mut self, key: WireKey, ids: SpanIds) {

@@ -298,3 +298,48 @@ fn closed_connections_are_forgotten() {
     c.request_started(&outbound);
     assert_eq!(ids_of(&mut c, &outbound).parent_span_id, None);
 }
+
+/// The kernel injected a header with a trace id of its own into a call made
+/// for a request whose trace id it had not read: a request that started its
+/// own trace moves to the wire's trace, with the spans it caused so far.
+#[test]
+fn a_root_request_joins_the_trace_its_call_put_on_the_wire() {
+    let mut c = Correlator::new();
+    let inbound = started(7, Role::Server, 0, 500, None, "");
+    c.request_started(&inbound);
+    let earlier_call = started(9, Role::Client, 0, 1, Some((7, 500)), "");
+    c.request_started(&earlier_call);
+    let mut outbound = started(8, Role::Client, 0, 42, Some((7, 500)), "");
+    outbound.start.start.ids = crate::events::KernelIds {
+        trace_id: Some([5; 16]),
+        injected_span_id: Some([6; 8]),
+    };
+    c.request_started(&outbound);
+    let outbound_ids = ids_of(&mut c, &outbound);
+    let inbound_ids = ids_of(&mut c, &inbound);
+    let earlier_ids = ids_of(&mut c, &earlier_call);
+    assert_eq!(outbound_ids.trace_id, [5; 16]);
+    assert_eq!(outbound_ids.span_id, [6; 8]);
+    assert_eq!(inbound_ids.trace_id, [5; 16]);
+    assert_eq!(earlier_ids.trace_id, [5; 16]);
+    assert_eq!(outbound_ids.parent_span_id, Some(inbound_ids.span_id));
+}
+
+/// A request that continues a trace received in a header keeps it: that
+/// trace's ids were made elsewhere.
+#[test]
+fn a_request_with_an_upstream_trace_keeps_it() {
+    let mut c = Correlator::new();
+    let inbound = started(7, Role::Server, 0, 500, None, TRACEPARENT);
+    c.request_started(&inbound);
+    let mut outbound = started(8, Role::Client, 0, 42, Some((7, 500)), "");
+    outbound.start.start.ids = crate::events::KernelIds {
+        trace_id: Some([5; 16]),
+        injected_span_id: Some([6; 8]),
+    };
+    c.request_started(&outbound);
+    let outbound_ids = ids_of(&mut c, &outbound);
+    let inbound_ids = ids_of(&mut c, &inbound);
+    assert_eq!(inbound_ids.trace_id[..2], [0x4b, 0xf9]);
+    assert_eq!(outbound_ids.trace_id, inbound_ids.trace_id);
+}

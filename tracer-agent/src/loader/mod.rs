@@ -1,6 +1,7 @@
 //! Loading and attaching the kernel programs, and the checks before it that
 //! turn a kernel's refusal into a message that says what to do.
 
+mod addresses;
 mod blocked;
 mod btf;
 mod netns;
@@ -17,7 +18,7 @@ use aya::{
 };
 use thiserror::Error;
 use tracer_common::{
-    Config, Counter, KernelOffsets, MAX_BLOCKED_AT_ATTACH, MAX_CAPTURE, MAX_TRACED_PIDS,
+    Config, Counter, InjectMode, KernelOffsets, MAX_BLOCKED_AT_ATTACH, MAX_CAPTURE, MAX_TRACED_PIDS,
 };
 
 pub use btf::{VMLINUX_BTF, kernel_offsets_in_child};
@@ -112,7 +113,7 @@ pub enum LoadError {
     #[error("cannot use network namespace {path} (--netns): {reason}")]
     Netns { path: String, reason: String },
     #[error(
-        "--inject-traceparent needs cgroup v2, and none is mounted: mount it with `mount -t cgroup2 none /sys/fs/cgroup/unified`"
+        "--inject-traceparent all needs cgroup v2, and none is mounted: mount it with `mount -t cgroup2 none /sys/fs/cgroup/unified`, or choose --inject-traceparent off"
     )]
     NoCgroup2,
     #[error("cannot attach {name} for --inject-traceparent: {source}")]
@@ -146,8 +147,8 @@ pub struct LoadOptions {
     pub ring_buffer_bytes: u32,
     /// Only these processes are traced; all when empty.
     pub pids: Vec<u32>,
-    /// Add a W3C `traceparent` to outbound HTTP/1.x requests without one.
-    pub inject_traceparent: bool,
+    /// Which outbound HTTP/1.x requests without a `traceparent` get one.
+    pub inject: InjectMode,
     /// Only processes in this network namespace are traced (and get headers).
     pub netns: Option<PathBuf>,
 }
@@ -210,11 +211,65 @@ impl Probes {
 }
 
 /// What `load` hands out: the attached programs, the ring buffer their events
-/// arrive on, and the kernel's list of sockets to skip.
+/// arrive on, the kernel's list of sockets to skip, and (with
+/// `InjectMode::Remote`) its list of this node's addresses.
 pub struct Loaded {
     pub probes: Probes,
     pub events: RingBuf<MapData>,
     pub ignored_sockets: IgnoredSockets,
+    pub local_addresses: Option<LocalAddresses>,
+}
+
+/// The kernel's list of this node's addresses (`LOCAL_ADDRESSES`): calls to
+/// them get no `traceparent` with `InjectMode::Remote`. Containers come and
+/// go, so the agent refreshes it now and then.
+pub struct LocalAddresses {
+    map: HashMap<MapData, [u8; 16], u8>,
+    netns: Option<PathBuf>,
+}
+
+impl LocalAddresses {
+    /// How often the list is read again.
+    pub const REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// Lists the node's addresses again (blocking: reads `/proc`) and makes
+    /// the kernel's map the same, logging what could not be done.
+    pub fn refresh(&mut self) {
+        let now = match &self.netns {
+            Some(path) => match addresses::namespace_addresses(path) {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!("cannot list the addresses of {}: {e}", path.display());
+                    return;
+                }
+            },
+            None => addresses::node_addresses(Path::new("/proc")),
+        };
+        let wanted: std::collections::BTreeSet<[u8; 16]> =
+            now.iter().map(addresses::map_key).collect();
+        let stale: Vec<[u8; 16]> = self
+            .map
+            .keys()
+            .flatten()
+            .filter(|key| !wanted.contains(key))
+            .collect();
+        for key in &stale {
+            let _ = self.map.remove(key);
+        }
+        let mut full = 0usize;
+        for key in &wanted {
+            if self.map.insert(key, 1, 0).is_err() {
+                full += 1;
+            }
+        }
+        if full > 0 {
+            tracing::warn!(
+                "{full} of this node's {} addresses do not fit the kernel's list \
+                 (MAX_LOCAL_ADDRESSES): calls to them get a traceparent",
+                wanted.len()
+            );
+        }
+    }
 }
 
 /// Sockets whose syscalls the kernel skips: connections the agent does not
@@ -237,10 +292,20 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         return Err(LoadError::TooManyPids(options.pids.len()));
     }
     let netns = options.netns.as_deref().map(netns::netns_ids).transpose()?;
-    let cgroup = if options.inject_traceparent {
-        Some(netns::cgroup2_root()?)
-    } else {
-        None
+    let mut inject = options.inject;
+    let cgroup = match inject {
+        InjectMode::Off => None,
+        InjectMode::Remote => match netns::cgroup2_root() {
+            Ok(root) => Some(root),
+            Err(e) => {
+                tracing::warn!(
+                    "no traceparent injection: {e}; traces that cross nodes will be split there"
+                );
+                inject = InjectMode::Off;
+                None
+            }
+        },
+        InjectMode::All => Some(netns::cgroup2_root()?),
     };
     ensure_tracefs()?;
     for name in TRACEPOINTS {
@@ -264,7 +329,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         capture_bytes: options.capture_bytes,
         // Wake the reader when an eighth of the ring is used; its timer collects the rest.
         wakeup_bytes: options.ring_buffer_bytes / 8,
-        inject_traceparent: u32::from(options.inject_traceparent),
+        inject_traceparent: inject as u32,
         netns_inum: netns.map_or(0, |n| n.inum),
         netns_cookie: netns.map_or(0, |n| n.cookie),
     };
@@ -302,6 +367,14 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         threads.len()
     );
 
+    let mut local_addresses = LocalAddresses {
+        map: take_map(&mut ebpf, "LOCAL_ADDRESSES")?,
+        netns: options.netns.clone(),
+    };
+    // Before any connection is judged: calls to the node itself get no header.
+    if inject == InjectMode::Remote {
+        local_addresses.refresh();
+    }
     let events = take_map(&mut ebpf, "EVENTS")?;
     let counters = take_map(&mut ebpf, "COUNTERS")?;
     let ignored = take_map(&mut ebpf, "IGNORED_SOCKETS")?;
@@ -312,12 +385,14 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         },
         events,
         ignored_sockets: IgnoredSockets(ignored),
+        local_addresses: (inject == InjectMode::Remote).then_some(local_addresses),
     })
 }
 
 /// `sock_ops` on the cgroup v2 root (every socket of the machine passes it;
 /// it keeps client sockets of the traced namespace), `sk_msg` on the map it
-/// fills.
+/// fills. Attached by a BPF link, which other links on the root cgroup
+/// (another agent's, one per `--netns`) sit beside.
 fn attach_injection(ebpf: &mut Ebpf, cgroup: &Path) -> Result<(), LoadError> {
     let attach_error = |name| move |source| LoadError::AttachInjection { name, source };
     let sockets: SockHash<_, u64> = map_mut(ebpf, "INJECT_SOCKETS")?;
