@@ -191,11 +191,7 @@ fn event_loop_calls_from_timers_are_never_mislinked() {
 #[test]
 fn nginx_reverse_proxy_concurrency_8() {
     require_root();
-    let (a, b) = (free_port(), free_port());
-    let _b = python_hop(b, None, "svc-b");
-    let _a = python_hop(a, Some(b), "svc-a");
-    let proxy = free_port();
-    let _nginx = nginx(proxy, a);
+    let (proxy, _services) = nginx_chain();
     let agent = Agent::start(&[]);
     let markers = drive(proxy, 8, 3);
     let run = agent.stop();
@@ -216,6 +212,15 @@ const NGINX_CHAIN: [(&str, i64); 6] = [
     ("svc-b", SERVER),
 ];
 
+/// curl → nginx → svc-a → svc-b: nginx's port, and the processes.
+fn nginx_chain() -> (u16, [Process; 3]) {
+    let (a, b) = (free_port(), free_port());
+    let svc_b = python_hop(b, None, "svc-b");
+    let svc_a = python_hop(a, Some(b), "svc-a");
+    let proxy = free_port();
+    (proxy, [svc_b, svc_a, nginx(proxy, a)])
+}
+
 /// A Python thread-per-connection hop (`chain_service.py`) on `port`.
 fn python_hop(port: u16, next: Option<u16>, name: &str) -> Process {
     let mut cmd = Command::new("python3");
@@ -232,11 +237,7 @@ fn python_hop(port: u16, next: Option<u16>, name: &str) -> Process {
 #[test]
 fn proxy_forwarding_a_traceparent_keeps_its_client_span() {
     require_root();
-    let (a, b) = (free_port(), free_port());
-    let _b = python_hop(b, None, "svc-b");
-    let _a = python_hop(a, Some(b), "svc-a");
-    let proxy = free_port();
-    let _nginx = nginx(proxy, a);
+    let (proxy, _services) = nginx_chain();
     let agent = Agent::start(&[]);
     let (trace, parent) = ("4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7");
     let markers = ["fw0", "fw1", "fw2"];

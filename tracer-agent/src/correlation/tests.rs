@@ -78,6 +78,15 @@ fn completed(correlator: &mut Correlator, request: &StartedRequest) -> Option<Sp
     })
 }
 
+/// `request` as written with a header the kernel injected, carrying these ids.
+fn injected(mut request: StartedRequest, trace_id: [u8; 16], span_id: [u8; 8]) -> StartedRequest {
+    request.start.start.ids = crate::events::KernelIds {
+        trace_id: Some(trace_id),
+        injected_span_id: Some(span_id),
+    };
+    request
+}
+
 fn ids_of(correlator: &mut Correlator, request: &StartedRequest) -> SpanIds {
     completed(correlator, request).expect("the agent makes this span")
 }
@@ -195,11 +204,11 @@ fn injected_ids_are_the_spans_ids() {
     let mut inbound = started(7, Role::Server, 0, 500, None, "");
     inbound.start.start.ids.trace_id = Some([3; 16]);
     c.request_started(&inbound);
-    let mut call = started(8, Role::Client, 0, 1, Some((7, 500)), "");
-    call.start.start.ids = crate::events::KernelIds {
-        trace_id: Some([3; 16]),
-        injected_span_id: Some([4; 8]),
-    };
+    let call = injected(
+        started(8, Role::Client, 0, 1, Some((7, 500)), ""),
+        [3; 16],
+        [4; 8],
+    );
     c.request_started(&call);
     let inbound_ids = ids_of(&mut c, &inbound);
     let call_ids = ids_of(&mut c, &call);
@@ -309,11 +318,11 @@ fn a_root_request_joins_the_trace_its_call_put_on_the_wire() {
     c.request_started(&inbound);
     let earlier_call = started(9, Role::Client, 0, 1, Some((7, 500)), "");
     c.request_started(&earlier_call);
-    let mut outbound = started(8, Role::Client, 0, 42, Some((7, 500)), "");
-    outbound.start.start.ids = crate::events::KernelIds {
-        trace_id: Some([5; 16]),
-        injected_span_id: Some([6; 8]),
-    };
+    let outbound = injected(
+        started(8, Role::Client, 0, 42, Some((7, 500)), ""),
+        [5; 16],
+        [6; 8],
+    );
     c.request_started(&outbound);
     let outbound_ids = ids_of(&mut c, &outbound);
     let inbound_ids = ids_of(&mut c, &inbound);
@@ -332,11 +341,11 @@ fn a_request_with_an_upstream_trace_keeps_it() {
     let mut c = Correlator::new();
     let inbound = started(7, Role::Server, 0, 500, None, TRACEPARENT);
     c.request_started(&inbound);
-    let mut outbound = started(8, Role::Client, 0, 42, Some((7, 500)), "");
-    outbound.start.start.ids = crate::events::KernelIds {
-        trace_id: Some([5; 16]),
-        injected_span_id: Some([6; 8]),
-    };
+    let outbound = injected(
+        started(8, Role::Client, 0, 42, Some((7, 500)), ""),
+        [5; 16],
+        [6; 8],
+    );
     c.request_started(&outbound);
     let outbound_ids = ids_of(&mut c, &outbound);
     let inbound_ids = ids_of(&mut c, &inbound);

@@ -3,6 +3,11 @@
 //! both ends traced. Rounds alternate: without the agent, then with it in
 //! each configuration, in rotating order; medians over the rounds.
 //!
+//! Configurations: without the agent; defaults (which inject `traceparent`
+//! only into calls that leave the node: none here, so this shows what the
+//! default costs local traffic against `--inject-traceparent off`);
+//! `--export-file`; `--otlp-endpoint` to a local sink.
+//!
 //! Per configuration: throughput and p50/p99 latency as ratios to the rounds
 //! without the agent; the agent's CPU (from `/proc`, after start-up) and the
 //! kernel programs' run time (`kernel.bpf_stats_enabled`) per request; ring
@@ -71,6 +76,10 @@ fn measure_in(dir: &Path, rounds: usize, seconds: u32) -> Result<()> {
         Configuration {
             name: "agent, defaults (metrics + viewer store)",
             agent_args: Some(vec![]),
+        },
+        Configuration {
+            name: "agent, --inject-traceparent off",
+            agent_args: Some(vec!["--inject-traceparent".into(), "off".into()]),
         },
         Configuration {
             name: "agent, --export-file",

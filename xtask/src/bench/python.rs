@@ -78,7 +78,7 @@ pub fn measure(rounds: usize, requests: usize) -> Result<()> {
             &["--metrics-addr", "none"],
         ),
         (
-            "agent, --inject-traceparent (sk_msg on every write)",
+            "agent, --inject-traceparent all (a header on every request)",
             &["--inject-traceparent"],
         ),
     ];
