@@ -16,6 +16,7 @@ use std::{
 
 use serde_json::Value;
 
+pub mod runtimes;
 pub mod services;
 
 /// Fails the test unless it runs as root: these tests load eBPF programs.

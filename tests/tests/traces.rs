@@ -9,7 +9,8 @@ use std::{
 };
 
 use tracer_tests::{
-    Agent, CLIENT, Process, SERVER, SpanRecord, curl, free_port, require_root, servers_dir,
+    Agent, CLIENT, Process, SERVER, SpanRecord, curl, free_port, require_root, runtimes,
+    servers_dir,
     services::{Chain, Hop, chain, drive, mixed_traces, nginx, spans_of},
 };
 
@@ -184,6 +185,52 @@ fn event_loop_calls_from_timers_are_never_mislinked() {
         Hop::NodeCallingFromTimer,
         Hop::PythonAsyncio,
     ]));
+}
+
+/// A Go `net/http` service that sleeps, then calls two services through
+/// `http.Client` (one of them twice, from goroutines): goroutines move
+/// between threads, so the thread that writes a call does not tell which
+/// request it is for. Until goroutine context is traced, such calls are
+/// unlinked (counted), never linked to the wrong request; each callee's
+/// server span still hangs under the Go client span that called it.
+#[test]
+fn go_calls_are_never_mislinked() {
+    require_root();
+    let (aux, leaf, front) = (free_port(), free_port(), free_port());
+    let _aux = runtimes::python_leaf(aux, "aux");
+    let _leaf = runtimes::python_leaf(leaf, "leaf");
+    let _front = runtimes::Front::Go.start(front, aux, leaf, 2);
+    let agent = Agent::start(&[]);
+    let markers = drive(front, 8, 3);
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_no_mixed_traces(&run.spans);
+    assert!(run.summary("go_calls_unlinked") >= 3 * markers.len() as u64);
+    for marker in &markers {
+        let spans = spans_of(&run.spans, marker);
+        let front_server = one(&spans, "front", SERVER);
+        assert_eq!(
+            front_server.parent_span_id,
+            one(&spans, "curl", CLIENT).span_id
+        );
+        let calls: Vec<_> = spans
+            .iter()
+            .filter(|s| s.service == "front" && s.kind == CLIENT)
+            .collect();
+        assert_eq!(calls.len(), 3, "{marker}: aux and two leaf calls");
+        for callee in spans
+            .iter()
+            .filter(|s| s.service == "aux" || s.service == "leaf")
+        {
+            assert!(
+                calls
+                    .iter()
+                    .any(|c| c.span_id == callee.parent_span_id && c.trace_id == callee.trace_id),
+                "{marker}: {} under its Go client span",
+                callee.service
+            );
+        }
+    }
 }
 
 /// nginx with one worker (an event loop) and a keep-alive upstream pool, in

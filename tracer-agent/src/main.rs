@@ -11,7 +11,7 @@ use tracer_agent::{
     },
     loader::{self, LoadOptions, TRACEPOINTS},
     metrics::Metrics,
-    pipeline::{self, PipelineOptions},
+    pipeline::{self, KernelLists, PipelineOptions},
     stats::Stats,
     viewer::{
         self,
@@ -264,6 +264,7 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
         probes,
         events,
         ignored_sockets,
+        threadless_pids,
         local_addresses,
     } = loader::load(&LoadOptions {
         offsets,
@@ -344,7 +345,10 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
 
     pipeline::run(
         events,
-        ignored_sockets,
+        KernelLists {
+            ignored_sockets,
+            threadless_pids,
+        },
         PipelineOptions {
             max_connections: cli.max_connections,
             idle_timeout: Duration::from_secs(300),

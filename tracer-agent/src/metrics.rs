@@ -329,7 +329,7 @@ mod tests {
             end_unix_ns: 1_000 + duration_ns,
             attributes: vec![
                 ("http.request.method", AttributeValue::Str("GET".into())),
-                ("url.path", AttributeValue::Str(path.into())),
+                ("url.path", AttributeValue::Str(path.to_string().into())),
                 ("http.response.status_code", AttributeValue::Int(status)),
             ],
             status: SpanStatus::Unset,
@@ -338,6 +338,7 @@ mod tests {
                 service_name: "shop".into(),
                 executable_name: "python3".into(),
                 container_id: None,
+                go: false,
             }),
             tid: 7,
         }

@@ -18,6 +18,7 @@ use std::{sync::Arc, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::sync::{mpsc, watch};
+use tracer_common::MAX_THREADLESS_PIDS;
 
 use crate::{
     clock::Clock,
@@ -25,13 +26,20 @@ use crate::{
     correlation::Correlator,
     events::{EventReader, Wake},
     export::{Exporter, is_own_export},
-    loader::IgnoredSockets,
+    loader::{IgnoredSockets, ThreadlessPids},
     metrics::Metrics,
     process::ProcessCache,
     spans::{Span, SpanBuilder},
     stats::Stats,
     viewer::store::TraceStore,
 };
+
+/// The kernel's lists the pipeline keeps: sockets to skip, and processes
+/// whose threads do not tell which request a call is for.
+pub struct KernelLists {
+    pub ignored_sockets: IgnoredSockets,
+    pub threadless_pids: ThreadlessPids,
+}
 
 pub struct PipelineOptions {
     pub max_connections: usize,
@@ -54,7 +62,7 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
 /// Runs until `shutdown` turns true, then drains and returns.
 pub async fn run(
     ring: RingBuf<MapData>,
-    ignored_sockets: IgnoredSockets,
+    kernel_lists: KernelLists,
     options: PipelineOptions,
     shutdown: watch::Receiver<bool>,
     stats: Arc<Stats>,
@@ -63,7 +71,7 @@ pub async fn run(
     let processor = tokio::spawn(process(
         EventReader::new(ring, shutdown)?,
         span_tx,
-        ignored_sockets,
+        kernel_lists,
         ConnectionTable::new(options.max_connections),
         options.idle_timeout,
         stats.clone(),
@@ -82,7 +90,10 @@ pub async fn run(
 async fn process(
     mut reader: EventReader,
     spans: mpsc::Sender<Vec<Span>>,
-    mut ignored_sockets: IgnoredSockets,
+    KernelLists {
+        mut ignored_sockets,
+        mut threadless_pids,
+    }: KernelLists,
     mut table: ConnectionTable,
     idle_timeout: Duration,
     stats: Arc<Stats>,
@@ -90,6 +101,8 @@ async fn process(
     let clock = Clock::now();
     let mut builder = SpanBuilder::new(clock, ProcessCache::default());
     let mut correlator = Correlator::new();
+    // Go processes already in the kernel's list.
+    let mut threadless = foldhash::HashSet::default();
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     let mut latest_ns = 0u64;
     let mut stopping = false;
@@ -123,8 +136,16 @@ async fn process(
         for outcome in &handled.outcomes {
             match outcome {
                 Outcome::RequestStarted(started) => {
-                    builder.request_started(started);
-                    correlator.request_started(started);
+                    let process = builder.request_started(started);
+                    if process.go && !threadless.contains(&process.pid) {
+                        // Bounded like the kernel's LRU list: start over when full.
+                        if threadless.len() >= MAX_THREADLESS_PIDS as usize {
+                            threadless.clear();
+                        }
+                        threadless.insert(process.pid);
+                        threadless_pids.add(process.pid);
+                    }
+                    correlator.request_started(started, !process.go);
                 }
                 Outcome::ExchangeCompleted(exchange) => {
                     // None: the application's own SDK reports this call.

@@ -1,7 +1,7 @@
 //! Exchanges → OpenTelemetry spans: kind, timing, semantic-convention
 //! attributes, status, and the resource of the process that handled them.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{borrow::Cow, net::SocketAddr, sync::Arc};
 
 use tracer_common::Role;
 
@@ -20,7 +20,9 @@ pub enum SpanKind {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttributeValue {
-    Str(String),
+    /// Text; borrowed when it is a constant (a method, a scheme), so most
+    /// spans allocate only for what varies.
+    Str(Cow<'static, str>),
     Int(i64),
 }
 
@@ -57,7 +59,7 @@ impl Span {
     /// An attribute as text ("" when absent).
     pub fn attribute_text(&self, key: &str) -> String {
         match self.attribute(key) {
-            Some(AttributeValue::Str(s)) => s.clone(),
+            Some(AttributeValue::Str(s)) => s.to_string(),
             Some(AttributeValue::Int(i)) => i.to_string(),
             None => String::new(),
         }
@@ -107,12 +109,12 @@ impl SpanBuilder {
         SpanBuilder { clock, processes }
     }
 
-    /// Reads the process's facts now, when its request starts: a client that
-    /// exits right after its last response is gone by the time that span is
-    /// built, and its `OTEL_SERVICE_NAME` with it.
-    pub fn request_started(&mut self, started: &StartedRequest) {
+    /// Reads the process's facts now, when its request starts (and returns
+    /// them): a client that exits right after its last response is gone by
+    /// the time that span is built, and its `OTEL_SERVICE_NAME` with it.
+    pub fn request_started(&mut self, started: &StartedRequest) -> Arc<ProcessInfo> {
         self.processes
-            .get(started.start.start.pid, &started.connection.comm);
+            .get(started.start.start.pid, &started.connection.comm)
     }
 
     pub fn build(&mut self, completed: &CompletedExchange, ids: SpanIds) -> Span {
@@ -127,26 +129,26 @@ impl SpanBuilder {
             .processes
             .get(exchange.request_start.pid, &connection.comm);
         let (path, query) = split_target(&request.target);
-        let method = if KNOWN_METHODS.contains(&request.method.as_str()) {
-            request.method.as_str()
-        } else {
-            "_OTHER"
-        };
+        let method = KNOWN_METHODS
+            .iter()
+            .copied()
+            .find(|known| *known == request.method)
+            .unwrap_or("_OTHER");
 
         let mut attributes: Vec<(&'static str, AttributeValue)> = Vec::with_capacity(16);
         let mut attr = |key: &'static str, value: AttributeValue| attributes.push((key, value));
-        attr("http.request.method", str(method));
+        attr("http.request.method", fixed(method));
         if method == "_OTHER" {
             attr("http.request.method_original", str(&request.method));
         }
         attr("url.path", str(path));
         if let Some(query) = query {
-            attr("url.query", AttributeValue::Str(redact_query(query)));
+            attr("url.query", AttributeValue::Str(redact_query(query).into()));
         }
-        attr("url.scheme", str("http"));
+        attr("url.scheme", fixed("http"));
         attr(
             "network.protocol.version",
-            str(if request.version == 0 { "1.0" } else { "1.1" }),
+            fixed(if request.version == 0 { "1.0" } else { "1.1" }),
         );
         // The server end of the connection: ours on a SERVER span, the peer's on a CLIENT one.
         let server_end = match kind {
@@ -167,21 +169,21 @@ impl SpanBuilder {
             };
             attr(
                 "url.full",
-                AttributeValue::Str(format!("http://{authority}{target}")),
+                AttributeValue::Str(format!("http://{authority}{target}").into()),
             );
         }
-        attr("server.address", AttributeValue::Str(server_address));
+        attr("server.address", AttributeValue::Str(server_address.into()));
         attr("server.port", port(server_end));
         if kind == SpanKind::Server {
             attr(
                 "client.address",
-                AttributeValue::Str(connection.remote.ip().to_string()),
+                AttributeValue::Str(connection.remote.ip().to_string().into()),
             );
             attr("client.port", port(connection.remote));
         }
         attr(
             "network.peer.address",
-            AttributeValue::Str(connection.remote.ip().to_string()),
+            AttributeValue::Str(connection.remote.ip().to_string().into()),
         );
         attr("network.peer.port", port(connection.remote));
         if let Some(agent) = request.headers.get("user-agent") {
@@ -213,7 +215,7 @@ impl SpanBuilder {
                 if response.status >= error_from {
                     attr(
                         "error.type",
-                        AttributeValue::Str(response.status.to_string()),
+                        AttributeValue::Str(response.status.to_string().into()),
                     );
                     SpanStatus::Error(String::new())
                 } else {
@@ -221,7 +223,7 @@ impl SpanBuilder {
                 }
             }
             None => {
-                attr("error.type", str("no_response"));
+                attr("error.type", fixed("no_response"));
                 SpanStatus::Error("connection closed before a response".into())
             }
         };
@@ -248,7 +250,11 @@ pub fn hex(bytes: &[u8]) -> String {
 }
 
 fn str(value: &str) -> AttributeValue {
-    AttributeValue::Str(value.to_string())
+    AttributeValue::Str(value.to_string().into())
+}
+
+fn fixed(value: &'static str) -> AttributeValue {
+    AttributeValue::Str(Cow::Borrowed(value))
 }
 
 fn port(addr: SocketAddr) -> AttributeValue {

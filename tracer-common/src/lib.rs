@@ -61,6 +61,10 @@ pub const MAX_LOCAL_ADDRESSES: u32 = 4096;
 /// `traceparent` their calls continue.
 pub const MAX_REMOTE_CALLERS: u32 = 16 * 1024;
 
+/// Processes whose threads do not tell which request a call is for (Go),
+/// as the agent found them (LRU).
+pub const MAX_THREADLESS_PIDS: u32 = 16 * 1024;
+
 /// Sockets the agent told the kernel to skip (not a protocol it parses; LRU).
 pub const MAX_IGNORED_SOCKETS: u32 = 64 * 1024;
 

@@ -23,12 +23,13 @@
 //! Plain fields rather than `Option<struct>` copies throughout: LLVM spills
 //! the undefined payload of a `None`, which the verifier rejects.
 
+use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use tracer_common::{Counter, RequestContext};
 
 use crate::inject::new_id;
 use crate::maps::{
     CALLS, REQUEST_FRESH, REQUEST_RESUMED, REQUEST_WAITING, SERVER_REQUESTS, ServerRequest,
-    THREAD_CONTEXT, ThreadRequests, count,
+    THREAD_CONTEXT, THREADLESS_PIDS, ThreadRequests, count,
 };
 
 /// Whether an inbound request is being served on server connection `sock`
@@ -110,6 +111,10 @@ pub fn server_done(sock: u64) {
 pub fn call_context(tid: u32, client: u64) -> (u64, u32) {
     if let Some(call) = unsafe { CALLS.get(client) } {
         return (call.sock, call.seq);
+    }
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if unsafe { THREADLESS_PIDS.get(pid) }.is_some() {
+        return (0, 0);
     }
     let Some(thread) = THREAD_CONTEXT.get_ptr_mut(tid) else {
         return (0, 0);

@@ -8,7 +8,8 @@ use aya_ebpf::{
 use tracer_common::{
     Config, Counter, MAX_BLOCKED_AT_ATTACH, MAX_CALLS, MAX_CAPTURE, MAX_IGNORED_SOCKETS,
     MAX_IN_FLIGHT, MAX_INJECT_SOCKETS, MAX_LOCAL_ADDRESSES, MAX_REMOTE_CALLERS, MAX_ROLES,
-    MAX_SERVER_REQUESTS, MAX_THREAD_CONTEXTS, MAX_TRACED_PIDS, RequestContext, Role, SocketEvent,
+    MAX_SERVER_REQUESTS, MAX_THREAD_CONTEXTS, MAX_THREADLESS_PIDS, MAX_TRACED_PIDS, RequestContext,
+    Role, SocketEvent,
 };
 
 /// Events to the agent. The agent resizes it at load time (`--ring-buffer-size`).
@@ -72,6 +73,13 @@ pub static LOCAL_ADDRESSES: HashMap<[u8; 16], u8> =
 #[map]
 pub static REMOTE_CALLERS: LruHashMap<u32, u8> =
     LruHashMap::with_max_entries(MAX_REMOTE_CALLERS, 0);
+
+/// Processes (by pid) whose threads do not tell which request a call is for
+/// (Go: goroutines move between threads). The agent adds them as it finds
+/// them; their calls get no context from the thread (`context`).
+#[map]
+pub static THREADLESS_PIDS: LruHashMap<u32, u8> =
+    LruHashMap::with_max_entries(MAX_THREADLESS_PIDS, 0);
 
 /// Sockets whose traffic the agent does not parse (TLS, databases, …), by
 /// `struct sock` address: their syscalls are skipped at entry. The agent adds

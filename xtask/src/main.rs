@@ -28,7 +28,7 @@ enum Task {
     /// Install what building and testing need, if missing: the nightly
     /// toolchain's rust-src, bpf-linker 0.10.0, and (with --test-deps) the
     /// Debian packages the tests drive (curl, nodejs, nginx, iproute2,
-    /// prometheus, chromium), cargo-fuzz, and in ~/.cache/tracer-tests Arize
+    /// prometheus, chromium, golang-go), cargo-fuzz, and in ~/.cache/tracer-tests Arize
     /// Phoenix and opentelemetry-sdk (pip) and playwright-core (npm).
     Setup {
         #[arg(long)]
@@ -52,7 +52,7 @@ enum Task {
     },
     /// Measure the agent's cost (`cost`: nginx under wrk, and a Python
     /// server, with and without the agent, side by side) or how whole its
-    /// traces are (`accuracy`). Installs wrk if missing.
+    /// traces are (`accuracy`). Installs wrk and aiohttp if missing.
     Bench(bench::BenchArgs),
 }
 

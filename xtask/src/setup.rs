@@ -31,11 +31,16 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     // Installs playwright-core.
     ("npm", "npm"),
+    // The Go service of the trace tests (and the accuracy benchmark).
+    ("go", "golang-go"),
 ];
 
-/// Debian packages `cargo xtask bench` drives: the load generator of the
-/// nginx cost case (nginx itself is a test package).
+/// Debian packages `cargo xtask bench` drives beyond the tests' ones: the
+/// load generator of the nginx cost case.
 const BENCH_PACKAGES: &[(&str, &str)] = &[("wrk", "wrk")];
+
+/// The asyncio front service of the accuracy benchmark's matrix (PyPI).
+const AIOHTTP_VERSION: &str = "3.14.5";
 
 /// Arize Phoenix, the OTLP backend the export test sends to (PyPI).
 const PHOENIX_VERSION: &str = "20.26.1";
@@ -59,7 +64,8 @@ pub fn run(test_deps: bool) -> Result<()> {
 
 /// What the benchmark needs beyond the tests' tools.
 pub fn bench_tools() -> Result<()> {
-    ensure_packages(BENCH_PACKAGES)
+    ensure_packages(BENCH_PACKAGES)?;
+    ensure_venv_package("aiohttp", &format!("aiohttp=={AIOHTTP_VERSION}"))
 }
 
 /// Where the test tools from language registries live, outside the work

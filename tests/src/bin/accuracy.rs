@@ -1,15 +1,21 @@
 //! `cargo xtask bench accuracy`: how many requests come out as one whole,
 //! correctly-parented trace, and how many traces mix two requests.
 //!
-//! nginx (load balancer, event loop) → svc-a (Python threads) → svc-b
-//! (Node.js event loop) → svc-c (Python asyncio), each service waiting a
-//! random 0–5 ms, under curl load at concurrency 1, 8 and 32. Every request's
-//! path carries a marker the services forward and only this scorer reads.
+//! 1. The chain: nginx (load balancer, event loop) → svc-a (Python threads)
+//!    → svc-b (Node.js event loop) → svc-c (Python asyncio), each service
+//!    waiting a random 0–5 ms.
+//! 2. The runtime matrix (`runtimes.rs`): per runtime, a front that awaits
+//!    0–5 ms, calls `aux`, then `leaf` through its usual pooled client
+//!    (and a fan-out case: two parallel leaf calls).
+//!
+//! Under curl load at concurrency 1, 8 and 32. Every request's path carries
+//! a marker the services forward and only this scorer reads.
 
 use std::process::ExitCode;
 
 use tracer_tests::{
-    Agent, CLIENT, SERVER,
+    Agent, CLIENT, SERVER, free_port,
+    runtimes::{Front, python_leaf, tree_break, unlinked_calls},
     services::{Hop, chain, chain_break, drive, mixed_traces, nginx},
 };
 
@@ -89,5 +95,56 @@ fn main() -> ExitCode {
             run.summary("calls_ambiguous"),
         );
     }
+    if let Err(failure) = runtime_matrix() {
+        eprintln!("{failure}");
+        return ExitCode::FAILURE;
+    }
     ExitCode::SUCCESS
+}
+
+/// The runtime matrix's table: whole share, mixed traces and the front's
+/// calls left unlinked, per runtime, fan-out and concurrency.
+fn runtime_matrix() -> Result<(), String> {
+    let (aux, leaf) = (free_port(), free_port());
+    let _aux = python_leaf(aux, "aux");
+    let _leaf = python_leaf(leaf, "leaf");
+    println!("\nruntime matrix: curl → front (awaits 0–5 ms, calls aux, then leaf) → aux, leaf");
+    println!(
+        "| front | leaf calls | concurrency | requests | whole, correctly parented | mixed traces | front calls unlinked | most common break |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for front in Front::ALL {
+        for fanout in [1, 2] {
+            let port = free_port();
+            let _front = front.start(port, aux, leaf, fanout);
+            for (concurrency, per_worker) in LOADS {
+                let agent = Agent::start(&[]);
+                let markers = drive(port, concurrency, per_worker);
+                let run = agent.stop();
+                if !run.status.success() {
+                    return Err(format!("the agent failed:\n{}", run.stderr));
+                }
+                let mut broken: std::collections::BTreeMap<String, usize> = Default::default();
+                for marker in &markers {
+                    if let Some(why) = tree_break(&run.spans, marker, fanout) {
+                        *broken.entry(why).or_default() += 1;
+                    }
+                }
+                let whole = markers.len() - broken.values().sum::<usize>();
+                let worst = broken
+                    .iter()
+                    .max_by_key(|(_, n)| **n)
+                    .map_or(String::from("–"), |(why, n)| format!("{why} ({n})"));
+                println!(
+                    "| {} | {fanout} | {concurrency} | {} | {whole} ({:.0}%) | {} | {} | {worst} |",
+                    front.name(),
+                    markers.len(),
+                    100.0 * whole as f64 / markers.len() as f64,
+                    mixed_traces(&run.spans).len(),
+                    unlinked_calls(&run.spans),
+                );
+            }
+        }
+    }
+    Ok(())
 }

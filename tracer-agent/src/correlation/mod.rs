@@ -109,11 +109,15 @@ pub struct LinkCounts {
     /// Calls whose client span the application's own SDK reports (its
     /// `traceparent` was on the request): the agent made none.
     pub left_to_sdk: u64,
+    /// Calls of Go programs, which get no parent from their thread: their
+    /// goroutines move between threads, so the thread that wrote a call does
+    /// not tell its request (only a header can link them).
+    pub go_calls_unlinked: u64,
 }
 
 impl LinkCounts {
     /// Each count with its name, for logs and metrics.
-    pub fn named(&self) -> [(&'static str, u64); 7] {
+    pub fn named(&self) -> [(&'static str, u64); 8] {
         [
             ("links_by_connection", self.by_connection),
             ("links_adopted", self.adopted),
@@ -122,6 +126,7 @@ impl LinkCounts {
             ("trace_roots", self.roots),
             ("context_not_found", self.context_not_found),
             ("client_spans_left_to_sdk", self.left_to_sdk),
+            ("go_calls_unlinked", self.go_calls_unlinked),
         ]
     }
 }
@@ -167,7 +172,10 @@ impl Correlator {
     }
 
     /// Gives a request that just started its ids.
-    pub fn request_started(&mut self, started: &StartedRequest) {
+    /// `threads_tell_requests` is false for a process whose thread does not
+    /// tell which request a call is for (Go): the kernel's context is then
+    /// not used, and the call is unlinked (counted).
+    pub fn request_started(&mut self, started: &StartedRequest, threads_tell_requests: bool) {
         let connection = &started.connection;
         let key = (connection.sock_id, started.start.index);
         let seq = started.seq();
@@ -175,14 +183,20 @@ impl Correlator {
         let header = propagation::extract(&started.start.request.headers);
         let ids = match connection.role {
             Role::Client => {
-                let parent = first_chunk.context.and_then(|context| {
+                let context = if threads_tell_requests {
+                    first_chunk.context
+                } else {
+                    self.links.go_calls_unlinked += 1;
+                    None
+                };
+                let parent = context.and_then(|context| {
                     let parent = self.inbound_for(context);
                     if parent.is_none() {
                         self.links.context_not_found += 1;
                     }
                     parent
                 });
-                let forwarded = header.and_then(|h| self.forwarded_from(&h, first_chunk.context));
+                let forwarded = header.and_then(|h| self.forwarded_from(&h, context));
                 let sdk = header.filter(|_| forwarded.is_none());
                 let ids = if let Some(remote) = sdk {
                     // The SDK's span is on the wire: the callee hangs under it.
@@ -198,7 +212,7 @@ impl Correlator {
                 {
                     // These ids are on the wire: the next hop hangs under them.
                     self.count_link(parent.is_some());
-                    let trace_id = match (parent, first_chunk.context) {
+                    let trace_id = match (parent, context) {
                         (Some(parent), Some(context)) if parent.trace_id != trace_id => {
                             self.join_wire_trace(context, parent, trace_id)
                         }

@@ -78,6 +78,11 @@ fn completed(correlator: &mut Correlator, request: &StartedRequest) -> Option<Sp
     })
 }
 
+/// Starts `request` in a process whose threads tell which request a call is for.
+fn start(correlator: &mut Correlator, request: &StartedRequest) {
+    correlator.request_started(request, true);
+}
+
 /// `request` as written with a header the kernel injected, carrying these ids.
 fn injected(mut request: StartedRequest, trace_id: [u8; 16], span_id: [u8; 8]) -> StartedRequest {
     request.start.start.ids = crate::events::KernelIds {
@@ -96,8 +101,8 @@ fn server_span_is_child_of_the_client_span_on_its_connection() {
     let mut c = Correlator::new();
     let client = started(1, Role::Client, 0, 1000, None, "");
     let server = started(2, Role::Server, 0, 1000, None, "");
-    c.request_started(&client);
-    c.request_started(&server);
+    start(&mut c, &client);
+    start(&mut c, &server);
     let (client_ids, server_ids) = (ids_of(&mut c, &client), ids_of(&mut c, &server));
     assert_eq!(server_ids.trace_id, client_ids.trace_id);
     assert_eq!(server_ids.parent_span_id, Some(client_ids.span_id));
@@ -120,11 +125,11 @@ fn server_span_is_child_of_the_client_span_on_its_connection() {
 fn server_seen_before_its_caller_is_adopted() {
     let mut c = Correlator::new();
     let server = started(2, Role::Server, 0, 1000, None, "");
-    c.request_started(&server);
+    start(&mut c, &server);
     let nested_call = started(3, Role::Client, 0, 5, Some((2, 1000)), "");
-    c.request_started(&nested_call);
+    start(&mut c, &nested_call);
     let client = started(1, Role::Client, 0, 1000, None, "");
-    c.request_started(&client);
+    start(&mut c, &client);
     let client_ids = ids_of(&mut c, &client);
     let server_ids = ids_of(&mut c, &server);
     let nested_ids = ids_of(&mut c, &nested_call);
@@ -141,9 +146,9 @@ fn server_seen_before_its_caller_is_adopted() {
 #[test]
 fn sequence_numbers_must_match() {
     let mut c = Correlator::new();
-    c.request_started(&started(1, Role::Client, 0, 1000, None, ""));
+    start(&mut c, &started(1, Role::Client, 0, 1000, None, ""));
     let server = started(2, Role::Server, 0, 1001, None, "");
-    c.request_started(&server);
+    start(&mut c, &server);
     assert_eq!(ids_of(&mut c, &server).parent_span_id, None);
     assert_eq!(c.waiting(), 1);
 }
@@ -152,9 +157,9 @@ fn sequence_numbers_must_match() {
 fn client_span_is_child_of_the_request_the_kernel_named() {
     let mut c = Correlator::new();
     let inbound = started(7, Role::Server, 0, 500, None, "");
-    c.request_started(&inbound);
+    start(&mut c, &inbound);
     let outbound = started(8, Role::Client, 0, 9000, Some((7, 500)), "");
-    c.request_started(&outbound);
+    start(&mut c, &outbound);
     let (inbound_ids, outbound_ids) = (ids_of(&mut c, &inbound), ids_of(&mut c, &outbound));
     assert_eq!(outbound_ids.trace_id, inbound_ids.trace_id);
     assert_eq!(outbound_ids.parent_span_id, Some(inbound_ids.span_id));
@@ -166,9 +171,9 @@ fn client_span_is_child_of_the_request_the_kernel_named() {
 #[test]
 fn no_context_gives_no_link() {
     let mut c = Correlator::new();
-    c.request_started(&started(7, Role::Server, 0, 500, None, ""));
+    start(&mut c, &started(7, Role::Server, 0, 500, None, ""));
     let outbound = started(8, Role::Client, 0, 1, None, "");
-    c.request_started(&outbound);
+    start(&mut c, &outbound);
     assert_eq!(ids_of(&mut c, &outbound).parent_span_id, None);
 }
 
@@ -178,17 +183,17 @@ fn context_sequence_number_picks_the_request_on_its_connection() {
     let mut c = Correlator::new();
     let first = started(7, Role::Server, 0, 500, None, "");
     let second = started(7, Role::Server, 1, 900, None, "");
-    c.request_started(&first);
-    c.request_started(&second);
+    start(&mut c, &first);
+    start(&mut c, &second);
     let call = started(8, Role::Client, 0, 1, Some((7, 500)), "");
-    c.request_started(&call);
+    start(&mut c, &call);
     let first_ids = c.active[&(7, 0)];
     assert_eq!(
         ids_of(&mut c, &call).parent_span_id,
         Some(first_ids.span_id)
     );
     let call = started(8, Role::Client, 1, 90, Some((7, 900)), "");
-    c.request_started(&call);
+    start(&mut c, &call);
     let second_ids = c.active[&(7, 1)];
     assert_eq!(
         ids_of(&mut c, &call).parent_span_id,
@@ -203,13 +208,13 @@ fn injected_ids_are_the_spans_ids() {
     let mut c = Correlator::new();
     let mut inbound = started(7, Role::Server, 0, 500, None, "");
     inbound.start.start.ids.trace_id = Some([3; 16]);
-    c.request_started(&inbound);
+    start(&mut c, &inbound);
     let call = injected(
         started(8, Role::Client, 0, 1, Some((7, 500)), ""),
         [3; 16],
         [4; 8],
     );
-    c.request_started(&call);
+    start(&mut c, &call);
     let inbound_ids = ids_of(&mut c, &inbound);
     let call_ids = ids_of(&mut c, &call);
     assert_eq!(inbound_ids.trace_id, [3; 16]);
@@ -230,7 +235,7 @@ const TRACEPARENT: &str =
 fn inbound_traceparent_is_continued() {
     let mut c = Correlator::new();
     let server = started(2, Role::Server, 0, 1000, None, TRACEPARENT);
-    c.request_started(&server);
+    start(&mut c, &server);
     let ids = ids_of(&mut c, &server);
     assert_eq!(ids.trace_id[..2], [0x4b, 0xf9]);
     assert_eq!(ids.parent_span_id.unwrap()[..2], [0x00, 0xf0]);
@@ -243,11 +248,11 @@ fn inbound_traceparent_is_continued() {
 fn outbound_traceparent_of_the_sdk_replaces_the_client_span() {
     let mut c = Correlator::new();
     let inbound = started(7, Role::Server, 0, 500, None, "");
-    c.request_started(&inbound);
+    start(&mut c, &inbound);
     let outbound = started(8, Role::Client, 0, 42, Some((7, 500)), TRACEPARENT);
     let downstream = started(9, Role::Server, 0, 42, None, TRACEPARENT);
-    c.request_started(&outbound);
-    c.request_started(&downstream);
+    start(&mut c, &outbound);
+    start(&mut c, &downstream);
     assert_eq!(completed(&mut c, &outbound), None);
     let downstream_ids = ids_of(&mut c, &downstream);
     assert_eq!(downstream_ids.trace_id[..2], [0x4b, 0xf9]);
@@ -265,9 +270,9 @@ fn forwarded_traceparent_keeps_the_proxys_client_span() {
     for kernel_context in [Some((7, 500)), None] {
         let mut c = Correlator::new();
         let inbound = started(7, Role::Server, 0, 500, None, TRACEPARENT);
-        c.request_started(&inbound);
+        start(&mut c, &inbound);
         let outbound = started(8, Role::Client, 0, 42, kernel_context, TRACEPARENT);
-        c.request_started(&outbound);
+        start(&mut c, &outbound);
         let outbound_ids = ids_of(&mut c, &outbound);
         let inbound_ids = ids_of(&mut c, &inbound);
         assert_eq!(c.links.left_to_sdk, 0);
@@ -282,10 +287,13 @@ fn forwarded_traceparent_keeps_the_proxys_client_span() {
 fn forwarded_traceparent_on_two_requests_links_neither() {
     let mut c = Correlator::new();
     for sock in [7, 17] {
-        c.request_started(&started(sock, Role::Server, 0, 500, None, TRACEPARENT));
+        start(
+            &mut c,
+            &started(sock, Role::Server, 0, 500, None, TRACEPARENT),
+        );
     }
     let outbound = started(8, Role::Client, 0, 42, None, TRACEPARENT);
-    c.request_started(&outbound);
+    start(&mut c, &outbound);
     assert_eq!(ids_of(&mut c, &outbound).parent_span_id, None);
     assert_eq!(c.links.left_to_sdk, 0);
 }
@@ -301,10 +309,10 @@ fn sequence_space_wraps() {
 fn closed_connections_are_forgotten() {
     let mut c = Correlator::new();
     let inbound = started(7, Role::Server, 0, 500, None, "");
-    c.request_started(&inbound);
+    start(&mut c, &inbound);
     c.connection_closed(7);
     let outbound = started(8, Role::Client, 0, 1, Some((7, 500)), "");
-    c.request_started(&outbound);
+    start(&mut c, &outbound);
     assert_eq!(ids_of(&mut c, &outbound).parent_span_id, None);
 }
 
@@ -315,15 +323,15 @@ fn closed_connections_are_forgotten() {
 fn a_root_request_joins_the_trace_its_call_put_on_the_wire() {
     let mut c = Correlator::new();
     let inbound = started(7, Role::Server, 0, 500, None, "");
-    c.request_started(&inbound);
+    start(&mut c, &inbound);
     let earlier_call = started(9, Role::Client, 0, 1, Some((7, 500)), "");
-    c.request_started(&earlier_call);
+    start(&mut c, &earlier_call);
     let outbound = injected(
         started(8, Role::Client, 0, 42, Some((7, 500)), ""),
         [5; 16],
         [6; 8],
     );
-    c.request_started(&outbound);
+    start(&mut c, &outbound);
     let outbound_ids = ids_of(&mut c, &outbound);
     let inbound_ids = ids_of(&mut c, &inbound);
     let earlier_ids = ids_of(&mut c, &earlier_call);
@@ -340,15 +348,30 @@ fn a_root_request_joins_the_trace_its_call_put_on_the_wire() {
 fn a_request_with_an_upstream_trace_keeps_it() {
     let mut c = Correlator::new();
     let inbound = started(7, Role::Server, 0, 500, None, TRACEPARENT);
-    c.request_started(&inbound);
+    start(&mut c, &inbound);
     let outbound = injected(
         started(8, Role::Client, 0, 42, Some((7, 500)), ""),
         [5; 16],
         [6; 8],
     );
-    c.request_started(&outbound);
+    start(&mut c, &outbound);
     let outbound_ids = ids_of(&mut c, &outbound);
     let inbound_ids = ids_of(&mut c, &inbound);
     assert_eq!(inbound_ids.trace_id[..2], [0x4b, 0xf9]);
     assert_eq!(outbound_ids.trace_id, inbound_ids.trace_id);
+}
+
+/// In a Go program the thread that writes a call does not tell which request
+/// it is for (goroutines move between threads): the kernel's context is not
+/// used, and the call is unlinked, counted.
+#[test]
+fn go_calls_are_not_linked_by_thread() {
+    let mut c = Correlator::new();
+    let inbound = started(7, Role::Server, 0, 500, None, "");
+    c.request_started(&inbound, false);
+    let call = started(8, Role::Client, 0, 1, Some((7, 500)), "");
+    c.request_started(&call, false);
+    assert_eq!(ids_of(&mut c, &call).parent_span_id, None);
+    assert_eq!(c.links.go_calls_unlinked, 1);
+    assert_eq!(c.links.by_context, 0);
 }

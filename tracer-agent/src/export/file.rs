@@ -88,6 +88,7 @@ mod tests {
                 service_name: "shop".into(),
                 executable_name: "python3".into(),
                 container_id: None,
+                go: false,
             }),
             tid: 43,
         };

@@ -537,6 +537,7 @@ mod tests {
                 service_name: "svc".into(),
                 executable_name: "svc".into(),
                 container_id: None,
+                go: false,
             }),
             tid: 1,
         }

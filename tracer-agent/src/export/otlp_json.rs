@@ -162,6 +162,7 @@ mod tests {
             service_name: service.into(),
             executable_name: "python3".into(),
             container_id: container.map(Into::into),
+            go: false,
         })
     }
 
@@ -175,7 +176,7 @@ mod tests {
             start_unix_ns: 1_700_000_000_000_000_000,
             end_unix_ns: u64::MAX,
             attributes: vec![
-                ("url.path", AttributeValue::Str(name.into())),
+                ("url.path", AttributeValue::Str(name.to_string().into())),
                 ("http.response.status_code", AttributeValue::Int(-500)),
             ],
             status,

@@ -217,6 +217,7 @@ pub struct Loaded {
     pub probes: Probes,
     pub events: RingBuf<MapData>,
     pub ignored_sockets: IgnoredSockets,
+    pub threadless_pids: ThreadlessPids,
     pub local_addresses: Option<LocalAddresses>,
 }
 
@@ -268,6 +269,19 @@ impl LocalAddresses {
                  (MAX_LOCAL_ADDRESSES): calls to them get a traceparent",
                 wanted.len()
             );
+        }
+    }
+}
+
+/// Processes whose threads do not tell which request a call is for (Go):
+/// the kernel then gives their calls no context from the thread.
+pub struct ThreadlessPids(HashMap<MapData, u32, u8>);
+
+impl ThreadlessPids {
+    /// Adds `pid`; a full map (an LRU) forgets the oldest.
+    pub fn add(&mut self, pid: u32) {
+        if let Err(e) = self.0.insert(pid, 1, 0) {
+            tracing::debug!("cannot tell the kernel about Go process {pid}: {e}");
         }
     }
 }
@@ -378,6 +392,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     let events = take_map(&mut ebpf, "EVENTS")?;
     let counters = take_map(&mut ebpf, "COUNTERS")?;
     let ignored = take_map(&mut ebpf, "IGNORED_SOCKETS")?;
+    let threadless_pids = ThreadlessPids(take_map(&mut ebpf, "THREADLESS_PIDS")?);
     Ok(Loaded {
         probes: Probes {
             ebpf,
@@ -385,6 +400,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         },
         events,
         ignored_sockets: IgnoredSockets(ignored),
+        threadless_pids,
         local_addresses: (inject == InjectMode::Remote).then_some(local_addresses),
     })
 }

@@ -381,7 +381,8 @@ fn span_bytes(span: &Span) -> usize {
             .attributes
             .iter()
             .map(|(_, value)| match value {
-                AttributeValue::Str(s) => block(s.capacity()),
+                AttributeValue::Str(std::borrow::Cow::Owned(s)) => block(s.capacity()),
+                AttributeValue::Str(std::borrow::Cow::Borrowed(_)) => 0,
                 AttributeValue::Int(_) => 0,
             })
             .sum::<usize>()
@@ -439,7 +440,7 @@ fn span_view(span: &Span, trace_start: u64) -> SpanView {
             .iter()
             .map(|(key, value)| {
                 let value = match value {
-                    AttributeValue::Str(s) => serde_json::Value::from(s.as_str()),
+                    AttributeValue::Str(s) => serde_json::Value::from(s.as_ref()),
                     AttributeValue::Int(i) => serde_json::Value::from(*i),
                 };
                 (*key, value)
@@ -511,6 +512,7 @@ mod tests {
                 service_name: service.into(),
                 executable_name: service.into(),
                 container_id: None,
+                go: false,
             }),
             tid: 1,
         }

@@ -1,0 +1,173 @@
+//! The runtime matrix of the accuracy benchmark: a front service per runtime
+//! that awaits a random 0–5 ms, calls an `aux` service, then calls a `leaf`
+//! (once, or twice in parallel) through its runtime's usual pooled client.
+//! These are the handlers that await before they call: a thread's last read
+//! does not tell which request an event loop's call is for.
+
+use std::{path::PathBuf, process::Command};
+
+use crate::{CLIENT, Process, SERVER, SpanRecord, servers_dir, services::spans_of, temp_dir};
+
+#[derive(Clone, Copy, Debug)]
+pub enum Front {
+    /// Python `ThreadingHTTPServer`; its fan-out goes through a
+    /// `concurrent.futures` pool (a hand-off to other threads).
+    PythonThreads,
+    /// Go `net/http` server and `http.Client`; fan-out in goroutines.
+    Go,
+    /// Node.js `http` server, `http.Agent` keep-alive; fan-out `Promise.all`.
+    NodeHttpAgent,
+    /// Node.js `http` server, global `fetch` (undici).
+    NodeFetch,
+    /// aiohttp server and `ClientSession` (asyncio); fan-out `gather`.
+    Aiohttp,
+}
+
+impl Front {
+    pub const ALL: [Front; 5] = [
+        Front::PythonThreads,
+        Front::Go,
+        Front::NodeHttpAgent,
+        Front::NodeFetch,
+        Front::Aiohttp,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Front::PythonThreads => "Python threads",
+            Front::Go => "Go net/http",
+            Front::NodeHttpAgent => "Node.js http.Agent",
+            Front::NodeFetch => "Node.js fetch",
+            Front::Aiohttp => "Python aiohttp",
+        }
+    }
+
+    /// Starts the front on `port`, calling `aux` then `leaf` (`fanout` times).
+    pub fn start(self, port: u16, aux: u16, leaf: u16, fanout: usize) -> Process {
+        let servers = servers_dir();
+        let mut cmd = match self {
+            Front::PythonThreads => {
+                let mut cmd = Command::new("python3");
+                cmd.arg(servers.join("front_threads.py"));
+                cmd
+            }
+            Front::Go => Command::new(go_front()),
+            Front::NodeHttpAgent | Front::NodeFetch => {
+                let mut cmd = Command::new("node");
+                cmd.arg(servers.join("front_node.js")).env(
+                    "CLIENT",
+                    if let Front::NodeFetch = self {
+                        "fetch"
+                    } else {
+                        "agent"
+                    },
+                );
+                cmd
+            }
+            Front::Aiohttp => {
+                let mut cmd = Command::new(crate::test_tools_dir().join("aiohttp/bin/python"));
+                cmd.arg(servers.join("front_aiohttp.py"));
+                cmd
+            }
+        };
+        cmd.args([port, aux, leaf].map(|p| p.to_string()))
+            .env("FANOUT", fanout.to_string())
+            .env("OTEL_SERVICE_NAME", "front");
+        Process::spawn_until(&mut cmd, "ready")
+    }
+}
+
+/// A Python thread-per-connection leaf named `name` (the `aux` and `leaf`
+/// services the fronts call).
+pub fn python_leaf(port: u16, name: &str) -> Process {
+    Process::spawn_until(
+        Command::new("python3")
+            .arg(servers_dir().join("chain_service.py"))
+            .arg(port.to_string())
+            .env("OTEL_SERVICE_NAME", name),
+        "ready",
+    )
+}
+
+/// The Go front, built once per run (Debian's golang-go; standard library only).
+fn go_front() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = temp_dir("go-front");
+            let binary = dir.join("front_go");
+            let status = Command::new("go")
+                .arg("build")
+                .arg("-o")
+                .arg(&binary)
+                .arg(servers_dir().join("front_go/main.go"))
+                .env("GOCACHE", dir.join("cache"))
+                .env("GOPATH", dir.join("gopath"))
+                .env("GOFLAGS", "-mod=mod")
+                .status()
+                .expect("run go (cargo xtask bench installs golang-go)");
+            assert!(status.success(), "go build of the Go front failed");
+            binary
+        })
+        .clone()
+}
+
+/// Why request `marker` is not one whole, correctly parented trace (none
+/// when it is): curl → front SERVER → front CLIENT ×(1 + fanout), each the
+/// parent of one `aux` or `leaf` SERVER span.
+pub fn tree_break(spans: &[SpanRecord], marker: &str, fanout: usize) -> Option<String> {
+    let request = spans_of(spans, marker);
+    let of = |service: &str, kind: i64| -> Vec<&SpanRecord> {
+        request
+            .iter()
+            .filter(|s| s.service == service && s.kind == kind)
+            .copied()
+            .collect()
+    };
+    let (curl, front, calls) = (of("curl", CLIENT), of("front", SERVER), of("front", CLIENT));
+    let callees: Vec<&SpanRecord> = of("aux", SERVER)
+        .into_iter()
+        .chain(of("leaf", SERVER))
+        .collect();
+    let expected = 4 + 2 * fanout;
+    if curl.len() != 1
+        || front.len() != 1
+        || calls.len() != 1 + fanout
+        || callees.len() != 1 + fanout
+    {
+        return Some(format!(
+            "{} spans (want {expected}): curl {}, front server {}, front calls {}, callees {}",
+            request.len(),
+            curl.len(),
+            front.len(),
+            calls.len(),
+            callees.len()
+        ));
+    }
+    let trace = &curl[0].trace_id;
+    if request.iter().any(|s| &s.trace_id != trace) {
+        return Some("spans in more than one trace".into());
+    }
+    if front[0].parent_span_id != curl[0].span_id {
+        return Some("front SERVER not under curl".into());
+    }
+    if calls.iter().any(|c| c.parent_span_id != front[0].span_id) {
+        return Some("a front call not under its request".into());
+    }
+    let mut parents: Vec<&str> = callees.iter().map(|c| c.parent_span_id.as_str()).collect();
+    parents.sort_unstable();
+    parents.dedup();
+    let call_ids: Vec<&str> = calls.iter().map(|c| c.span_id.as_str()).collect();
+    if parents.len() != callees.len() || parents.iter().any(|p| !call_ids.contains(p)) {
+        return Some("a callee not under its own call".into());
+    }
+    None
+}
+
+/// The front's client spans that start a trace of their own (unlinked).
+pub fn unlinked_calls(spans: &[SpanRecord]) -> usize {
+    spans
+        .iter()
+        .filter(|s| s.service == "front" && s.kind == CLIENT && s.parent_span_id.is_empty())
+        .count()
+}
