@@ -388,6 +388,18 @@ fn inbound_traceparent_is_continued() {
     assert_eq!(run.summary("client_spans_left_to_sdk"), 1);
 }
 
+/// `recorder.py` (answers each request with the bytes it received) on a free port.
+fn recorder() -> (u16, Process) {
+    let port = free_port();
+    let process = Process::spawn_until(
+        Command::new("python3")
+            .arg(servers_dir().join("recorder.py"))
+            .arg(port.to_string()),
+        "ready",
+    );
+    (port, process)
+}
+
 /// The bytes of one response's body, read from `stream` (Content-Length framing).
 fn read_body(stream: &mut TcpStream) -> Vec<u8> {
     let mut head = Vec::new();
@@ -436,13 +448,7 @@ fn parse_traceparent(line: &[u8]) -> (String, String) {
 #[test]
 fn injected_traceparent_changes_nothing_else() {
     require_root();
-    let port = free_port();
-    let _recorder = Process::spawn_until(
-        Command::new("python3")
-            .arg(servers_dir().join("recorder.py"))
-            .arg(port.to_string()),
-        "ready",
-    );
+    let (port, _recorder) = recorder();
     let agent = Agent::start(&["--inject-traceparent"]);
     let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let post = [
@@ -502,13 +508,7 @@ fn injected_traceparent_changes_nothing_else() {
 #[test]
 fn default_injection_leaves_calls_within_the_node_alone() {
     require_root();
-    let port = free_port();
-    let _recorder = Process::spawn_until(
-        Command::new("python3")
-            .arg(servers_dir().join("recorder.py"))
-            .arg(port.to_string()),
-        "ready",
-    );
+    let (port, _recorder) = recorder();
     let agent = Agent::start(&[]);
     let plain: &[u8] = b"GET /plain HTTP/1.1\r\nHost: recorder\r\n\r\n";
     let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
