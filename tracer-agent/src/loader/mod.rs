@@ -365,8 +365,24 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
             .map_err(|source| LoadError::Attach { name, source })?;
     }
 
-    if let Some(cgroup) = cgroup {
-        attach_injection(&mut ebpf, &cgroup)?;
+    if let Some(cgroup) = cgroup
+        && let Err(e) = attach_injection(&mut ebpf, &cgroup)
+    {
+        // The default degrades (calls across nodes are then split there);
+        // `all`, asked for by name, is an error.
+        if inject != InjectMode::Remote {
+            return Err(e);
+        }
+        tracing::warn!(
+            "no traceparent injection: {e}; traces that cross nodes will be split there"
+        );
+        inject = InjectMode::Off;
+        let mut config_map: Array<_, Config> = map_mut(&mut ebpf, "CONFIG")?;
+        let off = Config {
+            inject_traceparent: InjectMode::Off as u32,
+            ..config
+        };
+        config_map.set(0, off, 0).map_err(map_error("CONFIG"))?;
     }
     // After attaching: a syscall entered from now on is seen at its enter.
     let mut blocked: HashMap<_, u64, u8> = map_mut(&mut ebpf, "BLOCKED_AT_ATTACH")?;
