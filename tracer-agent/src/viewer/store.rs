@@ -1,6 +1,15 @@
 //! The recent traces the viewer shows: spans grouped by trace, bounded by
 //! trace count and by memory, oldest trace evicted first. Queries compute
 //! their answer when asked; nothing runs in the background.
+//!
+//! Under load the store keeps a sample (`Admission`): new traces up to
+//! `ADMITTED_PER_SECOND`, chosen by trace id so that a kept trace keeps all
+//! its spans (an error on a parent span arrives after its children, so
+//! keeping "every error" would keep parts of traces). Without it a busy node
+//! turned the whole store over several times a second (a few tenths of a
+//! second of history, and a sizeable share of the agent's CPU). Rates are
+//! scaled back by each trace's weight (1 / the probability it was kept
+//! with); percentiles are over the kept traces.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -20,6 +29,9 @@ pub type TraceId = [u8; 16];
 
 /// Spans kept per trace at most; a trace with more keeps its first ones.
 pub const MAX_SPANS_PER_TRACE: usize = 2000;
+
+/// New traces kept per second, about, under load.
+pub const ADMITTED_PER_SECOND: u32 = 200;
 
 #[derive(Clone, Copy, Debug)]
 pub struct StoreLimits {
@@ -44,12 +56,58 @@ struct Inner {
     evicted_traces: u64,
     dropped_spans: u64,
     own_calls_skipped: u64,
+    admission: Admission,
+    spans_not_sampled: u64,
 }
 
-#[derive(Default)]
 struct StoredTrace {
     spans: Vec<Span>,
     bytes: usize,
+    /// How many traces this one stands for (1 / the probability of keeping it).
+    weight: f64,
+}
+
+/// Which new traces the store keeps: all while fewer than
+/// `ADMITTED_PER_SECOND` arrive a second; past that, those whose trace id
+/// falls below the probability the last second's arrivals give (the same
+/// answer for every span of a trace).
+struct Admission {
+    /// The second (of span end times) being counted, and its new traces.
+    second: u64,
+    arrived: u32,
+    probability: f64,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            second: 0,
+            arrived: 0,
+            probability: 1.0,
+        }
+    }
+}
+
+impl Admission {
+    /// The weight a new trace is kept with, or none.
+    fn admit(&mut self, span: &Span) -> Option<f64> {
+        let second = span.end_unix_ns / 1_000_000_000;
+        if second != self.second {
+            self.probability = if self.arrived <= ADMITTED_PER_SECOND {
+                1.0
+            } else {
+                f64::from(ADMITTED_PER_SECOND) / f64::from(self.arrived)
+            };
+            self.second = second;
+            self.arrived = 0;
+        }
+        self.arrived = self.arrived.saturating_add(1);
+        let mut first = [0u8; 8];
+        first.copy_from_slice(&span.trace_id[..8]);
+        // Trace ids are random: their first bytes are a uniform number.
+        let position = u64::from_le_bytes(first) as f64 / u64::MAX as f64;
+        (position < self.probability).then(|| 1.0 / self.probability)
+    }
 }
 
 /// One line of the trace list.
@@ -136,6 +194,8 @@ pub struct StoreUsage {
     pub dropped_spans: u64,
     /// Calls to the viewer itself, not stored.
     pub own_calls_skipped: u64,
+    /// Spans of traces the store did not keep under load (see `Admission`).
+    pub spans_not_sampled: u64,
 }
 
 impl TraceStore {
@@ -179,9 +239,23 @@ impl TraceStore {
                 continue;
             }
             if !inner.traces.contains_key(&span.trace_id) {
+                let Some(weight) = inner.admission.admit(&span) else {
+                    inner.spans_not_sampled += 1;
+                    continue;
+                };
                 inner.arrival.push_back(span.trace_id);
+                inner.traces.insert(
+                    span.trace_id,
+                    StoredTrace {
+                        spans: Vec::new(),
+                        bytes: 0,
+                        weight,
+                    },
+                );
             }
-            let trace = inner.traces.entry(span.trace_id).or_default();
+            let Some(trace) = inner.traces.get_mut(&span.trace_id) else {
+                continue;
+            };
             if trace.spans.len() >= MAX_SPANS_PER_TRACE {
                 inner.dropped_spans += 1;
                 continue;
@@ -205,6 +279,7 @@ impl TraceStore {
             evicted_traces: inner.evicted_traces,
             dropped_spans: inner.dropped_spans,
             own_calls_skipped: inner.own_calls_skipped,
+            spans_not_sampled: inner.spans_not_sampled,
         }
     }
 
@@ -248,27 +323,30 @@ impl TraceStore {
     pub fn services(&self) -> Vec<ServiceView> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let window_s = inner.window_s();
+        /// Requests each kept trace stands for (its weight), summed.
         #[derive(Default)]
         struct Tally {
-            served: u64,
-            made: u64,
-            errors: u64,
+            served: f64,
+            made: f64,
+            errors: f64,
             durations_ms: Vec<f64>,
         }
         let mut by_service: BTreeMap<&str, Tally> = BTreeMap::new();
-        for span in inner.spans() {
-            let tally = by_service
-                .entry(span.process.service_name.as_str())
-                .or_default();
-            match span.kind {
-                SpanKind::Server => {
-                    tally.served += 1;
-                    tally.durations_ms.push(span.duration_ns() as f64 / 1e6);
-                    if is_error(span) {
-                        tally.errors += 1;
+        for trace in inner.traces.values() {
+            for span in &trace.spans {
+                let tally = by_service
+                    .entry(span.process.service_name.as_str())
+                    .or_default();
+                match span.kind {
+                    SpanKind::Server => {
+                        tally.served += trace.weight;
+                        tally.durations_ms.push(span.duration_ns() as f64 / 1e6);
+                        if is_error(span) {
+                            tally.errors += trace.weight;
+                        }
                     }
+                    SpanKind::Client => tally.made += trace.weight,
                 }
-                SpanKind::Client => tally.made += 1,
             }
         }
         by_service
@@ -277,10 +355,10 @@ impl TraceStore {
                 tally.durations_ms.sort_by(f64::total_cmp);
                 ServiceView {
                     name: name.to_string(),
-                    requests_served: tally.served,
-                    requests_made: tally.made,
-                    errors: tally.errors,
-                    request_rate_per_s: tally.served as f64 / window_s,
+                    requests_served: tally.served.round() as u64,
+                    requests_made: tally.made.round() as u64,
+                    errors: tally.errors.round() as u64,
+                    request_rate_per_s: tally.served / window_s,
                     error_rate: ratio(tally.errors, tally.served),
                     p50_ms: percentile(&tally.durations_ms, 0.50),
                     p95_ms: percentile(&tally.durations_ms, 0.95),
@@ -294,7 +372,7 @@ impl TraceStore {
     pub fn dependencies(&self) -> Vec<DependencyView> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let window_s = inner.window_s();
-        let mut edges: BTreeMap<(String, String), (u64, u64)> = BTreeMap::new();
+        let mut edges: BTreeMap<(String, String), (f64, f64)> = BTreeMap::new();
         for trace in inner.traces.values() {
             let server_of: HashMap<[u8; 8], &str> = trace
                 .spans
@@ -310,8 +388,10 @@ impl TraceStore {
                 let edge = edges
                     .entry((call.process.service_name.clone(), callee))
                     .or_default();
-                edge.0 += 1;
-                edge.1 += u64::from(is_error(call));
+                edge.0 += trace.weight;
+                if is_error(call) {
+                    edge.1 += trace.weight;
+                }
             }
         }
         edges
@@ -319,9 +399,9 @@ impl TraceStore {
             .map(|((caller, callee), (calls, errors))| DependencyView {
                 caller,
                 callee,
-                calls,
-                errors,
-                request_rate_per_s: calls as f64 / window_s,
+                calls: calls.round() as u64,
+                errors: errors.round() as u64,
+                request_rate_per_s: calls / window_s,
                 error_rate: ratio(errors, calls),
             })
             .collect()
@@ -461,12 +541,8 @@ fn peer(call: &Span) -> String {
     )
 }
 
-fn ratio(part: u64, whole: u64) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        part as f64 / whole as f64
-    }
+fn ratio(part: f64, whole: f64) -> f64 {
+    if whole == 0.0 { 0.0 } else { part / whole }
 }
 
 fn percentile(sorted: &[f64], q: f64) -> f64 {
@@ -667,5 +743,58 @@ mod tests {
         assert_eq!(parse_trace_id(&"g".repeat(32)), None);
         assert_eq!(parse_trace_id(&"é".repeat(16)), None);
         assert_eq!(parse_trace_id(&"+a".repeat(16)), None);
+    }
+
+    /// Under load the store keeps about `ADMITTED_PER_SECOND` new traces a
+    /// second, each whole, and its rates stand for all the traffic.
+    #[test]
+    fn under_load_keeps_a_weighted_sample_of_whole_traces() {
+        let store = store(100_000, 1 << 30);
+        let arrivals = 1_000u32;
+        let second = |n: u64| n * 1_000_000_000;
+        for (second_index, base) in [(1u64, 0u32), (2, arrivals)] {
+            for n in base..base + arrivals {
+                let mut trace_id = [0u8; 16];
+                // Spread like random ids: the admission reads the first 8 bytes.
+                trace_id[..8].copy_from_slice(
+                    &(u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15)).to_le_bytes(),
+                );
+                let mut server = span(0, 1, None, SpanKind::Server, "front");
+                let mut client = span(0, 2, Some(1), SpanKind::Client, "front");
+                for s in [&mut server, &mut client] {
+                    s.trace_id = trace_id;
+                    s.start_unix_ns = second(second_index) + 1000;
+                    s.end_unix_ns = second(second_index) + 2000;
+                }
+                if n % 10 == 0 {
+                    server.status = SpanStatus::Error(String::new());
+                }
+                // The client span (the callee side) ends first.
+                store.add(vec![client, server]);
+            }
+        }
+        let inner = store.inner.lock().unwrap();
+        let first: Vec<_> = inner.traces.values().filter(|t| t.weight == 1.0).collect();
+        let second_kept = inner.traces.len() - first.len();
+        // All of the first second (nothing was known yet), ~20% of the next.
+        assert!(first.len() >= arrivals as usize, "{}", first.len());
+        assert!((150..=260).contains(&second_kept), "{second_kept}");
+        assert!(
+            inner.traces.values().all(|t| t.spans.len() == 2),
+            "whole traces only"
+        );
+        assert!(inner.spans_not_sampled > 0);
+        drop(inner);
+        let front = store
+            .services()
+            .into_iter()
+            .find(|s| s.name == "front")
+            .unwrap();
+        // 2,000 requests, told within the sampling's error.
+        assert!(
+            (1_700..=2_300).contains(&front.requests_served),
+            "{}",
+            front.requests_served
+        );
     }
 }
