@@ -303,7 +303,7 @@ pub fn injects_to(config: &Config, peer: &[u8; 16]) -> bool {
 /// worth reading, for its calls to carry).
 #[inline(always)]
 pub fn connected(config: &Config, pid: u32, peer: &[u8; 16]) {
-    if config.inject_traceparent == InjectMode::Remote as u32 && injects_to(config, peer) {
+    if config.inject_traceparent == InjectMode::Remote as u32 && !peer_is_on_this_node(peer) {
         let _ = REMOTE_CALLERS.insert(pid, 1, 0);
     }
 }

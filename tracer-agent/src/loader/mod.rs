@@ -306,21 +306,6 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         return Err(LoadError::TooManyPids(options.pids.len()));
     }
     let netns = options.netns.as_deref().map(netns::netns_ids).transpose()?;
-    let mut inject = options.inject;
-    let cgroup = match inject {
-        InjectMode::Off => None,
-        InjectMode::Remote => match netns::cgroup2_root() {
-            Ok(root) => Some(root),
-            Err(e) => {
-                tracing::warn!(
-                    "no traceparent injection: {e}; traces that cross nodes will be split there"
-                );
-                inject = InjectMode::Off;
-                None
-            }
-        },
-        InjectMode::All => Some(netns::cgroup2_root()?),
-    };
     ensure_tracefs()?;
     for name in TRACEPOINTS {
         if !Path::new(&format!("{TRACEFS}/events/syscalls/{name}")).exists() {
@@ -343,7 +328,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         capture_bytes: options.capture_bytes,
         // Wake the reader when an eighth of the ring is used; its timer collects the rest.
         wakeup_bytes: options.ring_buffer_bytes / 8,
-        inject_traceparent: inject as u32,
+        inject_traceparent: options.inject as u32,
         netns_inum: netns.map_or(0, |n| n.inum),
         netns_cookie: netns.map_or(0, |n| n.cookie),
     };
@@ -365,12 +350,14 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
             .map_err(|source| LoadError::Attach { name, source })?;
     }
 
-    if let Some(cgroup) = cgroup
-        && let Err(e) = attach_injection(&mut ebpf, &cgroup)
+    let mut inject = options.inject;
+    if inject != InjectMode::Off
+        && let Err(e) =
+            netns::cgroup2_root().and_then(|cgroup| attach_injection(&mut ebpf, &cgroup))
     {
         // The default degrades (calls across nodes are then split there);
         // `all`, asked for by name, is an error.
-        if inject != InjectMode::Remote {
+        if inject == InjectMode::All {
             return Err(e);
         }
         tracing::warn!(
