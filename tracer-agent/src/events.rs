@@ -254,7 +254,7 @@ mod tests {
             context: RequestContext {
                 sock: 0xffff_8880_0000_2000,
                 seq: 77,
-                _pad: 0,
+                source: 0,
             },
             trace_id: [7; 16],
             span_id: [0; 8],

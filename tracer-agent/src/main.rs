@@ -264,7 +264,7 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
         probes,
         events,
         ignored_sockets,
-        threadless_pids,
+        go_programs,
         local_addresses,
     } = loader::load(&LoadOptions {
         offsets,
@@ -295,6 +295,9 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
         }
     };
 
+    // Before traffic is expected: Go processes already running are followed
+    // from their first request.
+    let go_processes = go_programs.spawn()?;
     let mut scope = if cli.pids.is_empty() {
         "every process".to_string()
     } else {
@@ -347,7 +350,7 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
         events,
         KernelLists {
             ignored_sockets,
-            threadless_pids,
+            go_processes,
         },
         PipelineOptions {
             max_connections: cli.max_connections,

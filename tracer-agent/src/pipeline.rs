@@ -18,7 +18,7 @@ use std::{sync::Arc, time::Duration};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::sync::{mpsc, watch};
-use tracer_common::MAX_THREADLESS_PIDS;
+use tracer_common::MAX_GO_PROCESSES;
 
 use crate::{
     clock::Clock,
@@ -26,7 +26,7 @@ use crate::{
     correlation::Correlator,
     events::{EventReader, Wake},
     export::{Exporter, is_own_export},
-    loader::{IgnoredSockets, ThreadlessPids},
+    loader::IgnoredSockets,
     metrics::Metrics,
     process::ProcessCache,
     spans::{Span, SpanBuilder},
@@ -34,11 +34,11 @@ use crate::{
     viewer::store::TraceStore,
 };
 
-/// The kernel's lists the pipeline keeps: sockets to skip, and processes
-/// whose threads do not tell which request a call is for.
+/// The kernel's lists the pipeline keeps: sockets to skip, and Go
+/// processes (sent to `loader::GoPrograms`, which follows them).
 pub struct KernelLists {
     pub ignored_sockets: IgnoredSockets,
-    pub threadless_pids: ThreadlessPids,
+    pub go_processes: std::sync::mpsc::Sender<u32>,
 }
 
 pub struct PipelineOptions {
@@ -92,7 +92,7 @@ async fn process(
     spans: mpsc::Sender<Vec<Span>>,
     KernelLists {
         mut ignored_sockets,
-        mut threadless_pids,
+        go_processes,
     }: KernelLists,
     mut table: ConnectionTable,
     idle_timeout: Duration,
@@ -101,8 +101,8 @@ async fn process(
     let clock = Clock::now();
     let mut builder = SpanBuilder::new(clock, ProcessCache::default());
     let mut correlator = Correlator::new();
-    // Go processes already in the kernel's list.
-    let mut threadless = foldhash::HashSet::default();
+    // Go processes already sent.
+    let mut go_pids = foldhash::HashSet::default();
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     let mut latest_ns = 0u64;
     let mut stopping = false;
@@ -137,15 +137,15 @@ async fn process(
             match outcome {
                 Outcome::RequestStarted(started) => {
                     let process = builder.request_started(started);
-                    if process.go && !threadless.contains(&process.pid) {
+                    if process.go && !go_pids.contains(&process.pid) {
                         // Bounded like the kernel's LRU list: start over when full.
-                        if threadless.len() >= MAX_THREADLESS_PIDS as usize {
-                            threadless.clear();
+                        if go_pids.len() >= MAX_GO_PROCESSES as usize {
+                            go_pids.clear();
                         }
-                        threadless.insert(process.pid);
-                        threadless_pids.add(process.pid);
+                        go_pids.insert(process.pid);
+                        let _ = go_processes.send(process.pid);
                     }
-                    correlator.request_started(started, !process.go);
+                    correlator.request_started(started, process.go);
                 }
                 Outcome::ExchangeCompleted(exchange) => {
                     // None: the application's own SDK reports this call.

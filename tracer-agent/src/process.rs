@@ -76,21 +76,9 @@ impl ProcessCache {
             service_name,
             executable_name,
             container_id,
-            go: is_go_program(&dir.join("exe")),
+            go: crate::loader::go_binary::is_go_executable(&dir.join("exe")),
         }
     }
-}
-
-/// Whether the executable at `exe` was built by Go: it has the
-/// `.go.buildinfo` section every Go binary since 1.13 carries, stripped or
-/// not. Reads the ELF headers only.
-fn is_go_program(exe: &std::path::Path) -> bool {
-    use object::{Object, read::ReadCache};
-    let Ok(file) = std::fs::File::open(exe) else {
-        return false;
-    };
-    let cache = ReadCache::new(file);
-    object::File::parse(&cache).is_ok_and(|elf| elf.section_by_name(".go.buildinfo").is_some())
 }
 
 /// The value of `name` in a NUL-separated environment block.

@@ -50,6 +50,9 @@ pub struct KernelOffsets {
     pub nsproxy_net_ns: u32,
     /// `net.ns.inum`: the network namespace's inode number.
     pub net_inum: u32,
+    /// `task_struct.thread.fsbase`: the thread pointer of a user thread (x86-64),
+    /// where Go keeps the running goroutine.
+    pub task_fsbase: u32,
 }
 
 #[repr(C)]
@@ -92,5 +95,5 @@ pub enum InjectMode {
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Config {}
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 88);
-const _: () = assert!(core::mem::size_of::<Config>() == 120);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 92);
+const _: () = assert!(core::mem::size_of::<Config>() == 128);

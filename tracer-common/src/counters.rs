@@ -34,10 +34,18 @@ pub enum Counter {
     /// traced from their exit (their arguments read from the thread's
     /// registers).
     BlockedAtAttachTraced = 11,
+    /// Outbound requests of Go processes left unlinked: the goroutine that
+    /// wrote them serves no request that is still open, and was not started
+    /// by one that does.
+    GoCallsWithoutContext = 12,
+    /// Reading the running goroutine of a Go process failed.
+    GoroutineReadFailed = 13,
+    /// Goroutines that took over the request of the goroutine that started them.
+    GoroutinesFollowed = 14,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 12] = [
+    pub const ALL: [Counter; 15] = [
         Counter::EventsSent,
         Counter::EventsLostRingFull,
         Counter::InFlightMapFull,
@@ -50,6 +58,9 @@ impl Counter {
         Counter::TraceparentInjected,
         Counter::InjectFailed,
         Counter::BlockedAtAttachTraced,
+        Counter::GoCallsWithoutContext,
+        Counter::GoroutineReadFailed,
+        Counter::GoroutinesFollowed,
     ];
     /// Slots in the `COUNTERS` map.
     pub const SLOTS: u32 = Self::ALL.len() as u32;
@@ -68,6 +79,9 @@ impl Counter {
             Counter::TraceparentInjected => "traceparent_injected",
             Counter::InjectFailed => "inject_failed",
             Counter::BlockedAtAttachTraced => "blocked_at_attach_traced",
+            Counter::GoCallsWithoutContext => "go_calls_without_context",
+            Counter::GoroutineReadFailed => "goroutine_read_failed",
+            Counter::GoroutinesFollowed => "goroutines_followed",
         }
     }
 }

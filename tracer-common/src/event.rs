@@ -122,8 +122,14 @@ impl Syscall {
 pub struct RequestContext {
     pub sock: u64,
     pub seq: u32,
-    pub _pad: u32,
+    /// How the kernel knew: `CONTEXT_FROM_THREAD` or `CONTEXT_FROM_GOROUTINE`.
+    pub source: u32,
 }
+
+/// The thread that wrote the call was free to work on that request only.
+pub const CONTEXT_FROM_THREAD: u32 = 0;
+/// The goroutine that wrote the call works for that request (Go).
+pub const CONTEXT_FROM_GOROUTINE: u32 = 1;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;

@@ -9,10 +9,12 @@
 pub mod config;
 pub mod counters;
 pub mod event;
+pub mod go;
 
 pub use config::{Config, InjectMode, KernelOffsets};
 pub use counters::Counter;
 pub use event::{Direction, EventKind, RequestContext, Role, SocketEvent, Syscall};
+pub use go::GoProcess;
 
 /// Largest payload prefix one event can carry. The capture length the agent
 /// configures (`Config::capture_bytes`) is at most this. A power of two: the
@@ -61,9 +63,17 @@ pub const MAX_LOCAL_ADDRESSES: u32 = 4096;
 /// `traceparent` their calls continue.
 pub const MAX_REMOTE_CALLERS: u32 = 16 * 1024;
 
-/// Processes whose threads do not tell which request a call is for (Go),
-/// as the agent found them (LRU).
-pub const MAX_THREADLESS_PIDS: u32 = 16 * 1024;
+/// Go processes, as the agent found them (LRU).
+pub const MAX_GO_PROCESSES: u32 = 16 * 1024;
+
+/// Goroutines of Go processes that serve a request, or were started (at any
+/// depth) by one that does (LRU; goroutine ids are never reused, so an old
+/// entry only ages out).
+pub const MAX_GOROUTINES: u32 = 64 * 1024;
+
+/// `net/http` client requests between the goroutine that makes them and the
+/// transport goroutine that writes them (LRU).
+pub const MAX_GO_HTTP_REQUESTS: u32 = 16 * 1024;
 
 /// Sockets the agent told the kernel to skip (not a protocol it parses; LRU).
 pub const MAX_IGNORED_SOCKETS: u32 = 64 * 1024;

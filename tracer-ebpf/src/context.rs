@@ -20,16 +20,19 @@
 //! callback that read the request or the previous response (most Node.js
 //! handlers), and for any loop while one request is in flight on it.
 //!
+//! Go processes follow the goroutine instead (`goroutines`).
+//!
 //! Plain fields rather than `Option<struct>` copies throughout: LLVM spills
 //! the undefined payload of a `None`, which the verifier rejects.
 
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
-use tracer_common::{Counter, RequestContext};
+use tracer_common::{Counter, GoProcess, RequestContext, event::CONTEXT_FROM_THREAD};
 
+use crate::goroutines::{go_process, live_request, request_read, running_goroutine};
 use crate::inject::new_id;
 use crate::maps::{
     CALLS, REQUEST_FRESH, REQUEST_RESUMED, REQUEST_WAITING, SERVER_REQUESTS, ServerRequest,
-    THREAD_CONTEXT, THREADLESS_PIDS, ThreadRequests, count,
+    THREAD_CONTEXT, ThreadRequests, config, count,
 };
 
 /// Whether an inbound request is being served on server connection `sock`
@@ -52,6 +55,16 @@ pub fn server_read(tid: u32, sock: u64, seq: u32, trace_id: &[u8; 16]) -> bool {
     };
     if SERVER_REQUESTS.insert(sock, request, 0).is_err() {
         return false;
+    }
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if let Some(go) = go_process(pid) {
+        if go.followed()
+            && let Some(config) = config()
+            && let Some(goid) = running_goroutine(&config.offsets, &go)
+        {
+            request_read(pid, goid, sock, seq);
+        }
+        return true;
     }
     match THREAD_CONTEXT.get_ptr_mut(tid) {
         Some(thread) => {
@@ -105,19 +118,23 @@ pub fn server_done(sock: u64) {
 }
 
 /// Thread `tid` writes a request on client connection `client` (or connects
-/// it): the inbound request it is made for, as (server sock, seq), (0, 0)
-/// for none. A connection's later writes for the same call repeat the answer.
+/// it: `connecting`): the inbound request it is made for, `sock` zero for
+/// none. A connection's later writes for the same call repeat the answer.
 #[inline(always)]
-pub fn call_context(tid: u32, client: u64) -> (u64, u32) {
+pub fn call_context(tid: u32, client: u64, connecting: bool) -> RequestContext {
     if let Some(call) = unsafe { CALLS.get(client) } {
-        return (call.sock, call.seq);
+        return *call;
     }
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if unsafe { THREADLESS_PIDS.get(pid) }.is_some() {
-        return (0, 0);
+    if let Some(go) = go_process(pid) {
+        // A Go connection is dialed for whichever request takes it first.
+        if connecting {
+            return RequestContext::default();
+        }
+        return goroutine_call(pid, &go, client);
     }
     let Some(thread) = THREAD_CONTEXT.get_ptr_mut(tid) else {
-        return (0, 0);
+        return RequestContext::default();
     };
     let thread = unsafe { &mut *thread };
     let (sock, seq) = if thread.fresh == 1 && (thread.resumed == 0 || thread.last_read_fresh != 0) {
@@ -128,19 +145,23 @@ pub fn call_context(tid: u32, client: u64) -> (u64, u32) {
         if thread.fresh + thread.resumed > 0 {
             count(Counter::CallsAmbiguous, 1);
         }
-        return (0, 0);
+        return RequestContext::default();
     };
     if sock == 0 {
         // The one candidate is not the latest of its kind: not known which.
         count(Counter::CallsAmbiguous, 1);
-        return (0, 0);
+        return RequestContext::default();
     }
     let Some(request) = SERVER_REQUESTS.get_ptr_mut(sock) else {
-        return (0, 0);
+        return RequestContext::default();
     };
-    let call = RequestContext { sock, seq, _pad: 0 };
+    let call = RequestContext {
+        sock,
+        seq,
+        source: CONTEXT_FROM_THREAD,
+    };
     if CALLS.insert(client, call, 0).is_err() {
-        return (0, 0);
+        return RequestContext::default();
     }
     let request = unsafe { &mut *request };
     match request.state {
@@ -157,7 +178,29 @@ pub fn call_context(tid: u32, client: u64) -> (u64, u32) {
     }
     request.state = REQUEST_WAITING;
     count(Counter::CallsLinked, 1);
-    (sock, seq)
+    call
+}
+
+/// A Go process's call on `client`: for the request of the goroutine
+/// writing it. The request stays as it is (the thread rule's states are not
+/// used for Go).
+#[inline(always)]
+fn goroutine_call(pid: u32, go: &GoProcess, client: u64) -> RequestContext {
+    let request = match config() {
+        Some(config) if go.followed() => {
+            running_goroutine(&config.offsets, go).and_then(|goid| live_request(pid, goid))
+        }
+        _ => None,
+    };
+    let Some(request) = request else {
+        count(Counter::GoCallsWithoutContext, 1);
+        return RequestContext::default();
+    };
+    if CALLS.insert(client, request, 0).is_err() {
+        return RequestContext::default();
+    }
+    count(Counter::CallsLinked, 1);
+    request
 }
 
 /// A read (the response) on client connection `client` by `tid`, or its

@@ -3,7 +3,8 @@
 //!
 //! Layout: `maps` (every map, sized), `sockets` (fd → TCP `struct sock`, with
 //! offsets from BTF), `capture` (bounded payload copies and event emission),
-//! `context` (which inbound request an outbound one is made for), `inject`
+//! `context` (which inbound request an outbound one is made for),
+//! `goroutines` (the same for Go, with uprobes on its runtime), `inject`
 //! (`traceparent` injection: `sock_ops` + `sk_msg`), `programs` (the thin
 //! tracepoint entry points).
 #![no_std]
@@ -11,6 +12,7 @@
 
 mod capture;
 mod context;
+mod goroutines;
 mod inject;
 mod maps;
 mod programs;

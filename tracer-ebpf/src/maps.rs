@@ -6,10 +6,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, SockHash},
 };
 use tracer_common::{
-    Config, Counter, MAX_BLOCKED_AT_ATTACH, MAX_CALLS, MAX_CAPTURE, MAX_IGNORED_SOCKETS,
-    MAX_IN_FLIGHT, MAX_INJECT_SOCKETS, MAX_LOCAL_ADDRESSES, MAX_REMOTE_CALLERS, MAX_ROLES,
-    MAX_SERVER_REQUESTS, MAX_THREAD_CONTEXTS, MAX_THREADLESS_PIDS, MAX_TRACED_PIDS, RequestContext,
-    Role, SocketEvent,
+    Config, Counter, GoProcess, MAX_BLOCKED_AT_ATTACH, MAX_CALLS, MAX_CAPTURE,
+    MAX_GO_HTTP_REQUESTS, MAX_GO_PROCESSES, MAX_GOROUTINES, MAX_IGNORED_SOCKETS, MAX_IN_FLIGHT,
+    MAX_INJECT_SOCKETS, MAX_LOCAL_ADDRESSES, MAX_REMOTE_CALLERS, MAX_ROLES, MAX_SERVER_REQUESTS,
+    MAX_THREAD_CONTEXTS, MAX_TRACED_PIDS, RequestContext, Role, SocketEvent,
 };
 
 /// Events to the agent. The agent resizes it at load time (`--ring-buffer-size`).
@@ -74,12 +74,33 @@ pub static LOCAL_ADDRESSES: HashMap<[u8; 16], u8> =
 pub static REMOTE_CALLERS: LruHashMap<u32, u8> =
     LruHashMap::with_max_entries(MAX_REMOTE_CALLERS, 0);
 
-/// Processes (by pid) whose threads do not tell which request a call is for
-/// (Go: goroutines move between threads). The agent adds them as it finds
-/// them; their calls get no context from the thread (`context`).
+/// Go processes (by pid), as the agent found them: their calls get their
+/// context from the goroutine, not the thread (`goroutines`).
 #[map]
-pub static THREADLESS_PIDS: LruHashMap<u32, u8> =
-    LruHashMap::with_max_entries(MAX_THREADLESS_PIDS, 0);
+pub static GO_PROCESSES: LruHashMap<u32, GoProcess> =
+    LruHashMap::with_max_entries(MAX_GO_PROCESSES, 0);
+
+/// The request each goroutine works for (`goroutines`).
+#[map]
+pub static GOROUTINES: LruHashMap<GoroutineKey, Goroutine> =
+    LruHashMap::with_max_entries(MAX_GOROUTINES, 0);
+
+/// The goroutine that owns each server connection of a Go process (the
+/// first that read there), by `struct sock`: its requests are that goroutine's.
+#[map]
+pub static GO_CONNECTIONS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_ROLES, 0);
+
+/// A goroutine being started, by the thread starting it (pid_tgid): its
+/// parent's request, from `runtime.newproc1`'s entry to its return.
+#[map]
+pub static GO_SPAWNS: LruHashMap<u64, RequestContext> =
+    LruHashMap::with_max_entries(MAX_IN_FLIGHT, 0);
+
+/// `net/http` client requests (by `*Request`) on their way from the
+/// goroutine that made them to the transport goroutine that writes them.
+#[map]
+pub static GO_HTTP_REQUESTS: LruHashMap<GoHttpRequestKey, RequestContext> =
+    LruHashMap::with_max_entries(MAX_GO_HTTP_REQUESTS, 0);
 
 /// Sockets whose traffic the agent does not parse (TLS, databases, …), by
 /// `struct sock` address: their syscalls are skipped at entry. The agent adds
@@ -167,6 +188,34 @@ pub struct ServerRequest {
     /// `REQUEST_FRESH`, `REQUEST_WAITING` or `REQUEST_RESUMED`.
     pub state: u32,
     pub _pad: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct GoroutineKey {
+    pub pid: u32,
+    pub _pad: u32,
+    pub goid: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Goroutine {
+    /// The server connection of its request, zero for none.
+    pub sock: u64,
+    /// Its request's first sequence number.
+    pub seq: u32,
+    /// Non-zero for a `net/http` `writeLoop`: its request is the one it writes.
+    pub transport_writer: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct GoHttpRequestKey {
+    pub pid: u32,
+    pub _pad: u32,
+    /// The `*http.Request`.
+    pub request: u64,
 }
 
 /// Read, no call made yet.

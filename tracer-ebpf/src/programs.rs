@@ -19,7 +19,7 @@ use tracer_common::{
 
 use crate::{
     capture::{capture_buffer, capture_iovecs, capture_msghdr, emit, start_event},
-    context,
+    context, goroutines,
     inject::{self, Head, inbound_trace_id, ipv4_mapped, method_len, new_id, wants_trace_ids},
     maps::{
         BLOCKED_AT_ATTACH, EventBuffer, IGNORED_SOCKETS, IN_FLIGHT, InFlight, ROLES, TRACED_PIDS,
@@ -255,9 +255,7 @@ fn track_context(
             if in_flight.is_call == 0 {
                 // The role was learned only now (a connection older than
                 // the agent): decide the call here.
-                let (sock, seq) = context::call_context(buffer.header.tid, sock);
-                buffer.header.context.sock = sock;
-                buffer.header.context.seq = seq;
+                buffer.header.context = context::call_context(buffer.header.tid, sock, false);
             } else {
                 buffer.header.context = in_flight.context;
             }
@@ -300,11 +298,11 @@ fn enter_call(config: &Config, in_flight: &mut InFlight) {
     }
     in_flight.is_call = 1;
     let tid = bpf_get_current_pid_tgid() as u32;
-    let (sock, seq) = context::call_context(tid, in_flight.sock);
-    in_flight.context.sock = sock;
-    in_flight.context.seq = seq;
+    in_flight.context = context::call_context(tid, in_flight.sock, false);
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if wants_trace_ids(config, pid) && !context::trace_id_for_call(sock, &mut in_flight.trace_id) {
+    if wants_trace_ids(config, pid)
+        && !context::trace_id_for_call(in_flight.context.sock, &mut in_flight.trace_id)
+    {
         new_id(&mut in_flight.trace_id);
     }
 }
@@ -318,6 +316,7 @@ fn opened(fd: i64, role: Role, syscall: Syscall, sock: Option<u64>) {
     };
     let _ = ROLES.insert(sock, role as u8, 0);
     let _ = IGNORED_SOCKETS.remove(sock);
+    goroutines::forget_connection(sock);
     let Some(buffer) = start_event(config, EventKind::Open, syscall, fd as i32, sock, role) else {
         return;
     };
@@ -451,7 +450,7 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
         // An event loop may write this connection's first request turns
         // later, when it serves other requests: decide now.
         let tid = bpf_get_current_pid_tgid() as u32;
-        context::call_context(tid, in_flight.sock);
+        context::call_context(tid, in_flight.sock, true);
         opened(
             in_flight.fd as i64,
             Role::Client,
@@ -472,6 +471,7 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
         return 0;
     };
     let _ = IGNORED_SOCKETS.remove(sock);
+    goroutines::forget_connection(sock);
     // A request whose connection closes is over, and so is a call.
     context::server_done(sock);
     context::call_answered(0, sock);

@@ -38,7 +38,7 @@ use std::{
 
 use foldhash::{HashMap, HashSet};
 use propagation::RemoteContext;
-use tracer_common::{RequestContext, Role};
+use tracer_common::{RequestContext, Role, event::CONTEXT_FROM_GOROUTINE};
 
 use crate::connections::{CompletedExchange, StartedRequest};
 
@@ -109,9 +109,10 @@ pub struct LinkCounts {
     /// Calls whose client span the application's own SDK reports (its
     /// `traceparent` was on the request): the agent made none.
     pub left_to_sdk: u64,
-    /// Calls of Go programs, which get no parent from their thread: their
-    /// goroutines move between threads, so the thread that wrote a call does
-    /// not tell its request (only a header can link them).
+    /// Calls of Go programs the kernel did not tie to a request through
+    /// their goroutine (goroutines move between threads, so a thread's
+    /// answer is never taken for Go): the program is not followed (see the
+    /// agent's log for why), or the goroutine serves no open request.
     pub go_calls_unlinked: u64,
 }
 
@@ -171,11 +172,9 @@ impl Correlator {
         Self::default()
     }
 
-    /// Gives a request that just started its ids.
-    /// `threads_tell_requests` is false for a process whose thread does not
-    /// tell which request a call is for (Go): the kernel's context is then
-    /// not used, and the call is unlinked (counted).
-    pub fn request_started(&mut self, started: &StartedRequest, threads_tell_requests: bool) {
+    /// Gives a request that just started its ids. For a Go program (`go`),
+    /// only a context the kernel took from the goroutine is used.
+    pub fn request_started(&mut self, started: &StartedRequest, go: bool) {
         let connection = &started.connection;
         let key = (connection.sock_id, started.start.index);
         let seq = started.seq();
@@ -183,12 +182,13 @@ impl Correlator {
         let header = propagation::extract(&started.start.request.headers);
         let ids = match connection.role {
             Role::Client => {
-                let context = if threads_tell_requests {
-                    first_chunk.context
-                } else {
-                    self.links.go_calls_unlinked += 1;
-                    None
+                let context = match first_chunk.context {
+                    Some(context) if go && context.source != CONTEXT_FROM_GOROUTINE => None,
+                    context => context,
                 };
+                if go && context.is_none() {
+                    self.links.go_calls_unlinked += 1;
+                }
                 let parent = context.and_then(|context| {
                     let parent = self.inbound_for(context);
                     if parent.is_none() {

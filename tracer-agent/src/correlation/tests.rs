@@ -17,7 +17,11 @@ fn meta(seq: u32, context: Option<(u64, u32)>) -> ChunkMeta {
         pid: 1,
         tid: 1,
         seq,
-        context: context.map(|(sock, seq)| RequestContext { sock, seq, _pad: 0 }),
+        context: context.map(|(sock, seq)| RequestContext {
+            sock,
+            seq,
+            source: 0,
+        }),
         ids: Default::default(),
     }
 }
@@ -80,7 +84,7 @@ fn completed(correlator: &mut Correlator, request: &StartedRequest) -> Option<Sp
 
 /// Starts `request` in a process whose threads tell which request a call is for.
 fn start(correlator: &mut Correlator, request: &StartedRequest) {
-    correlator.request_started(request, true);
+    correlator.request_started(request, false);
 }
 
 /// `request` as written with a header the kernel injected, carrying these ids.
@@ -362,16 +366,29 @@ fn a_request_with_an_upstream_trace_keeps_it() {
 }
 
 /// In a Go program the thread that writes a call does not tell which request
-/// it is for (goroutines move between threads): the kernel's context is not
-/// used, and the call is unlinked, counted.
+/// it is for (goroutines move between threads): a context from the thread is
+/// not used, and the call is unlinked, counted; one from the goroutine is.
 #[test]
-fn go_calls_are_not_linked_by_thread() {
+fn go_calls_are_linked_by_goroutine_only() {
     let mut c = Correlator::new();
     let inbound = started(7, Role::Server, 0, 500, None, "");
-    c.request_started(&inbound, false);
-    let call = started(8, Role::Client, 0, 1, Some((7, 500)), "");
-    c.request_started(&call, false);
-    assert_eq!(ids_of(&mut c, &call).parent_span_id, None);
+    c.request_started(&inbound, true);
+    let by_thread = started(8, Role::Client, 0, 1, Some((7, 500)), "");
+    c.request_started(&by_thread, true);
+    assert_eq!(ids_of(&mut c, &by_thread).parent_span_id, None);
     assert_eq!(c.links.go_calls_unlinked, 1);
     assert_eq!(c.links.by_context, 0);
+
+    let mut by_goroutine = started(9, Role::Client, 0, 1, Some((7, 500)), "");
+    if let Some(context) = by_goroutine.start.start.context.as_mut() {
+        context.source = tracer_common::event::CONTEXT_FROM_GOROUTINE;
+    }
+    c.request_started(&by_goroutine, true);
+    let parent = ids_of(&mut c, &inbound);
+    assert_eq!(
+        ids_of(&mut c, &by_goroutine).parent_span_id,
+        Some(parent.span_id)
+    );
+    assert_eq!(c.links.go_calls_unlinked, 1);
+    assert_eq!(c.links.by_context, 1);
 }

@@ -92,6 +92,7 @@ pub fn kernel_offsets(path: &str) -> Result<KernelOffsets, LoadError> {
         task_nsproxy: offset("task_struct", "nsproxy")?,
         nsproxy_net_ns: offset("nsproxy", "net_ns")?,
         net_inum: offset("net", "ns.inum")?,
+        task_fsbase: offset("task_struct", "thread.fsbase")?,
     })
 }
 

@@ -4,11 +4,13 @@
 mod addresses;
 mod blocked;
 mod btf;
+pub mod go_binary;
+mod go_programs;
 mod netns;
 
 use std::{
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 use aya::{
@@ -22,6 +24,7 @@ use tracer_common::{
 };
 
 pub use btf::{VMLINUX_BTF, kernel_offsets_in_child};
+pub use go_programs::GoPrograms;
 
 /// The kernel programs, built by build.rs and embedded in the binary.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
@@ -155,8 +158,9 @@ pub struct LoadOptions {
 
 /// The loaded, attached programs. Dropping it detaches everything.
 pub struct Probes {
-    /// Holds the programs and their links.
-    ebpf: Ebpf,
+    /// Holds the programs and their links (shared with `GoPrograms`, which
+    /// attaches uprobes as it finds Go programs).
+    ebpf: Arc<Mutex<Ebpf>>,
     counters: Arc<KernelCounters>,
 }
 
@@ -196,28 +200,32 @@ impl Probes {
     /// these only while `kernel.bpf_stats_enabled` is 1; otherwise zero.
     pub fn run_stats(&self) -> (std::time::Duration, u64) {
         self.program_run_stats()
+            .into_iter()
             .fold((std::time::Duration::ZERO, 0), |(time, runs), (_, t, n)| {
                 (time + t, runs + n)
             })
     }
 
     /// Run time and runs of each program, by name.
-    pub fn program_run_stats(&self) -> impl Iterator<Item = (&str, std::time::Duration, u64)> + '_ {
-        self.ebpf.programs().filter_map(|(name, program)| {
-            let info = program.info().ok()?;
-            Some((name, info.run_time(), info.run_count()))
-        })
+    pub fn program_run_stats(&self) -> Vec<(String, std::time::Duration, u64)> {
+        let ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
+        ebpf.programs()
+            .filter_map(|(name, program)| {
+                let info = program.info().ok()?;
+                Some((name.to_string(), info.run_time(), info.run_count()))
+            })
+            .collect()
     }
 }
 
 /// What `load` hands out: the attached programs, the ring buffer their events
-/// arrive on, the kernel's list of sockets to skip, and (with
-/// `InjectMode::Remote`) its list of this node's addresses.
+/// arrive on, the kernel's list of sockets to skip, its list of Go
+/// processes, and (with `InjectMode::Remote`) its list of this node's addresses.
 pub struct Loaded {
     pub probes: Probes,
     pub events: RingBuf<MapData>,
     pub ignored_sockets: IgnoredSockets,
-    pub threadless_pids: ThreadlessPids,
+    pub go_programs: GoPrograms,
     pub local_addresses: Option<LocalAddresses>,
 }
 
@@ -269,19 +277,6 @@ impl LocalAddresses {
                  (MAX_LOCAL_ADDRESSES): calls to them get a traceparent",
                 wanted.len()
             );
-        }
-    }
-}
-
-/// Processes whose threads do not tell which request a call is for (Go):
-/// the kernel then gives their calls no context from the thread.
-pub struct ThreadlessPids(HashMap<MapData, u32, u8>);
-
-impl ThreadlessPids {
-    /// Adds `pid`; a full map (an LRU) forgets the oldest.
-    pub fn add(&mut self, pid: u32) {
-        if let Err(e) = self.0.insert(pid, 1, 0) {
-            tracing::debug!("cannot tell the kernel about Go process {pid}: {e}");
         }
     }
 }
@@ -371,6 +366,11 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         };
         config_map.set(0, off, 0).map_err(map_error("CONFIG"))?;
     }
+    // Loaded now, attached per Go executable as they are found.
+    let go_disabled = go_programs::load_programs(&mut ebpf);
+    if let Some(reason) = &go_disabled {
+        tracing::warn!("calls of Go programs will stay unlinked: {reason}");
+    }
     // After attaching: a syscall entered from now on is seen at its enter.
     let mut blocked: HashMap<_, u64, u8> = map_mut(&mut ebpf, "BLOCKED_AT_ATTACH")?;
     let threads = blocked::threads_in_socket_syscalls(std::process::id());
@@ -395,15 +395,16 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     let events = take_map(&mut ebpf, "EVENTS")?;
     let counters = take_map(&mut ebpf, "COUNTERS")?;
     let ignored = take_map(&mut ebpf, "IGNORED_SOCKETS")?;
-    let threadless_pids = ThreadlessPids(take_map(&mut ebpf, "THREADLESS_PIDS")?);
+    let go_processes = take_map(&mut ebpf, "GO_PROCESSES")?;
+    let ebpf = Arc::new(Mutex::new(ebpf));
     Ok(Loaded {
         probes: Probes {
-            ebpf,
+            ebpf: ebpf.clone(),
             counters: Arc::new(KernelCounters(counters)),
         },
         events,
         ignored_sockets: IgnoredSockets(ignored),
-        threadless_pids,
+        go_programs: GoPrograms::new(ebpf, go_processes, go_disabled),
         local_addresses: (inject == InjectMode::Remote).then_some(local_addresses),
     })
 }

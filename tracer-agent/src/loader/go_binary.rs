@@ -1,0 +1,381 @@
+//! What a Go executable tells the kernel programs: where the running
+//! goroutine and its id are, and where to put the uprobes that follow a
+//! request from goroutine to goroutine (see tracer-ebpf's `goroutines`).
+//!
+//! Read from the file itself: the Go version from `.go.buildinfo`, the
+//! offset of `runtime.g.goid` from its DWARF, the thread-local slot of `g`
+//! from its TLS segment, the functions from its symbol table, and the `RET`
+//! instructions of `runtime.newproc1` by decoding its code (a return probe
+//! on a Go function would corrupt the stacks Go moves).
+
+use std::{borrow::Cow, path::Path};
+
+use object::{Object, ObjectSegment, ObjectSymbol, read::ReadCache};
+
+/// Where the kernel's uprobes go in one Go executable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GoBinary {
+    /// As the binary states it, e.g. `go1.19.8`.
+    pub version: String,
+    /// `runtime.g.goid`'s byte offset.
+    pub goid_offset: u32,
+    /// The `g` pointer's slot, from the thread pointer.
+    pub tls_g_offset: i32,
+    /// (program, file offset) for each uprobe to attach.
+    pub probes: Vec<(GoProbe, u64)>,
+}
+
+/// The uprobe programs on a Go binary, named as in tracer-ebpf.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GoProbe {
+    Newproc1,
+    Newproc1Return,
+    RoundTrip,
+    WriteLoop,
+    RequestWrite,
+}
+
+impl GoProbe {
+    pub const ALL: [GoProbe; 5] = [
+        GoProbe::Newproc1,
+        GoProbe::Newproc1Return,
+        GoProbe::RoundTrip,
+        GoProbe::WriteLoop,
+        GoProbe::RequestWrite,
+    ];
+
+    pub const fn program(self) -> &'static str {
+        match self {
+            GoProbe::Newproc1 => "go_newproc1",
+            GoProbe::Newproc1Return => "go_newproc1_return",
+            GoProbe::RoundTrip => "go_round_trip",
+            GoProbe::WriteLoop => "go_write_loop",
+            GoProbe::RequestWrite => "go_request_write",
+        }
+    }
+}
+
+/// Why a Go binary's goroutines cannot be followed (its calls then stay
+/// unlinked, as before).
+#[derive(Debug, thiserror::Error)]
+pub enum Unsupported {
+    #[error("cannot read the executable: {0}")]
+    Unreadable(String),
+    #[error("not an x86-64 ELF executable")]
+    Architecture,
+    #[error("no Go build information (.go.buildinfo)")]
+    NoBuildInfo,
+    #[error(
+        "Go version {0}: goroutines are followed from Go 1.18 (register ABI, inline build info)"
+    )]
+    Version(String),
+    #[error("no symbol {0} (a stripped binary: build without -ldflags=-s)")]
+    NoSymbol(&'static str),
+    #[error("no DWARF description of runtime.g.goid (built with -ldflags=-w?): {0}")]
+    NoGoid(String),
+    #[error("no usable thread-local slot for g: {0}")]
+    Tls(String),
+    #[error("no RET instruction found in runtime.newproc1")]
+    NoReturn,
+}
+
+/// Whether the executable at `exe` was built by Go: it has the
+/// `.go.buildinfo` section every Go binary since 1.13 carries, stripped or
+/// not. Reads the ELF headers only.
+pub fn is_go_executable(exe: &Path) -> bool {
+    let Ok(file) = std::fs::File::open(exe) else {
+        return false;
+    };
+    let cache = ReadCache::new(file);
+    object::File::parse(&cache).is_ok_and(|elf| elf.section_by_name(".go.buildinfo").is_some())
+}
+
+const NEWPROC1: &str = "runtime.newproc1";
+/// The `net/http` client functions: all or none (a program without the client).
+const HTTP_CLIENT: [(GoProbe, &str); 3] = [
+    (GoProbe::RoundTrip, "net/http.(*persistConn).roundTrip"),
+    (GoProbe::WriteLoop, "net/http.(*persistConn).writeLoop"),
+    (GoProbe::RequestWrite, "net/http.(*Request).write"),
+];
+
+/// Reads what the uprobes need from the Go executable at `path`.
+pub fn inspect(path: &Path) -> Result<GoBinary, Unsupported> {
+    let file = std::fs::File::open(path).map_err(|e| Unsupported::Unreadable(e.to_string()))?;
+    let cache = ReadCache::new(file);
+    let elf = object::read::elf::ElfFile64::<object::Endianness, _>::parse(&cache)
+        .map_err(|e| Unsupported::Unreadable(e.to_string()))?;
+    if elf.architecture() != object::Architecture::X86_64 {
+        return Err(Unsupported::Architecture);
+    }
+    let version = go_version(&elf)?;
+    let mut functions = std::collections::HashMap::new();
+    for symbol in elf.symbols() {
+        let Ok(name) = symbol.name() else { continue };
+        if name == NEWPROC1 || HTTP_CLIENT.iter().any(|(_, wanted)| *wanted == name) {
+            functions.insert(name.to_string(), (symbol.address(), symbol.size()));
+        }
+    }
+    let &(newproc1, newproc1_size) = functions
+        .get(NEWPROC1)
+        .ok_or(Unsupported::NoSymbol(NEWPROC1))?;
+    let file_offset = |address: u64| file_offset(&elf, address);
+    let mut probes = vec![(GoProbe::Newproc1, file_offset(newproc1)?)];
+    let code = elf
+        .segments()
+        .find_map(|segment| segment.data_range(newproc1, newproc1_size).ok().flatten())
+        .ok_or(Unsupported::NoReturn)?;
+    let returns = return_instructions(code, newproc1);
+    if returns.is_empty() {
+        return Err(Unsupported::NoReturn);
+    }
+    for address in returns {
+        probes.push((GoProbe::Newproc1Return, file_offset(address)?));
+    }
+    if HTTP_CLIENT
+        .iter()
+        .all(|(_, name)| functions.contains_key(*name))
+    {
+        for (probe, name) in HTTP_CLIENT {
+            probes.push((probe, file_offset(functions[name].0)?));
+        }
+    }
+    Ok(GoBinary {
+        version,
+        goid_offset: goid_offset(&elf)?,
+        tls_g_offset: tls_g_offset(&elf)?,
+        probes,
+    })
+}
+
+type Elf<'data, R> = object::read::elf::ElfFile64<'data, object::Endianness, R>;
+
+/// The version string of a Go 1.18+ binary (stored inline since 1.18).
+fn go_version<'data, R: object::ReadRef<'data>>(
+    elf: &Elf<'data, R>,
+) -> Result<String, Unsupported> {
+    use object::ObjectSection;
+    let data = elf
+        .section_by_name(".go.buildinfo")
+        .and_then(|section| section.data().ok())
+        .ok_or(Unsupported::NoBuildInfo)?;
+    parse_build_info(data)
+}
+
+fn parse_build_info(data: &[u8]) -> Result<String, Unsupported> {
+    const MAGIC: &[u8] = b"\xff Go buildinf:";
+    const INLINE_STRINGS: u8 = 2;
+    if !data.starts_with(MAGIC) || data.len() < 32 {
+        return Err(Unsupported::NoBuildInfo);
+    }
+    if data[15] & INLINE_STRINGS == 0 {
+        return Err(Unsupported::Version("before 1.18".into()));
+    }
+    let (length, used) = uvarint(&data[32..]).ok_or(Unsupported::NoBuildInfo)?;
+    let start = 32 + used;
+    let version = usize::try_from(length)
+        .ok()
+        .and_then(|length| data.get(start..start.checked_add(length)?))
+        .ok_or(Unsupported::NoBuildInfo)?;
+    let version = String::from_utf8_lossy(version).into_owned();
+    match minor_version(&version) {
+        Some(minor) if minor >= 18 => Ok(version),
+        _ => Err(Unsupported::Version(version)),
+    }
+}
+
+/// `go1.19.8` → 19 (Go 1 only).
+fn minor_version(version: &str) -> Option<u32> {
+    let rest = version.strip_prefix("go1.")?;
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
+/// Go's unsigned varint: the value and the bytes it took.
+fn uvarint(bytes: &[u8]) -> Option<(u64, usize)> {
+    let mut value = 0u64;
+    for (i, &byte) in bytes.iter().enumerate().take(10) {
+        value |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+/// The file offset of virtual address `address` (what a uprobe attaches to).
+fn file_offset<'data, R: object::ReadRef<'data>>(
+    elf: &Elf<'data, R>,
+    address: u64,
+) -> Result<u64, Unsupported> {
+    elf.segments()
+        .find_map(|segment| {
+            let (offset, size) = segment.file_range();
+            let start = segment.address();
+            (start..start + size)
+                .contains(&address)
+                .then(|| address - start + offset)
+        })
+        .ok_or_else(|| Unsupported::Unreadable(format!("address {address:#x} is in no segment")))
+}
+
+/// The addresses of the `RET` instructions in `code`, which starts at `address`.
+fn return_instructions(code: &[u8], address: u64) -> Vec<u64> {
+    use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+    let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
+    let mut returns = Vec::new();
+    while decoder.can_decode() {
+        let instruction = decoder.decode();
+        if instruction.mnemonic() == Mnemonic::Ret {
+            returns.push(instruction.ip());
+        }
+    }
+    returns
+}
+
+/// `runtime.g.goid`'s offset, from the binary's DWARF.
+fn goid_offset<'data, R: object::ReadRef<'data>>(elf: &Elf<'data, R>) -> Result<u32, Unsupported> {
+    use object::ObjectSection;
+    let no_goid = |reason: &dyn std::fmt::Display| Unsupported::NoGoid(reason.to_string());
+    let load = |id: gimli::SectionId| -> Result<Cow<'data, [u8]>, Unsupported> {
+        Ok(match elf.section_by_name(id.name()) {
+            Some(section) => section.uncompressed_data().map_err(|e| no_goid(&e))?,
+            None => Cow::Borrowed(&[]),
+        })
+    };
+    let sections = gimli::DwarfSections::load(load)?;
+    let dwarf = sections.borrow(|section| gimli::EndianSlice::new(section, gimli::LittleEndian));
+    let mut units = dwarf.units();
+    while let Some(header) = units.next().map_err(|e| no_goid(&e))? {
+        let unit = dwarf.unit(header).map_err(|e| no_goid(&e))?;
+        let mut entries = unit.entries();
+        let mut in_g_at_depth = None;
+        let mut depth = 0isize;
+        while let Some((delta, entry)) = entries.next_dfs().map_err(|e| no_goid(&e))? {
+            depth += delta;
+            if in_g_at_depth.is_some_and(|g_depth| depth <= g_depth) {
+                in_g_at_depth = None;
+            }
+            let name = match entry.attr_value(gimli::DW_AT_name) {
+                Ok(Some(value)) => dwarf.attr_string(&unit, value).ok(),
+                _ => None,
+            };
+            let name = name.as_ref().map(|n| n.slice());
+            match entry.tag() {
+                gimli::DW_TAG_structure_type if name == Some(b"runtime.g") => {
+                    in_g_at_depth = Some(depth);
+                }
+                gimli::DW_TAG_member if in_g_at_depth.is_some() && name == Some(b"goid") => {
+                    let offset = entry
+                        .attr_value(gimli::DW_AT_data_member_location)
+                        .ok()
+                        .flatten()
+                        .and_then(|value| value.udata_value())
+                        .and_then(|offset| u32::try_from(offset).ok())
+                        .filter(|&offset| offset > 0)
+                        .ok_or_else(|| no_goid(&"goid has no usable location"))?;
+                    return Ok(offset);
+                }
+                _ => {}
+            }
+        }
+    }
+    Err(no_goid(&"runtime.g not described"))
+}
+
+/// The `g` slot relative to the thread pointer. x86-64 ELF puts the
+/// executable's TLS block right below the thread pointer; Go's own linker
+/// makes that block the 8-byte `g` slot (`-8(FS)`).
+fn tls_g_offset<'data, R: object::ReadRef<'data>>(elf: &Elf<'data, R>) -> Result<i32, Unsupported> {
+    use object::read::elf::ProgramHeader;
+    let endian = elf.endian();
+    let tls = elf
+        .elf_program_headers()
+        .iter()
+        .find(|header| header.p_type(endian) == object::elf::PT_TLS)
+        .ok_or_else(|| Unsupported::Tls("no TLS segment".into()))?;
+    let size = tls.p_memsz(endian);
+    let align = tls.p_align(endian).max(1);
+    let block = size.div_ceil(align) * align;
+    if block != 8 {
+        // A C linker's TLS block (cgo, external linking): where in it Go's
+        // slot landed is not read here.
+        return Err(Unsupported::Tls(format!(
+            "a {size}-byte TLS block (externally linked?)"
+        )));
+    }
+    Ok(-8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn build_info_versions() {
+        let mut data = b"\xff Go buildinf:\x08\x02".to_vec();
+        data.resize(32, 0);
+        data.push(8);
+        data.extend_from_slice(b"go1.19.8");
+        assert_eq!(parse_build_info(&data).unwrap(), "go1.19.8");
+
+        let mut old = data.clone();
+        old[15] = 0;
+        assert!(matches!(
+            parse_build_info(&old),
+            Err(Unsupported::Version(_))
+        ));
+        let mut too_old = data[..32].to_vec();
+        too_old.push(8);
+        too_old.extend_from_slice(b"go1.17.1");
+        assert!(matches!(
+            parse_build_info(&too_old),
+            Err(Unsupported::Version(v)) if v == "go1.17.1"
+        ));
+        // Truncated or garbage: an error, never a panic.
+        for cut in 0..data.len() {
+            let _ = parse_build_info(&data[..cut]);
+        }
+        let mut long = data[..32].to_vec();
+        long.extend_from_slice(&[0xff; 12]);
+        assert!(parse_build_info(&long).is_err());
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(minor_version("go1.19.8"), Some(19));
+        assert_eq!(minor_version("go1.22rc1"), Some(22));
+        assert_eq!(minor_version("devel +abc"), None);
+    }
+
+    #[test]
+    fn returns_are_found_at_instruction_boundaries() {
+        // mov eax, 0xc3c3c3c3; add rsp, 8; pop rbp; ret; nop; ret
+        let code = [
+            0xb8, 0xc3, 0xc3, 0xc3, 0xc3, 0x48, 0x83, 0xc4, 0x08, 0x5d, 0xc3, 0x90, 0xc3,
+        ];
+        assert_eq!(return_instructions(&code, 0x1000), vec![0x100a, 0x100c]);
+    }
+
+    #[test]
+    fn not_go() {
+        let err = inspect(Path::new("/bin/sh")).unwrap_err();
+        assert!(matches!(err, Unsupported::NoBuildInfo), "{err}");
+        assert!(matches!(
+            inspect(Path::new("/nonexistent")),
+            Err(Unsupported::Unreadable(_))
+        ));
+    }
+}
+#[cfg(test)]
+mod scratch {
+    #[test]
+    fn scratch_front() {
+        let pid = std::env::var("GOPID").unwrap();
+        let p = format!("/proc/{pid}/exe");
+        eprintln!("{}", super::is_go_executable(std::path::Path::new(&p)));
+        eprintln!(
+            "{}",
+            super::is_go_executable(std::path::Path::new("/tmp/gotest/front"))
+        );
+    }
+}

@@ -1,0 +1,199 @@
+//! Go programs: the agent tells the kernel which processes are Go (their
+//! calls are then never tied to a request by thread), and follows their
+//! goroutines where it can: once per executable it reads what the uprobes
+//! need (`go_binary`) and attaches them, for every process of that file.
+
+use std::{
+    collections::{HashMap as StdHashMap, HashSet as StdHashSet},
+    os::unix::fs::MetadataExt,
+    path::PathBuf,
+    sync::{Arc, Mutex, mpsc},
+};
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData},
+    programs::{UProbe, uprobe::UProbeAttachLocation, uprobe::UProbeScope},
+};
+use tracer_common::GoProcess;
+
+use super::go_binary::{self, GoBinary, GoProbe};
+
+/// Executables remembered; past this the cache starts over.
+const MAX_BINARIES: usize = 1024;
+/// How often new processes are looked for. A Go process's calls before it
+/// is found stay unlinked (the kernel's thread rule is not taken for Go).
+const SCAN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// The kernel's `GO_PROCESSES` list and the uprobes on Go executables.
+pub struct GoPrograms {
+    ebpf: Arc<Mutex<Ebpf>>,
+    processes: HashMap<MapData, u32, GoProcess>,
+    /// Why goroutines cannot be followed at all (the uprobes did not load).
+    disabled: Option<String>,
+    proc_root: PathBuf,
+    /// By (device, inode): what the kernel needs, or none when the
+    /// executable's goroutines cannot be followed.
+    binaries: StdHashMap<(u64, u64), Option<GoProcess>>,
+}
+
+impl GoPrograms {
+    pub(super) fn new(
+        ebpf: Arc<Mutex<Ebpf>>,
+        processes: HashMap<MapData, u32, GoProcess>,
+        disabled: Option<String>,
+    ) -> Self {
+        GoPrograms {
+            ebpf,
+            processes,
+            disabled,
+            proc_root: PathBuf::from("/proc"),
+            binaries: StdHashMap::new(),
+        }
+    }
+
+    /// Registers Go process `pid`: its calls are unlinked from now on, and
+    /// tied to requests by goroutine once its executable is followed.
+    /// Returns whether it is.
+    pub fn add(&mut self, pid: u32) -> bool {
+        if let Err(e) = self.processes.insert(pid, GoProcess::UNSUPPORTED, 0) {
+            tracing::debug!("cannot tell the kernel about Go process {pid}: {e}");
+            return false;
+        }
+        let Some(go) = self.followed(pid) else {
+            return false;
+        };
+        if let Err(e) = self.processes.insert(pid, go, 0) {
+            tracing::debug!("cannot tell the kernel about Go process {pid}: {e}");
+            return false;
+        }
+        true
+    }
+
+    fn followed(&mut self, pid: u32) -> Option<GoProcess> {
+        let exe = self.proc_root.join(pid.to_string()).join("exe");
+        let metadata = std::fs::metadata(&exe).ok()?;
+        let file = (metadata.dev(), metadata.ino());
+        if let Some(known) = self.binaries.get(&file) {
+            return *known;
+        }
+        let name = std::fs::read_link(&exe).unwrap_or_else(|_| exe.clone());
+        let outcome = match &self.disabled {
+            Some(reason) => Err(reason.clone()),
+            None => go_binary::inspect(&exe)
+                .map_err(|e| e.to_string())
+                .and_then(|binary| self.attach(&exe, &binary).map(|()| binary)),
+        };
+        let known = match outcome {
+            Ok(binary) => {
+                tracing::info!(
+                    "following the goroutines of {} ({}, pid {pid})",
+                    name.display(),
+                    binary.version
+                );
+                Some(GoProcess {
+                    goid_offset: binary.goid_offset,
+                    tls_g_offset: binary.tls_g_offset,
+                })
+            }
+            Err(reason) => {
+                tracing::warn!(
+                    "calls of Go program {} (pid {pid}) stay unlinked: {reason}",
+                    name.display()
+                );
+                None
+            }
+        };
+        if self.binaries.len() >= MAX_BINARIES {
+            self.binaries.clear();
+        }
+        self.binaries.insert(file, known);
+        known
+    }
+
+    /// Attaches every uprobe `binary` needs to the file `exe` names.
+    fn attach(&self, exe: &std::path::Path, binary: &GoBinary) -> Result<(), String> {
+        let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
+        for &(probe, offset) in &binary.probes {
+            let name = probe.program();
+            let program: &mut UProbe = ebpf
+                .program_mut(name)
+                .ok_or_else(|| format!("no program {name}"))?
+                .try_into()
+                .map_err(|e| format!("{name}: {e}"))?;
+            program
+                .attach(
+                    UProbeAttachLocation::AbsoluteOffset(offset),
+                    exe,
+                    UProbeScope::AllProcesses,
+                )
+                .map_err(|e| format!("cannot attach {name} at {offset:#x}: {e}"))?;
+        }
+        Ok(())
+    }
+
+    /// Registers the Go processes running now, then goes on on a thread of
+    /// its own (reading an executable's DWARF takes a while) with those
+    /// that start (it looks every `SCAN_INTERVAL`) and those sent to it
+    /// (found by their traffic first).
+    pub fn spawn(mut self) -> std::io::Result<mpsc::Sender<u32>> {
+        let (sender, receiver) = mpsc::channel::<u32>();
+        let started = std::time::Instant::now();
+        let mut running = self.scan(&StdHashSet::new());
+        tracing::debug!(
+            "Go processes looked for in {} ms",
+            started.elapsed().as_millis()
+        );
+        std::thread::Builder::new()
+            .name("go-programs".into())
+            .spawn(move || {
+                loop {
+                    running = self.scan(&running);
+                    match receiver.recv_timeout(SCAN_INTERVAL) {
+                        Ok(pid) => {
+                            self.add(pid);
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            })?;
+        Ok(sender)
+    }
+
+    /// Registers the Go processes among those running now that were not in
+    /// `known`; returns the pids running now.
+    fn scan(&mut self, known: &StdHashSet<u32>) -> StdHashSet<u32> {
+        let Ok(entries) = std::fs::read_dir(&self.proc_root) else {
+            return known.clone();
+        };
+        let running: StdHashSet<u32> = entries
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+            .collect();
+        for &pid in running.difference(known) {
+            let exe = self.proc_root.join(pid.to_string()).join("exe");
+            if pid != std::process::id() && go_binary::is_go_executable(&exe) {
+                self.add(pid);
+            }
+        }
+        running
+    }
+}
+
+/// Loads the Go uprobe programs; the reason when they cannot be.
+pub(super) fn load_programs(ebpf: &mut Ebpf) -> Option<String> {
+    for probe in GoProbe::ALL {
+        let name = probe.program();
+        let result = match ebpf.program_mut(name) {
+            None => Err(format!("no program {name} in the eBPF object")),
+            Some(program) => <&mut UProbe>::try_from(program)
+                .map_err(|e| e.to_string())
+                .and_then(|program| program.load().map_err(|e| e.to_string())),
+        };
+        if let Err(e) = result {
+            return Some(format!("the kernel refused {name}: {e}"));
+        }
+    }
+    None
+}
