@@ -19,16 +19,22 @@ pub enum Front {
     NodeHttpAgent,
     /// Node.js `http` server, global `fetch` (undici).
     NodeFetch,
+    /// `NodeHttpAgent`, the agent with `--node-context-script`.
+    NodeHttpAgentScript,
+    /// `NodeFetch`, the agent with `--node-context-script`.
+    NodeFetchScript,
     /// aiohttp server and `ClientSession` (asyncio); fan-out `gather`.
     Aiohttp,
 }
 
 impl Front {
-    pub const ALL: [Front; 5] = [
+    pub const ALL: [Front; 7] = [
         Front::PythonThreads,
         Front::Go,
         Front::NodeHttpAgent,
         Front::NodeFetch,
+        Front::NodeHttpAgentScript,
+        Front::NodeFetchScript,
         Front::Aiohttp,
     ];
 
@@ -38,7 +44,17 @@ impl Front {
             Front::Go => "Go net/http",
             Front::NodeHttpAgent => "Node.js http.Agent",
             Front::NodeFetch => "Node.js fetch",
+            Front::NodeHttpAgentScript => "Node.js http.Agent, context script",
+            Front::NodeFetchScript => "Node.js fetch, context script",
             Front::Aiohttp => "Python aiohttp",
+        }
+    }
+
+    /// The agent's options this front is measured with.
+    pub fn agent_args(self) -> &'static [&'static str] {
+        match self {
+            Front::NodeHttpAgentScript | Front::NodeFetchScript => &["--node-context-script"],
+            _ => &[],
         }
     }
 
@@ -52,16 +68,16 @@ impl Front {
                 cmd
             }
             Front::Go => Command::new(go_front()),
-            Front::NodeHttpAgent | Front::NodeFetch => {
+            Front::NodeHttpAgent
+            | Front::NodeFetch
+            | Front::NodeHttpAgentScript
+            | Front::NodeFetchScript => {
                 let mut cmd = Command::new("node");
-                cmd.arg(servers.join("front_node.js")).env(
-                    "CLIENT",
-                    if let Front::NodeFetch = self {
-                        "fetch"
-                    } else {
-                        "agent"
-                    },
-                );
+                let client = match self {
+                    Front::NodeFetch | Front::NodeFetchScript => "fetch",
+                    _ => "agent",
+                };
+                cmd.arg(servers.join("front_node.js")).env("CLIENT", client);
                 cmd
             }
             Front::Aiohttp => {

@@ -224,6 +224,55 @@ fn go_handlers_and_their_goroutines_make_whole_traces() {
     );
 }
 
+/// Node.js handlers that await a timer, then call through `http.Agent` or
+/// `fetch` (twice at once with `Promise.all`), at concurrency 8, with
+/// `--node-context-script`: every call hangs under its own request, and the
+/// inspector the agent opened is closed again.
+#[test]
+fn node_handlers_that_await_make_whole_traces_with_the_context_script() {
+    require_root();
+    let (aux, leaf) = (free_port(), free_port());
+    let _aux = runtimes::python_leaf(aux, "aux");
+    let _leaf = runtimes::python_leaf(leaf, "leaf");
+    for front_kind in [
+        runtimes::Front::NodeHttpAgentScript,
+        runtimes::Front::NodeFetchScript,
+    ] {
+        let port = free_port();
+        let _front = front_kind.start(port, aux, leaf, 2);
+        let agent = Agent::start(front_kind.agent_args());
+        let markers = drive(port, 8, 3);
+        let run = agent.stop();
+        assert!(run.status.success(), "{}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("running the context script in Node.js process"),
+            "{}",
+            run.stderr
+        );
+        assert_no_mixed_traces(&run.spans);
+        let broken: Vec<String> = markers
+            .iter()
+            .filter_map(|marker| {
+                Some(format!(
+                    "{marker}: {}",
+                    runtimes::tree_break(&run.spans, marker, 2)?
+                ))
+            })
+            .collect();
+        assert!(broken.is_empty(), "{}: {broken:#?}", front_kind.name());
+        let listening = Command::new("ss")
+            .args(["-ltnH", "sport = :9229"])
+            .output()
+            .unwrap();
+        assert!(
+            listening.stdout.is_empty(),
+            "the inspector is still open: {}",
+            String::from_utf8_lossy(&listening.stdout)
+        );
+    }
+}
+
 /// nginx with one worker (an event loop) and a keep-alive upstream pool, in
 /// front of two Python services: curl → nginx → svc-a → svc-b.
 #[test]

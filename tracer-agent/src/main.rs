@@ -151,6 +151,18 @@ struct Cli {
     #[arg(long, value_name = "PATH")]
     netns: Option<PathBuf>,
 
+    /// Tie each Node.js outbound request to the inbound request it is made
+    /// for exactly (across timers, promises, `await`, Promise.all and
+    /// queued http.Agent requests) by running a small script inside every
+    /// Node.js process (executables named node or nodejs): the agent sends
+    /// the process SIGUSR1, which opens Node's inspector on 127.0.0.1:9229,
+    /// evaluates the script there, and closes the inspector again. Each
+    /// process is logged. Skipped for processes started with --inspect.
+    /// Without it, Node.js calls are linked by the thread rule (exact when
+    /// a call is made in the callback that read its request, else unlinked).
+    #[arg(long)]
+    node_context_script: bool,
+
     /// Log level of the agent's own messages on stderr (error, warn, info,
     /// debug, trace). RUST_LOG overrides it.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
@@ -264,7 +276,7 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
         probes,
         events,
         ignored_sockets,
-        go_programs,
+        runtimes,
         local_addresses,
     } = loader::load(&LoadOptions {
         offsets,
@@ -273,6 +285,7 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
         pids: cli.pids.clone(),
         inject: cli.inject_traceparent.into(),
         netns: cli.netns.clone(),
+        node_context_script: cli.node_context_script,
     })?;
     if let Some(destination) = otlp_destination {
         tracing::info!("exporting spans over OTLP to {destination}");
@@ -295,9 +308,9 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
         }
     };
 
-    // Before traffic is expected: Go processes already running are followed
-    // from their first request.
-    let go_processes = go_programs.spawn()?;
+    // Before traffic is expected: Go and Node.js processes already running
+    // are followed from their first request.
+    let go_processes = runtimes.spawn()?;
     let mut scope = if cli.pids.is_empty() {
         "every process".to_string()
     } else {
@@ -370,6 +383,7 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
         .map(|(counter, value)| format!("{}={value}", counter.name()))
         .collect();
     let (bpf_run_time, bpf_runs) = probes.run_stats();
+    let (uprobe_run_time, uprobe_runs) = probes.uprobe_run_stats();
     let links: Vec<String> = stats
         .links
         .lock()
@@ -402,7 +416,7 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
     tracing::info!(
         "stopped: events_read={} event_bytes_read={} spans_produced={} \
          parse_errors={} connections_evicted={} {} bpf_run_time_ns={} \
-         bpf_runs={} kernel: {} exporters: [{}]",
+         bpf_runs={} uprobe_run_time_ns={} uprobe_runs={} kernel: {} exporters: [{}]",
         Stats::get(&stats.events_read),
         Stats::get(&stats.event_bytes_read),
         Stats::get(&stats.spans_produced),
@@ -411,6 +425,8 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
         links.join(" "),
         bpf_run_time.as_nanos(),
         bpf_runs,
+        uprobe_run_time.as_nanos(),
+        uprobe_runs,
         kernel.join(" "),
         exported.join("; ")
     );

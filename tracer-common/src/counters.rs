@@ -42,10 +42,13 @@ pub enum Counter {
     GoroutineReadFailed = 13,
     /// Goroutines that took over the request of the goroutine that started them.
     GoroutinesFollowed = 14,
+    /// Outbound requests of Node.js processes running the agent's script
+    /// that it did not tie to an open inbound request (left unlinked).
+    ScriptCallsWithoutContext = 15,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 15] = [
+    pub const ALL: [Counter; 16] = [
         Counter::EventsSent,
         Counter::EventsLostRingFull,
         Counter::InFlightMapFull,
@@ -61,6 +64,7 @@ impl Counter {
         Counter::GoCallsWithoutContext,
         Counter::GoroutineReadFailed,
         Counter::GoroutinesFollowed,
+        Counter::ScriptCallsWithoutContext,
     ];
     /// Slots in the `COUNTERS` map.
     pub const SLOTS: u32 = Self::ALL.len() as u32;
@@ -82,6 +86,7 @@ impl Counter {
             Counter::GoCallsWithoutContext => "go_calls_without_context",
             Counter::GoroutineReadFailed => "goroutine_read_failed",
             Counter::GoroutinesFollowed => "goroutines_followed",
+            Counter::ScriptCallsWithoutContext => "script_calls_without_context",
         }
     }
 }

@@ -122,7 +122,7 @@ impl Syscall {
 pub struct RequestContext {
     pub sock: u64,
     pub seq: u32,
-    /// How the kernel knew: `CONTEXT_FROM_THREAD` or `CONTEXT_FROM_GOROUTINE`.
+    /// How the kernel knew: `CONTEXT_FROM_THREAD`, `_GOROUTINE` or `_SCRIPT`.
     pub source: u32,
 }
 
@@ -130,6 +130,8 @@ pub struct RequestContext {
 pub const CONTEXT_FROM_THREAD: u32 = 0;
 /// The goroutine that wrote the call works for that request (Go).
 pub const CONTEXT_FROM_GOROUTINE: u32 = 1;
+/// The agent's script in the process said so (Node.js, `--node-context-script`).
+pub const CONTEXT_FROM_SCRIPT: u32 = 2;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;

@@ -75,6 +75,9 @@ pub const MAX_GOROUTINES: u32 = 64 * 1024;
 /// transport goroutine that writes them (LRU).
 pub const MAX_GO_HTTP_REQUESTS: u32 = 16 * 1024;
 
+/// Node.js processes running the agent's script (`--node-context-script`).
+pub const MAX_NODE_PROCESSES: u32 = 4096;
+
 /// Sockets the agent told the kernel to skip (not a protocol it parses; LRU).
 pub const MAX_IGNORED_SOCKETS: u32 = 64 * 1024;
 

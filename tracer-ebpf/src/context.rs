@@ -34,6 +34,7 @@ use crate::maps::{
     CALLS, REQUEST_FRESH, REQUEST_RESUMED, REQUEST_WAITING, SERVER_REQUESTS, ServerRequest,
     THREAD_CONTEXT, ThreadRequests, config, count,
 };
+use crate::node;
 
 /// Whether an inbound request is being served on server connection `sock`
 /// (a read there is then more of it).
@@ -133,6 +134,17 @@ pub fn call_context(tid: u32, client: u64, connecting: bool) -> RequestContext {
         }
         return goroutine_call(pid, &go, client);
     }
+    if node::scripted(pid) {
+        // The script speaks just before each request is written.
+        if connecting {
+            return RequestContext::default();
+        }
+        let Some(request) = node::call(client) else {
+            count(Counter::ScriptCallsWithoutContext, 1);
+            return RequestContext::default();
+        };
+        return linked(client, request);
+    }
     let Some(thread) = THREAD_CONTEXT.get_ptr_mut(tid) else {
         return RequestContext::default();
     };
@@ -196,6 +208,12 @@ fn goroutine_call(pid: u32, go: &GoProcess, client: u64) -> RequestContext {
         count(Counter::GoCallsWithoutContext, 1);
         return RequestContext::default();
     };
+    linked(client, request)
+}
+
+/// A call on `client` made for `request`, for its later writes to repeat.
+#[inline(always)]
+fn linked(client: u64, request: RequestContext) -> RequestContext {
     if CALLS.insert(client, request, 0).is_err() {
         return RequestContext::default();
     }
@@ -231,6 +249,17 @@ pub fn call_answered(tid: u32, client: u64) {
         thread.resumed_sock = sock;
         thread.resumed_seq = request.seq;
     }
+}
+
+/// The request read on server connection `sock` at `seq`, while it is open
+/// (`sock` zero: none).
+#[inline(always)]
+pub fn open_request(sock: u64, seq: u32, source: u32) -> Option<RequestContext> {
+    if sock == 0 {
+        return None;
+    }
+    let request = unsafe { SERVER_REQUESTS.get(sock) }?;
+    (request.seq == seq).then_some(RequestContext { sock, seq, source })
 }
 
 /// The trace id a header on a call made for the inbound request on server

@@ -31,9 +31,10 @@ use tracer_common::{
     Counter, GoProcess, KernelOffsets, RequestContext, event::CONTEXT_FROM_GOROUTINE,
 };
 
+use crate::context::open_request;
 use crate::maps::{
     GO_CONNECTIONS, GO_HTTP_REQUESTS, GO_PROCESSES, GO_SPAWNS, GOROUTINES, GoHttpRequestKey,
-    Goroutine, GoroutineKey, SERVER_REQUESTS, count,
+    Goroutine, GoroutineKey, count,
 };
 
 /// The Go process `pid`, when the agent found it to be one.
@@ -102,20 +103,7 @@ fn serve(pid: u32, goid: u64, sock: u64, seq: u32) {
 #[inline(always)]
 pub fn live_request(pid: u32, goid: u64) -> Option<RequestContext> {
     let goroutine = unsafe { GOROUTINES.get(key(pid, goid)) }?;
-    live(goroutine.sock, goroutine.seq)
-}
-
-#[inline(always)]
-fn live(sock: u64, seq: u32) -> Option<RequestContext> {
-    if sock == 0 {
-        return None;
-    }
-    let request = unsafe { SERVER_REQUESTS.get(sock) }?;
-    (request.seq == seq).then_some(RequestContext {
-        sock,
-        seq,
-        source: CONTEXT_FROM_GOROUTINE,
-    })
+    open_request(goroutine.sock, goroutine.seq, CONTEXT_FROM_GOROUTINE)
 }
 
 #[inline(always)]

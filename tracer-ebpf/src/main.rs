@@ -4,7 +4,8 @@
 //! Layout: `maps` (every map, sized), `sockets` (fd → TCP `struct sock`, with
 //! offsets from BTF), `capture` (bounded payload copies and event emission),
 //! `context` (which inbound request an outbound one is made for),
-//! `goroutines` (the same for Go, with uprobes on its runtime), `inject`
+//! `goroutines` (the same for Go, with uprobes on its runtime), `node` (for
+//! Node.js, as the agent's script in the process tells it), `inject`
 //! (`traceparent` injection: `sock_ops` + `sk_msg`), `programs` (the thin
 //! tracepoint entry points).
 #![no_std]
@@ -15,6 +16,7 @@ mod context;
 mod goroutines;
 mod inject;
 mod maps;
+mod node;
 mod programs;
 mod sockets;
 

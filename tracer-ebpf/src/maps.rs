@@ -8,8 +8,8 @@ use aya_ebpf::{
 use tracer_common::{
     Config, Counter, GoProcess, MAX_BLOCKED_AT_ATTACH, MAX_CALLS, MAX_CAPTURE,
     MAX_GO_HTTP_REQUESTS, MAX_GO_PROCESSES, MAX_GOROUTINES, MAX_IGNORED_SOCKETS, MAX_IN_FLIGHT,
-    MAX_INJECT_SOCKETS, MAX_LOCAL_ADDRESSES, MAX_REMOTE_CALLERS, MAX_ROLES, MAX_SERVER_REQUESTS,
-    MAX_THREAD_CONTEXTS, MAX_TRACED_PIDS, RequestContext, Role, SocketEvent,
+    MAX_INJECT_SOCKETS, MAX_LOCAL_ADDRESSES, MAX_NODE_PROCESSES, MAX_REMOTE_CALLERS, MAX_ROLES,
+    MAX_SERVER_REQUESTS, MAX_THREAD_CONTEXTS, MAX_TRACED_PIDS, RequestContext, Role, SocketEvent,
 };
 
 /// Events to the agent. The agent resizes it at load time (`--ring-buffer-size`).
@@ -101,6 +101,21 @@ pub static GO_SPAWNS: LruHashMap<u64, RequestContext> =
 #[map]
 pub static GO_HTTP_REQUESTS: LruHashMap<GoHttpRequestKey, RequestContext> =
     LruHashMap::with_max_entries(MAX_GO_HTTP_REQUESTS, 0);
+
+/// Node.js processes running the agent's script (`node`), by pid.
+#[map]
+pub static NODE_PROCESSES: LruHashMap<u32, u8> =
+    LruHashMap::with_max_entries(MAX_NODE_PROCESSES, 0);
+
+/// Inbound requests of scripted Node.js processes, by the script's id.
+#[map]
+pub static NODE_REQUESTS: LruHashMap<NodeRequestKey, RequestContext> =
+    LruHashMap::with_max_entries(MAX_SERVER_REQUESTS, 0);
+
+/// What the script said the next request written on a client socket is
+/// made for, by `struct sock`, until that write takes it.
+#[map]
+pub static NODE_CALLS: LruHashMap<u64, RequestContext> = LruHashMap::with_max_entries(MAX_CALLS, 0);
 
 /// Sockets whose traffic the agent does not parse (TLS, databases, …), by
 /// `struct sock` address: their syscalls are skipped at entry. The agent adds
@@ -216,6 +231,15 @@ pub struct GoHttpRequestKey {
     pub _pad: u32,
     /// The `*http.Request`.
     pub request: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct NodeRequestKey {
+    pub pid: u32,
+    pub _pad: u32,
+    /// The script's id of the request.
+    pub id: u64,
 }
 
 /// Read, no call made yet.

@@ -39,6 +39,7 @@ fn main() -> ExitCode {
         eprintln!("accuracy: loads eBPF programs; run `sudo -E cargo xtask bench accuracy`");
         return ExitCode::FAILURE;
     }
+    let _stats = BpfStats::enable();
     let services = chain([Hop::PythonThreads, Hop::Node, Hop::PythonAsyncio]);
     let proxy = tracer_tests::free_port();
     let _nginx = nginx(proxy, services.ports[0]);
@@ -102,6 +103,28 @@ fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `kernel.bpf_stats_enabled` on while it lives (the programs' run time per
+/// request), as it was before afterwards.
+struct BpfStats(String);
+
+const BPF_STATS: &str = "/proc/sys/kernel/bpf_stats_enabled";
+
+impl BpfStats {
+    fn enable() -> BpfStats {
+        let previous = std::fs::read_to_string(BPF_STATS).unwrap_or_else(|_| "0".into());
+        if let Err(e) = std::fs::write(BPF_STATS, "1") {
+            eprintln!("cannot enable {BPF_STATS} ({e}): BPF times will read 0");
+        }
+        BpfStats(previous.trim().to_string())
+    }
+}
+
+impl Drop for BpfStats {
+    fn drop(&mut self) {
+        let _ = std::fs::write(BPF_STATS, &self.0);
+    }
+}
+
 /// The runtime matrix's table: whole share, mixed traces and the front's
 /// calls left unlinked, per runtime, fan-out and concurrency.
 fn runtime_matrix() -> Result<(), String> {
@@ -110,15 +133,15 @@ fn runtime_matrix() -> Result<(), String> {
     let _leaf = python_leaf(leaf, "leaf");
     println!("\nruntime matrix: curl → front (awaits 0–5 ms, calls aux, then leaf) → aux, leaf");
     println!(
-        "| front | leaf calls | concurrency | requests | whole, correctly parented | mixed traces | front calls unlinked | most common break |"
+        "| front | leaf calls | concurrency | requests | whole, correctly parented | mixed traces | front calls unlinked | uprobe hits / request | uprobe µs / request | BPF µs / request, machine-wide | most common break |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for front in Front::ALL {
         for fanout in [1, 2] {
             let port = free_port();
             let _front = front.start(port, aux, leaf, fanout);
             for (concurrency, per_worker) in LOADS {
-                let agent = Agent::start(&[]);
+                let agent = Agent::start(front.agent_args());
                 let markers = drive(port, concurrency, per_worker);
                 let run = agent.stop();
                 if !run.status.success() {
@@ -135,13 +158,17 @@ fn runtime_matrix() -> Result<(), String> {
                     .iter()
                     .max_by_key(|(_, n)| **n)
                     .map_or(String::from("–"), |(why, n)| format!("{why} ({n})"));
+                let requests = markers.len() as f64;
                 println!(
-                    "| {} | {fanout} | {concurrency} | {} | {whole} ({:.0}%) | {} | {} | {worst} |",
+                    "| {} | {fanout} | {concurrency} | {} | {whole} ({:.0}%) | {} | {} | {:.1} | {:.2} | {:.0} | {worst} |",
                     front.name(),
                     markers.len(),
-                    100.0 * whole as f64 / markers.len() as f64,
+                    100.0 * whole as f64 / requests,
                     mixed_traces(&run.spans).len(),
                     unlinked_calls(&run.spans),
+                    run.summary("uprobe_runs") as f64 / requests,
+                    run.summary("uprobe_run_time_ns") as f64 / requests / 1e3,
+                    run.summary("bpf_run_time_ns") as f64 / requests / 1e3,
                 );
             }
         }

@@ -4,10 +4,10 @@
 //! need (`go_binary`) and attaches them, for every process of that file.
 
 use std::{
-    collections::{HashMap as StdHashMap, HashSet as StdHashSet},
+    collections::HashMap as StdHashMap,
     os::unix::fs::MetadataExt,
     path::PathBuf,
-    sync::{Arc, Mutex, mpsc},
+    sync::{Arc, Mutex},
 };
 
 use aya::{
@@ -21,9 +21,6 @@ use super::go_binary::{self, GoBinary, GoProbe};
 
 /// Executables remembered; past this the cache starts over.
 const MAX_BINARIES: usize = 1024;
-/// How often new processes are looked for. A Go process's calls before it
-/// is found stay unlinked (the kernel's thread rule is not taken for Go).
-const SCAN_INTERVAL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// The kernel's `GO_PROCESSES` list and the uprobes on Go executables.
 pub struct GoPrograms {
@@ -130,54 +127,6 @@ impl GoPrograms {
                 .map_err(|e| format!("cannot attach {name} at {offset:#x}: {e}"))?;
         }
         Ok(())
-    }
-
-    /// Registers the Go processes running now, then goes on on a thread of
-    /// its own (reading an executable's DWARF takes a while) with those
-    /// that start (it looks every `SCAN_INTERVAL`) and those sent to it
-    /// (found by their traffic first).
-    pub fn spawn(mut self) -> std::io::Result<mpsc::Sender<u32>> {
-        let (sender, receiver) = mpsc::channel::<u32>();
-        let started = std::time::Instant::now();
-        let mut running = self.scan(&StdHashSet::new());
-        tracing::debug!(
-            "Go processes looked for in {} ms",
-            started.elapsed().as_millis()
-        );
-        std::thread::Builder::new()
-            .name("go-programs".into())
-            .spawn(move || {
-                loop {
-                    running = self.scan(&running);
-                    match receiver.recv_timeout(SCAN_INTERVAL) {
-                        Ok(pid) => {
-                            self.add(pid);
-                        }
-                        Err(mpsc::RecvTimeoutError::Timeout) => {}
-                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
-                    }
-                }
-            })?;
-        Ok(sender)
-    }
-
-    /// Registers the Go processes among those running now that were not in
-    /// `known`; returns the pids running now.
-    fn scan(&mut self, known: &StdHashSet<u32>) -> StdHashSet<u32> {
-        let Ok(entries) = std::fs::read_dir(&self.proc_root) else {
-            return known.clone();
-        };
-        let running: StdHashSet<u32> = entries
-            .flatten()
-            .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
-            .collect();
-        for &pid in running.difference(known) {
-            let exe = self.proc_root.join(pid.to_string()).join("exe");
-            if pid != std::process::id() && go_binary::is_go_executable(&exe) {
-                self.add(pid);
-            }
-        }
-        running
     }
 }
 

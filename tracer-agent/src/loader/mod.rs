@@ -7,6 +7,9 @@ mod btf;
 pub mod go_binary;
 mod go_programs;
 mod netns;
+mod node_inspector;
+mod node_programs;
+mod runtimes;
 
 use std::{
     path::{Path, PathBuf},
@@ -25,6 +28,7 @@ use tracer_common::{
 
 pub use btf::{VMLINUX_BTF, kernel_offsets_in_child};
 pub use go_programs::GoPrograms;
+pub use runtimes::RuntimePrograms;
 
 /// The kernel programs, built by build.rs and embedded in the binary.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
@@ -154,6 +158,8 @@ pub struct LoadOptions {
     pub inject: InjectMode,
     /// Only processes in this network namespace are traced (and get headers).
     pub netns: Option<PathBuf>,
+    /// Run the context script in Node.js processes (`--node-context-script`).
+    pub node_context_script: bool,
 }
 
 /// The loaded, attached programs. Dropping it detaches everything.
@@ -206,6 +212,18 @@ impl Probes {
             })
     }
 
+    /// Run time and runs of the uprobes on language runtimes (Go), a part
+    /// of `run_stats`.
+    pub fn uprobe_run_stats(&self) -> (std::time::Duration, u64) {
+        let ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
+        ebpf.programs()
+            .filter(|(_, program)| matches!(program, Program::UProbe(_)))
+            .filter_map(|(_, program)| program.info().ok())
+            .fold((std::time::Duration::ZERO, 0), |(time, runs), info| {
+                (time + info.run_time(), runs + info.run_count())
+            })
+    }
+
     /// Run time and runs of each program, by name.
     pub fn program_run_stats(&self) -> Vec<(String, std::time::Duration, u64)> {
         let ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
@@ -225,7 +243,7 @@ pub struct Loaded {
     pub probes: Probes,
     pub events: RingBuf<MapData>,
     pub ignored_sockets: IgnoredSockets,
-    pub go_programs: GoPrograms,
+    pub runtimes: RuntimePrograms,
     pub local_addresses: Option<LocalAddresses>,
 }
 
@@ -371,6 +389,14 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     if let Some(reason) = &go_disabled {
         tracing::warn!("calls of Go programs will stay unlinked: {reason}");
     }
+    let node_enabled = options.node_context_script
+        && match node_programs::load_program(&mut ebpf) {
+            None => true,
+            Some(reason) => {
+                tracing::warn!("no context script for Node.js processes: {reason}");
+                false
+            }
+        };
     // After attaching: a syscall entered from now on is seen at its enter.
     let mut blocked: HashMap<_, u64, u8> = map_mut(&mut ebpf, "BLOCKED_AT_ATTACH")?;
     let threads = blocked::threads_in_socket_syscalls(std::process::id());
@@ -396,6 +422,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     let counters = take_map(&mut ebpf, "COUNTERS")?;
     let ignored = take_map(&mut ebpf, "IGNORED_SOCKETS")?;
     let go_processes = take_map(&mut ebpf, "GO_PROCESSES")?;
+    let node_processes = take_map(&mut ebpf, "NODE_PROCESSES")?;
     let ebpf = Arc::new(Mutex::new(ebpf));
     Ok(Loaded {
         probes: Probes {
@@ -404,7 +431,11 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         },
         events,
         ignored_sockets: IgnoredSockets(ignored),
-        go_programs: GoPrograms::new(ebpf, go_processes, go_disabled),
+        runtimes: RuntimePrograms {
+            go: GoPrograms::new(ebpf.clone(), go_processes, go_disabled),
+            node: node_enabled.then(|| node_programs::NodePrograms::new(ebpf, node_processes)),
+            proc_root: PathBuf::from("/proc"),
+        },
         local_addresses: (inject == InjectMode::Remote).then_some(local_addresses),
     })
 }

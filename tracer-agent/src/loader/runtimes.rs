@@ -1,0 +1,81 @@
+//! Language runtimes whose requests the kernel follows with help: Go
+//! (always: uprobes on its runtime) and Node.js (with
+//! `--node-context-script`). One thread finds their processes, at start and
+//! as they appear, and sets each up.
+
+use std::{
+    collections::HashSet,
+    path::PathBuf,
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use super::{GoPrograms, go_binary, node_programs::NodePrograms};
+
+/// How often new processes are looked for. A Go process's calls before it
+/// is found stay unlinked (the kernel's thread rule is not taken for Go); a
+/// Node.js process's calls follow the thread rule until its script runs.
+const SCAN_INTERVAL: Duration = Duration::from_millis(500);
+
+pub struct RuntimePrograms {
+    pub(super) go: GoPrograms,
+    pub(super) node: Option<NodePrograms>,
+    pub(super) proc_root: PathBuf,
+}
+
+impl RuntimePrograms {
+    /// Sets up the processes running now, then goes on, on a thread of its
+    /// own (reading an executable's DWARF or talking to an inspector takes
+    /// a while), with those that start and with the Go processes sent to
+    /// it (found by their traffic first).
+    pub fn spawn(mut self) -> std::io::Result<mpsc::Sender<u32>> {
+        let (sender, receiver) = mpsc::channel::<u32>();
+        let started = Instant::now();
+        let mut running = self.scan(&HashSet::new());
+        tracing::debug!(
+            "language runtimes looked for in {} ms",
+            started.elapsed().as_millis()
+        );
+        std::thread::Builder::new()
+            .name("runtimes".into())
+            .spawn(move || {
+                loop {
+                    running = self.scan(&running);
+                    match receiver.recv_timeout(SCAN_INTERVAL) {
+                        Ok(pid) => {
+                            self.go.add(pid);
+                        }
+                        Err(mpsc::RecvTimeoutError::Timeout) => {}
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            })?;
+        Ok(sender)
+    }
+
+    /// Sets up the processes among those running now that were not in
+    /// `known`; returns the pids running now.
+    fn scan(&mut self, known: &HashSet<u32>) -> HashSet<u32> {
+        let Ok(entries) = std::fs::read_dir(&self.proc_root) else {
+            return known.clone();
+        };
+        let running: HashSet<u32> = entries
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+            .collect();
+        for &pid in running.difference(known) {
+            if pid == std::process::id() {
+                continue;
+            }
+            let exe = self.proc_root.join(pid.to_string()).join("exe");
+            if go_binary::is_go_executable(&exe) {
+                self.go.add(pid);
+            } else if let Some(node) = &mut self.node
+                && NodePrograms::is_node(&exe)
+            {
+                node.add(pid);
+            }
+        }
+        running
+    }
+}

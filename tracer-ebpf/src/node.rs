@@ -1,0 +1,128 @@
+//! Node.js processes that run the agent's script (`--node-context-script`):
+//! the script knows, from Node's own async context, which inbound request
+//! each outbound one is made for, and says so in the path of a failing
+//! `fs.accessSync`, read here at libuv's `uv_fs_access(loop, req, path, …)`:
+//! - `/dev/null/tracer/i/<fd>/<id>`: request `id` is the one now open on
+//!   server socket `fd`;
+//! - `/dev/null/tracer/o/<fd>/<id>`: the request about to be written on
+//!   client socket `fd` is made for request `id` (0: for none).
+//! The write that follows takes the answer (`call`); in such a process a
+//! call without one stays unlinked.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user_str_bytes},
+    macros::uprobe,
+    programs::ProbeContext,
+};
+use tracer_common::{Counter, RequestContext, event::CONTEXT_FROM_SCRIPT};
+
+use crate::{
+    context::open_request,
+    maps::{
+        NODE_CALLS, NODE_PROCESSES, NODE_REQUESTS, NodeRequestKey, SERVER_REQUESTS, config, count,
+    },
+    sockets::tcp_sock_of_fd,
+};
+
+const PREFIX: &[u8; 17] = b"/dev/null/tracer/";
+const MESSAGE_LEN: usize = 64;
+
+/// Whether `pid` runs the script.
+#[inline(always)]
+pub fn scripted(pid: u32) -> bool {
+    unsafe { NODE_PROCESSES.get(pid) }.is_some()
+}
+
+/// A scripted process writes a request on `client`: the request the
+/// script said it is made for, while that is open.
+#[inline(always)]
+pub fn call(client: u64) -> Option<RequestContext> {
+    let told = unsafe { NODE_CALLS.get(client) }.copied()?;
+    let _ = NODE_CALLS.remove(client);
+    open_request(told.sock, told.seq, CONTEXT_FROM_SCRIPT)
+}
+
+#[uprobe]
+pub fn node_context_message(ctx: ProbeContext) -> u32 {
+    let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if !scripted(pid) {
+        return 0;
+    }
+    let path = unsafe { (*ctx.regs).rdx };
+    let mut text = [0u8; MESSAGE_LEN];
+    let Ok(message) = (unsafe { bpf_probe_read_user_str_bytes(path as *const u8, &mut text) })
+    else {
+        return 0;
+    };
+    let Some((kind, fd, id)) = parse(message) else {
+        return 0;
+    };
+    let Some(config) = config() else { return 0 };
+    let Some(sock) = tcp_sock_of_fd(&config.offsets, fd as i64) else {
+        return 0;
+    };
+    let key = NodeRequestKey { pid, _pad: 0, id };
+    match kind {
+        b'i' => {
+            if let Some(request) = unsafe { SERVER_REQUESTS.get(sock) } {
+                let context = RequestContext {
+                    sock,
+                    seq: request.seq,
+                    source: CONTEXT_FROM_SCRIPT,
+                };
+                let _ = NODE_REQUESTS.insert(key, context, 0);
+            }
+        }
+        b'o' => {
+            let context = match unsafe { NODE_REQUESTS.get(key) } {
+                Some(context) if id != 0 => *context,
+                _ => {
+                    count(Counter::ScriptCallsWithoutContext, 1);
+                    RequestContext::default()
+                }
+            };
+            let _ = NODE_CALLS.insert(sock, context, 0);
+        }
+        _ => {}
+    }
+    0
+}
+
+/// (kind, fd, id) from a message, none for any other path.
+#[inline(always)]
+fn parse(message: &[u8]) -> Option<(u8, u64, u64)> {
+    if message.len() < PREFIX.len() + 2 || message[..PREFIX.len()] != PREFIX[..] {
+        return None;
+    }
+    let kind = message[PREFIX.len()];
+    let mut at = PREFIX.len() + 1;
+    if message.get(at) != Some(&b'/') {
+        return None;
+    }
+    at += 1;
+    let fd = number(message, &mut at)?;
+    if message.get(at) != Some(&b'/') {
+        return None;
+    }
+    at += 1;
+    let id = number(message, &mut at)?;
+    (at == message.len()).then_some((kind, fd, id))
+}
+
+/// The decimal number at `message[*at..]` (at most 19 digits), moving `at` past it.
+#[inline(always)]
+fn number(message: &[u8], at: &mut usize) -> Option<u64> {
+    let mut value = 0u64;
+    let mut digits = 0;
+    for _ in 0..19 {
+        match message.get(*at) {
+            Some(&digit) if digit.is_ascii_digit() => {
+                value = value * 10 + u64::from(digit - b'0');
+                *at += 1;
+                digits += 1;
+            }
+            _ => break,
+        }
+    }
+    (digits > 0).then_some(value)
+}
