@@ -273,6 +273,43 @@ fn node_handlers_that_await_make_whole_traces_with_the_context_script() {
     }
 }
 
+/// An aiohttp service (asyncio) that awaits a timer, then calls through a
+/// pooled `ClientSession`, twice at once with `asyncio.gather`, at
+/// concurrency 8 over keep-alive connections. The kernel follows the task
+/// that serves each connection once it answered the connection's first
+/// request: every later request is one exact trace; a first request's calls
+/// follow the thread rule (linked when unambiguous, else unlinked, never
+/// under another request).
+#[test]
+fn aiohttp_handlers_make_whole_traces_after_a_connection_s_first_request() {
+    require_root();
+    let (aux, leaf, front) = (free_port(), free_port(), free_port());
+    let _aux = runtimes::python_leaf(aux, "aux");
+    let _leaf = runtimes::python_leaf(leaf, "leaf");
+    let _front = runtimes::Front::Aiohttp.start(front, aux, leaf, 2);
+    let agent = Agent::start(&[]);
+    let markers = drive(front, 8, 4);
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("following the asyncio tasks of"),
+        "{}",
+        run.stderr
+    );
+    assert_no_mixed_traces(&run.spans);
+    let broken: Vec<String> = markers
+        .iter()
+        .filter(|marker| !marker.ends_with("r0"))
+        .filter_map(|marker| {
+            Some(format!(
+                "{marker}: {}",
+                runtimes::tree_break(&run.spans, marker, 2)?
+            ))
+        })
+        .collect();
+    assert!(broken.is_empty(), "{broken:#?}");
+}
+
 /// nginx with one worker (an event loop) and a keep-alive upstream pool, in
 /// front of two Python services: curl → nginx → svc-a → svc-b.
 #[test]

@@ -310,7 +310,7 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
 
     // Before traffic is expected: Go and Node.js processes already running
     // are followed from their first request.
-    let go_processes = runtimes.spawn()?;
+    let processes_seen = runtimes.spawn()?;
     let mut scope = if cli.pids.is_empty() {
         "every process".to_string()
     } else {
@@ -363,7 +363,7 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
         events,
         KernelLists {
             ignored_sockets,
-            go_processes,
+            processes_seen,
         },
         PipelineOptions {
             max_connections: cli.max_connections,

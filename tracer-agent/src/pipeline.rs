@@ -34,11 +34,12 @@ use crate::{
     viewer::store::TraceStore,
 };
 
-/// The kernel's lists the pipeline keeps: sockets to skip, and Go
-/// processes (sent to `loader::GoPrograms`, which follows them).
+/// The kernel's lists the pipeline keeps: sockets to skip, and processes
+/// seen serving or calling (sent once each to `loader::RuntimePrograms`,
+/// which follows Go and asyncio ones).
 pub struct KernelLists {
     pub ignored_sockets: IgnoredSockets,
-    pub go_processes: std::sync::mpsc::Sender<u32>,
+    pub processes_seen: std::sync::mpsc::Sender<u32>,
 }
 
 pub struct PipelineOptions {
@@ -92,7 +93,7 @@ async fn process(
     spans: mpsc::Sender<Vec<Span>>,
     KernelLists {
         mut ignored_sockets,
-        go_processes,
+        processes_seen,
     }: KernelLists,
     mut table: ConnectionTable,
     idle_timeout: Duration,
@@ -101,8 +102,8 @@ async fn process(
     let clock = Clock::now();
     let mut builder = SpanBuilder::new(clock, ProcessCache::default());
     let mut correlator = Correlator::new();
-    // Go processes already sent.
-    let mut go_pids = foldhash::HashSet::default();
+    // Processes already sent.
+    let mut seen = foldhash::HashSet::default();
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     let mut latest_ns = 0u64;
     let mut stopping = false;
@@ -137,13 +138,13 @@ async fn process(
             match outcome {
                 Outcome::RequestStarted(started) => {
                     let process = builder.request_started(started);
-                    if process.go && !go_pids.contains(&process.pid) {
+                    if !seen.contains(&process.pid) {
                         // Bounded like the kernel's LRU list: start over when full.
-                        if go_pids.len() >= MAX_GO_PROCESSES as usize {
-                            go_pids.clear();
+                        if seen.len() >= MAX_GO_PROCESSES as usize {
+                            seen.clear();
                         }
-                        go_pids.insert(process.pid);
-                        let _ = go_processes.send(process.pid);
+                        seen.insert(process.pid);
+                        let _ = processes_seen.send(process.pid);
                     }
                     correlator.request_started(started, process.go);
                 }

@@ -45,10 +45,12 @@ pub enum Counter {
     /// Outbound requests of Node.js processes running the agent's script
     /// that it did not tie to an open inbound request (left unlinked).
     ScriptCallsWithoutContext = 15,
+    /// asyncio tasks that took over the request of the task that created them.
+    TasksFollowed = 16,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 16] = [
+    pub const ALL: [Counter; 17] = [
         Counter::EventsSent,
         Counter::EventsLostRingFull,
         Counter::InFlightMapFull,
@@ -65,6 +67,7 @@ impl Counter {
         Counter::GoroutineReadFailed,
         Counter::GoroutinesFollowed,
         Counter::ScriptCallsWithoutContext,
+        Counter::TasksFollowed,
     ];
     /// Slots in the `COUNTERS` map.
     pub const SLOTS: u32 = Self::ALL.len() as u32;
@@ -87,6 +90,7 @@ impl Counter {
             Counter::GoroutineReadFailed => "goroutine_read_failed",
             Counter::GoroutinesFollowed => "goroutines_followed",
             Counter::ScriptCallsWithoutContext => "script_calls_without_context",
+            Counter::TasksFollowed => "tasks_followed",
         }
     }
 }

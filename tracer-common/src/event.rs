@@ -122,7 +122,7 @@ impl Syscall {
 pub struct RequestContext {
     pub sock: u64,
     pub seq: u32,
-    /// How the kernel knew: `CONTEXT_FROM_THREAD`, `_GOROUTINE` or `_SCRIPT`.
+    /// How the kernel knew: `CONTEXT_FROM_THREAD`, `_GOROUTINE`, `_SCRIPT` or `_TASK`.
     pub source: u32,
 }
 
@@ -132,6 +132,8 @@ pub const CONTEXT_FROM_THREAD: u32 = 0;
 pub const CONTEXT_FROM_GOROUTINE: u32 = 1;
 /// The agent's script in the process said so (Node.js, `--node-context-script`).
 pub const CONTEXT_FROM_SCRIPT: u32 = 2;
+/// The asyncio task that wrote the call serves that request (Python).
+pub const CONTEXT_FROM_TASK: u32 = 3;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;

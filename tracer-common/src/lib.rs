@@ -75,6 +75,10 @@ pub const MAX_GOROUTINES: u32 = 64 * 1024;
 /// transport goroutine that writes them (LRU).
 pub const MAX_GO_HTTP_REQUESTS: u32 = 16 * 1024;
 
+/// asyncio tasks whose request the kernel keeps (LRU; a task's address
+/// may be reused, so each task's creation overwrites its entry).
+pub const MAX_TASKS: u32 = 64 * 1024;
+
 /// Node.js processes running the agent's script (`--node-context-script`).
 pub const MAX_NODE_PROCESSES: u32 = 4096;
 

@@ -20,7 +20,8 @@
 //! callback that read the request or the previous response (most Node.js
 //! handlers), and for any loop while one request is in flight on it.
 //!
-//! Go processes follow the goroutine instead (`goroutines`).
+//! Go processes follow the goroutine instead (`goroutines`); an asyncio
+//! task that serves a known request speaks for its thread (`tasks`).
 //!
 //! Plain fields rather than `Option<struct>` copies throughout: LLVM spills
 //! the undefined payload of a `None`, which the verifier rejects.
@@ -35,6 +36,7 @@ use crate::maps::{
     THREAD_CONTEXT, ThreadRequests, config, count,
 };
 use crate::node;
+use crate::tasks;
 
 /// Whether an inbound request is being served on server connection `sock`
 /// (a read there is then more of it).
@@ -57,6 +59,7 @@ pub fn server_read(tid: u32, sock: u64, seq: u32, trace_id: &[u8; 16]) -> bool {
     if SERVER_REQUESTS.insert(sock, request, 0).is_err() {
         return false;
     }
+    tasks::request_read(sock, seq);
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if let Some(go) = go_process(pid) {
         if go.followed()
@@ -145,10 +148,50 @@ pub fn call_context(tid: u32, client: u64, connecting: bool) -> RequestContext {
         };
         return linked(client, request);
     }
-    let Some(thread) = THREAD_CONTEXT.get_ptr_mut(tid) else {
+    // An asyncio task says which request it serves; else the thread's count.
+    let call = match tasks::call_context() {
+        Some(call) => call,
+        None => match thread_choice(tid) {
+            Some(call) => call,
+            None => return RequestContext::default(),
+        },
+    };
+    let Some(request) = SERVER_REQUESTS.get_ptr_mut(call.sock) else {
         return RequestContext::default();
     };
-    let thread = unsafe { &mut *thread };
+    if CALLS.insert(client, call, 0).is_err() {
+        return RequestContext::default();
+    }
+    let request = unsafe { &mut *request };
+    // The request waits for its call now: off its reader's count.
+    if let Some(reader) = THREAD_CONTEXT.get_ptr_mut(request.tid) {
+        let reader = unsafe { &mut *reader };
+        match request.state {
+            REQUEST_FRESH => {
+                reader.fresh = reader.fresh.saturating_sub(1);
+                if reader.fresh_sock == call.sock {
+                    reader.fresh_sock = 0;
+                    reader.last_read_fresh = 0;
+                }
+            }
+            REQUEST_RESUMED => {
+                reader.resumed = reader.resumed.saturating_sub(1);
+                if reader.resumed_sock == call.sock {
+                    reader.resumed_sock = 0;
+                }
+            }
+            _ => {}
+        }
+    }
+    request.state = REQUEST_WAITING;
+    count(Counter::CallsLinked, 1);
+    call
+}
+
+/// The one request thread `tid` is free to work on (see the module's rule).
+#[inline(always)]
+fn thread_choice(tid: u32) -> Option<RequestContext> {
+    let thread = unsafe { THREAD_CONTEXT.get(tid) }?;
     let (sock, seq) = if thread.fresh == 1 && (thread.resumed == 0 || thread.last_read_fresh != 0) {
         (thread.fresh_sock, thread.fresh_seq)
     } else if thread.fresh == 0 && thread.resumed == 1 {
@@ -157,40 +200,18 @@ pub fn call_context(tid: u32, client: u64, connecting: bool) -> RequestContext {
         if thread.fresh + thread.resumed > 0 {
             count(Counter::CallsAmbiguous, 1);
         }
-        return RequestContext::default();
+        return None;
     };
     if sock == 0 {
         // The one candidate is not the latest of its kind: not known which.
         count(Counter::CallsAmbiguous, 1);
-        return RequestContext::default();
+        return None;
     }
-    let Some(request) = SERVER_REQUESTS.get_ptr_mut(sock) else {
-        return RequestContext::default();
-    };
-    let call = RequestContext {
+    Some(RequestContext {
         sock,
         seq,
         source: CONTEXT_FROM_THREAD,
-    };
-    if CALLS.insert(client, call, 0).is_err() {
-        return RequestContext::default();
-    }
-    let request = unsafe { &mut *request };
-    match request.state {
-        REQUEST_FRESH => {
-            thread.fresh = thread.fresh.saturating_sub(1);
-            thread.fresh_sock = 0;
-            thread.last_read_fresh = 0;
-        }
-        REQUEST_RESUMED => {
-            thread.resumed = thread.resumed.saturating_sub(1);
-            thread.resumed_sock = 0;
-        }
-        _ => {}
-    }
-    request.state = REQUEST_WAITING;
-    count(Counter::CallsLinked, 1);
-    call
+    })
 }
 
 /// A Go process's call on `client`: for the request of the goroutine

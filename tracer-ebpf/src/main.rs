@@ -5,7 +5,8 @@
 //! offsets from BTF), `capture` (bounded payload copies and event emission),
 //! `context` (which inbound request an outbound one is made for),
 //! `goroutines` (the same for Go, with uprobes on its runtime), `node` (for
-//! Node.js, as the agent's script in the process tells it), `inject`
+//! Node.js, as the agent's script in the process tells it), `tasks` (for
+//! Python asyncio, with uprobes on `_asyncio`), `inject`
 //! (`traceparent` injection: `sock_ops` + `sk_msg`), `programs` (the thin
 //! tracepoint entry points).
 #![no_std]
@@ -19,6 +20,7 @@ mod maps;
 mod node;
 mod programs;
 mod sockets;
+mod tasks;
 
 #[cfg(not(test))]
 #[panic_handler]

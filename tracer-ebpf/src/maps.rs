@@ -9,7 +9,8 @@ use tracer_common::{
     Config, Counter, GoProcess, MAX_BLOCKED_AT_ATTACH, MAX_CALLS, MAX_CAPTURE,
     MAX_GO_HTTP_REQUESTS, MAX_GO_PROCESSES, MAX_GOROUTINES, MAX_IGNORED_SOCKETS, MAX_IN_FLIGHT,
     MAX_INJECT_SOCKETS, MAX_LOCAL_ADDRESSES, MAX_NODE_PROCESSES, MAX_REMOTE_CALLERS, MAX_ROLES,
-    MAX_SERVER_REQUESTS, MAX_THREAD_CONTEXTS, MAX_TRACED_PIDS, RequestContext, Role, SocketEvent,
+    MAX_SERVER_REQUESTS, MAX_TASKS, MAX_THREAD_CONTEXTS, MAX_TRACED_PIDS, RequestContext, Role,
+    SocketEvent,
 };
 
 /// Events to the agent. The agent resizes it at load time (`--ring-buffer-size`).
@@ -116,6 +117,19 @@ pub static NODE_REQUESTS: LruHashMap<NodeRequestKey, RequestContext> =
 /// made for, by `struct sock`, until that write takes it.
 #[map]
 pub static NODE_CALLS: LruHashMap<u64, RequestContext> = LruHashMap::with_max_entries(MAX_CALLS, 0);
+
+/// The asyncio task running on each thread (pid_tgid), while it runs (`tasks`).
+#[map]
+pub static PY_CURRENT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_IN_FLIGHT, 0);
+
+/// asyncio tasks: the request each serves, and its root task (`tasks`).
+#[map]
+pub static PY_TASKS: LruHashMap<TaskKey, PyTask> = LruHashMap::with_max_entries(MAX_TASKS, 0);
+
+/// The task that owns each server connection of an asyncio program, by
+/// `struct sock` (`tasks`).
+#[map]
+pub static PY_CONNECTIONS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_ROLES, 0);
 
 /// Sockets whose traffic the agent does not parse (TLS, databases, …), by
 /// `struct sock` address: their syscalls are skipped at entry. The agent adds
@@ -240,6 +254,24 @@ pub struct NodeRequestKey {
     pub _pad: u32,
     /// The script's id of the request.
     pub id: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TaskKey {
+    pub pid: u32,
+    pub _pad: u32,
+    /// The task object's address.
+    pub task: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PyTask {
+    /// The request it serves (`sock` zero: none).
+    pub context: RequestContext,
+    /// The task at the top of its creators (itself when created outside any task).
+    pub root: u64,
 }
 
 /// Read, no call made yet.

@@ -26,6 +26,7 @@ use crate::{
         config, count, role_of,
     },
     sockets::{current_netns, next_seq, tcp_sock_of_fd},
+    tasks,
 };
 
 const MSG_PEEK: u64 = 2;
@@ -250,7 +251,10 @@ fn track_context(
                 buffer.header.trace_id = trace_id;
             }
         }
-        (Role::Server, Direction::Egress) => context::server_done(sock),
+        (Role::Server, Direction::Egress) => {
+            tasks::response_written(sock);
+            context::server_done(sock);
+        }
         (Role::Client, Direction::Egress) => {
             if in_flight.is_call == 0 {
                 // The role was learned only now (a connection older than
@@ -317,6 +321,7 @@ fn opened(fd: i64, role: Role, syscall: Syscall, sock: Option<u64>) {
     let _ = ROLES.insert(sock, role as u8, 0);
     let _ = IGNORED_SOCKETS.remove(sock);
     goroutines::forget_connection(sock);
+    tasks::forget_connection(sock);
     let Some(buffer) = start_event(config, EventKind::Open, syscall, fd as i32, sock, role) else {
         return;
     };
@@ -472,6 +477,7 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     };
     let _ = IGNORED_SOCKETS.remove(sock);
     goroutines::forget_connection(sock);
+    tasks::forget_connection(sock);
     // A request whose connection closes is over, and so is a call.
     context::server_done(sock);
     context::call_answered(0, sock);

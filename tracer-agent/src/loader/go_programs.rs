@@ -53,6 +53,9 @@ impl GoPrograms {
     /// tied to requests by goroutine once its executable is followed.
     /// Returns whether it is.
     pub fn add(&mut self, pid: u32) -> bool {
+        if let Ok(known) = self.processes.get(&pid, 0) {
+            return known.followed();
+        }
         if let Err(e) = self.processes.insert(pid, GoProcess::UNSUPPORTED, 0) {
             tracing::debug!("cannot tell the kernel about Go process {pid}: {e}");
             return false;

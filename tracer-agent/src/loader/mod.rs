@@ -9,6 +9,7 @@ mod go_programs;
 mod netns;
 mod node_inspector;
 mod node_programs;
+mod python_programs;
 mod runtimes;
 
 use std::{
@@ -389,6 +390,10 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     if let Some(reason) = &go_disabled {
         tracing::warn!("calls of Go programs will stay unlinked: {reason}");
     }
+    let python_disabled = python_programs::load_programs(&mut ebpf);
+    if let Some(reason) = &python_disabled {
+        tracing::warn!("asyncio calls will follow the thread rule: {reason}");
+    }
     let node_enabled = options.node_context_script
         && match node_programs::load_program(&mut ebpf) {
             None => true,
@@ -433,6 +438,9 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         ignored_sockets: IgnoredSockets(ignored),
         runtimes: RuntimePrograms {
             go: GoPrograms::new(ebpf.clone(), go_processes, go_disabled),
+            python: python_disabled
+                .is_none()
+                .then(|| python_programs::PythonPrograms::new(ebpf.clone())),
             node: node_enabled.then(|| node_programs::NodePrograms::new(ebpf, node_processes)),
             proc_root: PathBuf::from("/proc"),
         },

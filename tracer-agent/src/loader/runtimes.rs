@@ -1,7 +1,7 @@
-//! Language runtimes whose requests the kernel follows with help: Go
-//! (always: uprobes on its runtime) and Node.js (with
-//! `--node-context-script`). One thread finds their processes, at start and
-//! as they appear, and sets each up.
+//! Language runtimes whose requests the kernel follows with help: Go and
+//! Python asyncio (uprobes on the runtime) and Node.js (with
+//! `--node-context-script`). One thread finds their processes, at start, as
+//! they appear and as their traffic shows up, and sets each up.
 
 use std::{
     collections::HashSet,
@@ -10,7 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{GoPrograms, go_binary, node_programs::NodePrograms};
+use super::{GoPrograms, go_binary, node_programs::NodePrograms, python_programs::PythonPrograms};
 
 /// How often new processes are looked for. A Go process's calls before it
 /// is found stay unlinked (the kernel's thread rule is not taken for Go); a
@@ -19,6 +19,7 @@ const SCAN_INTERVAL: Duration = Duration::from_millis(500);
 
 pub struct RuntimePrograms {
     pub(super) go: GoPrograms,
+    pub(super) python: Option<PythonPrograms>,
     pub(super) node: Option<NodePrograms>,
     pub(super) proc_root: PathBuf,
 }
@@ -26,8 +27,8 @@ pub struct RuntimePrograms {
 impl RuntimePrograms {
     /// Sets up the processes running now, then goes on, on a thread of its
     /// own (reading an executable's DWARF or talking to an inspector takes
-    /// a while), with those that start and with the Go processes sent to
-    /// it (found by their traffic first).
+    /// a while), with those that start and with those sent to it as their
+    /// first request is seen (a program may load `_asyncio` late).
     pub fn spawn(mut self) -> std::io::Result<mpsc::Sender<u32>> {
         let (sender, receiver) = mpsc::channel::<u32>();
         let started = Instant::now();
@@ -42,9 +43,7 @@ impl RuntimePrograms {
                 loop {
                     running = self.scan(&running);
                     match receiver.recv_timeout(SCAN_INTERVAL) {
-                        Ok(pid) => {
-                            self.go.add(pid);
-                        }
+                        Ok(pid) => self.add(pid, false),
                         Err(mpsc::RecvTimeoutError::Timeout) => {}
                         Err(mpsc::RecvTimeoutError::Disconnected) => return,
                     }
@@ -67,15 +66,27 @@ impl RuntimePrograms {
             if pid == std::process::id() {
                 continue;
             }
-            let exe = self.proc_root.join(pid.to_string()).join("exe");
-            if go_binary::is_go_executable(&exe) {
-                self.go.add(pid);
-            } else if let Some(node) = &mut self.node
-                && NodePrograms::is_node(&exe)
-            {
-                node.add(pid);
-            }
+            self.add(pid, true);
         }
         running
+    }
+
+    /// Sets up process `pid` for its runtime; a Node.js process only when
+    /// first seen by a scan (its script runs once).
+    fn add(&mut self, pid: u32, scanned: bool) {
+        let exe = self.proc_root.join(pid.to_string()).join("exe");
+        if go_binary::is_go_executable(&exe) {
+            self.go.add(pid);
+            return;
+        }
+        if let Some(python) = &mut self.python {
+            python.add(pid);
+        }
+        if scanned
+            && let Some(node) = &mut self.node
+            && NodePrograms::is_node(&exe)
+        {
+            node.add(pid);
+        }
     }
 }
