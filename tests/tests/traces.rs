@@ -275,13 +275,11 @@ fn node_handlers_that_await_make_whole_traces_with_the_context_script() {
 
 /// An aiohttp service (asyncio) that awaits a timer, then calls through a
 /// pooled `ClientSession`, twice at once with `asyncio.gather`, at
-/// concurrency 8 over keep-alive connections. The kernel follows the task
-/// that serves each connection once it answered the connection's first
-/// request: every later request is one exact trace; a first request's calls
-/// follow the thread rule (linked when unambiguous, else unlinked, never
-/// under another request).
+/// concurrency 8 over keep-alive connections: the kernel follows each
+/// connection's task and the tasks it creates, so every request is one
+/// exact trace.
 #[test]
-fn aiohttp_handlers_make_whole_traces_after_a_connection_s_first_request() {
+fn aiohttp_handlers_that_await_make_whole_traces() {
     require_root();
     let (aux, leaf, front) = (free_port(), free_port(), free_port());
     let _aux = runtimes::python_leaf(aux, "aux");
@@ -299,7 +297,6 @@ fn aiohttp_handlers_make_whole_traces_after_a_connection_s_first_request() {
     assert_no_mixed_traces(&run.spans);
     let broken: Vec<String> = markers
         .iter()
-        .filter(|marker| !marker.ends_with("r0"))
         .filter_map(|marker| {
             Some(format!(
                 "{marker}: {}",

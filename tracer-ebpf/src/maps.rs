@@ -122,6 +122,11 @@ pub static NODE_CALLS: LruHashMap<u64, RequestContext> = LruHashMap::with_max_en
 #[map]
 pub static PY_CURRENT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_IN_FLIGHT, 0);
 
+/// The task a thread created outside any task, until its next task step or
+/// accept, or the socket registration it precedes (`tasks`).
+#[map]
+pub static PY_NEW_ROOT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_IN_FLIGHT, 0);
+
 /// asyncio tasks: the request each serves, and its root task (`tasks`).
 #[map]
 pub static PY_TASKS: LruHashMap<TaskKey, PyTask> = LruHashMap::with_max_entries(MAX_TASKS, 0);

@@ -6,6 +6,7 @@
 //!   server socket `fd`;
 //! - `/dev/null/tracer/o/<fd>/<id>`: the request about to be written on
 //!   client socket `fd` is made for request `id` (0: for none).
+//!
 //! The write that follows takes the answer (`call`); in such a process a
 //! call without one stays unlinked.
 

@@ -466,6 +466,21 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
     0
 }
 
+/// epoll_ctl(epfd, op, fd, event): an asyncio transport registering a new
+/// server connection tells which task owns it (`tasks`).
+#[tracepoint]
+pub fn sys_enter_epoll_ctl(ctx: TracePointContext) -> u32 {
+    const EPOLL_CTL_ADD: u64 = 1;
+    if arg(&ctx, 1) != EPOLL_CTL_ADD || !tasks::new_root_pending() {
+        return 0;
+    }
+    let Some(config) = traced() else { return 0 };
+    if let Some(sock) = tcp_sock_of_fd(&config.offsets, arg(&ctx, 2) as i64) {
+        tasks::registered(sock);
+    }
+    0
+}
+
 /// close(fd): the agent ends the connection's streams. Read at enter, while
 /// the descriptor still names the socket.
 #[tracepoint]

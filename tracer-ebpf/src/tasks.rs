@@ -1,28 +1,33 @@
 //! Python asyncio: which request a task serves. Uprobes on the `_asyncio`
 //! module (CPython's C accelerator) keep the task running on each thread
-//! (`task_step_impl`: `task_step` is inlined into some of its callers) and pass a task's request to the tasks it creates
-//! (`Task.__init__` runs in the creating task's step: `create_task`,
-//! `gather`). A server connection belongs to a task:
-//! - the task that reads a request in its own step (a server that reads
-//!   with `sock_recv`), or else
-//! - the root of the task that answered its request (the task created
-//!   outside any other task, in a protocol callback: the connection's own
-//!   task in asyncio streams and aiohttp, whose per-request tasks descend
-//!   from it),
-//! and each request read there goes to that task. A connection's first
-//! request is read before its task is known: its calls follow the thread
-//! rule (`context`), as do calls written outside any task.
+//! (`task_step_impl`: `task_step` is inlined into some of its callers) and
+//! pass a task's request to the tasks it creates (`Task.__init__` runs in
+//! the creating task's step: `create_task`, `gather`).
+//!
+//! A server connection belongs to one task, and each request read there goes
+//! to it. The owner is, first found first:
+//! 1. the task created outside any task just before the connection is
+//!    registered with epoll (`connection_made` makes the connection's task
+//!    in asyncio streams and aiohttp, and the transport's `_add_reader`
+//!    registers the socket next, with no task step or accept in between);
+//! 2. the task that reads a request in its own step (`sock_recv` servers);
+//! 3. the root of the task that answered a request there (the task at the
+//!    top of its creators: aiohttp's per-request tasks descend from the
+//!    connection's task).
+//!
+//! Calls written outside any task, or by a task with no open request,
+//! follow the thread rule (`context`).
 
 use aya_ebpf::{
     helpers::bpf_get_current_pid_tgid,
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use tracer_common::{Counter, RequestContext, event::CONTEXT_FROM_TASK};
+use tracer_common::{Counter, RequestContext, Role, event::CONTEXT_FROM_TASK};
 
 use crate::{
     context::open_request,
-    maps::{PY_CONNECTIONS, PY_CURRENT, PY_TASKS, PyTask, TaskKey, count},
+    maps::{PY_CONNECTIONS, PY_CURRENT, PY_NEW_ROOT, PY_TASKS, PyTask, ROLES, TaskKey, count},
 };
 
 /// The task running on the current thread, as (pid, task).
@@ -84,10 +89,34 @@ pub fn response_written(sock: u64) {
     let _ = PY_CONNECTIONS.insert(sock, root, 0);
 }
 
-/// A connection opened or closed: the socket address may be reused.
+/// A connection opened or closed: the socket address may be reused. A
+/// task created before an accept is not the new connection's.
 #[inline(always)]
 pub fn forget_connection(sock: u64) {
     let _ = PY_CONNECTIONS.remove(sock);
+    let _ = PY_NEW_ROOT.remove(bpf_get_current_pid_tgid());
+}
+
+/// Whether this thread just created a task outside any task (cheap first
+/// test for every `epoll_ctl`).
+#[inline(always)]
+pub fn new_root_pending() -> bool {
+    unsafe { PY_NEW_ROOT.get(bpf_get_current_pid_tgid()) }.is_some()
+}
+
+/// `epoll_ctl(ADD)` of `sock` by this thread: a server connection without an
+/// owner goes to the task created outside any task just before (rule 1).
+#[inline(always)]
+pub fn registered(sock: u64) {
+    let thread = bpf_get_current_pid_tgid();
+    let Some(&task) = (unsafe { PY_NEW_ROOT.get(thread) }) else {
+        return;
+    };
+    let _ = PY_NEW_ROOT.remove(thread);
+    let server = unsafe { ROLES.get(sock) }.is_some_and(|role| *role == Role::Server as u8);
+    if server && unsafe { PY_CONNECTIONS.get(sock) }.is_none() {
+        let _ = PY_CONNECTIONS.insert(sock, task, 0);
+    }
 }
 
 /// The open request the task running on this thread serves.
@@ -112,7 +141,9 @@ pub fn py_task_step_with_state(ctx: ProbeContext) -> u32 {
 
 #[inline(always)]
 fn step_started(task: u64) -> u32 {
-    let _ = PY_CURRENT.insert(bpf_get_current_pid_tgid(), task, 0);
+    let thread = bpf_get_current_pid_tgid();
+    let _ = PY_CURRENT.insert(thread, task, 0);
+    let _ = PY_NEW_ROOT.remove(thread);
     0
 }
 
@@ -133,16 +164,22 @@ pub fn py_task_init(ctx: ProbeContext) -> u32 {
         context: RequestContext::default(),
         root: child,
     };
-    if let Some((_, parent)) = current_task() {
-        entry.root = parent;
-        if let Some(known) = unsafe { PY_TASKS.get(key(pid, parent)) } {
-            entry.root = known.root;
-            if let Some(context) =
-                open_request(known.context.sock, known.context.seq, CONTEXT_FROM_TASK)
-            {
-                entry.context = context;
-                count(Counter::TasksFollowed, 1);
+    match current_task() {
+        Some((_, parent)) => {
+            entry.root = parent;
+            if let Some(known) = unsafe { PY_TASKS.get(key(pid, parent)) } {
+                entry.root = known.root;
+                if let Some(context) =
+                    open_request(known.context.sock, known.context.seq, CONTEXT_FROM_TASK)
+                {
+                    entry.context = context;
+                    count(Counter::TasksFollowed, 1);
+                }
             }
+        }
+        // A connection's task, maybe (rule 1).
+        None => {
+            let _ = PY_NEW_ROOT.insert(bpf_get_current_pid_tgid(), child, 0);
         }
     }
     // Also for a task created outside any: the address may be a dead task's.

@@ -56,6 +56,7 @@ pub const TRACEPOINTS: &[&str] = &[
     "sys_exit_sendfile64",
     "sys_exit_accept",
     "sys_exit_accept4",
+    "sys_enter_epoll_ctl",
     "sys_enter_connect",
     "sys_exit_connect",
     "sys_enter_close",
