@@ -47,10 +47,12 @@ pub enum Counter {
     ScriptCallsWithoutContext = 15,
     /// asyncio tasks that took over the request of the task that created them.
     TasksFollowed = 16,
+    /// Pool threads that took a request with a work item (Python thread pools).
+    HandOffsFollowed = 17,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 17] = [
+    pub const ALL: [Counter; 18] = [
         Counter::EventsSent,
         Counter::EventsLostRingFull,
         Counter::InFlightMapFull,
@@ -68,6 +70,7 @@ impl Counter {
         Counter::GoroutinesFollowed,
         Counter::ScriptCallsWithoutContext,
         Counter::TasksFollowed,
+        Counter::HandOffsFollowed,
     ];
     /// Slots in the `COUNTERS` map.
     pub const SLOTS: u32 = Self::ALL.len() as u32;
@@ -91,6 +94,7 @@ impl Counter {
             Counter::GoroutinesFollowed => "goroutines_followed",
             Counter::ScriptCallsWithoutContext => "script_calls_without_context",
             Counter::TasksFollowed => "tasks_followed",
+            Counter::HandOffsFollowed => "hand_offs_followed",
         }
     }
 }

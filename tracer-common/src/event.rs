@@ -122,7 +122,7 @@ impl Syscall {
 pub struct RequestContext {
     pub sock: u64,
     pub seq: u32,
-    /// How the kernel knew: `CONTEXT_FROM_THREAD`, `_GOROUTINE`, `_SCRIPT` or `_TASK`.
+    /// How the kernel knew: one of the `CONTEXT_FROM_*` values.
     pub source: u32,
 }
 
@@ -134,6 +134,9 @@ pub const CONTEXT_FROM_GOROUTINE: u32 = 1;
 pub const CONTEXT_FROM_SCRIPT: u32 = 2;
 /// The asyncio task that wrote the call serves that request (Python).
 pub const CONTEXT_FROM_TASK: u32 = 3;
+/// The thread took the request with a work item from another (Python
+/// thread pools).
+pub const CONTEXT_FROM_HANDOFF: u32 = 4;
 
 pub const AF_INET: u16 = 2;
 pub const AF_INET6: u16 = 10;

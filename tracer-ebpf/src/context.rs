@@ -36,6 +36,7 @@ use crate::maps::{
     THREAD_CONTEXT, ThreadRequests, config, count,
 };
 use crate::node;
+use crate::pools;
 use crate::tasks;
 
 /// Whether an inbound request is being served on server connection `sock`
@@ -148,10 +149,11 @@ pub fn call_context(tid: u32, client: u64, connecting: bool) -> RequestContext {
         };
         return linked(client, request);
     }
-    // An asyncio task says which request it serves; else the thread's count.
-    let call = match tasks::call_context() {
+    // An asyncio task or a pool's work item says which request it serves;
+    // else the thread's count.
+    let call = match tasks::call_context().or_else(pools::call_context) {
         Some(call) => call,
-        None => match thread_choice(tid) {
+        None => match thread_choice(tid, true) {
             Some(call) => call,
             None => return RequestContext::default(),
         },
@@ -188,23 +190,26 @@ pub fn call_context(tid: u32, client: u64, connecting: bool) -> RequestContext {
     call
 }
 
-/// The one request thread `tid` is free to work on (see the module's rule).
+/// The one request thread `tid` is free to work on (see the module's rule);
+/// `counted`: a call's decision, counted when ambiguous.
 #[inline(always)]
-fn thread_choice(tid: u32) -> Option<RequestContext> {
+pub fn thread_choice(tid: u32, counted: bool) -> Option<RequestContext> {
     let thread = unsafe { THREAD_CONTEXT.get(tid) }?;
     let (sock, seq) = if thread.fresh == 1 && (thread.resumed == 0 || thread.last_read_fresh != 0) {
         (thread.fresh_sock, thread.fresh_seq)
     } else if thread.fresh == 0 && thread.resumed == 1 {
         (thread.resumed_sock, thread.resumed_seq)
     } else {
-        if thread.fresh + thread.resumed > 0 {
+        if counted && thread.fresh + thread.resumed > 0 {
             count(Counter::CallsAmbiguous, 1);
         }
         return None;
     };
     if sock == 0 {
         // The one candidate is not the latest of its kind: not known which.
-        count(Counter::CallsAmbiguous, 1);
+        if counted {
+            count(Counter::CallsAmbiguous, 1);
+        }
         return None;
     }
     Some(RequestContext {

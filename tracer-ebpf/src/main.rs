@@ -6,7 +6,8 @@
 //! `context` (which inbound request an outbound one is made for),
 //! `goroutines` (the same for Go, with uprobes on its runtime), `node` (for
 //! Node.js, as the agent's script in the process tells it), `tasks` (for
-//! Python asyncio, with uprobes on `_asyncio`), `inject`
+//! Python asyncio, with uprobes on `_asyncio`), `pools` (Python thread pools,
+//! with uprobes on `_queue`), `inject`
 //! (`traceparent` injection: `sock_ops` + `sk_msg`), `programs` (the thin
 //! tracepoint entry points).
 #![no_std]
@@ -18,6 +19,7 @@ mod goroutines;
 mod inject;
 mod maps;
 mod node;
+mod pools;
 mod programs;
 mod sockets;
 mod tasks;

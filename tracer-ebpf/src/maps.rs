@@ -118,6 +118,18 @@ pub static NODE_REQUESTS: LruHashMap<NodeRequestKey, RequestContext> =
 #[map]
 pub static NODE_CALLS: LruHashMap<u64, RequestContext> = LruHashMap::with_max_entries(MAX_CALLS, 0);
 
+/// Work items in Python `SimpleQueue`s (thread pools), by object: the
+/// request of the thread that put them (`pools`).
+#[map]
+pub static QUEUED_ITEMS: LruHashMap<QueuedItemKey, RequestContext> =
+    LruHashMap::with_max_entries(MAX_CALLS, 0);
+
+/// The request each pool thread took with its current work item, by
+/// pid_tgid (`pools`).
+#[map]
+pub static HANDED_OFF: LruHashMap<u64, RequestContext> =
+    LruHashMap::with_max_entries(MAX_IN_FLIGHT, 0);
+
 /// The asyncio task running on each thread (pid_tgid), while it runs (`tasks`).
 #[map]
 pub static PY_CURRENT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_IN_FLIGHT, 0);
@@ -259,6 +271,15 @@ pub struct NodeRequestKey {
     pub _pad: u32,
     /// The script's id of the request.
     pub id: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct QueuedItemKey {
+    pub pid: u32,
+    pub _pad: u32,
+    /// The item object's address.
+    pub item: u64,
 }
 
 #[repr(C)]

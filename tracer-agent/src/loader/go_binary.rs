@@ -366,16 +366,3 @@ mod tests {
         ));
     }
 }
-#[cfg(test)]
-mod scratch {
-    #[test]
-    fn scratch_front() {
-        let pid = std::env::var("GOPID").unwrap();
-        let p = format!("/proc/{pid}/exe");
-        eprintln!("{}", super::is_go_executable(std::path::Path::new(&p)));
-        eprintln!(
-            "{}",
-            super::is_go_executable(std::path::Path::new("/tmp/gotest/front"))
-        );
-    }
-}

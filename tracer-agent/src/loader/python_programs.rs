@@ -1,8 +1,9 @@
-//! Python asyncio programs: uprobes on CPython's `_asyncio` module (see
-//! tracer-ebpf's `tasks`), attached once per module file. The functions are
-//! local symbols: a build that strips the module (Debian's python3.x does;
-//! pyenv and python.org builds do not) cannot be followed, and its asyncio
-//! calls stay with the thread rule.
+//! Python programs: uprobes on CPython's `_asyncio` module (asyncio tasks,
+//! tracer-ebpf's `tasks`) and `_queue` module (thread pools' work queues,
+//! `pools`), attached once per module file. The functions are local
+//! symbols: a build that strips the modules (Debian's python3.x does; pyenv
+//! and python.org builds do not) cannot be followed, and its calls stay
+//! with the thread rule.
 
 use std::{
     collections::HashMap,
@@ -29,17 +30,27 @@ const PROBES_3_12: [(&str, &str); 3] = [
     ("py_task_step_return", "task_step_impl"),
     ("py_task_init", "_asyncio_Task___init__"),
 ];
-pub const PROGRAMS: [&str; 4] = [
+/// `SimpleQueue.put` and `.get` (Argument Clinic wrappers, 3.11+).
+const QUEUE_PROBES: [(&str, &str); 2] = [
+    ("py_queue_put", "_queue_SimpleQueue_put"),
+    ("py_queue_get_return", "_queue_SimpleQueue_get"),
+];
+pub const PROGRAMS: [&str; 6] = [
     "py_task_step",
     "py_task_step_with_state",
     "py_task_step_return",
     "py_task_init",
+    "py_queue_put",
+    "py_queue_get_return",
 ];
+
+/// The extension modules followed, by file name prefix, and what they give.
+const MODULES: [(&str, &str); 2] = [("_asyncio.", "asyncio tasks"), ("_queue.", "thread pools")];
 
 pub struct PythonPrograms {
     ebpf: Arc<Mutex<Ebpf>>,
     proc_root: PathBuf,
-    /// `_asyncio` module files by (device, inode): whether they are followed.
+    /// Module files by (device, inode): whether they are followed.
     modules: HashMap<(u64, u64), bool>,
 }
 
@@ -52,45 +63,52 @@ impl PythonPrograms {
         }
     }
 
-    /// Follows the asyncio tasks of process `pid` if it loaded `_asyncio`.
+    /// Follows the asyncio tasks and thread pools of process `pid`, as far
+    /// as it loaded `_asyncio` and `_queue`.
     pub fn add(&mut self, pid: u32) {
         let dir = self.proc_root.join(pid.to_string());
-        let Some(module) = asyncio_module(&dir) else {
+        let Ok(maps) = std::fs::read_to_string(dir.join("maps")) else {
             return;
         };
-        let module = module.as_str();
-        let file = dir.join("root").join(module.trim_start_matches('/'));
-        let Ok(metadata) = std::fs::metadata(&file) else {
-            return;
-        };
-        let key = (metadata.dev(), metadata.ino());
-        if self.modules.contains_key(&key) {
-            return;
+        for (prefix, what) in MODULES {
+            let Some(module) = mapped_module(&maps, prefix) else {
+                continue;
+            };
+            let file = dir.join("root").join(module.trim_start_matches('/'));
+            let Ok(metadata) = std::fs::metadata(&file) else {
+                continue;
+            };
+            let key = (metadata.dev(), metadata.ino());
+            if self.modules.contains_key(&key) {
+                continue;
+            }
+            let followed = match self.attach(&file, module) {
+                Ok(()) => {
+                    tracing::info!("following the {what} of {module} (pid {pid})");
+                    true
+                }
+                Err(reason) => {
+                    tracing::warn!(
+                        "the {what} of {module} (pid {pid}) are not followed, their calls \
+                         follow the thread rule: {reason}"
+                    );
+                    false
+                }
+            };
+            self.modules.insert(key, followed);
         }
-        let followed = match self.attach(&file, module) {
-            Ok(()) => {
-                tracing::info!("following the asyncio tasks of {module} (pid {pid})");
-                true
-            }
-            Err(reason) => {
-                tracing::warn!(
-                    "asyncio tasks of {module} (pid {pid}) are not followed, its calls \
-                     follow the thread rule: {reason}"
-                );
-                false
-            }
-        };
-        self.modules.insert(key, followed);
     }
 
     fn attach(&self, file: &Path, module: &str) -> Result<(), String> {
-        let probes = match cpython_minor(module) {
-            Some(minor) if minor >= 12 => PROBES_3_12,
-            Some(11) => PROBES_3_11,
-            _ => return Err("a CPython version other than 3.11+".into()),
+        let minor = cpython_minor(module).filter(|&minor| minor >= 11);
+        let probes: &[(&str, &str)] = match minor {
+            None => return Err("a CPython version other than 3.11+".into()),
+            _ if is_queue_module(module) => &QUEUE_PROBES,
+            Some(11) => &PROBES_3_11,
+            Some(_) => &PROBES_3_12,
         };
         let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
-        for (name, function) in probes {
+        for &(name, function) in probes {
             let program: &mut UProbe = ebpf
                 .program_mut(name)
                 .ok_or_else(|| format!("no program {name}"))?
@@ -108,18 +126,24 @@ impl PythonPrograms {
     }
 }
 
-/// The path of the `_asyncio` extension module process `dir` has mapped.
-fn asyncio_module(dir: &Path) -> Option<String> {
-    let maps = std::fs::read_to_string(dir.join("maps")).ok()?;
+/// The path of the extension module whose file name starts with `prefix`
+/// in a process's `maps`.
+fn mapped_module<'a>(maps: &'a str, prefix: &str) -> Option<&'a str> {
     maps.lines()
         .filter_map(|line| line.split_whitespace().nth(5))
         .find(|path| {
             Path::new(path)
                 .file_name()
                 .and_then(|name| name.to_str())
-                .is_some_and(|name| name.starts_with("_asyncio.") && name.ends_with(".so"))
+                .is_some_and(|name| name.starts_with(prefix) && name.ends_with(".so"))
         })
-        .map(str::to_string)
+}
+
+fn is_queue_module(module: &str) -> bool {
+    Path::new(module)
+        .file_name()
+        .and_then(|name| name.to_str())
+        .is_some_and(|name| name.starts_with("_queue."))
 }
 
 /// `_asyncio.cpython-311-x86_64-linux-gnu.so` → 11.
