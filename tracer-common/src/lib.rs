@@ -10,6 +10,7 @@ pub mod config;
 pub mod counters;
 pub mod event;
 pub mod go;
+pub mod node;
 
 pub use config::{Config, InjectMode, KernelOffsets};
 pub use counters::Counter;

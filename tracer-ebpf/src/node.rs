@@ -1,11 +1,8 @@
 //! Node.js processes that run the agent's script (`--node-context-script`):
 //! the script knows, from Node's own async context, which inbound request
 //! each outbound one is made for, and says so in the path of a failing
-//! `fs.accessSync`, read here at libuv's `uv_fs_access(loop, req, path, …)`:
-//! - `/dev/null/tracer/i/<fd>/<id>`: request `id` is the one now open on
-//!   server socket `fd`;
-//! - `/dev/null/tracer/o/<fd>/<id>`: the request about to be written on
-//!   client socket `fd` is made for request `id` (0: for none).
+//! `fs.accessSync`, read here at libuv's `uv_fs_access(loop, req, path, …)`
+//! (the messages: tracer-common's `node`).
 //!
 //! The write that follows takes the answer (`call`); in such a process a
 //! call without one stays unlinked.
@@ -15,7 +12,11 @@ use aya_ebpf::{
     macros::uprobe,
     programs::ProbeContext,
 };
-use tracer_common::{Counter, RequestContext, event::CONTEXT_FROM_SCRIPT};
+use tracer_common::{
+    Counter, RequestContext,
+    event::CONTEXT_FROM_SCRIPT,
+    node::{CALL_FOR, MESSAGE_LEN, REQUEST_STARTED, parse_message},
+};
 
 use crate::{
     context::open_request,
@@ -24,9 +25,6 @@ use crate::{
     },
     sockets::tcp_sock_of_fd,
 };
-
-const PREFIX: &[u8; 17] = b"/dev/null/tracer/";
-const MESSAGE_LEN: usize = 64;
 
 /// Whether `pid` runs the script.
 #[inline(always)]
@@ -55,7 +53,7 @@ pub fn node_context_message(ctx: ProbeContext) -> u32 {
     else {
         return 0;
     };
-    let Some((kind, fd, id)) = parse(message) else {
+    let Some((kind, fd, id)) = parse_message(message) else {
         return 0;
     };
     let Some(config) = config() else { return 0 };
@@ -64,7 +62,7 @@ pub fn node_context_message(ctx: ProbeContext) -> u32 {
     };
     let key = NodeRequestKey { pid, _pad: 0, id };
     match kind {
-        b'i' => {
+        REQUEST_STARTED => {
             if let Some(request) = unsafe { SERVER_REQUESTS.get(sock) } {
                 let context = RequestContext {
                     sock,
@@ -74,7 +72,7 @@ pub fn node_context_message(ctx: ProbeContext) -> u32 {
                 let _ = NODE_REQUESTS.insert(key, context, 0);
             }
         }
-        b'o' => {
+        CALL_FOR => {
             let context = match unsafe { NODE_REQUESTS.get(key) } {
                 Some(context) if id != 0 => *context,
                 _ => {
@@ -87,43 +85,4 @@ pub fn node_context_message(ctx: ProbeContext) -> u32 {
         _ => {}
     }
     0
-}
-
-/// (kind, fd, id) from a message, none for any other path.
-#[inline(always)]
-fn parse(message: &[u8]) -> Option<(u8, u64, u64)> {
-    if message.len() < PREFIX.len() + 2 || message[..PREFIX.len()] != PREFIX[..] {
-        return None;
-    }
-    let kind = message[PREFIX.len()];
-    let mut at = PREFIX.len() + 1;
-    if message.get(at) != Some(&b'/') {
-        return None;
-    }
-    at += 1;
-    let fd = number(message, &mut at)?;
-    if message.get(at) != Some(&b'/') {
-        return None;
-    }
-    at += 1;
-    let id = number(message, &mut at)?;
-    (at == message.len()).then_some((kind, fd, id))
-}
-
-/// The decimal number at `message[*at..]` (at most 19 digits), moving `at` past it.
-#[inline(always)]
-fn number(message: &[u8], at: &mut usize) -> Option<u64> {
-    let mut value = 0u64;
-    let mut digits = 0;
-    for _ in 0..19 {
-        match message.get(*at) {
-            Some(&digit) if digit.is_ascii_digit() => {
-                value = value * 10 + u64::from(digit - b'0');
-                *at += 1;
-                digits += 1;
-            }
-            _ => break,
-        }
-    }
-    (digits > 0).then_some(value)
 }

@@ -22,7 +22,7 @@ const INSPECTOR: SocketAddr =
 /// Closes the inspector once the agent's connection is gone (it blocks
 /// until then); never throws into the process.
 const CLOSE: &str = "((load) => setImmediate(() => { try { load('inspector').close(); } catch {} }))(require), 'closing'";
-const OPEN_TIMEOUT: Duration = Duration::from_secs(3);
+const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 const REPLY_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +31,7 @@ pub enum InspectorError {
     Inspected(String),
     #[error("port 9229 is already in use in its network namespace (another inspector?)")]
     PortTaken,
-    #[error("its inspector did not open on 127.0.0.1:9229 within 3 s after SIGUSR1")]
+    #[error("its inspector did not open on 127.0.0.1:9229 within 10 s after SIGUSR1")]
     DidNotOpen,
     #[error("the inspector on 127.0.0.1:9229 belongs to process {0}")]
     OtherProcess(String),
@@ -96,6 +96,11 @@ fn in_namespace(pid: u32, script: &str, tcp_table: &Path) -> Result<String, Insp
             return Err(InspectorError::StillOpen);
         }
         std::thread::sleep(Duration::from_millis(20));
+    }
+    if !Path::new(&format!("/proc/{pid}")).exists() {
+        return Err(InspectorError::Io(
+            "the process exited while its inspector was open".into(),
+        ));
     }
     result
 }
