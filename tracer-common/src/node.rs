@@ -21,6 +21,9 @@ pub fn parse_message(message: &[u8]) -> Option<(u8, u64, u64)> {
         return None;
     }
     let kind = message[PREFIX.len()];
+    if kind != REQUEST_STARTED && kind != CALL_FOR {
+        return None;
+    }
     let mut at = PREFIX.len() + 1;
     if message.get(at) != Some(&b'/') {
         return None;
@@ -79,6 +82,7 @@ mod tests {
             b"/dev/null/tracer/i/1/2x",
             b"/etc/passwd",
             b"/dev/null/tracer/i/12345678901234567890/1",
+            b"/dev/null/tracer/x/1/2",
         ] {
             assert_eq!(
                 parse_message(other),
