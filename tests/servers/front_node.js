@@ -2,14 +2,15 @@
 //
 // Usage: node front_node.js PORT AUX_PORT LEAF_PORT. CLIENT=agent (http with
 // a keep-alive http.Agent, the default) or CLIENT=fetch (global fetch,
-// undici); FANOUT=2 for two parallel leaf calls (Promise.all). Every GET
+// undici); FANOUT=2 for two parallel leaf calls (Promise.all); MAX_SOCKETS
+// bounds the http.Agent's pool (64), so that calls queue. Every GET
 // awaits a 0-5 ms timer, awaits a call to AUX_PORT, then to LEAF_PORT, with
 // the same path; then answers 200. Prints "ready" once listening.
 const http = require("http");
 
 const [port, aux, leaf] = process.argv.slice(2).map(Number);
 const fanout = Number(process.env.FANOUT || 1);
-const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+const agent = new http.Agent({ keepAlive: true, maxSockets: Number(process.env.MAX_SOCKETS || 64) });
 
 function viaAgent(target, path) {
   return new Promise((resolve, reject) => {

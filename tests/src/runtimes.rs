@@ -60,6 +60,18 @@ impl Front {
 
     /// Starts the front on `port`, calling `aux` then `leaf` (`fanout` times).
     pub fn start(self, port: u16, aux: u16, leaf: u16, fanout: usize) -> Process {
+        self.start_with(port, aux, leaf, fanout, &[])
+    }
+
+    /// `start`, with more environment for the front (`MAX_SOCKETS` for Node).
+    pub fn start_with(
+        self,
+        port: u16,
+        aux: u16,
+        leaf: u16,
+        fanout: usize,
+        env: &[(&str, &str)],
+    ) -> Process {
         let servers = servers_dir();
         let mut cmd = match self {
             Front::PythonThreads => {
@@ -88,7 +100,8 @@ impl Front {
         };
         cmd.args([port, aux, leaf].map(|p| p.to_string()))
             .env("FANOUT", fanout.to_string())
-            .env("OTEL_SERVICE_NAME", "front");
+            .env("OTEL_SERVICE_NAME", "front")
+            .envs(env.iter().copied());
         Process::spawn_until(&mut cmd, "ready")
     }
 }

@@ -226,20 +226,26 @@ fn go_handlers_and_their_goroutines_make_whole_traces() {
 
 /// Node.js handlers that await a timer, then call through `http.Agent` or
 /// `fetch` (twice at once with `Promise.all`), at concurrency 8, with
-/// `--node-context-script`: every call hangs under its own request, and the
-/// inspector the agent opened is closed again.
+/// `--node-context-script`: every call hangs under its own request, also
+/// when the agent's pool holds 3 sockets and calls queue for them (a queued
+/// call is written in the callback of whichever request freed a socket), and
+/// the inspector the agent opened is closed again.
 #[test]
 fn node_handlers_that_await_make_whole_traces_with_the_context_script() {
     require_root();
     let (aux, leaf) = (free_port(), free_port());
     let _aux = runtimes::python_leaf(aux, "aux");
     let _leaf = runtimes::python_leaf(leaf, "leaf");
-    for front_kind in [
-        runtimes::Front::NodeHttpAgentScript,
-        runtimes::Front::NodeFetchScript,
+    for (front_kind, env) in [
+        (runtimes::Front::NodeHttpAgentScript, &[][..]),
+        (
+            runtimes::Front::NodeHttpAgentScript,
+            &[("MAX_SOCKETS", "3")][..],
+        ),
+        (runtimes::Front::NodeFetchScript, &[][..]),
     ] {
         let port = free_port();
-        let _front = front_kind.start(port, aux, leaf, 2);
+        let _front = front_kind.start_with(port, aux, leaf, 2, env);
         let agent = Agent::start(front_kind.agent_args());
         let markers = drive(port, 8, 3);
         let run = agent.stop();
@@ -260,7 +266,11 @@ fn node_handlers_that_await_make_whole_traces_with_the_context_script() {
                 ))
             })
             .collect();
-        assert!(broken.is_empty(), "{}: {broken:#?}", front_kind.name());
+        assert!(
+            broken.is_empty(),
+            "{} {env:?}: {broken:#?}",
+            front_kind.name()
+        );
         let listening = Command::new("ss")
             .args(["-ltnH", "sport = :9229"])
             .output()
@@ -291,6 +301,38 @@ fn aiohttp_handlers_that_await_make_whole_traces() {
     assert!(run.status.success(), "{}", run.stderr);
     assert!(
         run.stderr.contains("following the asyncio tasks of"),
+        "{}",
+        run.stderr
+    );
+    assert_no_mixed_traces(&run.spans);
+    let broken: Vec<String> = markers
+        .iter()
+        .filter_map(|marker| {
+            Some(format!(
+                "{marker}: {}",
+                runtimes::tree_break(&run.spans, marker, 2)?
+            ))
+        })
+        .collect();
+    assert!(broken.is_empty(), "{broken:#?}");
+}
+
+/// A thread-per-request Python service that hands its two leaf calls to a
+/// `concurrent.futures` thread pool, at concurrency 8: the pool's work
+/// queue carries each request to the worker that makes its call.
+#[test]
+fn python_thread_pool_calls_make_whole_traces() {
+    require_root();
+    let (aux, leaf, front) = (free_port(), free_port(), free_port());
+    let _aux = runtimes::python_leaf(aux, "aux");
+    let _leaf = runtimes::python_leaf(leaf, "leaf");
+    let _front = runtimes::Front::PythonThreads.start(front, aux, leaf, 2);
+    let agent = Agent::start(&[]);
+    let markers = drive(front, 8, 3);
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("following the thread pools of"),
         "{}",
         run.stderr
     );

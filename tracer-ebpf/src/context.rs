@@ -27,7 +27,10 @@
 //! the undefined payload of a `None`, which the verifier rejects.
 
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
-use tracer_common::{Counter, GoProcess, RequestContext, event::CONTEXT_FROM_THREAD};
+use tracer_common::{
+    Counter, GoProcess, RequestContext,
+    event::{CONTEXT_FROM_HANDOFF, CONTEXT_FROM_THREAD},
+};
 
 use crate::goroutines::{go_process, live_request, request_read, running_goroutine};
 use crate::inject::new_id;
@@ -165,6 +168,13 @@ pub fn call_context(tid: u32, client: u64, connecting: bool) -> RequestContext {
         return RequestContext::default();
     }
     let request = unsafe { &mut *request };
+    // A call made by a pool thread for a request handed to it leaves the
+    // request where it was: the thread that handed it off goes on serving it
+    // (and may hand off more).
+    if call.source == CONTEXT_FROM_HANDOFF {
+        count(Counter::CallsLinked, 1);
+        return call;
+    }
     // The request waits for its call now: off its reader's count.
     if let Some(reader) = THREAD_CONTEXT.get_ptr_mut(request.tid) {
         let reader = unsafe { &mut *reader };

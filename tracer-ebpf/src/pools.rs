@@ -1,8 +1,10 @@
 //! Python thread pools (`concurrent.futures.ThreadPoolExecutor`): a request
 //! handed to another thread. The pool's work queue is a `queue.SimpleQueue`
-//! (C, `_queue` module): the thread that puts a work item is free to work on
-//! one request (the thread rule), and the worker that gets the item works
-//! for that request until it gets its next item.
+//! (C, `_queue` module): the thread that puts a work item works for one
+//! request (its asyncio task's, asyncio's `run_in_executor`; the one it took
+//! with its own work item; or the one it is free to work on by the thread
+//! rule), and the worker that gets the item works for that request until it
+//! gets its next item.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
@@ -37,7 +39,9 @@ pub fn py_queue_put(ctx: ProbeContext) -> u32 {
         _pad: 0,
         item,
     };
-    let context = call_context().or_else(|| thread_choice(thread as u32, false));
+    let context = crate::tasks::call_context()
+        .or_else(call_context)
+        .or_else(|| thread_choice(thread as u32, false));
     match context {
         Some(context) => {
             let _ = QUEUED_ITEMS.insert(key, context, 0);
