@@ -25,10 +25,12 @@ pub enum Front {
     NodeFetchScript,
     /// aiohttp server and `ClientSession` (asyncio); fan-out `gather`.
     Aiohttp,
+    /// Plain asyncio streams, server and a small client pool; fan-out `gather`.
+    AsyncioStreams,
 }
 
 impl Front {
-    pub const ALL: [Front; 7] = [
+    pub const ALL: [Front; 8] = [
         Front::PythonThreads,
         Front::Go,
         Front::NodeHttpAgent,
@@ -36,6 +38,7 @@ impl Front {
         Front::NodeHttpAgentScript,
         Front::NodeFetchScript,
         Front::Aiohttp,
+        Front::AsyncioStreams,
     ];
 
     pub fn name(self) -> &'static str {
@@ -47,6 +50,7 @@ impl Front {
             Front::NodeHttpAgentScript => "Node.js http.Agent, context script",
             Front::NodeFetchScript => "Node.js fetch, context script",
             Front::Aiohttp => "Python aiohttp",
+            Front::AsyncioStreams => "Python asyncio streams",
         }
     }
 
@@ -95,6 +99,11 @@ impl Front {
             Front::Aiohttp => {
                 let mut cmd = Command::new(crate::test_tools_dir().join("aiohttp/bin/python"));
                 cmd.arg(servers.join("front_aiohttp.py"));
+                cmd
+            }
+            Front::AsyncioStreams => {
+                let mut cmd = Command::new("python3");
+                cmd.arg(servers.join("front_asyncio.py"));
                 cmd
             }
         };

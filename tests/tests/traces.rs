@@ -283,38 +283,41 @@ fn node_handlers_that_await_make_whole_traces_with_the_context_script() {
     }
 }
 
-/// An aiohttp service (asyncio) that awaits a timer, then calls through a
-/// pooled `ClientSession`, twice at once with `asyncio.gather`, at
-/// concurrency 8 over keep-alive connections: the kernel follows each
-/// connection's task and the tasks it creates, so every request is one
-/// exact trace.
+/// asyncio services that await a timer, then call through a pooled client,
+/// twice at once with `asyncio.gather`, at concurrency 8 over keep-alive
+/// connections: aiohttp (server and `ClientSession`) and plain asyncio
+/// streams. The kernel follows each connection's task and the tasks it
+/// creates, so every request is one exact trace.
 #[test]
-fn aiohttp_handlers_that_await_make_whole_traces() {
+fn asyncio_handlers_that_await_make_whole_traces() {
     require_root();
-    let (aux, leaf, front) = (free_port(), free_port(), free_port());
+    let (aux, leaf) = (free_port(), free_port());
     let _aux = runtimes::python_leaf(aux, "aux");
     let _leaf = runtimes::python_leaf(leaf, "leaf");
-    let _front = runtimes::Front::Aiohttp.start(front, aux, leaf, 2);
-    let agent = Agent::start(&[]);
-    let markers = drive(front, 8, 4);
-    let run = agent.stop();
-    assert!(run.status.success(), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("following the asyncio tasks of"),
-        "{}",
-        run.stderr
-    );
-    assert_no_mixed_traces(&run.spans);
-    let broken: Vec<String> = markers
-        .iter()
-        .filter_map(|marker| {
-            Some(format!(
-                "{marker}: {}",
-                runtimes::tree_break(&run.spans, marker, 2)?
-            ))
-        })
-        .collect();
-    assert!(broken.is_empty(), "{broken:#?}");
+    for front_kind in [runtimes::Front::Aiohttp, runtimes::Front::AsyncioStreams] {
+        let front = free_port();
+        let _front = front_kind.start(front, aux, leaf, 2);
+        let agent = Agent::start(&[]);
+        let markers = drive(front, 8, 4);
+        let run = agent.stop();
+        assert!(run.status.success(), "{}", run.stderr);
+        assert!(
+            run.stderr.contains("following the asyncio tasks of"),
+            "{}",
+            run.stderr
+        );
+        assert_no_mixed_traces(&run.spans);
+        let broken: Vec<String> = markers
+            .iter()
+            .filter_map(|marker| {
+                Some(format!(
+                    "{marker}: {}",
+                    runtimes::tree_break(&run.spans, marker, 2)?
+                ))
+            })
+            .collect();
+        assert!(broken.is_empty(), "{}: {broken:#?}", front_kind.name());
+    }
 }
 
 /// A thread-per-request Python service that hands its two leaf calls to a
