@@ -187,75 +187,29 @@ fn event_loop_calls_from_timers_are_never_mislinked() {
     ]));
 }
 
-/// A Go `net/http` service that sleeps, then calls two services through
-/// the shared keep-alive `http.Client`, one of them twice at once from
-/// goroutines the handler starts, at concurrency 8. Goroutines move between
-/// threads and the client writes each request from its connection's own
-/// `writeLoop` goroutine; the kernel follows the request from the handler's
-/// goroutine to the goroutines it starts and to the `writeLoop` writing for
-/// it, so every call hangs under its own request.
-#[test]
-fn go_handlers_and_their_goroutines_make_whole_traces() {
-    require_root();
-    let (aux, leaf, front) = (free_port(), free_port(), free_port());
-    let _aux = runtimes::python_leaf(aux, "aux");
-    let _leaf = runtimes::python_leaf(leaf, "leaf");
-    let _front = runtimes::Front::Go.start(front, aux, leaf, 2);
-    let agent = Agent::start(&[]);
-    let markers = drive(front, 8, 3);
-    let run = agent.stop();
-    assert!(run.status.success(), "{}", run.stderr);
-    assert_no_mixed_traces(&run.spans);
-    let broken: Vec<String> = markers
-        .iter()
-        .filter_map(|marker| {
-            Some(format!(
-                "{marker}: {}",
-                runtimes::tree_break(&run.spans, marker, 2)?
-            ))
-        })
-        .collect();
-    assert!(broken.is_empty(), "{broken:#?}\n{}", run.stderr);
-    assert_eq!(run.summary("go_calls_unlinked"), 0);
-    assert!(
-        run.stderr.contains("following the goroutines of"),
-        "{}",
-        run.stderr
-    );
-}
-
-/// Node.js handlers that await a timer, then call through `http.Agent` or
-/// `fetch` (twice at once with `Promise.all`), at concurrency 8, with
-/// `--node-context-script`: every call hangs under its own request, also
-/// when the agent's pool holds 3 sockets and calls queue for them (a queued
-/// call is written in the callback of whichever request freed a socket), and
-/// the inspector the agent opened is closed again.
-#[test]
-fn node_handlers_that_await_make_whole_traces_with_the_context_script() {
-    require_root();
+/// Starts `aux` and `leaf`, then each front in turn (with its extra
+/// environment) under an agent with the front's options; drives 8 curl
+/// workers × `per_worker` keep-alive requests through it, and asserts that
+/// every request is one exact trace (curl → front → each call → each
+/// callee), that no trace mixes two requests, and that the agent logged
+/// `followed` (the runtime was set up). Returns each run, in order.
+fn assert_runtime_whole(
+    fronts: &[(runtimes::Front, &[(&str, &str)])],
+    per_worker: usize,
+    followed: &str,
+) -> Vec<tracer_tests::AgentRun> {
     let (aux, leaf) = (free_port(), free_port());
     let _aux = runtimes::python_leaf(aux, "aux");
     let _leaf = runtimes::python_leaf(leaf, "leaf");
-    for (front_kind, env) in [
-        (runtimes::Front::NodeHttpAgentScript, &[][..]),
-        (
-            runtimes::Front::NodeHttpAgentScript,
-            &[("MAX_SOCKETS", "3")][..],
-        ),
-        (runtimes::Front::NodeFetchScript, &[][..]),
-    ] {
+    let mut runs = Vec::new();
+    for &(front_kind, env) in fronts {
         let port = free_port();
         let _front = front_kind.start_with(port, aux, leaf, 2, env);
         let agent = Agent::start(front_kind.agent_args());
-        let markers = drive(port, 8, 3);
+        let markers = drive(port, 8, per_worker);
         let run = agent.stop();
         assert!(run.status.success(), "{}", run.stderr);
-        assert!(
-            run.stderr
-                .contains("running the context script in Node.js process"),
-            "{}",
-            run.stderr
-        );
+        assert!(run.stderr.contains(followed), "{}", run.stderr);
         assert_no_mixed_traces(&run.spans);
         let broken: Vec<String> = markers
             .iter()
@@ -271,85 +225,88 @@ fn node_handlers_that_await_make_whole_traces_with_the_context_script() {
             "{} {env:?}: {broken:#?}",
             front_kind.name()
         );
-        let listening = Command::new("ss")
-            .args(["-ltnH", "sport = :9229"])
-            .output()
-            .unwrap();
-        assert!(
-            listening.stdout.is_empty(),
-            "the inspector is still open: {}",
-            String::from_utf8_lossy(&listening.stdout)
-        );
+        runs.push(run);
     }
+    runs
+}
+
+/// A Go `net/http` service that sleeps, then calls two services through
+/// the shared keep-alive `http.Client`, one of them twice at once from
+/// goroutines the handler starts. Goroutines move between threads and the
+/// client writes each request from its connection's own `writeLoop`
+/// goroutine; the kernel follows the request from the handler's goroutine
+/// to the goroutines it starts and to the `writeLoop` writing for it.
+#[test]
+fn go_handlers_and_their_goroutines_make_whole_traces() {
+    require_root();
+    let runs = assert_runtime_whole(
+        &[(runtimes::Front::Go, &[])],
+        3,
+        "following the goroutines of",
+    );
+    assert_eq!(runs[0].summary("go_calls_unlinked"), 0);
+}
+
+/// Node.js handlers that await a timer, then call through `http.Agent` or
+/// `fetch` (twice at once with `Promise.all`), with `--node-context-script`:
+/// every call hangs under its own request, also when the agent's pool holds
+/// 3 sockets and calls queue for them (a queued call is written in the
+/// callback of whichever request freed a socket), and the inspector the
+/// agent opened is closed again.
+#[test]
+fn node_handlers_that_await_make_whole_traces_with_the_context_script() {
+    require_root();
+    assert_runtime_whole(
+        &[
+            (runtimes::Front::NodeHttpAgentScript, &[]),
+            (
+                runtimes::Front::NodeHttpAgentScript,
+                &[("MAX_SOCKETS", "3")],
+            ),
+            (runtimes::Front::NodeFetchScript, &[]),
+        ],
+        3,
+        "running the context script in Node.js process",
+    );
+    let listening = Command::new("ss")
+        .args(["-ltnH", "sport = :9229"])
+        .output()
+        .unwrap();
+    assert!(
+        listening.stdout.is_empty(),
+        "the inspector is still open: {}",
+        String::from_utf8_lossy(&listening.stdout)
+    );
 }
 
 /// asyncio services that await a timer, then call through a pooled client,
-/// twice at once with `asyncio.gather`, at concurrency 8 over keep-alive
-/// connections: aiohttp (server and `ClientSession`) and plain asyncio
-/// streams. The kernel follows each connection's task and the tasks it
-/// creates, so every request is one exact trace.
+/// twice at once with `asyncio.gather`, over keep-alive connections:
+/// aiohttp (server and `ClientSession`) and plain asyncio streams. The
+/// kernel follows each connection's task and the tasks it creates.
 #[test]
 fn asyncio_handlers_that_await_make_whole_traces() {
     require_root();
-    let (aux, leaf) = (free_port(), free_port());
-    let _aux = runtimes::python_leaf(aux, "aux");
-    let _leaf = runtimes::python_leaf(leaf, "leaf");
-    for front_kind in [runtimes::Front::Aiohttp, runtimes::Front::AsyncioStreams] {
-        let front = free_port();
-        let _front = front_kind.start(front, aux, leaf, 2);
-        let agent = Agent::start(&[]);
-        let markers = drive(front, 8, 4);
-        let run = agent.stop();
-        assert!(run.status.success(), "{}", run.stderr);
-        assert!(
-            run.stderr.contains("following the asyncio tasks of"),
-            "{}",
-            run.stderr
-        );
-        assert_no_mixed_traces(&run.spans);
-        let broken: Vec<String> = markers
-            .iter()
-            .filter_map(|marker| {
-                Some(format!(
-                    "{marker}: {}",
-                    runtimes::tree_break(&run.spans, marker, 2)?
-                ))
-            })
-            .collect();
-        assert!(broken.is_empty(), "{}: {broken:#?}", front_kind.name());
-    }
+    assert_runtime_whole(
+        &[
+            (runtimes::Front::Aiohttp, &[]),
+            (runtimes::Front::AsyncioStreams, &[]),
+        ],
+        4,
+        "following the asyncio tasks of",
+    );
 }
 
 /// A thread-per-request Python service that hands its two leaf calls to a
-/// `concurrent.futures` thread pool, at concurrency 8: the pool's work
-/// queue carries each request to the worker that makes its call.
+/// `concurrent.futures` thread pool: the pool's work queue carries each
+/// request to the worker that makes its call.
 #[test]
 fn python_thread_pool_calls_make_whole_traces() {
     require_root();
-    let (aux, leaf, front) = (free_port(), free_port(), free_port());
-    let _aux = runtimes::python_leaf(aux, "aux");
-    let _leaf = runtimes::python_leaf(leaf, "leaf");
-    let _front = runtimes::Front::PythonThreads.start(front, aux, leaf, 2);
-    let agent = Agent::start(&[]);
-    let markers = drive(front, 8, 3);
-    let run = agent.stop();
-    assert!(run.status.success(), "{}", run.stderr);
-    assert!(
-        run.stderr.contains("following the thread pools of"),
-        "{}",
-        run.stderr
+    assert_runtime_whole(
+        &[(runtimes::Front::PythonThreads, &[])],
+        3,
+        "following the thread pools of",
     );
-    assert_no_mixed_traces(&run.spans);
-    let broken: Vec<String> = markers
-        .iter()
-        .filter_map(|marker| {
-            Some(format!(
-                "{marker}: {}",
-                runtimes::tree_break(&run.spans, marker, 2)?
-            ))
-        })
-        .collect();
-    assert!(broken.is_empty(), "{broken:#?}");
 }
 
 /// nginx with one worker (an event loop) and a keep-alive upstream pool, in

@@ -13,11 +13,14 @@ use std::{
 use aya::{
     Ebpf,
     maps::{HashMap, MapData},
-    programs::{UProbe, uprobe::UProbeAttachLocation, uprobe::UProbeScope},
+    programs::uprobe::UProbeAttachLocation,
 };
 use tracer_common::GoProcess;
 
-use super::go_binary::{self, GoBinary, GoProbe};
+use super::{
+    go_binary::{self, GoBinary},
+    uprobes,
+};
 
 /// Executables remembered; past this the cache starts over.
 const MAX_BINARIES: usize = 1024;
@@ -115,37 +118,10 @@ impl GoPrograms {
     fn attach(&self, exe: &std::path::Path, binary: &GoBinary) -> Result<(), String> {
         let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
         for &(probe, offset) in &binary.probes {
-            let name = probe.program();
-            let program: &mut UProbe = ebpf
-                .program_mut(name)
-                .ok_or_else(|| format!("no program {name}"))?
-                .try_into()
-                .map_err(|e| format!("{name}: {e}"))?;
-            program
-                .attach(
-                    UProbeAttachLocation::AbsoluteOffset(offset),
-                    exe,
-                    UProbeScope::AllProcesses,
-                )
-                .map_err(|e| format!("cannot attach {name} at {offset:#x}: {e}"))?;
+            let location = UProbeAttachLocation::AbsoluteOffset(offset);
+            uprobes::attach(&mut ebpf, probe.program(), location, exe)
+                .map_err(|e| format!("{e} (at {offset:#x})"))?;
         }
         Ok(())
     }
-}
-
-/// Loads the Go uprobe programs; the reason when they cannot be.
-pub(super) fn load_programs(ebpf: &mut Ebpf) -> Option<String> {
-    for probe in GoProbe::ALL {
-        let name = probe.program();
-        let result = match ebpf.program_mut(name) {
-            None => Err(format!("no program {name} in the eBPF object")),
-            Some(program) => <&mut UProbe>::try_from(program)
-                .map_err(|e| e.to_string())
-                .and_then(|program| program.load().map_err(|e| e.to_string())),
-        };
-        if let Err(e) = result {
-            return Some(format!("the kernel refused {name}: {e}"));
-        }
-    }
-    None
 }

@@ -11,6 +11,7 @@ mod node_inspector;
 mod node_programs;
 mod python_programs;
 mod runtimes;
+mod uprobes;
 
 use std::{
     path::{Path, PathBuf},
@@ -387,16 +388,19 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         config_map.set(0, off, 0).map_err(map_error("CONFIG"))?;
     }
     // Loaded now, attached per Go executable as they are found.
-    let go_disabled = go_programs::load_programs(&mut ebpf);
+    let go_disabled = uprobes::load(
+        &mut ebpf,
+        go_binary::GoProbe::ALL.map(go_binary::GoProbe::program),
+    );
     if let Some(reason) = &go_disabled {
         tracing::warn!("calls of Go programs will stay unlinked: {reason}");
     }
-    let python_disabled = python_programs::load_programs(&mut ebpf);
+    let python_disabled = uprobes::load(&mut ebpf, python_programs::PROGRAMS);
     if let Some(reason) = &python_disabled {
         tracing::warn!("asyncio calls will follow the thread rule: {reason}");
     }
     let node_enabled = options.node_context_script
-        && match node_programs::load_program(&mut ebpf) {
+        && match uprobes::load(&mut ebpf, [node_programs::PROGRAM]) {
             None => true,
             Some(reason) => {
                 tracing::warn!("no context script for Node.js processes: {reason}");

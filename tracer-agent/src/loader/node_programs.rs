@@ -13,10 +13,10 @@ use std::{
 use aya::{
     Ebpf,
     maps::{HashMap, MapData},
-    programs::{UProbe, uprobe::UProbeAttachLocation, uprobe::UProbeScope},
+    programs::uprobe::UProbeAttachLocation,
 };
 
-use super::node_inspector;
+use super::{node_inspector, uprobes};
 
 pub const PROGRAM: &str = "node_context_message";
 const SCRIPT: &str = include_str!("node_context.js");
@@ -96,11 +96,6 @@ impl NodePrograms {
                 .map(|path| dir.join("root").join(path.trim_start_matches('/'))),
         );
         let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
-        let program: &mut UProbe = ebpf
-            .program_mut(PROGRAM)
-            .ok_or_else(|| format!("no program {PROGRAM}"))?
-            .try_into()
-            .map_err(|e| format!("{PROGRAM}: {e}"))?;
         let mut last_error = String::from("no executable or libuv found");
         for file in candidates {
             let Ok(metadata) = std::fs::metadata(&file) else {
@@ -110,29 +105,15 @@ impl NodePrograms {
             if self.attached.contains(&key) {
                 return Ok(());
             }
-            match program.attach(
-                UProbeAttachLocation::Symbol(SIGNAL_FUNCTION),
-                &file,
-                UProbeScope::AllProcesses,
-            ) {
-                Ok(_) => {
+            let location = UProbeAttachLocation::Symbol(SIGNAL_FUNCTION);
+            match uprobes::attach(&mut ebpf, PROGRAM, location, &file) {
+                Ok(()) => {
                     self.attached.insert(key);
                     return Ok(());
                 }
-                Err(e) => last_error = format!("cannot attach to {SIGNAL_FUNCTION}: {e}"),
+                Err(e) => last_error = format!("{e} ({SIGNAL_FUNCTION} in {})", file.display()),
             }
         }
         Err(last_error)
     }
-}
-
-/// Loads the Node uprobe program; the reason when it cannot be.
-pub(super) fn load_program(ebpf: &mut Ebpf) -> Option<String> {
-    let result = match ebpf.program_mut(PROGRAM) {
-        None => Err(format!("no program {PROGRAM} in the eBPF object")),
-        Some(program) => <&mut UProbe>::try_from(program)
-            .map_err(|e| e.to_string())
-            .and_then(|program| program.load().map_err(|e| e.to_string())),
-    };
-    result.err()
 }

@@ -12,10 +12,9 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use aya::{
-    Ebpf,
-    programs::{UProbe, uprobe::UProbeAttachLocation, uprobe::UProbeScope},
-};
+use aya::{Ebpf, programs::uprobe::UProbeAttachLocation};
+
+use super::uprobes;
 
 /// (program, function) for CPython 3.11; 3.12+ passes the module state
 /// first, so its step has its own entry program. `task_step_impl` runs
@@ -109,18 +108,8 @@ impl PythonPrograms {
         };
         let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
         for &(name, function) in probes {
-            let program: &mut UProbe = ebpf
-                .program_mut(name)
-                .ok_or_else(|| format!("no program {name}"))?
-                .try_into()
-                .map_err(|e| format!("{name}: {e}"))?;
-            program
-                .attach(
-                    UProbeAttachLocation::Symbol(function),
-                    file,
-                    UProbeScope::AllProcesses,
-                )
-                .map_err(|e| format!("cannot attach to {function}: {e}"))?;
+            let location = UProbeAttachLocation::Symbol(function);
+            uprobes::attach(&mut ebpf, name, location, file)?;
         }
         Ok(())
     }
@@ -154,22 +143,6 @@ fn cpython_minor(module: &str) -> Option<u32> {
         .collect::<String>()
         .parse()
         .ok()
-}
-
-/// Loads the asyncio uprobe programs; the reason when they cannot be.
-pub(super) fn load_programs(ebpf: &mut Ebpf) -> Option<String> {
-    for name in PROGRAMS {
-        let result = match ebpf.program_mut(name) {
-            None => Err(format!("no program {name} in the eBPF object")),
-            Some(program) => <&mut UProbe>::try_from(program)
-                .map_err(|e| e.to_string())
-                .and_then(|program| program.load().map_err(|e| e.to_string())),
-        };
-        if let Err(e) = result {
-            return Some(format!("the kernel refused {name}: {e}"));
-        }
-    }
-    None
 }
 
 #[cfg(test)]
