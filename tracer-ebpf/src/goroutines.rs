@@ -184,16 +184,14 @@ pub fn go_round_trip(ctx: ProbeContext) -> u32 {
         _pad: 0,
         request,
     };
+    // A request made outside any request says so too: the `writeLoop` that
+    // writes it (maybe one started before the agent, not known as one) must
+    // not keep the request it wrote before.
     let goroutine = register(&ctx, |regs| regs.r14);
-    match goid_of(&go, goroutine).and_then(|goid| live_request(pid, goid)) {
-        Some(context) => {
-            let _ = GO_HTTP_REQUESTS.insert(http_key, context, 0);
-        }
-        // The address may be an earlier request's: forget what it carried.
-        None => {
-            let _ = GO_HTTP_REQUESTS.remove(http_key);
-        }
-    }
+    let context = goid_of(&go, goroutine)
+        .and_then(|goid| live_request(pid, goid))
+        .unwrap_or_default();
+    let _ = GO_HTTP_REQUESTS.insert(http_key, context, 0);
     0
 }
 
