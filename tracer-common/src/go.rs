@@ -32,3 +32,48 @@ impl GoProcess {
 unsafe impl aya::Pod for GoProcess {}
 
 const _: () = assert!(core::mem::size_of::<GoProcess>() == 8);
+
+/// Ranges of a Go executable's code whose `go` statements pass the request
+/// on (`GO_SPAWN_RANGES`, by pid): the program's own packages (`main` and
+/// its module's), `errgroup` and `net/http`'s `TimeoutHandler`. A goroutine
+/// a library starts for itself (a connection pool's loop, dialed while
+/// serving one request and writing for others later) does not inherit.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SpawnRanges {
+    /// Added to a link-time address to get the process's (PIE executables).
+    pub load_bias: u64,
+    pub count: u32,
+    pub _pad: u32,
+    /// [start, end) link-time addresses of goroutine entry functions.
+    pub ranges: [[u64; 2]; MAX_SPAWN_RANGES],
+}
+
+/// Most ranges a program's own code may take (functions of its packages
+/// sit together; more than this many runs and nothing inherits).
+pub const MAX_SPAWN_RANGES: usize = 32;
+
+impl SpawnRanges {
+    /// Whether a goroutine starting at `pc` (the process's address) inherits.
+    #[inline(always)]
+    pub fn contains(&self, pc: u64) -> bool {
+        let address = pc.wrapping_sub(self.load_bias);
+        let mut i = 0;
+        while i < MAX_SPAWN_RANGES {
+            if i as u32 >= self.count {
+                return false;
+            }
+            let [start, end] = self.ranges[i];
+            if start <= address && address < end {
+                return true;
+            }
+            i += 1;
+        }
+        false
+    }
+}
+
+#[cfg(feature = "user")]
+unsafe impl aya::Pod for SpawnRanges {}
+
+const _: () = assert!(core::mem::size_of::<SpawnRanges>() == 16 + 16 * MAX_SPAWN_RANGES);

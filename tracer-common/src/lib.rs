@@ -15,7 +15,7 @@ pub mod node;
 pub use config::{Config, InjectMode, KernelOffsets};
 pub use counters::Counter;
 pub use event::{Direction, EventKind, RequestContext, Role, SocketEvent, Syscall};
-pub use go::GoProcess;
+pub use go::{GoProcess, SpawnRanges};
 
 /// Largest payload prefix one event can carry. The capture length the agent
 /// configures (`Config::capture_bytes`) is at most this. A power of two: the

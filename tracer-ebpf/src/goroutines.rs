@@ -5,8 +5,11 @@
 //! the connection the request came on: the first goroutine that read there
 //! (`net/http` reads and handles a connection's requests in one goroutine;
 //! the next request's bytes may be read by its short-lived background
-//! reader, which works for it), or when the goroutine that started it served one at the time
-//! (`go` statements in a handler: `runtime.newproc1`). `net/http`'s client
+//! reader, which works for it), or when the goroutine that started it
+//! served one at the time (`go` statements in a handler: `runtime.newproc1`)
+//! and the new goroutine runs the program's own code (`SpawnRanges`: a
+//! goroutine a library starts for itself, such as a pool's loop dialed
+//! during one request, may go on to write for others). `net/http`'s client
 //! hands each request to its connection's `writeLoop` goroutine, which
 //! writes it: the request's own context goes with it (`roundTrip` →
 //! `Request.write`), and a `writeLoop` serves no request of its own.
@@ -33,8 +36,8 @@ use tracer_common::{
 
 use crate::context::open_request;
 use crate::maps::{
-    GO_CONNECTIONS, GO_HTTP_REQUESTS, GO_PROCESSES, GO_SPAWNS, GOROUTINES, GoHttpRequestKey,
-    Goroutine, GoroutineKey, count,
+    GO_CONNECTIONS, GO_HTTP_REQUESTS, GO_PROCESSES, GO_SPAWN_RANGES, GO_SPAWNS, GOROUTINES,
+    GoHttpRequestKey, Goroutine, GoroutineKey, count,
 };
 
 /// The Go process `pid`, when the agent found it to be one.
@@ -126,15 +129,24 @@ fn register(ctx: &ProbeContext, read: impl FnOnce(&aya_ebpf::bindings::pt_regs) 
 
 /// `runtime.newproc1(fn, callergp, callerpc)` entry, on the thread that
 /// starts a goroutine: the request of the parent (`callergp`, rbx), for the
-/// return probes.
+/// return probes, when the goroutine's function (`fn->fn`, rax) is the
+/// program's own code (`SpawnRanges`).
 #[uprobe]
 pub fn go_newproc1(ctx: ProbeContext) -> u32 {
     let Some((pid, go)) = followed() else {
         return 0;
     };
     let thread = bpf_get_current_pid_tgid();
+    let function = register(&ctx, |regs| regs.rax);
+    let entry = unsafe { bpf_probe_read_user(function as *const u64) }.unwrap_or(0);
+    let inherits = unsafe { GO_SPAWN_RANGES.get(pid) }.is_some_and(|own| own.contains(entry));
     let parent = register(&ctx, |regs| regs.rbx);
-    match goid_of(&go, parent).and_then(|goid| live_request(pid, goid)) {
+    let request = if inherits {
+        goid_of(&go, parent).and_then(|goid| live_request(pid, goid))
+    } else {
+        None
+    };
+    match request {
         Some(request) => {
             let _ = GO_SPAWNS.insert(thread, request, 0);
         }

@@ -10,7 +10,7 @@ use tracer_common::{
     MAX_GO_HTTP_REQUESTS, MAX_GO_PROCESSES, MAX_GOROUTINES, MAX_IGNORED_SOCKETS, MAX_IN_FLIGHT,
     MAX_INJECT_SOCKETS, MAX_LOCAL_ADDRESSES, MAX_NODE_PROCESSES, MAX_REMOTE_CALLERS, MAX_ROLES,
     MAX_SERVER_REQUESTS, MAX_TASKS, MAX_THREAD_CONTEXTS, MAX_TRACED_PIDS, RequestContext, Role,
-    SocketEvent,
+    SocketEvent, SpawnRanges,
 };
 
 /// Events to the agent. The agent resizes it at load time (`--ring-buffer-size`).
@@ -79,6 +79,11 @@ pub static REMOTE_CALLERS: LruHashMap<u32, u8> =
 /// context from the goroutine, not the thread (`goroutines`).
 #[map]
 pub static GO_PROCESSES: LruHashMap<u32, GoProcess> =
+    LruHashMap::with_max_entries(MAX_GO_PROCESSES, 0);
+
+/// The code whose goroutines inherit a request, by pid (`goroutines`).
+#[map]
+pub static GO_SPAWN_RANGES: LruHashMap<u32, SpawnRanges> =
     LruHashMap::with_max_entries(MAX_GO_PROCESSES, 0);
 
 /// The request each goroutine works for (`goroutines`).

@@ -23,6 +23,14 @@ pub struct GoBinary {
     pub tls_g_offset: i32,
     /// (program, file offset) for each uprobe to attach.
     pub probes: Vec<(GoProbe, u64)>,
+    /// [start, end) link-time addresses of the functions whose goroutines
+    /// inherit their parent's request (`SpawnRanges`); empty when the
+    /// program's own code is too scattered to list (nothing inherits).
+    pub spawn_ranges: Vec<[u64; 2]>,
+    /// A position-independent executable: its load address is added.
+    pub position_independent: bool,
+    /// Lowest address the executable is linked at (with `position_independent`).
+    pub link_base: u64,
 }
 
 /// The uprobe programs on a Go binary, named as in tracer-ebpf.
@@ -107,12 +115,18 @@ pub fn inspect(path: &Path) -> Result<GoBinary, Unsupported> {
     if elf.architecture() != object::Architecture::X86_64 {
         return Err(Unsupported::Architecture);
     }
-    let version = go_version(&elf)?;
+    let (version, module) = go_version(&elf)?;
     let mut functions = std::collections::HashMap::new();
+    // (address, end, inherits) of every function, for `spawn_ranges`.
+    let mut code = Vec::new();
     for symbol in elf.symbols() {
         let Ok(name) = symbol.name() else { continue };
         if name == NEWPROC1 || HTTP_CLIENT.iter().any(|(_, wanted)| *wanted == name) {
             functions.insert(name.to_string(), (symbol.address(), symbol.size()));
+        }
+        if symbol.kind() == object::SymbolKind::Text && symbol.size() > 0 {
+            let end = symbol.address() + symbol.size();
+            code.push((symbol.address(), end, inherits(name, module.as_deref())));
         }
     }
     let &(newproc1, newproc1_size) = functions
@@ -120,11 +134,11 @@ pub fn inspect(path: &Path) -> Result<GoBinary, Unsupported> {
         .ok_or(Unsupported::NoSymbol(NEWPROC1))?;
     let file_offset = |address: u64| file_offset(&elf, address);
     let mut probes = vec![(GoProbe::Newproc1, file_offset(newproc1)?)];
-    let code = elf
+    let newproc1_code = elf
         .segments()
         .find_map(|segment| segment.data_range(newproc1, newproc1_size).ok().flatten())
         .ok_or(Unsupported::NoReturn)?;
-    let returns = return_instructions(code, newproc1);
+    let returns = return_instructions(newproc1_code, newproc1);
     if returns.is_empty() {
         return Err(Unsupported::NoReturn);
     }
@@ -139,20 +153,71 @@ pub fn inspect(path: &Path) -> Result<GoBinary, Unsupported> {
             probes.push((probe, file_offset(functions[name].0)?));
         }
     }
+    use object::read::elf::{FileHeader, ProgramHeader};
+    let endian = elf.endian();
+    let link_base = elf
+        .elf_program_headers()
+        .iter()
+        .filter(|header| header.p_type(endian) == object::elf::PT_LOAD)
+        .map(|header| header.p_vaddr(endian))
+        .min()
+        .unwrap_or(0);
     Ok(GoBinary {
         version,
         goid_offset: goid_offset(&elf)?,
         tls_g_offset: tls_g_offset(&elf)?,
         probes,
+        spawn_ranges: spawn_ranges(code),
+        position_independent: elf.elf_header().e_type(endian) == object::elf::ET_DYN,
+        link_base,
     })
+}
+
+/// Whether a goroutine running function `name` takes over its parent's
+/// request: the program's own code (package `main`, its module's packages),
+/// `errgroup`'s goroutines and `net/http`'s `TimeoutHandler` (which runs the
+/// handler in a goroutine of its own).
+fn inherits(name: &str, module: Option<&str>) -> bool {
+    const HELPERS: [&str; 2] = [
+        "golang.org/x/sync/errgroup.",
+        "net/http.(*timeoutHandler).ServeHTTP.",
+    ];
+    name.starts_with("main.")
+        || HELPERS.iter().any(|prefix| name.starts_with(prefix))
+        || module.is_some_and(|module| {
+            name.strip_prefix(module)
+                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('/'))
+        })
+}
+
+/// Runs of consecutive inheriting functions, by address; none when there
+/// are more than `MAX_SPAWN_RANGES` (nothing inherits then: never a wrong
+/// parent).
+fn spawn_ranges(mut code: Vec<(u64, u64, bool)>) -> Vec<[u64; 2]> {
+    code.sort_unstable_by_key(|&(start, _, _)| start);
+    let mut ranges: Vec<[u64; 2]> = Vec::new();
+    let mut extending = false;
+    for (start, end, inherits) in code {
+        match (inherits, extending, ranges.last_mut()) {
+            (true, true, Some(last)) => last[1] = last[1].max(end),
+            (true, _, _) => ranges.push([start, end]),
+            (false, _, _) => {}
+        }
+        extending = inherits;
+    }
+    if ranges.len() > tracer_common::go::MAX_SPAWN_RANGES {
+        return Vec::new();
+    }
+    ranges
 }
 
 type Elf<'data, R> = object::read::elf::ElfFile64<'data, object::Endianness, R>;
 
-/// The version string of a Go 1.18+ binary (stored inline since 1.18).
+/// The version string of a Go 1.18+ binary (stored inline since 1.18), and
+/// its main module's path.
 fn go_version<'data, R: object::ReadRef<'data>>(
     elf: &Elf<'data, R>,
-) -> Result<String, Unsupported> {
+) -> Result<(String, Option<String>), Unsupported> {
     use object::ObjectSection;
     let data = elf
         .section_by_name(".go.buildinfo")
@@ -161,7 +226,7 @@ fn go_version<'data, R: object::ReadRef<'data>>(
     parse_build_info(data)
 }
 
-fn parse_build_info(data: &[u8]) -> Result<String, Unsupported> {
+fn parse_build_info(data: &[u8]) -> Result<(String, Option<String>), Unsupported> {
     const MAGIC: &[u8] = b"\xff Go buildinf:";
     const INLINE_STRINGS: u8 = 2;
     if !data.starts_with(MAGIC) || data.len() < 32 {
@@ -176,11 +241,22 @@ fn parse_build_info(data: &[u8]) -> Result<String, Unsupported> {
         .ok()
         .and_then(|length| data.get(start..start.checked_add(length)?))
         .ok_or(Unsupported::NoBuildInfo)?;
+    let version_end = start + version.len();
     let version = String::from_utf8_lossy(version).into_owned();
     match minor_version(&version) {
-        Some(minor) if minor >= 18 => Ok(version),
-        _ => Err(Unsupported::Version(version)),
+        Some(minor) if minor >= 18 => {}
+        _ => return Err(Unsupported::Version(version)),
     }
+    // Then the module information: lines such as `mod\t<path>\t<version>`.
+    let module = data.get(version_end..).and_then(|rest| {
+        let (length, used) = uvarint(rest)?;
+        let info = rest.get(used..used.checked_add(usize::try_from(length).ok()?)?)?;
+        String::from_utf8_lossy(info).lines().find_map(|line| {
+            let path = line.strip_prefix("mod\t")?.split('\t').next()?;
+            (!path.is_empty()).then(|| path.to_string())
+        })
+    });
+    Ok((version, module))
 }
 
 /// `go1.19.8` → 19 (Go 1 only).
@@ -316,7 +392,16 @@ mod tests {
         data.resize(32, 0);
         data.push(8);
         data.extend_from_slice(b"go1.19.8");
-        assert_eq!(parse_build_info(&data).unwrap(), "go1.19.8");
+        assert_eq!(parse_build_info(&data).unwrap(), ("go1.19.8".into(), None));
+        let mut with_module = data.clone();
+        let info =
+            b"0123456789abcdefpath\texample.com/shop/cmd/api\nmod\texample.com/shop\t(devel)\t\n";
+        with_module.push(info.len() as u8);
+        with_module.extend_from_slice(info);
+        assert_eq!(
+            parse_build_info(&with_module).unwrap().1.as_deref(),
+            Some("example.com/shop")
+        );
 
         let mut old = data.clone();
         old[15] = 0;
@@ -338,6 +423,42 @@ mod tests {
         let mut long = data[..32].to_vec();
         long.extend_from_slice(&[0xff; 12]);
         assert!(parse_build_info(&long).is_err());
+    }
+
+    #[test]
+    fn own_code_and_helpers_inherit() {
+        let module = Some("example.com/shop");
+        assert!(inherits("main.main.func1", module));
+        assert!(inherits(
+            "example.com/shop/orders.(*Service).fanOut.func2",
+            module
+        ));
+        assert!(inherits(
+            "golang.org/x/sync/errgroup.(*Group).Go.func1",
+            module
+        ));
+        assert!(!inherits("example.com/shopping.loop", module));
+        assert!(!inherits("net/http.(*persistConn).writeLoop", module));
+        assert!(!inherits(
+            "google.golang.org/grpc/internal/transport.(*loopyWriter).run",
+            None
+        ));
+    }
+
+    #[test]
+    fn spawn_ranges_join_neighbours() {
+        let code = vec![
+            (0x30, 0x40, true),
+            (0x10, 0x20, true),
+            (0x20, 0x30, true),
+            (0x40, 0x50, false),
+            (0x50, 0x60, true),
+        ];
+        assert_eq!(spawn_ranges(code), vec![[0x10, 0x40], [0x50, 0x60]]);
+        let scattered: Vec<_> = (0..100u64)
+            .map(|i| (i * 0x10, i * 0x10 + 0x10, i % 2 == 0))
+            .collect();
+        assert!(spawn_ranges(scattered).is_empty());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use aya::{
     maps::{HashMap, MapData},
     programs::uprobe::UProbeAttachLocation,
 };
-use tracer_common::GoProcess;
+use tracer_common::{GoProcess, SpawnRanges, go::MAX_SPAWN_RANGES};
 
 use super::{
     go_binary::{self, GoBinary},
@@ -29,23 +29,36 @@ const MAX_BINARIES: usize = 1024;
 pub struct GoPrograms {
     ebpf: Arc<Mutex<Ebpf>>,
     processes: HashMap<MapData, u32, GoProcess>,
+    spawn_ranges: HashMap<MapData, u32, SpawnRanges>,
     /// Why goroutines cannot be followed at all (the uprobes did not load).
     disabled: Option<String>,
     proc_root: PathBuf,
     /// By (device, inode): what the kernel needs, or none when the
     /// executable's goroutines cannot be followed.
-    binaries: StdHashMap<(u64, u64), Option<GoProcess>>,
+    binaries: StdHashMap<(u64, u64), Option<Followed>>,
+}
+
+/// What a followed executable gives each of its processes.
+#[derive(Clone, Copy)]
+struct Followed {
+    process: GoProcess,
+    /// With the load bias of a position-independent executable still 0.
+    spawn_ranges: SpawnRanges,
+    /// `Some(link base)` for a position-independent executable.
+    position_independent: Option<u64>,
 }
 
 impl GoPrograms {
     pub(super) fn new(
         ebpf: Arc<Mutex<Ebpf>>,
         processes: HashMap<MapData, u32, GoProcess>,
+        spawn_ranges: HashMap<MapData, u32, SpawnRanges>,
         disabled: Option<String>,
     ) -> Self {
         GoPrograms {
             ebpf,
             processes,
+            spawn_ranges,
             disabled,
             proc_root: PathBuf::from("/proc"),
             binaries: StdHashMap::new(),
@@ -63,17 +76,30 @@ impl GoPrograms {
             tracing::debug!("cannot tell the kernel about Go process {pid}: {e}");
             return false;
         }
-        let Some(go) = self.followed(pid) else {
+        let Some(followed) = self.followed(pid) else {
             return false;
         };
-        if let Err(e) = self.processes.insert(pid, go, 0) {
+        let mut spawn_ranges = followed.spawn_ranges;
+        if let Some(link_base) = followed.position_independent {
+            match load_address(&self.proc_root, pid) {
+                Some(loaded) => spawn_ranges.load_bias = loaded.wrapping_sub(link_base & !0xfff),
+                // Not knowing where the code is, nothing inherits.
+                None => spawn_ranges.count = 0,
+            }
+        }
+        // The ranges first: a goroutine started in between inherits nothing.
+        let registered = self
+            .spawn_ranges
+            .insert(pid, spawn_ranges, 0)
+            .and_then(|()| self.processes.insert(pid, followed.process, 0));
+        if let Err(e) = registered {
             tracing::debug!("cannot tell the kernel about Go process {pid}: {e}");
             return false;
         }
         true
     }
 
-    fn followed(&mut self, pid: u32) -> Option<GoProcess> {
+    fn followed(&mut self, pid: u32) -> Option<Followed> {
         let exe = self.proc_root.join(pid.to_string()).join("exe");
         let metadata = std::fs::metadata(&exe).ok()?;
         let file = (metadata.dev(), metadata.ino());
@@ -90,13 +116,34 @@ impl GoPrograms {
         let known = match outcome {
             Ok(binary) => {
                 tracing::info!(
-                    "following the goroutines of {} ({}, pid {pid})",
+                    "following the goroutines of {} ({}, {} runs of its own code, pid {pid})",
                     name.display(),
-                    binary.version
+                    binary.version,
+                    binary.spawn_ranges.len()
                 );
-                Some(GoProcess {
-                    goid_offset: binary.goid_offset,
-                    tls_g_offset: binary.tls_g_offset,
+                if binary.spawn_ranges.is_empty() {
+                    tracing::warn!(
+                        "{}: its own code is spread over more than {MAX_SPAWN_RANGES} runs; \
+                         goroutines its handlers start are not followed",
+                        name.display()
+                    );
+                }
+                let mut spawn_ranges = SpawnRanges {
+                    load_bias: 0,
+                    count: binary.spawn_ranges.len() as u32,
+                    _pad: 0,
+                    ranges: [[0; 2]; MAX_SPAWN_RANGES],
+                };
+                for (slot, range) in spawn_ranges.ranges.iter_mut().zip(&binary.spawn_ranges) {
+                    *slot = *range;
+                }
+                Some(Followed {
+                    process: GoProcess {
+                        goid_offset: binary.goid_offset,
+                        tls_g_offset: binary.tls_g_offset,
+                    },
+                    spawn_ranges,
+                    position_independent: binary.position_independent.then_some(binary.link_base),
                 })
             }
             Err(reason) => {
@@ -124,4 +171,21 @@ impl GoPrograms {
         }
         Ok(())
     }
+}
+
+/// Where process `pid`'s executable is mapped from its start (its first
+/// mapping at file offset 0), from `/proc/PID/maps`.
+fn load_address(proc_root: &std::path::Path, pid: u32) -> Option<u64> {
+    let dir = proc_root.join(pid.to_string());
+    let exe = std::fs::read_link(dir.join("exe")).ok()?;
+    let maps = std::fs::read_to_string(dir.join("maps")).ok()?;
+    maps.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let range = fields.next()?;
+        let offset = fields.nth(1)?;
+        let path = fields.nth(2)?;
+        (path == exe.to_str()? && u64::from_str_radix(offset, 16).ok()? == 0)
+            .then(|| u64::from_str_radix(range.split('-').next()?, 16).ok())
+            .flatten()
+    })
 }

@@ -432,6 +432,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     let counters = take_map(&mut ebpf, "COUNTERS")?;
     let ignored = take_map(&mut ebpf, "IGNORED_SOCKETS")?;
     let go_processes = take_map(&mut ebpf, "GO_PROCESSES")?;
+    let go_spawn_ranges = take_map(&mut ebpf, "GO_SPAWN_RANGES")?;
     let node_processes = take_map(&mut ebpf, "NODE_PROCESSES")?;
     let ebpf = Arc::new(Mutex::new(ebpf));
     Ok(Loaded {
@@ -442,7 +443,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         events,
         ignored_sockets: IgnoredSockets(ignored),
         runtimes: RuntimePrograms {
-            go: GoPrograms::new(ebpf.clone(), go_processes, go_disabled),
+            go: GoPrograms::new(ebpf.clone(), go_processes, go_spawn_ranges, go_disabled),
             python: python_disabled
                 .is_none()
                 .then(|| python_programs::PythonPrograms::new(ebpf.clone())),
