@@ -32,7 +32,10 @@ pub struct BenchArgs {
     /// `cost` (the default): throughput and latency with and without the
     /// agent, its CPU and BPF time per request, ring traffic, spans, memory.
     /// `accuracy`: share of requests that come out as one whole trace
-    /// through nginx and three runtimes at concurrency 1, 8 and 32.
+    /// through nginx and three runtimes, and per runtime (Python threads and
+    /// pools, Go, Node.js with and without the context script, aiohttp,
+    /// asyncio streams), at concurrency 1, 8 and 32, with the runtime
+    /// uprobes' hits and time per request.
     #[arg(value_enum, default_value = "cost")]
     pub kind: BenchKind,
     /// Which cost case: `nginx` (wrk against nginx), `python` (a Python
