@@ -11,19 +11,11 @@ import os
 import random
 import sys
 
+from asyncio_http import read_message, serve
+
 PORT, AUX, LEAF = (int(a) for a in sys.argv[1:4])
 FANOUT = int(os.environ.get("FANOUT", "1"))
 idle = {}  # port -> list of (reader, writer)
-
-
-async def read_response(reader):
-    head = await reader.readuntil(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    return await reader.readexactly(length)
 
 
 async def call(port, path):
@@ -34,33 +26,16 @@ async def call(port, path):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
     await writer.drain()
-    body = await read_response(reader)
+    _, body = await read_message(reader)
     pool.append((reader, writer))
     return body
 
 
-async def handle(reader, writer):
-    try:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            path = head.split(b" ", 2)[1].decode()
-            await asyncio.sleep(random.uniform(0, 0.005))
-            await call(AUX, path)
-            await asyncio.gather(*(call(LEAF, path) for _ in range(FANOUT)))
-            body = b"front\n"
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-            await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        writer.close()
+async def answer(path):
+    await asyncio.sleep(random.uniform(0, 0.005))
+    await call(AUX, path)
+    await asyncio.gather(*(call(LEAF, path) for _ in range(FANOUT)))
+    return b"front\n"
 
 
-async def main():
-    server = await asyncio.start_server(handle, "127.0.0.1", PORT)
-    print("ready", flush=True)
-    async with server:
-        await server.serve_forever()
-
-
-asyncio.run(main())
+serve(PORT, answer)
