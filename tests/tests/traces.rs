@@ -279,6 +279,23 @@ fn node_handlers_that_await_make_whole_traces_with_the_context_script() {
     );
 }
 
+/// The script runs only in processes the agent traces: with `--pid` naming
+/// another process, a running Node.js service is left alone.
+#[test]
+fn node_context_script_stays_out_of_untraced_processes() {
+    require_root();
+    let (aux, leaf, port) = (free_port(), free_port(), free_port());
+    let _front = runtimes::Front::NodeHttpAgent.start(port, aux, leaf, 1);
+    let me = std::process::id().to_string();
+    let run = Agent::start(&["--node-context-script", "--pid", &me]).stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        !run.stderr.contains("context script in Node.js process"),
+        "{}",
+        run.stderr
+    );
+}
+
 /// asyncio services that await a timer, then call through a pooled client,
 /// twice at once with `asyncio.gather`, over keep-alive connections:
 /// aiohttp (server and `ClientSession`) and plain asyncio streams. The

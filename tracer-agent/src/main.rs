@@ -154,7 +154,8 @@ struct Cli {
     /// Tie each Node.js outbound request to the inbound request it is made
     /// for exactly (across timers, promises, `await`, Promise.all and
     /// queued http.Agent requests) by running a small script inside every
-    /// Node.js process (executables named node or nodejs): the agent sends
+    /// Node.js process it traces (executables named node or nodejs; with
+    /// --pid or --netns, only those processes): the agent sends
     /// the process SIGUSR1, which opens Node's inspector on 127.0.0.1:9229,
     /// evaluates the script there, and closes the inspector again. Each
     /// process is logged. Skipped for processes started with --inspect.

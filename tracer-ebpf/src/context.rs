@@ -161,6 +161,12 @@ pub fn call_context(tid: u32, client: u64, connecting: bool) -> RequestContext {
             None => return RequestContext::default(),
         },
     };
+    // A call made by a pool thread for a request handed to it leaves the
+    // request where it was: the thread that handed it off goes on serving it
+    // (and may hand off more).
+    if call.source == CONTEXT_FROM_HANDOFF {
+        return linked(client, call);
+    }
     let Some(request) = SERVER_REQUESTS.get_ptr_mut(call.sock) else {
         return RequestContext::default();
     };
@@ -168,13 +174,6 @@ pub fn call_context(tid: u32, client: u64, connecting: bool) -> RequestContext {
         return RequestContext::default();
     }
     let request = unsafe { &mut *request };
-    // A call made by a pool thread for a request handed to it leaves the
-    // request where it was: the thread that handed it off goes on serving it
-    // (and may hand off more).
-    if call.source == CONTEXT_FROM_HANDOFF {
-        count(Counter::CallsLinked, 1);
-        return call;
-    }
     // The request waits for its call now: off its reader's count.
     if let Some(reader) = THREAD_CONTEXT.get_ptr_mut(request.tid) {
         let reader = unsafe { &mut *reader };

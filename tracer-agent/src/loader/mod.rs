@@ -449,6 +449,8 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
                 .then(|| python_programs::PythonPrograms::new(ebpf.clone())),
             node: node_enabled.then(|| node_programs::NodePrograms::new(ebpf, node_processes)),
             proc_root: PathBuf::from("/proc"),
+            pids: (!options.pids.is_empty()).then(|| options.pids.iter().copied().collect()),
+            netns_inum: netns.map(|ids| u64::from(ids.inum)),
         },
         local_addresses: (inject == InjectMode::Remote).then_some(local_addresses),
     })

@@ -5,6 +5,7 @@
 
 use std::{
     collections::HashSet,
+    os::unix::fs::MetadataExt,
     path::PathBuf,
     sync::mpsc,
     time::{Duration, Instant},
@@ -22,6 +23,10 @@ pub struct RuntimePrograms {
     pub(super) python: Option<PythonPrograms>,
     pub(super) node: Option<NodePrograms>,
     pub(super) proc_root: PathBuf,
+    /// `--pid`: only these processes are set up (none: all).
+    pub(super) pids: Option<HashSet<u32>>,
+    /// `--netns`: only processes in the network namespace with this inode.
+    pub(super) netns_inum: Option<u64>,
 }
 
 impl RuntimePrograms {
@@ -71,9 +76,25 @@ impl RuntimePrograms {
         running
     }
 
+    /// Whether `pid` is one the agent traces (`--pid`, `--netns`): no other
+    /// process gets uprobes or, above all, the Node.js script.
+    fn in_scope(&self, pid: u32) -> bool {
+        if self.pids.as_ref().is_some_and(|pids| !pids.contains(&pid)) {
+            return false;
+        }
+        let Some(inum) = self.netns_inum else {
+            return true;
+        };
+        let netns = self.proc_root.join(pid.to_string()).join("ns/net");
+        std::fs::metadata(netns).is_ok_and(|metadata| metadata.ino() == inum)
+    }
+
     /// Sets up process `pid` for its runtime; a Node.js process only when
     /// first seen by a scan (its script runs once).
     fn add(&mut self, pid: u32, scanned: bool) {
+        if !self.in_scope(pid) {
+            return;
+        }
         let exe = self.proc_root.join(pid.to_string()).join("exe");
         if go_binary::is_go_executable(&exe) {
             self.go.add(pid);
