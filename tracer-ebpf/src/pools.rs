@@ -8,8 +8,8 @@
 
 use aya_ebpf::{
     helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user},
-    macros::{uprobe, uretprobe},
-    programs::{ProbeContext, RetProbeContext},
+    macros::uprobe,
+    programs::ProbeContext,
 };
 use tracer_common::{Counter, RequestContext, event::CONTEXT_FROM_HANDOFF};
 
@@ -54,10 +54,12 @@ pub fn py_queue_put(ctx: ProbeContext) -> u32 {
     0
 }
 
-/// `SimpleQueue.get()`'s return: the item (rax) brings its request to this
-/// thread, or none.
-#[uretprobe]
-pub fn py_queue_get_return(ctx: RetProbeContext) -> u32 {
+/// The `RET` of `SimpleQueue.get()`'s implementation (a probe on the
+/// instruction, not a return probe: a worker that was already waiting in
+/// `get()` when the agent attached passes it too): the item (rax) brings
+/// its request to this thread, or none.
+#[uprobe]
+pub fn py_queue_got(ctx: ProbeContext) -> u32 {
     let thread = bpf_get_current_pid_tgid();
     let item = unsafe { (*ctx.regs).rax };
     let key = QueuedItemKey {

@@ -12,6 +12,8 @@ use std::{borrow::Cow, path::Path};
 
 use object::{Object, ObjectSegment, ObjectSymbol, read::ReadCache};
 
+use super::uprobes;
+
 /// Where the kernel's uprobes go in one Go executable.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GoBinary {
@@ -138,7 +140,7 @@ pub fn inspect(path: &Path) -> Result<GoBinary, Unsupported> {
         .segments()
         .find_map(|segment| segment.data_range(newproc1, newproc1_size).ok().flatten())
         .ok_or(Unsupported::NoReturn)?;
-    let returns = return_instructions(newproc1_code, newproc1);
+    let returns = uprobes::return_instructions(newproc1_code, newproc1);
     if returns.is_empty() {
         return Err(Unsupported::NoReturn);
     }
@@ -283,29 +285,8 @@ fn file_offset<'data, R: object::ReadRef<'data>>(
     elf: &Elf<'data, R>,
     address: u64,
 ) -> Result<u64, Unsupported> {
-    elf.segments()
-        .find_map(|segment| {
-            let (offset, size) = segment.file_range();
-            let start = segment.address();
-            (start..start + size)
-                .contains(&address)
-                .then(|| address - start + offset)
-        })
+    uprobes::file_offset(elf, address)
         .ok_or_else(|| Unsupported::Unreadable(format!("address {address:#x} is in no segment")))
-}
-
-/// The addresses of the `RET` instructions in `code`, which starts at `address`.
-fn return_instructions(code: &[u8], address: u64) -> Vec<u64> {
-    use iced_x86::{Decoder, DecoderOptions, Mnemonic};
-    let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
-    let mut returns = Vec::new();
-    while decoder.can_decode() {
-        let instruction = decoder.decode();
-        if instruction.mnemonic() == Mnemonic::Ret {
-            returns.push(instruction.ip());
-        }
-    }
-    returns
 }
 
 /// `runtime.g.goid`'s offset, from the binary's DWARF.
@@ -466,15 +447,6 @@ mod tests {
         assert_eq!(minor_version("go1.19.8"), Some(19));
         assert_eq!(minor_version("go1.22rc1"), Some(22));
         assert_eq!(minor_version("devel +abc"), None);
-    }
-
-    #[test]
-    fn returns_are_found_at_instruction_boundaries() {
-        // mov eax, 0xc3c3c3c3; add rsp, 8; pop rbp; ret; nop; ret
-        let code = [
-            0xb8, 0xc3, 0xc3, 0xc3, 0xc3, 0x48, 0x83, 0xc4, 0x08, 0x5d, 0xc3, 0x90, 0xc3,
-        ];
-        assert_eq!(return_instructions(&code, 0x1000), vec![0x100a, 0x100c]);
     }
 
     #[test]

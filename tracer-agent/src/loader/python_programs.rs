@@ -29,18 +29,17 @@ const PROBES_3_12: [(&str, &str); 3] = [
     ("py_task_step_return", "task_step_impl"),
     ("py_task_init", "_asyncio_Task___init__"),
 ];
-/// `SimpleQueue.put` and `.get` (Argument Clinic wrappers, 3.11+).
-const QUEUE_PROBES: [(&str, &str); 2] = [
-    ("py_queue_put", "_queue_SimpleQueue_put"),
-    ("py_queue_get_return", "_queue_SimpleQueue_get"),
-];
+/// `SimpleQueue.put` (the Argument Clinic wrapper, 3.11+) at its entry; the
+/// implementation of `get` at its `RET` instructions (`QUEUE_GET`).
+const QUEUE_PUT: (&str, &str) = ("py_queue_put", "_queue_SimpleQueue_put");
+const QUEUE_GET: (&str, &str) = ("py_queue_got", "_queue_SimpleQueue_get_impl");
 pub const PROGRAMS: [&str; 6] = [
     "py_task_step",
     "py_task_step_with_state",
     "py_task_step_return",
     "py_task_init",
     "py_queue_put",
-    "py_queue_get_return",
+    "py_queue_got",
 ];
 
 /// The extension modules followed, by file name prefix, and what they give.
@@ -102,7 +101,7 @@ impl PythonPrograms {
         let minor = cpython_minor(module).filter(|&minor| minor >= 11);
         let probes: &[(&str, &str)] = match minor {
             None => return Err("a CPython version other than 3.11+".into()),
-            _ if is_queue_module(module) => &QUEUE_PROBES,
+            _ if is_queue_module(module) => &[QUEUE_PUT],
             Some(11) => &PROBES_3_11,
             Some(_) => &PROBES_3_12,
         };
@@ -110,6 +109,13 @@ impl PythonPrograms {
         for &(name, function) in probes {
             let location = UProbeAttachLocation::Symbol(function);
             uprobes::attach(&mut ebpf, name, location, file)?;
+        }
+        if is_queue_module(module) {
+            let (name, function) = QUEUE_GET;
+            for offset in uprobes::return_offsets(file, function)? {
+                let location = UProbeAttachLocation::AbsoluteOffset(offset);
+                uprobes::attach(&mut ebpf, name, location, file)?;
+            }
         }
         Ok(())
     }

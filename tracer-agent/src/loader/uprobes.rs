@@ -1,7 +1,12 @@
 //! Loading and attaching the uprobe programs on language runtimes (Go,
-//! Python, Node.js), shared by their modules.
+//! Python, Node.js), shared by their modules, and finding where a
+//! function returns (a probe on its `RET` instructions sees every return,
+//! also of calls that began before it was attached, which a return probe
+//! does not; on Go code a return probe is not even safe).
 
 use std::path::Path;
+
+use object::{Object, ObjectSegment, ObjectSymbol, read::ReadCache};
 
 use aya::{
     Ebpf,
@@ -44,4 +49,80 @@ pub(super) fn attach(
         .attach(location, file, UProbeScope::AllProcesses)
         .map(|_| ())
         .map_err(|e| format!("cannot attach {name}: {e}"))
+}
+
+/// The file offset of virtual address `address` (what a uprobe attaches to).
+pub(super) fn file_offset<'data>(file: &impl Object<'data>, address: u64) -> Option<u64> {
+    file.segments().find_map(|segment| {
+        let (offset, size) = segment.file_range();
+        let start = segment.address();
+        (start..start + size)
+            .contains(&address)
+            .then(|| address - start + offset)
+    })
+}
+
+/// The addresses of the `RET` instructions in `code`, which starts at `address`.
+pub(super) fn return_instructions(code: &[u8], address: u64) -> Vec<u64> {
+    use iced_x86::{Decoder, DecoderOptions, Mnemonic};
+    let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
+    let mut returns = Vec::new();
+    while decoder.can_decode() {
+        let instruction = decoder.decode();
+        if instruction.mnemonic() == Mnemonic::Ret {
+            returns.push(instruction.ip());
+        }
+    }
+    returns
+}
+
+/// The file offsets of the `RET` instructions of `function` (a symbol,
+/// local ones included) in the x86-64 ELF file at `path`.
+pub(super) fn return_offsets(path: &Path, function: &str) -> Result<Vec<u64>, String> {
+    let file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let cache = ReadCache::new(file);
+    let elf = object::File::parse(&cache).map_err(|e| e.to_string())?;
+    let symbol = elf
+        .symbols()
+        .find(|symbol| symbol.name() == Ok(function) && symbol.size() > 0)
+        .ok_or_else(|| format!("no symbol {function}"))?;
+    let code = elf
+        .segments()
+        .find_map(|segment| {
+            segment
+                .data_range(symbol.address(), symbol.size())
+                .ok()
+                .flatten()
+        })
+        .ok_or_else(|| format!("{function}'s code is in no segment"))?;
+    let offsets: Vec<u64> = return_instructions(code, symbol.address())
+        .into_iter()
+        .filter_map(|address| file_offset(&elf, address))
+        .collect();
+    if offsets.is_empty() {
+        return Err(format!("no RET instruction in {function}"));
+    }
+    Ok(offsets)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn returns_are_found_at_instruction_boundaries() {
+        // mov eax, 0xc3c3c3c3; add rsp, 8; pop rbp; ret; nop; ret
+        let code = [
+            0xb8, 0xc3, 0xc3, 0xc3, 0xc3, 0x48, 0x83, 0xc4, 0x08, 0x5d, 0xc3, 0x90, 0xc3,
+        ];
+        assert_eq!(return_instructions(&code, 0x1000), vec![0x100a, 0x100c]);
+    }
+
+    #[test]
+    fn returns_of_a_function_in_a_file() {
+        // This test binary's own C `main` returns.
+        let exe = std::env::current_exe().unwrap();
+        assert!(!return_offsets(&exe, "main").unwrap().is_empty());
+        assert!(return_offsets(&exe, "no_such_function").is_err());
+    }
 }
