@@ -8,23 +8,21 @@ CLIENT span whose context the SDK's propagator writes into the request as
 `traceparent`. Appends one JSON line per call to IDS_FILE: the path and the
 client span's trace and span ids, as the SDK made them. Prints "ready".
 """
-import http.client
 import json
 import random
 import sys
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.trace import TracerProvider
+from thread_http import Handler, call, serve
 
 trace.set_tracer_provider(TracerProvider())
 tracer = trace.get_tracer("sdk-service")
 NEXT = int(sys.argv[2])
 IDS = open(sys.argv[3], "a", buffering=1)
 ids_lock = threading.Lock()
-local = threading.local()
 
 
 def call_next(path):
@@ -38,33 +36,16 @@ def call_next(path):
                 "trace_id": format(context.trace_id, "032x"),
                 "span_id": format(context.span_id, "016x"),
             }) + "\n")
-        if getattr(local, "conn", None) is None:
-            local.conn = http.client.HTTPConnection("127.0.0.1", NEXT)
-        local.conn.request("GET", path, headers=headers)
-        response = local.conn.getresponse()
-        return response.read()
+        return call("127.0.0.1", NEXT, path, headers)[1]
 
 
-class Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True
-
-    def log_message(self, *args):
-        pass
-
+class SdkHandler(Handler):
     def do_GET(self):
         context = propagate.extract(dict(self.headers))
         with tracer.start_as_current_span("GET", context=context, kind=trace.SpanKind.SERVER):
             time.sleep(random.uniform(0, 0.005))
             body = call_next(self.path)
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        self.answer(body)
 
 
-if __name__ == "__main__":
-    server = ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler)
-    server.daemon_threads = True
-    print("ready", flush=True)
-    server.serve_forever()
+serve(int(sys.argv[1]), SdkHandler)
