@@ -112,10 +112,22 @@ pub struct Handled {
     pub evicted: u64,
 }
 
+impl Handled {
+    /// Empties the lists, keeping their allocations.
+    pub fn clear(&mut self) {
+        self.outcomes.clear();
+        self.parse_errors.clear();
+        self.not_parsed.clear();
+        self.evicted = 0;
+    }
+}
+
 #[derive(Debug)]
 pub struct ConnectionTable {
     connections: HashMap<u64, Connection>,
     max_connections: usize,
+    /// The parser's outputs for one event, kept to reuse its allocation.
+    outputs: Vec<Output<ChunkMeta>>,
 }
 
 impl ConnectionTable {
@@ -123,6 +135,7 @@ impl ConnectionTable {
         ConnectionTable {
             connections: HashMap::default(),
             max_connections: max_connections.max(1),
+            outputs: Vec::new(),
         }
     }
 
@@ -208,9 +221,8 @@ impl ConnectionTable {
             return;
         };
         if let Protocol::Http1 { parser, .. } = &mut conn.protocol {
-            let mut outputs = Vec::new();
-            parser.close(&mut outputs);
-            collect(&conn.info, outputs, out);
+            parser.close(&mut self.outputs);
+            collect(&conn.info, &mut self.outputs, out);
         }
         out.outcomes.push(Outcome::Closed(sock_id));
     }
@@ -264,15 +276,14 @@ impl ConnectionTable {
             context: event.context,
             ids: event.ids,
         };
-        let mut outputs = Vec::new();
         parser.feed(
             stream,
             event.payload,
             event.uncaptured(),
             meta,
-            &mut outputs,
+            &mut self.outputs,
         );
-        collect(&conn.info, outputs, out);
+        collect(&conn.info, &mut self.outputs, out);
     }
 }
 
@@ -299,8 +310,8 @@ fn detect(role: Role, direction: Direction, payload: &[u8], attempts: u8) -> Pro
     }
 }
 
-fn collect(info: &ConnectionInfo, outputs: Vec<Output<ChunkMeta>>, out: &mut Handled) {
-    for output in outputs {
+fn collect(info: &ConnectionInfo, outputs: &mut Vec<Output<ChunkMeta>>, out: &mut Handled) {
+    for output in outputs.drain(..) {
         match output {
             Output::Request(start) => out.outcomes.push(Outcome::RequestStarted(StartedRequest {
                 start,

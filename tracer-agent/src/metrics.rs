@@ -4,18 +4,19 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    hash::BuildHasher,
     sync::{Arc, Mutex},
 };
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use tracer_common::Counter;
 
 use crate::{
     loader::KernelCounters,
-    spans::{Span, SpanKind, route},
+    spans::{AttributeValue, Span, SpanKind, route},
     stats::Stats,
 };
 
@@ -39,8 +40,32 @@ pub struct Metrics {
     registry: Registry,
     server_duration: HistogramVec,
     client_duration: HistogramVec,
-    routes: Mutex<HashMap<String, HashSet<String>>>,
+    /// Routes seen per service and the histogram of each series seen,
+    /// behind one lock: the export task is their only writer.
+    series: Mutex<Series>,
     health: Health,
+}
+
+/// Series kept at most in the lookup cache; past this it starts over.
+const MAX_CACHED_SERIES: usize = 16_384;
+
+/// One cached series: what it is for, and its histogram.
+struct CachedSeries {
+    kind: SpanKind,
+    service: String,
+    method: String,
+    path: String,
+    status: Option<i64>,
+    histogram: Histogram,
+}
+
+#[derive(Default)]
+struct Series {
+    routes: HashMap<String, HashSet<String>>,
+    /// By a hash of (kind, service, method, path, status): a span of a series
+    /// seen before is recorded with no label formatting and no allocation.
+    cache: foldhash::HashMap<u64, Vec<CachedSeries>>,
+    cached: usize,
 }
 
 /// The agent's own counters, copied from `Stats` and the kernel at scrape.
@@ -164,31 +189,82 @@ impl Metrics {
             registry,
             server_duration,
             client_duration,
-            routes: Mutex::new(HashMap::new()),
+            series: Mutex::new(Series::default()),
             health,
         }
     }
 
     /// Adds each span's duration to its histogram.
     pub fn record(&self, spans: &[Span]) {
-        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        let series = &mut *series;
         for span in spans {
-            let text = |key| span.attribute_text(key);
-            let service = &span.process.service_name;
-            let route = bounded_route(&mut routes, service, route(&text("url.path")));
-            let histogram = match span.kind {
-                SpanKind::Server => &self.server_duration,
-                SpanKind::Client => &self.client_duration,
+            let service = span.process.service_name.as_str();
+            let status = match span.attribute("http.response.status_code") {
+                Some(AttributeValue::Int(status)) => Some(*status),
+                _ => None,
             };
-            histogram
-                .with_label_values(&[
-                    service.as_str(),
-                    text("http.request.method").as_str(),
-                    route.as_str(),
-                    text("http.response.status_code").as_str(),
-                ])
-                .observe(span.duration_ns() as f64 / 1e9);
+            let method = span.attribute_str("http.request.method");
+            let path = span.attribute_str("url.path");
+            let hash = foldhash::fast::FixedState::default().hash_one((
+                span.kind as u8,
+                service,
+                method,
+                path,
+                status,
+            ));
+            let seconds = span.duration_ns() as f64 / 1e9;
+            let cached = series.cache.get(&hash).and_then(|entries| {
+                entries.iter().find(|c| {
+                    c.kind == span.kind
+                        && c.status == status
+                        && c.service == service
+                        && c.method == method
+                        && c.path == path
+                })
+            });
+            if let Some(cached) = cached {
+                cached.histogram.observe(seconds);
+                continue;
+            }
+            let histogram = self.histogram(&mut series.routes, span, status);
+            histogram.observe(seconds);
+            if series.cached >= MAX_CACHED_SERIES {
+                series.cache.clear();
+                series.cached = 0;
+            }
+            series.cached += 1;
+            series.cache.entry(hash).or_default().push(CachedSeries {
+                kind: span.kind,
+                service: service.to_string(),
+                method: method.to_string(),
+                path: path.to_string(),
+                status,
+                histogram,
+            });
         }
+    }
+
+    /// The histogram of a span's series, its route bounded per service.
+    fn histogram(
+        &self,
+        routes: &mut HashMap<String, HashSet<String>>,
+        span: &Span,
+        status: Option<i64>,
+    ) -> Histogram {
+        let text = |key| span.attribute_text(key);
+        let service = &span.process.service_name;
+        let route = bounded_route(routes, service, route(&text("url.path")));
+        let histograms = match span.kind {
+            SpanKind::Server => &self.server_duration,
+            SpanKind::Client => &self.client_duration,
+        };
+        histograms.with_label_values(&[
+            service.as_str(),
+            text("http.request.method").as_str(),
+            route.as_str(),
+            &status.map(|s| s.to_string()).unwrap_or_default(),
+        ])
     }
 
     /// The text exposition format, health counters read now.

@@ -107,8 +107,10 @@ async fn process(
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
     let mut latest_ns = 0u64;
     let mut stopping = false;
+    // Reused from batch to batch: its lists keep their allocations.
+    let mut handled = Handled::default();
     while !stopping {
-        let mut handled = Handled::default();
+        handled.clear();
         tokio::select! {
             wake = reader.wait() => stopping = matches!(wake?, Wake::Shutdown),
             _ = sweep.tick() => {

@@ -1,7 +1,11 @@
 //! Exchanges → OpenTelemetry spans: kind, timing, semantic-convention
 //! attributes, status, and the resource of the process that handled them.
 
-use std::{borrow::Cow, net::SocketAddr, sync::Arc};
+use std::{
+    net::{IpAddr, SocketAddr},
+    ops::Deref,
+    sync::Arc,
+};
 
 use tracer_common::Role;
 
@@ -20,10 +24,83 @@ pub enum SpanKind {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AttributeValue {
-    /// Text; borrowed when it is a constant (a method, a scheme), so most
-    /// spans allocate only for what varies.
-    Str(Cow<'static, str>),
+    Str(Text),
     Int(i64),
+}
+
+/// Attribute text: a constant (a method, a scheme), text many spans share
+/// (an address), or the span's own, so a span allocates only for what is
+/// its own.
+#[derive(Clone, Debug)]
+pub enum Text {
+    Static(&'static str),
+    Shared(Arc<str>),
+    Owned(String),
+}
+
+impl Text {
+    /// Heap bytes this span holds alone (shared text is counted where it is shared).
+    pub fn owned_capacity(&self) -> usize {
+        match self {
+            Text::Owned(s) => s.capacity(),
+            Text::Static(_) | Text::Shared(_) => 0,
+        }
+    }
+}
+
+impl Deref for Text {
+    type Target = str;
+    fn deref(&self) -> &str {
+        match self {
+            Text::Static(s) => s,
+            Text::Shared(s) => s,
+            Text::Owned(s) => s,
+        }
+    }
+}
+
+impl AsRef<str> for Text {
+    fn as_ref(&self) -> &str {
+        self
+    }
+}
+
+impl PartialEq for Text {
+    fn eq(&self, other: &Text) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Text {}
+
+impl PartialEq<str> for Text {
+    fn eq(&self, other: &str) -> bool {
+        &**self == other
+    }
+}
+
+impl PartialEq<&str> for Text {
+    fn eq(&self, other: &&str) -> bool {
+        &**self == *other
+    }
+}
+
+impl PartialEq<String> for Text {
+    fn eq(&self, other: &String) -> bool {
+        **self == **other
+    }
+}
+
+impl From<&'static str> for Text {
+    fn from(s: &'static str) -> Text {
+        Text::Static(s)
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Text {
+        Text::Owned(s)
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,6 +131,14 @@ impl Span {
             .iter()
             .find(|(k, _)| *k == key)
             .map(|(_, v)| v)
+    }
+
+    /// A text attribute ("" when absent or not text).
+    pub fn attribute_str(&self, key: &str) -> &str {
+        match self.attribute(key) {
+            Some(AttributeValue::Str(s)) => s,
+            _ => "",
+        }
     }
 
     /// An attribute as text ("" when absent).
@@ -99,14 +184,36 @@ const SECRET_QUERY_KEYS: &[&str] = &[
     "x-goog-signature",
 ];
 
+/// Addresses kept as text at most; past this the cache starts over.
+const MAX_ADDRESS_TEXTS: usize = 4096;
+
 pub struct SpanBuilder {
     clock: Clock,
     processes: ProcessCache,
+    /// Addresses as attribute text, formatted once and shared by every span
+    /// that names them (a node talks to few addresses, many times).
+    address_texts: foldhash::HashMap<IpAddr, Arc<str>>,
 }
 
 impl SpanBuilder {
     pub fn new(clock: Clock, processes: ProcessCache) -> Self {
-        SpanBuilder { clock, processes }
+        SpanBuilder {
+            clock,
+            processes,
+            address_texts: Default::default(),
+        }
+    }
+
+    fn address_text(&mut self, ip: IpAddr) -> AttributeValue {
+        if let Some(text) = self.address_texts.get(&ip) {
+            return AttributeValue::Str(Text::Shared(text.clone()));
+        }
+        if self.address_texts.len() >= MAX_ADDRESS_TEXTS {
+            self.address_texts.clear();
+        }
+        let text: Arc<str> = ip.to_string().into();
+        self.address_texts.insert(ip, text.clone());
+        AttributeValue::Str(Text::Shared(text))
     }
 
     /// Reads the process's facts now, when its request starts (and returns
@@ -156,9 +263,10 @@ impl SpanBuilder {
             SpanKind::Client => connection.remote,
         };
         let host_header = request.headers.get("host");
-        let server_address = host_header
-            .map(|host| split_host(host).0.to_string())
-            .unwrap_or_else(|| server_end.ip().to_string());
+        let server_address = match host_header {
+            Some(host) => str(split_host(host).0),
+            None => self.address_text(server_end.ip()),
+        };
         if kind == SpanKind::Client {
             let authority = host_header
                 .map(str::to_string)
@@ -172,18 +280,15 @@ impl SpanBuilder {
                 AttributeValue::Str(format!("http://{authority}{target}").into()),
             );
         }
-        attr("server.address", AttributeValue::Str(server_address.into()));
+        attr("server.address", server_address);
         attr("server.port", port(server_end));
         if kind == SpanKind::Server {
-            attr(
-                "client.address",
-                AttributeValue::Str(connection.remote.ip().to_string().into()),
-            );
+            attr("client.address", self.address_text(connection.remote.ip()));
             attr("client.port", port(connection.remote));
         }
         attr(
             "network.peer.address",
-            AttributeValue::Str(connection.remote.ip().to_string().into()),
+            self.address_text(connection.remote.ip()),
         );
         attr("network.peer.port", port(connection.remote));
         if let Some(agent) = request.headers.get("user-agent") {
@@ -232,7 +337,13 @@ impl SpanBuilder {
             trace_id: ids.trace_id,
             span_id: ids.span_id,
             parent_span_id: ids.parent_span_id,
-            name: format!("{method} {}", route(path)),
+            name: {
+                let mut name = String::with_capacity(method.len() + 1 + path.len().max(1));
+                name.push_str(method);
+                name.push(' ');
+                push_route(&mut name, path);
+                name
+            },
             kind,
             start_unix_ns: self.clock.to_unix_ns(exchange.request_start.first_ns),
             end_unix_ns: self.clock.to_unix_ns(exchange.response_end.last_ns),
@@ -254,7 +365,7 @@ fn str(value: &str) -> AttributeValue {
 }
 
 fn fixed(value: &'static str) -> AttributeValue {
-    AttributeValue::Str(Cow::Borrowed(value))
+    AttributeValue::Str(Text::Static(value))
 }
 
 fn port(addr: SocketAddr) -> AttributeValue {
@@ -312,19 +423,27 @@ fn is_secret_key(key: &str) -> bool {
 /// A low-cardinality route from a path: segments that look like ids
 /// (numbers, hex, UUIDs, long tokens) become `{id}`.
 pub fn route(path: &str) -> String {
+    let mut out = String::with_capacity(path.len().max(1));
+    push_route(&mut out, path);
+    out
+}
+
+/// Appends `route(path)` to `out`.
+fn push_route(out: &mut String, path: &str) {
     if path.is_empty() {
-        return "/".into();
+        out.push('/');
+        return;
     }
-    path.split('/')
-        .map(|segment| {
-            if looks_like_id(segment) {
-                "{id}"
-            } else {
-                segment
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("/")
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        out.push_str(if looks_like_id(segment) {
+            "{id}"
+        } else {
+            segment
+        });
+    }
 }
 
 fn looks_like_id(segment: &str) -> bool {
@@ -359,12 +478,12 @@ mod tests {
         CompletedExchange {
             exchange: Exchange {
                 index: 0,
-                request: RequestHead {
+                request: Arc::new(RequestHead {
                     method: method.into(),
                     target: target.into(),
                     version: 1,
                     headers: Headers::default(),
-                },
+                }),
                 response: status.map(|status| ResponseHead {
                     status,
                     version: 1,

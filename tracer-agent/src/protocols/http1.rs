@@ -12,7 +12,7 @@
 //! exchange reports the `M` of the chunk where its request started and of the
 //! chunk where its response ended.
 
-use std::{collections::VecDeque, fmt};
+use std::{collections::VecDeque, fmt, sync::Arc};
 
 /// Heads (request line or status line plus headers) longer than this are errors.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -45,7 +45,7 @@ const KEPT_HEADERS: &[&str] = &[
 ];
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(String, String)>);
+pub struct Headers(Vec<(&'static str, String)>);
 
 impl Headers {
     /// The first value of `name`, compared case-insensitively.
@@ -57,24 +57,25 @@ impl Headers {
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.0.iter().map(|(k, v)| (*k, v.as_str()))
     }
 
-    /// The headers the agent reads (`KEPT_HEADERS`) of a parsed head; the
-    /// rest are never copied.
+    /// The headers the agent reads (`KEPT_HEADERS`, named in lower case) of
+    /// a parsed head; the rest are never copied.
     pub(crate) fn from_httparse(headers: &[httparse::Header<'_>]) -> Self {
-        Headers(
-            headers
+        let mut kept = Vec::new();
+        for header in headers {
+            if let Some(name) = KEPT_HEADERS
                 .iter()
-                .filter(|h| KEPT_HEADERS.iter().any(|k| h.name.eq_ignore_ascii_case(k)))
-                .map(|h| {
-                    (
-                        h.name.to_string(),
-                        String::from_utf8_lossy(h.value).trim().to_string(),
-                    )
-                })
-                .collect(),
-        )
+                .find(|k| header.name.eq_ignore_ascii_case(k))
+            {
+                kept.push((
+                    *name,
+                    String::from_utf8_lossy(header.value).trim().to_string(),
+                ));
+            }
+        }
+        Headers(kept)
     }
 }
 
@@ -100,7 +101,8 @@ pub struct ResponseHead {
 pub struct RequestStart<M> {
     /// The request's number on this connection, from 0; its `Exchange` has the same.
     pub index: u64,
-    pub request: RequestHead,
+    /// Shared with the request's `Exchange`: parsed once, never copied.
+    pub request: Arc<RequestHead>,
     /// The chunk holding the request's first byte, and where in it that byte is.
     pub start: M,
     pub offset: usize,
@@ -111,7 +113,7 @@ pub struct RequestStart<M> {
 pub struct Exchange<M> {
     /// The request's number on this connection (as in its `RequestStart`).
     pub index: u64,
-    pub request: RequestHead,
+    pub request: Arc<RequestHead>,
     /// `None` when the connection closed before a response came.
     pub response: Option<ResponseHead>,
     /// The chunk holding the request's first byte.
@@ -220,7 +222,7 @@ enum State {
 #[derive(Debug)]
 struct Pending<M> {
     index: u64,
-    head: RequestHead,
+    head: Arc<RequestHead>,
     start: M,
     body_bytes: u64,
 }
@@ -617,6 +619,7 @@ impl<M: Copy> Http1Connection<M> {
             self.pending.pop_front();
             out.push(Output::Error(ParseError::TooManyPending));
         }
+        let head = Arc::new(head);
         let start = self.requests.start.unwrap_or(meta);
         let index = self.next_index;
         self.next_index += 1;

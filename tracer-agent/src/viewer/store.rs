@@ -233,11 +233,6 @@ impl TraceStore {
                 inner.own_calls_skipped += 1;
                 continue;
             }
-            let size = span_bytes(&span);
-            if size > self.limits.max_bytes {
-                inner.dropped_spans += 1;
-                continue;
-            }
             if !inner.traces.contains_key(&span.trace_id) {
                 let Some(weight) = inner.admission.admit(&span) else {
                     inner.spans_not_sampled += 1;
@@ -256,7 +251,9 @@ impl TraceStore {
             let Some(trace) = inner.traces.get_mut(&span.trace_id) else {
                 continue;
             };
-            if trace.spans.len() >= MAX_SPANS_PER_TRACE {
+            // Sized only once admitted: most spans under load are not.
+            let size = span_bytes(&span);
+            if trace.spans.len() >= MAX_SPANS_PER_TRACE || size > self.limits.max_bytes {
                 inner.dropped_spans += 1;
                 continue;
             }
@@ -461,9 +458,10 @@ fn span_bytes(span: &Span) -> usize {
             .attributes
             .iter()
             .map(|(_, value)| match value {
-                AttributeValue::Str(std::borrow::Cow::Owned(s)) => block(s.capacity()),
-                AttributeValue::Str(std::borrow::Cow::Borrowed(_)) => 0,
-                AttributeValue::Int(_) => 0,
+                AttributeValue::Str(text) if text.owned_capacity() > 0 => {
+                    block(text.owned_capacity())
+                }
+                AttributeValue::Str(_) | AttributeValue::Int(_) => 0,
             })
             .sum::<usize>()
 }
