@@ -115,30 +115,34 @@ fn enter(ctx: &TracePointContext, syscall: Syscall, user_ptr: u64, iov_count: u6
     }
 }
 
-/// The start of a syscall that was already blocked when the agent attached
-/// (a keep-alive server waiting in `recv`): the agent listed those threads in
-/// `BLOCKED_AT_ATTACH`, and the arguments are still in the registers the
-/// thread entered the kernel with (x86-64: rdi, rsi, rdx, r10). Without this
-/// the first request on such a connection would be missed.
+/// The syscall's arguments from the registers the thread entered the kernel
+/// with (x86-64: rdi, rsi, rdx, r10), read at its exit: what a read needs
+/// (so reads have no entry program), and what a write that was already
+/// blocked when the agent attached had. Zeroes when they cannot be read.
 #[inline(always)]
-fn start_before_attach(syscall: Syscall, moved: i64) -> Option<InFlight> {
-    let key = bpf_get_current_pid_tgid();
-    unsafe { BLOCKED_AT_ATTACH.get(key) }?;
-    let _ = BLOCKED_AT_ATTACH.remove(key);
-    let config = traced()?;
+fn syscall_args() -> [u64; 4] {
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
     if regs.is_null() {
-        return None;
+        return [0; 4];
     }
-    let register = |field: *const u64| unsafe { bpf_probe_read_kernel(field) }.unwrap_or(0);
-    let (fd, second, third, fourth) = unsafe {
-        (
-            register(&raw const (*regs).rdi),
-            register(&raw const (*regs).rsi),
-            register(&raw const (*regs).rdx),
-            register(&raw const (*regs).r10),
-        )
-    };
+    // r10 .. rdi are one span of pt_regs (r10, r9, r8, rax, rcx, rdx, rsi,
+    // rdi): one read instead of four.
+    let span: [u64; 8] =
+        match unsafe { bpf_probe_read_kernel(&raw const (*regs).r10 as *const [u64; 8]) } {
+            Ok(span) => span,
+            Err(_) => {
+                count(Counter::KernelReadFailed, 1);
+                return [0; 4];
+            }
+        };
+    [span[7], span[6], span[5], span[0]]
+}
+
+/// A syscall's start rebuilt at its exit from the registers (`syscall_args`);
+/// `moved` bytes already moved the sequence number, so it is moved back.
+#[inline(always)]
+fn start_at_exit(config: &Config, syscall: Syscall, moved: i64) -> Option<InFlight> {
+    let [fd, second, third, fourth] = syscall_args();
     let (iov_count, flags) = match syscall {
         Syscall::Readv | Syscall::Writev => (third, 0),
         Syscall::Recvfrom => (0, fourth),
@@ -149,8 +153,20 @@ fn start_before_attach(syscall: Syscall, moved: i64) -> Option<InFlight> {
         return None;
     }
     let mut in_flight = start_of(config, syscall, fd as i64, second, iov_count)?;
-    // Read now, the sequence number is past the bytes the syscall moved.
     in_flight.seq = in_flight.seq.wrapping_sub(moved as u32);
+    Some(in_flight)
+}
+
+/// The start of a write that was already blocked when the agent attached:
+/// the agent listed those threads in `BLOCKED_AT_ATTACH`. (Reads need no
+/// list: every read is rebuilt at its exit.)
+#[inline(always)]
+fn start_before_attach(syscall: Syscall, moved: i64) -> Option<InFlight> {
+    let key = bpf_get_current_pid_tgid();
+    unsafe { BLOCKED_AT_ATTACH.get(key) }?;
+    let _ = BLOCKED_AT_ATTACH.remove(key);
+    let config = traced()?;
+    let in_flight = start_at_exit(config, syscall, moved)?;
     count(Counter::BlockedAtAttachTraced, 1);
     Some(in_flight)
 }
@@ -164,16 +180,30 @@ fn take_in_flight() -> Option<InFlight> {
 }
 
 /// Exit of a read/write-like syscall: send what moved, with a payload prefix.
+/// A read is looked at only here, and only when it moved bytes; a write
+/// has its start from its entry (its context and start time are decided
+/// before the bytes leave).
 #[inline(always)]
 fn exit_data(ctx: &TracePointContext, syscall: Syscall) {
     let moved = ret(ctx);
-    let in_flight = match take_in_flight() {
-        Some(in_flight) => in_flight,
-        None if moved > 0 => match start_before_attach(syscall, moved) {
+    let in_flight = if syscall.direction() == Some(Direction::Ingress) {
+        if moved <= 0 {
+            return;
+        }
+        let Some(config) = traced() else { return };
+        match start_at_exit(config, syscall, moved) {
             Some(in_flight) => in_flight,
             None => return,
-        },
-        None => return,
+        }
+    } else {
+        match take_in_flight() {
+            Some(in_flight) => in_flight,
+            None if moved > 0 => match start_before_attach(syscall, moved) {
+                Some(in_flight) => in_flight,
+                None => return,
+            },
+            None => return,
+        }
     };
     if moved <= 0 {
         return;
@@ -339,7 +369,7 @@ fn opened(fd: i64, role: Role, syscall: Syscall, sock: Option<u64>) {
     emit(config, buffer);
 }
 
-macro_rules! data_syscall {
+macro_rules! write_syscall {
     ($enter:ident, $exit:ident, $syscall:expr, |$ctx:ident| ($user_ptr:expr, $iov_count:expr)) => {
         #[tracepoint]
         pub fn $enter($ctx: TracePointContext) -> u32 {
@@ -355,74 +385,57 @@ macro_rules! data_syscall {
     };
 }
 
-// read(fd, buf, count) / write(fd, buf, count)
-data_syscall!(sys_enter_read, sys_exit_read, Syscall::Read, |ctx| (
+/// Reads have only an exit program: the arguments are still in the
+/// registers (`syscall_args`), and most reads of a busy event loop move
+/// nothing (EAGAIN) and cost no more than this check.
+macro_rules! read_syscall {
+    ($exit:ident, $syscall:expr) => {
+        #[tracepoint]
+        pub fn $exit(ctx: TracePointContext) -> u32 {
+            exit_data(&ctx, $syscall);
+            0
+        }
+    };
+}
+
+// read(fd, buf, count), readv(fd, iov, iovcnt),
+// recvfrom(fd, buf, len, flags, addr, addrlen), recvmsg(fd, msg, flags).
+// A MSG_PEEK read leaves the bytes in the socket to be read again, so it is
+// not traffic.
+read_syscall!(sys_exit_read, Syscall::Read);
+read_syscall!(sys_exit_readv, Syscall::Readv);
+read_syscall!(sys_exit_recvfrom, Syscall::Recvfrom);
+read_syscall!(sys_exit_recvmsg, Syscall::Recvmsg);
+
+// write(fd, buf, count)
+write_syscall!(sys_enter_write, sys_exit_write, Syscall::Write, |ctx| (
     arg(&ctx, 1),
     0
 ));
-data_syscall!(sys_enter_write, sys_exit_write, Syscall::Write, |ctx| (
-    arg(&ctx, 1),
-    0
-));
-// readv(fd, iov, iovcnt) / writev(fd, iov, iovcnt)
-data_syscall!(sys_enter_readv, sys_exit_readv, Syscall::Readv, |ctx| (
-    arg(&ctx, 1),
-    arg(&ctx, 2)
-));
-data_syscall!(sys_enter_writev, sys_exit_writev, Syscall::Writev, |ctx| (
+// writev(fd, iov, iovcnt)
+write_syscall!(sys_enter_writev, sys_exit_writev, Syscall::Writev, |ctx| (
     arg(&ctx, 1),
     arg(&ctx, 2)
 ));
 // sendto(fd, buf, len, flags, addr, addrlen)
-data_syscall!(sys_enter_sendto, sys_exit_sendto, Syscall::Sendto, |ctx| (
+write_syscall!(sys_enter_sendto, sys_exit_sendto, Syscall::Sendto, |ctx| (
     arg(&ctx, 1),
     0
 ));
 // sendmsg(fd, msg, flags)
-data_syscall!(
+write_syscall!(
     sys_enter_sendmsg,
     sys_exit_sendmsg,
     Syscall::Sendmsg,
     |ctx| (arg(&ctx, 1), 0)
 );
 // sendfile64(out_fd, in_fd, offset, count): counted, no payload.
-data_syscall!(
+write_syscall!(
     sys_enter_sendfile64,
     sys_exit_sendfile64,
     Syscall::Sendfile,
     |ctx| (0, 0)
 );
-
-/// recvfrom(fd, buf, len, flags, addr, addrlen). A MSG_PEEK read leaves the bytes
-/// in the socket to be read again, so it is not traffic.
-#[tracepoint]
-pub fn sys_enter_recvfrom(ctx: TracePointContext) -> u32 {
-    if arg(&ctx, 3) & MSG_PEEK == 0 {
-        enter(&ctx, Syscall::Recvfrom, arg(&ctx, 1), 0);
-    }
-    0
-}
-
-#[tracepoint]
-pub fn sys_exit_recvfrom(ctx: TracePointContext) -> u32 {
-    exit_data(&ctx, Syscall::Recvfrom);
-    0
-}
-
-/// recvmsg(fd, msg, flags), MSG_PEEK skipped as for recvfrom.
-#[tracepoint]
-pub fn sys_enter_recvmsg(ctx: TracePointContext) -> u32 {
-    if arg(&ctx, 2) & MSG_PEEK == 0 {
-        enter(&ctx, Syscall::Recvmsg, arg(&ctx, 1), 0);
-    }
-    0
-}
-
-#[tracepoint]
-pub fn sys_exit_recvmsg(ctx: TracePointContext) -> u32 {
-    exit_data(&ctx, Syscall::Recvmsg);
-    0
-}
 
 /// accept(fd, ...) returns the new connection's descriptor.
 #[tracepoint]

@@ -1,17 +1,18 @@
-//! Threads that are inside a socket read or write when the programs attach
-//! (a keep-alive server waiting in `recv`): the kernel never saw their
+//! Threads that are inside a socket write when the programs attach (a
+//! sender blocked on a full socket buffer): the kernel never saw their
 //! syscall's enter, so the agent lists them and the exit reads the arguments
 //! from the thread's registers (see the kernel's `start_before_attach`).
+//! Reads need no list: the kernel looks at them at their exit only.
 
 use std::{fs, path::Path};
 
-/// x86-64 numbers of the data syscalls the programs trace: read, write,
-/// readv, writev, sendto, recvfrom, sendmsg, recvmsg.
-const DATA_SYSCALLS: [u64; 8] = [0, 1, 19, 20, 44, 45, 46, 47];
+/// x86-64 numbers of the writes the programs trace: write, writev,
+/// sendfile, sendto, sendmsg.
+const WRITE_SYSCALLS: [u64; 5] = [1, 20, 40, 44, 46];
 
 /// `pid_tgid` keys (process id high, thread id low) of the threads of every
-/// process but `skip_pid` that are now in a data syscall on a socket.
-pub fn threads_in_socket_syscalls(skip_pid: u32) -> Vec<u64> {
+/// process but `skip_pid` that are now in a write on a socket.
+pub fn threads_in_socket_writes(skip_pid: u32) -> Vec<u64> {
     let Ok(processes) = fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -33,7 +34,7 @@ pub fn threads_in_socket_syscalls(skip_pid: u32) -> Vec<u64> {
             let Ok(syscall) = fs::read_to_string(thread.path().join("syscall")) else {
                 continue;
             };
-            if let Some(fd) = data_syscall_fd(&syscall)
+            if let Some(fd) = write_syscall_fd(&syscall)
                 && is_socket(&process.path(), fd)
             {
                 found.push((u64::from(pid) << 32) | u64::from(tid));
@@ -48,12 +49,12 @@ fn number(name: &std::ffi::OsStr) -> Option<u32> {
 }
 
 /// The descriptor of a `/proc/PID/task/TID/syscall` line ("NR ARG0 ARG1 …",
-/// hex arguments) when NR is a data syscall; "running" and "-1 …" (not in a
+/// hex arguments) when NR is a traced write; "running" and "-1 …" (not in a
 /// syscall) give none.
-fn data_syscall_fd(line: &str) -> Option<u64> {
+fn write_syscall_fd(line: &str) -> Option<u64> {
     let mut fields = line.split_whitespace();
     let nr: u64 = fields.next()?.parse().ok()?;
-    if !DATA_SYSCALLS.contains(&nr) {
+    if !WRITE_SYSCALLS.contains(&nr) {
         return None;
     }
     u64::from_str_radix(fields.next()?.trim_start_matches("0x"), 16).ok()
@@ -71,32 +72,36 @@ mod tests {
     #[test]
     fn parses_proc_syscall_lines() {
         assert_eq!(
-            data_syscall_fd("45 0x5 0x7ffd1000 0x2000 0x0 0x0 0x0 0x7ffd0ff8 0x7f0012345678"),
+            write_syscall_fd("44 0x5 0x7ffd1000 0x2000 0x0 0x0 0x0 0x7ffd0ff8 0x7f0012345678"),
             Some(5)
         );
         assert_eq!(
-            data_syscall_fd("0 0x1a 0x1 0x2 0x0 0x0 0x0 0x0 0x0"),
+            write_syscall_fd("1 0x1a 0x1 0x2 0x0 0x0 0x0 0x0 0x0"),
             Some(26)
         );
-        assert_eq!(data_syscall_fd("232 0x4 0x1 0x2 0x0 0x0 0x0 0x0 0x0"), None);
-        assert_eq!(data_syscall_fd("running"), None);
-        assert_eq!(data_syscall_fd("-1 0x7ffd 0x7f00"), None);
-        assert_eq!(data_syscall_fd(""), None);
-        assert_eq!(data_syscall_fd("45 zz"), None);
+        assert_eq!(write_syscall_fd("45 0x5 0x1 0x2 0x0 0x0 0x0 0x0 0x0"), None);
+        assert_eq!(
+            write_syscall_fd("232 0x4 0x1 0x2 0x0 0x0 0x0 0x0 0x0"),
+            None
+        );
+        assert_eq!(write_syscall_fd("running"), None);
+        assert_eq!(write_syscall_fd("-1 0x7ffd 0x7f00"), None);
+        assert_eq!(write_syscall_fd(""), None);
+        assert_eq!(write_syscall_fd("1 zz"), None);
     }
 
     #[test]
-    fn finds_a_thread_blocked_in_recv() {
-        let (mut client, server) = std::os::unix::net::UnixStream::pair().unwrap();
-        let reader = std::thread::spawn(move || {
-            let mut byte = [0u8; 1];
-            std::io::Read::read(&mut &server, &mut byte).unwrap();
+    fn finds_a_thread_blocked_in_a_write() {
+        let (client, mut server) = std::os::unix::net::UnixStream::pair().unwrap();
+        // More than the socket buffer holds: the write blocks until read.
+        let writer = std::thread::spawn(move || {
+            std::io::Write::write_all(&mut &client, &vec![0u8; 8 << 20]).unwrap();
         });
         // The thread is blocked once the kernel says so; wait for it.
         let me = (u64::from(std::process::id())) << 32;
         let mut found = false;
         for _ in 0..200 {
-            if threads_in_socket_syscalls(0)
+            if threads_in_socket_writes(0)
                 .iter()
                 .any(|key| key & !0xffff_ffff == me)
             {
@@ -105,8 +110,12 @@ mod tests {
             }
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
-        std::io::Write::write_all(&mut client, b"x").unwrap();
-        reader.join().unwrap();
-        assert!(found, "the reading thread was not found");
+        std::io::copy(
+            &mut std::io::Read::take(&mut server, 8 << 20),
+            &mut std::io::sink(),
+        )
+        .unwrap();
+        writer.join().unwrap();
+        assert!(found, "the writing thread was not found");
     }
 }

@@ -37,19 +37,15 @@ static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"),
 
 /// Every program, named after the `syscalls:` tracepoint it attaches to.
 pub const TRACEPOINTS: &[&str] = &[
-    "sys_enter_read",
     "sys_exit_read",
     "sys_enter_write",
     "sys_exit_write",
-    "sys_enter_readv",
     "sys_exit_readv",
     "sys_enter_writev",
     "sys_exit_writev",
-    "sys_enter_recvfrom",
     "sys_exit_recvfrom",
     "sys_enter_sendto",
     "sys_exit_sendto",
-    "sys_enter_recvmsg",
     "sys_exit_recvmsg",
     "sys_enter_sendmsg",
     "sys_exit_sendmsg",
@@ -409,16 +405,13 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         };
     // After attaching: a syscall entered from now on is seen at its enter.
     let mut blocked: HashMap<_, u64, u8> = map_mut(&mut ebpf, "BLOCKED_AT_ATTACH")?;
-    let threads = blocked::threads_in_socket_syscalls(std::process::id());
+    let threads = blocked::threads_in_socket_writes(std::process::id());
     for key in threads.iter().take(MAX_BLOCKED_AT_ATTACH as usize) {
         blocked
             .insert(key, 0, 0)
             .map_err(map_error("BLOCKED_AT_ATTACH"))?;
     }
-    tracing::debug!(
-        "{} threads were in a socket read or write at attach",
-        threads.len()
-    );
+    tracing::debug!("{} threads were in a socket write at attach", threads.len());
 
     let mut local_addresses = LocalAddresses {
         map: take_map(&mut ebpf, "LOCAL_ADDRESSES")?,
