@@ -11,11 +11,13 @@ pub mod counters;
 pub mod event;
 pub mod go;
 pub mod node;
+pub mod socket;
 
 pub use config::{Config, InjectMode, KernelOffsets};
 pub use counters::Counter;
 pub use event::{Direction, EventKind, RequestContext, Role, SocketEvent, Syscall};
 pub use go::{GoProcess, SpawnRanges};
+pub use socket::{MAX_SOCKETS, SocketState};
 
 /// Largest payload prefix one event can carry. The capture length the agent
 /// configures (`Config::capture_bytes`) is at most this. A power of two: the
@@ -33,9 +35,6 @@ pub const MAX_IOVECS: u32 = 8;
 
 /// Threads that can be inside a traced syscall at once (per-thread map size).
 pub const MAX_IN_FLIGHT: u32 = 16 * 1024;
-
-/// Sockets whose role (client/server) the kernel remembers (LRU).
-pub const MAX_ROLES: u32 = 64 * 1024;
 
 /// Threads whose inbound requests the kernel keeps count of (LRU).
 pub const MAX_THREAD_CONTEXTS: u32 = 64 * 1024;
@@ -82,9 +81,6 @@ pub const MAX_TASKS: u32 = 64 * 1024;
 
 /// Node.js processes running the agent's script (`--node-context-script`).
 pub const MAX_NODE_PROCESSES: u32 = 4096;
-
-/// Sockets the agent told the kernel to skip (not a protocol it parses; LRU).
-pub const MAX_IGNORED_SOCKETS: u32 = 64 * 1024;
 
 /// Processes `--pid` can name.
 pub const MAX_TRACED_PIDS: u32 = 1024;

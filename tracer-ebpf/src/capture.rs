@@ -11,29 +11,26 @@ use aya_ebpf::{
     },
 };
 use tracer_common::{
-    Config, Counter, EventKind, MAX_CAPTURE, MAX_IOVECS, RequestContext, Role, Syscall,
-    event::SOCKET_EVENT_SIZE,
+    Config, Counter, EventKind, MAX_CAPTURE, MAX_IOVECS, RequestContext, Role, SocketState,
+    Syscall, event::SOCKET_EVENT_SIZE,
 };
 
-use crate::{
-    maps::{EVENTS, EventBuffer, SCRATCH, count},
-    sockets::read_addresses,
-};
+use crate::maps::{EVENTS, EventBuffer, SCRATCH, count};
 
 /// Byte offset of `msg_iov` / `msg_iovlen` in the user-space `struct msghdr`
 /// (64-bit ABI: `msg_name` 8, `msg_namelen` 4 + 4 padding).
 const MSGHDR_IOV: u64 = 16;
 const MSGHDR_IOVLEN: u64 = 24;
 
-/// The scratch buffer with its header filled for `kind` on `sock`, whose
-/// role the caller knows (each caller has it at hand or looks it up once).
+/// The scratch buffer with its header filled for `kind` on `sock`, from
+/// the socket's `state` and the `role` the caller decided with.
 #[inline(always)]
 pub fn start_event(
-    config: &Config,
     kind: EventKind,
     syscall: Syscall,
     fd: i32,
     sock: u64,
+    state: &SocketState,
     role: Role,
 ) -> Option<&'static mut EventBuffer> {
     let buffer = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
@@ -58,7 +55,11 @@ pub fn start_event(
     header.context = RequestContext::default();
     header.trace_id = [0; 16];
     header.span_id = [0; 8];
-    read_addresses(config, sock, header);
+    header.family = state.family;
+    header.local_port = state.local_port;
+    header.remote_port = state.remote_port;
+    header.local_addr = state.local_addr;
+    header.remote_addr = state.remote_addr;
     Some(buffer)
 }
 

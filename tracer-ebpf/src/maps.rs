@@ -7,10 +7,10 @@ use aya_ebpf::{
 };
 use tracer_common::{
     Config, Counter, GoProcess, MAX_BLOCKED_AT_ATTACH, MAX_CALLS, MAX_CAPTURE,
-    MAX_GO_HTTP_REQUESTS, MAX_GO_PROCESSES, MAX_GOROUTINES, MAX_IGNORED_SOCKETS, MAX_IN_FLIGHT,
-    MAX_INJECT_SOCKETS, MAX_LOCAL_ADDRESSES, MAX_NODE_PROCESSES, MAX_REMOTE_CALLERS, MAX_ROLES,
-    MAX_SERVER_REQUESTS, MAX_TASKS, MAX_THREAD_CONTEXTS, MAX_TRACED_PIDS, RequestContext, Role,
-    SocketEvent, SpawnRanges,
+    MAX_GO_HTTP_REQUESTS, MAX_GO_PROCESSES, MAX_GOROUTINES, MAX_IN_FLIGHT, MAX_INJECT_SOCKETS,
+    MAX_LOCAL_ADDRESSES, MAX_NODE_PROCESSES, MAX_REMOTE_CALLERS, MAX_SERVER_REQUESTS, MAX_SOCKETS,
+    MAX_TASKS, MAX_THREAD_CONTEXTS, MAX_TRACED_PIDS, RequestContext, Role, SocketEvent,
+    SocketState, SpawnRanges,
 };
 
 /// Events to the agent. The agent resizes it at load time (`--ring-buffer-size`).
@@ -36,10 +36,14 @@ pub static IN_FLIGHT: HashMap<u64, InFlight> = HashMap::with_max_entries(MAX_IN_
 pub static BLOCKED_AT_ATTACH: HashMap<u64, u8> =
     HashMap::with_max_entries(MAX_BLOCKED_AT_ATTACH, 0);
 
-/// The role of sockets seen at accept/connect, by `struct sock` address.
-/// LRU: sockets of long-gone connections age out without a delete.
+/// Each TCP socket's role, addresses and whether it is skipped, by
+/// `struct sock` address: one lookup per syscall instead of a map per fact
+/// and the addresses read again. Written at accept/connect (or at the first
+/// syscall seen on an older connection), removed at close; the agent marks
+/// connections it does not parse (TLS, databases, …) `ignored`. LRU:
+/// sockets of connections whose close was not seen age out.
 #[map]
-pub static ROLES: LruHashMap<u64, u8> = LruHashMap::with_max_entries(MAX_ROLES, 0);
+pub static SOCKETS: LruHashMap<u64, SocketState> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 
 /// Per thread: how many inbound requests it is free to work on, and the
 /// latest of them (see `context`).
@@ -94,7 +98,7 @@ pub static GOROUTINES: LruHashMap<GoroutineKey, Goroutine> =
 /// The goroutine that owns each server connection of a Go process (the
 /// first that read there), by `struct sock`: its requests are that goroutine's.
 #[map]
-pub static GO_CONNECTIONS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_ROLES, 0);
+pub static GO_CONNECTIONS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 
 /// A goroutine being started, by the thread starting it (pid_tgid): its
 /// parent's request, from `runtime.newproc1`'s entry to its return.
@@ -151,18 +155,15 @@ pub static PY_TASKS: LruHashMap<TaskKey, PyTask> = LruHashMap::with_max_entries(
 /// The task that owns each server connection of an asyncio program, by
 /// `struct sock` (`tasks`).
 #[map]
-pub static PY_CONNECTIONS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_ROLES, 0);
-
-/// Sockets whose traffic the agent does not parse (TLS, databases, …), by
-/// `struct sock` address: their syscalls are skipped at entry. The agent adds
-/// them; accept/connect and close remove them (the address may be reused).
-#[map]
-pub static IGNORED_SOCKETS: LruHashMap<u64, u8> =
-    LruHashMap::with_max_entries(MAX_IGNORED_SOCKETS, 0);
+pub static PY_CONNECTIONS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 
 /// Per-CPU room to look at the start of an outbound request (`inject`).
 #[map]
 pub static HEAD_SCRATCH: PerCpuArray<[u8; HEAD_SCRATCH_LEN]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Per-CPU room to build a new socket's state (`sockets::remember_socket`).
+#[map]
+pub static NEW_SOCKET: PerCpuArray<SocketState> = PerCpuArray::with_max_entries(1, 0);
 
 /// Per-CPU room to build one event (too large for the 512-byte stack).
 #[map]
@@ -174,11 +175,7 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::S
 /// The role learnt for `sock` (accept, connect, or its first HTTP message).
 #[inline(always)]
 pub fn role_of(sock: u64) -> Role {
-    Role::from_u8(
-        unsafe { ROLES.get(sock) }
-            .copied()
-            .unwrap_or(Role::Unknown as u8),
-    )
+    Role::from_u8(unsafe { SOCKETS.get(sock) }.map_or(Role::Unknown as u8, |s| s.role))
 }
 
 /// What the enter tracepoint keeps for the exit tracepoint.
@@ -199,7 +196,7 @@ pub struct InFlight {
     pub is_call: u8,
     /// Non-zero once `sk_msg` looked at this syscall's first message.
     pub inject_checked: u8,
-    /// The socket's `Role` at entry (looked up once per syscall).
+    /// The socket's `Role` at entry.
     pub role: u8,
     pub _pad: [u8; 4],
     /// A call's inbound request (`sock` zero: none).

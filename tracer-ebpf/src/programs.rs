@@ -14,7 +14,8 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tracer_common::{
-    Config, Counter, Direction, EventKind, RequestContext, Role, Syscall, event::AF_INET6,
+    Config, Counter, Direction, EventKind, RequestContext, Role, SocketState, Syscall,
+    event::AF_INET6,
 };
 
 use crate::{
@@ -22,10 +23,9 @@ use crate::{
     context, goroutines,
     inject::{self, Head, inbound_trace_id, ipv4_mapped, method_len, new_id, wants_trace_ids},
     maps::{
-        BLOCKED_AT_ATTACH, EventBuffer, IGNORED_SOCKETS, IN_FLIGHT, InFlight, ROLES, TRACED_PIDS,
-        config, count, role_of,
+        BLOCKED_AT_ATTACH, EventBuffer, IN_FLIGHT, InFlight, SOCKETS, TRACED_PIDS, config, count,
     },
-    sockets::{current_netns, next_seq, tcp_sock_of_fd},
+    sockets::{current_netns, next_seq, remember_socket, socket_state, tcp_sock_of_fd},
     tasks,
 };
 
@@ -59,8 +59,8 @@ fn traced() -> Option<&'static Config> {
     Some(config)
 }
 
-/// What a socket syscall's exit needs from its start; none when `fd` is not
-/// a TCP socket or is one the agent asked to skip.
+/// What a socket syscall's exit needs from its start, and the socket's
+/// state; none when `fd` is not a TCP socket or is one the agent skips.
 #[inline(always)]
 fn start_of(
     config: &Config,
@@ -68,9 +68,10 @@ fn start_of(
     fd: i64,
     user_ptr: u64,
     iov_count: u64,
-) -> Option<InFlight> {
+) -> Option<(InFlight, &'static SocketState)> {
     let sock = tcp_sock_of_fd(&config.offsets, fd)?;
-    if unsafe { IGNORED_SOCKETS.get(sock) }.is_some() {
+    let state = socket_state(config, sock)?;
+    if state.ignored != 0 {
         count(Counter::SkippedIgnoredSockets, 1);
         return None;
     }
@@ -88,7 +89,7 @@ fn start_of(
         syscall: syscall as u8,
         is_call: 0,
         inject_checked: 0,
-        role: role_of(sock) as u8,
+        role: state.role,
         _pad: [0; 4],
         context: RequestContext::default(),
         trace_id: [0; 16],
@@ -97,14 +98,15 @@ fn start_of(
     if syscall.direction() == Some(Direction::Egress) {
         enter_call(config, &mut in_flight);
     }
-    Some(in_flight)
+    Some((in_flight, state))
 }
 
 /// Enter of a syscall on `fd`: remember it if `fd` is a TCP socket.
 #[inline(always)]
 fn enter(ctx: &TracePointContext, syscall: Syscall, user_ptr: u64, iov_count: u64) {
     let Some(config) = traced() else { return };
-    let Some(in_flight) = start_of(config, syscall, arg(ctx, 0) as i64, user_ptr, iov_count) else {
+    let Some((in_flight, _)) = start_of(config, syscall, arg(ctx, 0) as i64, user_ptr, iov_count)
+    else {
         return;
     };
     if IN_FLIGHT
@@ -141,7 +143,11 @@ fn syscall_args() -> [u64; 4] {
 /// A syscall's start rebuilt at its exit from the registers (`syscall_args`);
 /// `moved` bytes already moved the sequence number, so it is moved back.
 #[inline(always)]
-fn start_at_exit(config: &Config, syscall: Syscall, moved: i64) -> Option<InFlight> {
+fn start_at_exit(
+    config: &Config,
+    syscall: Syscall,
+    moved: i64,
+) -> Option<(InFlight, &'static SocketState)> {
     let [fd, second, third, fourth] = syscall_args();
     let (iov_count, flags) = match syscall {
         Syscall::Readv | Syscall::Writev => (third, 0),
@@ -152,23 +158,23 @@ fn start_at_exit(config: &Config, syscall: Syscall, moved: i64) -> Option<InFlig
     if flags & MSG_PEEK != 0 {
         return None;
     }
-    let mut in_flight = start_of(config, syscall, fd as i64, second, iov_count)?;
+    let (mut in_flight, state) = start_of(config, syscall, fd as i64, second, iov_count)?;
     in_flight.seq = in_flight.seq.wrapping_sub(moved as u32);
-    Some(in_flight)
+    Some((in_flight, state))
 }
 
 /// The start of a write that was already blocked when the agent attached:
 /// the agent listed those threads in `BLOCKED_AT_ATTACH`. (Reads need no
 /// list: every read is rebuilt at its exit.)
 #[inline(always)]
-fn start_before_attach(syscall: Syscall, moved: i64) -> Option<InFlight> {
+fn start_before_attach(syscall: Syscall, moved: i64) -> Option<(InFlight, &'static SocketState)> {
     let key = bpf_get_current_pid_tgid();
     unsafe { BLOCKED_AT_ATTACH.get(key) }?;
     let _ = BLOCKED_AT_ATTACH.remove(key);
     let config = traced()?;
-    let in_flight = start_at_exit(config, syscall, moved)?;
+    let started = start_at_exit(config, syscall, moved)?;
     count(Counter::BlockedAtAttachTraced, 1);
-    Some(in_flight)
+    Some(started)
 }
 
 #[inline(always)]
@@ -186,37 +192,43 @@ fn take_in_flight() -> Option<InFlight> {
 #[inline(always)]
 fn exit_data(ctx: &TracePointContext, syscall: Syscall) {
     let moved = ret(ctx);
-    let in_flight = if syscall.direction() == Some(Direction::Ingress) {
-        if moved <= 0 {
-            return;
-        }
-        let Some(config) = traced() else { return };
-        match start_at_exit(config, syscall, moved) {
-            Some(in_flight) => in_flight,
-            None => return,
-        }
-    } else {
-        match take_in_flight() {
-            Some(in_flight) => in_flight,
-            None if moved > 0 => match start_before_attach(syscall, moved) {
-                Some(in_flight) => in_flight,
-                None => return,
-            },
-            None => return,
-        }
-    };
     if moved <= 0 {
+        // A write's entry is forgotten all the same.
+        if syscall.direction() != Some(Direction::Ingress) {
+            take_in_flight();
+        }
         return;
     }
     let Some(config) = config() else {
         return;
     };
+    let (in_flight, state) = if syscall.direction() == Some(Direction::Ingress) {
+        if traced().is_none() {
+            return;
+        }
+        match start_at_exit(config, syscall, moved) {
+            Some(started) => started,
+            None => return,
+        }
+    } else {
+        let started = match take_in_flight() {
+            Some(in_flight) => {
+                // Its entry read the state; this exit is a lookup away from it.
+                socket_state(config, in_flight.sock).map(|state| (in_flight, state))
+            }
+            None => start_before_attach(syscall, moved),
+        };
+        match started {
+            Some(started) => started,
+            None => return,
+        }
+    };
     let Some(buffer) = start_event(
-        config,
         EventKind::Data,
         syscall,
         in_flight.fd,
         in_flight.sock,
+        state,
         Role::from_u8(in_flight.role),
     ) else {
         return;
@@ -241,7 +253,9 @@ fn exit_data(ctx: &TracePointContext, syscall: Syscall) {
             role = infer_role(buffer, direction);
             if role != Role::Unknown {
                 buffer.header.role = role as u8;
-                let _ = ROLES.insert(in_flight.sock, role as u8, 0);
+                if let Some(state) = SOCKETS.get_ptr_mut(in_flight.sock) {
+                    unsafe { (*state).role = role as u8 };
+                }
             }
         }
         track_context(config, buffer, role, direction, &in_flight);
@@ -348,11 +362,13 @@ fn opened(fd: i64, role: Role, syscall: Syscall, sock: Option<u64>) {
     let Some(sock) = sock.or_else(|| tcp_sock_of_fd(&config.offsets, fd)) else {
         return;
     };
-    let _ = ROLES.insert(sock, role as u8, 0);
-    let _ = IGNORED_SOCKETS.remove(sock);
+    // A new connection (the socket address may be reused): new state.
+    let Some(state) = remember_socket(config, sock, role) else {
+        return;
+    };
     goroutines::forget_connection(sock);
     tasks::forget_connection(sock);
-    let Some(buffer) = start_event(config, EventKind::Open, syscall, fd as i32, sock, role) else {
+    let Some(buffer) = start_event(EventKind::Open, syscall, fd as i32, sock, state, role) else {
         return;
     };
     if role == Role::Client {
@@ -503,19 +519,22 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     let Some(sock) = tcp_sock_of_fd(&config.offsets, fd) else {
         return 0;
     };
-    let _ = IGNORED_SOCKETS.remove(sock);
+    // The agent needs no addresses to end a connection: a socket never
+    // seen before gets none read.
+    let state = unsafe { SOCKETS.get(sock) }.copied().unwrap_or_default();
+    let _ = SOCKETS.remove(sock);
     goroutines::forget_connection(sock);
     tasks::forget_connection(sock);
     // A request whose connection closes is over, and so is a call.
     context::server_done(sock);
     context::call_answered(0, sock);
-    let role = role_of(sock);
+    let role = Role::from_u8(state.role);
     if let Some(buffer) = start_event(
-        config,
         EventKind::Close,
         Syscall::Close,
         fd as i32,
         sock,
+        &state,
         role,
     ) {
         emit(config, buffer);

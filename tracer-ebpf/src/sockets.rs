@@ -8,11 +8,11 @@
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 use tracer_common::{
-    Config, Counter, Direction, KernelOffsets, SocketEvent,
+    Config, Counter, Direction, KernelOffsets, Role, SocketState,
     event::{AF_INET, AF_INET6},
 };
 
-use crate::maps::count;
+use crate::maps::{NEW_SOCKET, SOCKETS, count};
 
 const S_IFMT: u16 = 0o170000;
 const S_IFSOCK: u16 = 0o140000;
@@ -77,24 +77,56 @@ pub fn next_seq(offsets: &KernelOffsets, sock: u64, direction: Direction) -> u32
     read(sock, offset).unwrap_or(0)
 }
 
-/// Fills the event's family, addresses and ports from the socket.
+/// Reads the socket's family, addresses and ports into `state`.
 #[inline(always)]
-pub fn read_addresses(config: &Config, sock: u64, event: &mut SocketEvent) {
+pub fn read_addresses(config: &Config, sock: u64, state: &mut SocketState) {
     let offsets = &config.offsets;
     let family: u16 = read(sock, offsets.sock_family).unwrap_or(0);
-    event.family = family;
-    event.local_port = read(sock, offsets.sock_num).unwrap_or(0);
-    event.remote_port = u16::from_be(read(sock, offsets.sock_dport).unwrap_or(0));
+    state.family = family;
+    state.local_port = read(sock, offsets.sock_num).unwrap_or(0);
+    state.remote_port = u16::from_be(read(sock, offsets.sock_dport).unwrap_or(0));
     if family == AF_INET6 {
-        event.local_addr = read(sock, offsets.sock_v6_rcv_saddr).unwrap_or([0; 16]);
-        event.remote_addr = read(sock, offsets.sock_v6_daddr).unwrap_or([0; 16]);
+        state.local_addr = read(sock, offsets.sock_v6_rcv_saddr).unwrap_or([0; 16]);
+        state.remote_addr = read(sock, offsets.sock_v6_daddr).unwrap_or([0; 16]);
     } else {
         let local: [u8; 4] = read(sock, offsets.sock_rcv_saddr).unwrap_or([0; 4]);
         let remote: [u8; 4] = read(sock, offsets.sock_daddr).unwrap_or([0; 4]);
-        event.local_addr = [0; 16];
-        event.remote_addr = [0; 16];
-        event.local_addr[..4].copy_from_slice(&local);
-        event.remote_addr[..4].copy_from_slice(&remote);
+        state.local_addr = [0; 16];
+        state.remote_addr = [0; 16];
+        state.local_addr[..4].copy_from_slice(&local);
+        state.remote_addr[..4].copy_from_slice(&remote);
+    }
+}
+
+/// A new connection's state, its addresses read now (accept/connect).
+#[inline(always)]
+pub fn remember_socket(config: &Config, sock: u64, role: Role) -> Option<&'static SocketState> {
+    // Built in per-CPU scratch: the exit programs' stack is full.
+    let state = unsafe { &mut *NEW_SOCKET.get_ptr_mut(0)? };
+    *state = SocketState {
+        role: role as u8,
+        ..SocketState::default()
+    };
+    read_addresses(config, sock, state);
+    SOCKETS.insert(sock, &*state, 0).ok()?;
+    unsafe { SOCKETS.get(sock) }
+}
+
+/// The state of `sock`, in the map (read it at once: another CPU may reuse
+/// an LRU entry). A socket seen for the first time (a connection older than
+/// the agent), or one the agent marked before the kernel had its addresses,
+/// gets them read once, here.
+#[inline(always)]
+pub fn socket_state(config: &Config, sock: u64) -> Option<&'static SocketState> {
+    let state = SOCKETS.get_ptr_mut(sock);
+    match state {
+        Some(state) if unsafe { (*state).family } != 0 => unsafe { state.as_ref() },
+        Some(state) => {
+            let state = unsafe { &mut *state };
+            read_addresses(config, sock, state);
+            Some(state)
+        }
+        None => remember_socket(config, sock, Role::Unknown),
     }
 }
 

@@ -27,7 +27,7 @@ use tracer_common::{Counter, RequestContext, Role, event::CONTEXT_FROM_TASK};
 
 use crate::{
     context::open_request,
-    maps::{PY_CONNECTIONS, PY_CURRENT, PY_NEW_ROOT, PY_TASKS, PyTask, ROLES, TaskKey, count},
+    maps::{PY_CONNECTIONS, PY_CURRENT, PY_NEW_ROOT, PY_TASKS, PyTask, TaskKey, count, role_of},
 };
 
 /// The task running on the current thread, as (pid, task).
@@ -113,7 +113,7 @@ pub fn registered(sock: u64) {
         return;
     };
     let _ = PY_NEW_ROOT.remove(thread);
-    let server = unsafe { ROLES.get(sock) }.is_some_and(|role| *role == Role::Server as u8);
+    let server = role_of(sock) == Role::Server;
     if server && unsafe { PY_CONNECTIONS.get(sock) }.is_none() {
         let _ = PY_CONNECTIONS.insert(sock, task, 0);
     }

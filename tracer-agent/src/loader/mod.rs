@@ -25,7 +25,8 @@ use aya::{
 };
 use thiserror::Error;
 use tracer_common::{
-    Config, Counter, InjectMode, KernelOffsets, MAX_BLOCKED_AT_ATTACH, MAX_CAPTURE, MAX_TRACED_PIDS,
+    Config, Counter, InjectMode, KernelOffsets, MAX_BLOCKED_AT_ATTACH, MAX_CAPTURE,
+    MAX_TRACED_PIDS, SocketState,
 };
 
 pub use btf::{VMLINUX_BTF, kernel_offsets_in_child};
@@ -298,13 +299,18 @@ impl LocalAddresses {
     }
 }
 
-/// Sockets whose syscalls the kernel skips: connections the agent does not
-/// parse (the kernel forgets them at accept/connect and close).
-pub struct IgnoredSockets(HashMap<MapData, u64, u8>);
+/// The kernel's per-socket state, where the agent marks the connections it
+/// does not parse so that their syscalls are skipped (the kernel starts a
+/// socket's state over at accept/connect and forgets it at close).
+pub struct IgnoredSockets(HashMap<MapData, u64, SocketState>);
 
 impl IgnoredSockets {
     pub fn ignore(&mut self, sock_id: u64) -> Result<(), aya::maps::MapError> {
-        self.0.insert(sock_id, 1, 0)
+        // A socket the kernel already forgot gets a state with no addresses
+        // (family 0): the kernel reads them if it sees the socket again.
+        let mut state = self.0.get(&sock_id, 0).unwrap_or_default();
+        state.ignored = 1;
+        self.0.insert(sock_id, state, 0)
     }
 }
 
@@ -423,7 +429,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     }
     let events = take_map(&mut ebpf, "EVENTS")?;
     let counters = take_map(&mut ebpf, "COUNTERS")?;
-    let ignored = take_map(&mut ebpf, "IGNORED_SOCKETS")?;
+    let ignored = take_map(&mut ebpf, "SOCKETS")?;
     let go_processes = take_map(&mut ebpf, "GO_PROCESSES")?;
     let go_spawn_ranges = take_map(&mut ebpf, "GO_SPAWN_RANGES")?;
     let node_processes = take_map(&mut ebpf, "NODE_PROCESSES")?;
