@@ -108,7 +108,7 @@ pub fn remember_socket(config: &Config, sock: u64, role: Role) -> Option<&'stati
         ..SocketState::default()
     };
     read_addresses(config, sock, state);
-    SOCKETS.insert(sock, &*state, 0).ok()?;
+    SOCKETS.insert(sock, *state, 0).ok()?;
     unsafe { SOCKETS.get(sock) }
 }
 
