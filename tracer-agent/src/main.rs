@@ -109,8 +109,9 @@ struct Cli {
 
     /// Memory the viewer's traces take at most, in MiB (the oldest are
     /// evicted). The default keeps the whole agent within 64 MiB under a
-    /// saturated load; a store of 16 MiB holds several thousand traces.
-    #[arg(long, value_name = "MIB", default_value_t = 16)]
+    /// saturated load (the 8 MiB ring buffer counts twice: it is mapped
+    /// twice); 8 MiB holds a few thousand traces.
+    #[arg(long, value_name = "MIB", default_value_t = 8)]
     viewer_max_mib: usize,
 
     /// Do not print a line per span on stdout.
