@@ -268,6 +268,18 @@ impl Agent {
         }
     }
 
+    /// Freezes it (SIGSTOP): it reads no events until `resume`, as an agent
+    /// starved of CPU would, while its kernel programs go on.
+    pub fn pause(&self) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGSTOP) };
+    }
+
+    pub fn resume(&self) {
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
+    }
+
     /// Stops it with SIGINT (as Ctrl-C would) and reads what it exported.
     pub fn stop(self) -> AgentRun {
         self.stop_with(libc::SIGINT)

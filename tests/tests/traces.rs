@@ -97,6 +97,53 @@ fn python_chain_concurrency_1() {
     assert_exact_chains(python_chain(), 1, 5);
 }
 
+/// Overload: while the agent reads nothing (frozen), events pile up in the
+/// ring buffer; past `--overload-kib` the kernel leaves whole requests out,
+/// all their hops, and counts them. Every request comes out whole or not at
+/// all, never in part; once the agent reads again, every request is traced.
+#[test]
+fn overload_drops_whole_requests_only() {
+    require_root();
+    let chain = python_chain();
+    let agent = Agent::start(&["--overload-kib", "64"]);
+    let urls = |batch: &str, n: usize| -> Vec<String> {
+        (0..n)
+            .map(|i| format!("http://127.0.0.1:{}/req/{batch}{i}", chain.ports[0]))
+            .collect()
+    };
+    agent.pause();
+    curl(&[], &urls("frozen", 60));
+    agent.resume();
+    // Time to drain what waited before the next requests decide.
+    std::thread::sleep(std::time::Duration::from_secs(1));
+    curl(&[], &urls("after", 10));
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+
+    let mut whole = 0;
+    for i in 0..60 {
+        let marker = format!("frozen{i}");
+        if !spans_of(&run.spans, &marker).is_empty() {
+            assert_chain(&run.spans, &marker);
+            whole += 1;
+        }
+    }
+    let dropped = run.summary("requests_dropped_overload");
+    assert!(
+        whole > 0 && whole < 60,
+        "{whole} of 60 frozen requests traced: {}",
+        run.stderr
+    );
+    // Each left-out request is counted at each of its six ends.
+    assert_eq!(dropped, 6 * (60 - whole), "{}", run.stderr);
+    for i in 0..10 {
+        assert_chain(&run.spans, &format!("after{i}"));
+    }
+    assert_eq!(run.summary("events_lost_ring_full"), 0, "{}", run.stderr);
+    assert_eq!(run.summary("parse_errors"), 0, "{}", run.stderr);
+    assert_no_mixed_traces(&run.spans);
+}
+
 #[test]
 fn python_chain_concurrency_8() {
     require_root();

@@ -129,6 +129,16 @@ struct Cli {
     #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = parse_ring_mib)]
     ring_buffer_mib: u32,
 
+    /// Overload: when more than this many KiB of events wait in the ring
+    /// buffer for the agent, new requests are left out whole (decided in the
+    /// kernel at each request's start; a call shares its request's fate, a
+    /// callee on this node its caller's) and counted as
+    /// tracer_kernel_requests_dropped_overload_total, so traces stay whole
+    /// and the traced programs are never slowed. Default: half the ring
+    /// buffer. 0: never (events that do not fit are lost, counted).
+    #[arg(long, value_name = "KIB")]
+    overload_kib: Option<u32>,
+
     /// Connections tracked at once; past this the least recently used one is
     /// dropped and counted.
     #[arg(long, value_name = "N", default_value_t = 65536)]
@@ -245,6 +255,16 @@ fn main() -> ExitCode {
 
 #[tokio::main]
 async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
+    let ring_buffer_bytes = cli.ring_buffer_mib * 1024 * 1024;
+    let overload_bytes = match cli.overload_kib {
+        None => ring_buffer_bytes / 2,
+        Some(kib) if u64::from(kib) * 1024 < u64::from(ring_buffer_bytes) => kib * 1024,
+        Some(kib) => anyhow::bail!(
+            "--overload-kib {kib} is not below the ring buffer's {} KiB: the ring would fill \
+             before any request is left out (choose less, or a larger --ring-buffer-mib)",
+            ring_buffer_bytes / 1024
+        ),
+    };
     let stats = Arc::new(Stats::default());
     let mut exporters: Vec<Box<dyn Exporter>> = Vec::new();
     if !cli.quiet {
@@ -283,7 +303,8 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
     } = loader::load(&LoadOptions {
         offsets,
         capture_bytes: cli.capture_bytes,
-        ring_buffer_bytes: cli.ring_buffer_mib * 1024 * 1024,
+        ring_buffer_bytes,
+        overload_bytes,
         pids: cli.pids.clone(),
         inject: cli.inject_traceparent.into(),
         netns: cli.netns.clone(),

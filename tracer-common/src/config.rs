@@ -74,6 +74,10 @@ pub struct Config {
     /// Non-zero: only processes in the network namespace with this inode
     /// number are traced (`--netns`).
     pub netns_inum: u32,
+    /// Ring-buffer bytes waiting for the agent above which new requests
+    /// are left out whole (overload); from half of it on, each call's
+    /// decision is kept for its callee on this node. 0: never.
+    pub overload_bytes: u32,
     /// With `netns_inum`: the namespace's cookie, which socket programs see.
     pub netns_cookie: u64,
 }

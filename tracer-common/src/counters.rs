@@ -49,10 +49,13 @@ pub enum Counter {
     TasksFollowed = 16,
     /// Pool threads that took a request with a work item (Python thread pools).
     HandOffsFollowed = 17,
+    /// Requests (inbound, or calls) left out whole because the ring buffer
+    /// was filling faster than the agent read it (`Config::overload_bytes`).
+    RequestsDroppedOverload = 18,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 18] = [
+    pub const ALL: [Counter; 19] = [
         Counter::EventsSent,
         Counter::EventsLostRingFull,
         Counter::InFlightMapFull,
@@ -71,6 +74,7 @@ impl Counter {
         Counter::ScriptCallsWithoutContext,
         Counter::TasksFollowed,
         Counter::HandOffsFollowed,
+        Counter::RequestsDroppedOverload,
     ];
     /// Slots in the `COUNTERS` map.
     pub const SLOTS: u32 = Self::ALL.len() as u32;
@@ -95,6 +99,7 @@ impl Counter {
             Counter::ScriptCallsWithoutContext => "script_calls_without_context",
             Counter::TasksFollowed => "tasks_followed",
             Counter::HandOffsFollowed => "hand_offs_followed",
+            Counter::RequestsDroppedOverload => "requests_dropped_overload",
         }
     }
 }

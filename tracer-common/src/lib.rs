@@ -17,7 +17,7 @@ pub use config::{Config, InjectMode, KernelOffsets};
 pub use counters::Counter;
 pub use event::{Direction, EventKind, RequestContext, Role, SocketEvent, Syscall};
 pub use go::{GoProcess, SpawnRanges};
-pub use socket::{MAX_SOCKETS, SocketState};
+pub use socket::{MAX_CALL_DECISIONS, MAX_SOCKETS, SocketState, WireKey};
 
 /// Largest payload prefix one event can carry. The capture length the agent
 /// configures (`Config::capture_bytes`) is at most this. A power of two: the

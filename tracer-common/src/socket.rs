@@ -21,9 +21,33 @@ pub struct SocketState {
     pub role: u8,
     /// Non-zero: not a protocol the agent parses; its data syscalls are skipped.
     pub ignored: u8,
+    /// Non-zero: the connection's current request (inbound, or a call) is
+    /// left out whole under overload; decided at its start.
+    pub dropping: u8,
+    /// Non-zero from a call's first write to its response's first read: a
+    /// write then is more of the same call.
+    pub in_call: u8,
+    pub _pad: [u8; 6],
 }
+
+/// A request as both its ends see it on this node: client and server
+/// addresses and ports, and the TCP sequence number of its first byte.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WireKey {
+    pub client_addr: [u8; 16],
+    pub server_addr: [u8; 16],
+    pub client_port: u16,
+    pub server_port: u16,
+    pub seq: u32,
+}
+
+/// Calls whose keep-or-drop decision the callee's side looks up under
+/// overload (LRU).
+pub const MAX_CALL_DECISIONS: u32 = 16 * 1024;
 
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for SocketState {}
 
-const _: () = assert!(core::mem::size_of::<SocketState>() == 40);
+const _: () = assert!(core::mem::size_of::<SocketState>() == 48);
+const _: () = assert!(core::mem::size_of::<WireKey>() == 40);

@@ -19,6 +19,7 @@ mod goroutines;
 mod inject;
 mod maps;
 mod node;
+mod overload;
 mod pools;
 mod programs;
 mod sockets;

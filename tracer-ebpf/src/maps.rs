@@ -6,11 +6,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, SockHash},
 };
 use tracer_common::{
-    Config, Counter, GoProcess, MAX_BLOCKED_AT_ATTACH, MAX_CALLS, MAX_CAPTURE,
+    Config, Counter, GoProcess, MAX_BLOCKED_AT_ATTACH, MAX_CALL_DECISIONS, MAX_CALLS, MAX_CAPTURE,
     MAX_GO_HTTP_REQUESTS, MAX_GO_PROCESSES, MAX_GOROUTINES, MAX_IN_FLIGHT, MAX_INJECT_SOCKETS,
     MAX_LOCAL_ADDRESSES, MAX_NODE_PROCESSES, MAX_REMOTE_CALLERS, MAX_SERVER_REQUESTS, MAX_SOCKETS,
     MAX_TASKS, MAX_THREAD_CONTEXTS, MAX_TRACED_PIDS, RequestContext, Role, SocketEvent,
-    SocketState, SpawnRanges,
+    SocketState, SpawnRanges, WireKey,
 };
 
 /// Events to the agent. The agent resizes it at load time (`--ring-buffer-size`).
@@ -160,6 +160,12 @@ pub static PY_CONNECTIONS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(M
 /// Per-CPU room to look at the start of an outbound request (`inject`).
 #[map]
 pub static HEAD_SCRATCH: PerCpuArray<[u8; HEAD_SCRATCH_LEN]> = PerCpuArray::with_max_entries(1, 0);
+
+/// Under overload, each call's keep-or-drop decision for its callee's side
+/// on this node (`overload`), by the request as both ends see it.
+#[map]
+pub static CALL_DECISIONS: LruHashMap<WireKey, u8> =
+    LruHashMap::with_max_entries(MAX_CALL_DECISIONS, 0);
 
 /// Per-CPU room to build a new socket's state (`sockets::remember_socket`).
 #[map]

@@ -25,6 +25,7 @@ use crate::{
     maps::{
         BLOCKED_AT_ATTACH, EventBuffer, IN_FLIGHT, InFlight, SOCKETS, TRACED_PIDS, config, count,
     },
+    overload,
     sockets::{current_netns, next_seq, remember_socket, socket_state, tcp_sock_of_fd},
     tasks,
 };
@@ -260,6 +261,11 @@ fn exit_data(ctx: &TracePointContext, syscall: Syscall) {
         }
         track_context(config, buffer, role, direction, &in_flight);
     }
+    // Decided at the request's start (maybe just now, in `track_context`,
+    // which writes the map value `state` points at).
+    if unsafe { core::ptr::read_volatile(&state.dropping) } != 0 {
+        return;
+    }
     emit(config, buffer);
 }
 
@@ -294,6 +300,7 @@ fn track_context(
             if context::server_read(buffer.header.tid, sock, in_flight.seq, &trace_id) {
                 buffer.header.trace_id = trace_id;
             }
+            overload::inbound_request(config, sock, in_flight.seq);
         }
         (Role::Server, Direction::Egress) => {
             tasks::response_written(sock);
@@ -312,7 +319,10 @@ fn track_context(
                 buffer.header.span_id = in_flight.span_id;
             }
         }
-        (Role::Client, Direction::Ingress) => context::call_answered(buffer.header.tid, sock),
+        (Role::Client, Direction::Ingress) => {
+            context::call_answered(buffer.header.tid, sock);
+            overload::call_answered(sock);
+        }
         _ => {}
     }
 }
@@ -347,6 +357,15 @@ fn enter_call(config: &Config, in_flight: &mut InFlight) {
     in_flight.is_call = 1;
     let tid = bpf_get_current_pid_tgid() as u32;
     in_flight.context = context::call_context(tid, in_flight.sock, false);
+    if overload::call_write(
+        config,
+        in_flight.sock,
+        in_flight.seq,
+        in_flight.context.sock,
+    ) {
+        // Left out: nothing on the wire names it either.
+        return;
+    }
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if wants_trace_ids(config, pid)
         && !context::trace_id_for_call(in_flight.context.sock, &mut in_flight.trace_id)

@@ -152,6 +152,9 @@ pub struct LoadOptions {
     pub capture_bytes: u32,
     /// Ring buffer size in bytes (a power of two, at least a page).
     pub ring_buffer_bytes: u32,
+    /// Backlog in the ring buffer above which new requests are left out
+    /// whole (0: never).
+    pub overload_bytes: u32,
     /// Only these processes are traced; all when empty.
     pub pids: Vec<u32>,
     /// Which outbound HTTP/1.x requests without a `traceparent` get one.
@@ -348,6 +351,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         wakeup_bytes: options.ring_buffer_bytes / 8,
         inject_traceparent: options.inject as u32,
         netns_inum: netns.map_or(0, |n| n.inum),
+        overload_bytes: options.overload_bytes,
         netns_cookie: netns.map_or(0, |n| n.cookie),
     };
     let mut config_map: Array<_, Config> = map_mut(&mut ebpf, "CONFIG")?;
