@@ -374,8 +374,9 @@ fn try_inject(ctx: &SkMsgContext) -> Result<(), ()> {
         return Ok(());
     };
     let in_flight = unsafe { &mut *in_flight };
-    // Only a call's first message can start a request.
-    if in_flight.is_call == 0 || in_flight.inject_checked != 0 {
+    // Only a call's first message can start a request; a call with no
+    // trace id (left out under overload) gets no header.
+    if in_flight.is_call == 0 || in_flight.inject_checked != 0 || in_flight.trace_id == [0; 16] {
         return Ok(());
     }
     in_flight.inject_checked = 1;
