@@ -127,6 +127,18 @@ fn unwritable_export_file_is_a_clear_error() {
     );
 }
 
+#[test]
+fn overload_threshold_above_the_ring_is_a_clear_error() {
+    require_root();
+    let output = agent(&["--ring-buffer-mib", "1", "--overload-kib", "2048"]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains("--overload-kib 2048 is not below the ring buffer's 1024 KiB"),
+        "{err}"
+    );
+}
+
 /// With tracefs unmounted the agent mounts it itself. Done in a private mount
 /// namespace so the rest of the machine keeps its mounts.
 #[test]

@@ -36,13 +36,7 @@ pub fn inbound_request(config: &Config, sock: u64, seq: u32) -> bool {
     if threshold != 0 {
         let waiting = waiting_bytes();
         if waiting >= threshold / 2 {
-            let key = WireKey {
-                client_addr: state.remote_addr,
-                server_addr: state.local_addr,
-                client_port: state.remote_port,
-                server_port: state.local_port,
-                seq,
-            };
+            let key = wire_key(state, seq, false);
             drop = match unsafe { CALL_DECISIONS.get(key) } {
                 Some(decision) => {
                     let decision = *decision != 0;
@@ -80,13 +74,7 @@ pub fn call_write(config: &Config, sock: u64, seq: u32, parent_sock: u64) -> boo
         waiting >= threshold
     };
     if waiting >= threshold / 2 {
-        let key = WireKey {
-            client_addr: state.local_addr,
-            server_addr: state.remote_addr,
-            client_port: state.local_port,
-            server_port: state.remote_port,
-            seq,
-        };
+        let key = wire_key(state, seq, true);
         let _ = CALL_DECISIONS.insert(key, drop as u8, 0);
     }
     decided(state, drop)
@@ -97,6 +85,30 @@ pub fn call_write(config: &Config, sock: u64, seq: u32, parent_sock: u64) -> boo
 pub fn call_answered(sock: u64) {
     if let Some(state) = SOCKETS.get_ptr_mut(sock) {
         unsafe { (*state).in_call = 0 };
+    }
+}
+
+/// The request starting at `seq` as both its ends see it, from the state of
+/// its client's end (`client_end`) or its server's.
+#[inline(always)]
+fn wire_key(state: &SocketState, seq: u32, client_end: bool) -> WireKey {
+    let (client, server) = if client_end {
+        (
+            (state.local_addr, state.local_port),
+            (state.remote_addr, state.remote_port),
+        )
+    } else {
+        (
+            (state.remote_addr, state.remote_port),
+            (state.local_addr, state.local_port),
+        )
+    };
+    WireKey {
+        client_addr: client.0,
+        server_addr: server.0,
+        client_port: client.1,
+        server_port: server.1,
+        seq,
     }
 }
 
