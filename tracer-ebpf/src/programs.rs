@@ -200,13 +200,12 @@ fn exit_data(ctx: &TracePointContext, syscall: Syscall) {
         }
         return;
     }
-    let Some(config) = config() else {
+    let ingress = syscall.direction() == Some(Direction::Ingress);
+    // A read is checked here for the first time; a write's entry did it.
+    let Some(config) = (if ingress { traced() } else { config() }) else {
         return;
     };
-    let (in_flight, state) = if syscall.direction() == Some(Direction::Ingress) {
-        if traced().is_none() {
-            return;
-        }
+    let (in_flight, state) = if ingress {
         match start_at_exit(config, syscall, moved) {
             Some(started) => started,
             None => return,
