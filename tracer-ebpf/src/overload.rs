@@ -23,14 +23,10 @@ fn waiting_bytes() -> u64 {
     EVENTS.query(BPF_RB_AVAIL_DATA as u64)
 }
 
-/// A new inbound request on server connection `sock`, whose first byte is
-/// `seq`: decides whether it is left out. Returns that decision.
+/// A new inbound request on the server connection whose `state` this is,
+/// its first byte `seq`: decides whether it is left out. Returns that decision.
 #[inline(always)]
-pub fn inbound_request(config: &Config, sock: u64, seq: u32) -> bool {
-    let Some(state) = SOCKETS.get_ptr_mut(sock) else {
-        return false;
-    };
-    let state = unsafe { &mut *state };
+pub fn inbound_request(config: &Config, state: &mut SocketState, seq: u32) -> bool {
     let threshold = config.overload_bytes as u64;
     let mut drop = false;
     if threshold != 0 {
@@ -50,15 +46,12 @@ pub fn inbound_request(config: &Config, sock: u64, seq: u32) -> bool {
     decided(state, drop)
 }
 
-/// A write on client connection `sock` (starting at `seq`) made for the
-/// inbound request on `parent_sock` (0: none): the first write of a call
-/// decides for the whole call. Returns whether the call is left out.
+/// A write (starting at `seq`) on the client connection whose `state` this
+/// is, made for the inbound request on `parent_sock` (0: none): the first
+/// write of a call decides for the whole call. Returns whether the call is
+/// left out.
 #[inline(always)]
-pub fn call_write(config: &Config, sock: u64, seq: u32, parent_sock: u64) -> bool {
-    let Some(state) = SOCKETS.get_ptr_mut(sock) else {
-        return false;
-    };
-    let state = unsafe { &mut *state };
+pub fn call_write(config: &Config, state: &mut SocketState, seq: u32, parent_sock: u64) -> bool {
     if state.in_call != 0 {
         return state.dropping != 0;
     }
@@ -82,10 +75,8 @@ pub fn call_write(config: &Config, sock: u64, seq: u32, parent_sock: u64) -> boo
 
 /// The first read of a call's response: the next write starts a new call.
 #[inline(always)]
-pub fn call_answered(sock: u64) {
-    if let Some(state) = SOCKETS.get_ptr_mut(sock) {
-        unsafe { (*state).in_call = 0 };
-    }
+pub fn call_answered(state: &mut SocketState) {
+    state.in_call = 0;
 }
 
 /// The request starting at `seq` as both its ends see it, from the state of

@@ -69,7 +69,7 @@ fn start_of(
     fd: i64,
     user_ptr: u64,
     iov_count: u64,
-) -> Option<(InFlight, &'static SocketState)> {
+) -> Option<(InFlight, &'static mut SocketState)> {
     let sock = tcp_sock_of_fd(&config.offsets, fd)?;
     let state = socket_state(config, sock)?;
     if state.ignored != 0 {
@@ -97,7 +97,7 @@ fn start_of(
         span_id: [0; 8],
     };
     if syscall.direction() == Some(Direction::Egress) {
-        enter_call(config, &mut in_flight);
+        enter_call(config, &mut in_flight, state);
     }
     Some((in_flight, state))
 }
@@ -148,7 +148,7 @@ fn start_at_exit(
     config: &Config,
     syscall: Syscall,
     moved: i64,
-) -> Option<(InFlight, &'static SocketState)> {
+) -> Option<(InFlight, &'static mut SocketState)> {
     let [fd, second, third, fourth] = syscall_args();
     let (iov_count, flags) = match syscall {
         Syscall::Readv | Syscall::Writev => (third, 0),
@@ -168,7 +168,10 @@ fn start_at_exit(
 /// the agent listed those threads in `BLOCKED_AT_ATTACH`. (Reads need no
 /// list: every read is rebuilt at its exit.)
 #[inline(always)]
-fn start_before_attach(syscall: Syscall, moved: i64) -> Option<(InFlight, &'static SocketState)> {
+fn start_before_attach(
+    syscall: Syscall,
+    moved: i64,
+) -> Option<(InFlight, &'static mut SocketState)> {
     let key = bpf_get_current_pid_tgid();
     unsafe { BLOCKED_AT_ATTACH.get(key) }?;
     let _ = BLOCKED_AT_ATTACH.remove(key);
@@ -253,16 +256,13 @@ fn exit_data(ctx: &TracePointContext, syscall: Syscall) {
             role = infer_role(buffer, direction);
             if role != Role::Unknown {
                 buffer.header.role = role as u8;
-                if let Some(state) = SOCKETS.get_ptr_mut(in_flight.sock) {
-                    unsafe { (*state).role = role as u8 };
-                }
+                state.role = role as u8;
             }
         }
-        track_context(config, buffer, role, direction, &in_flight);
+        track_context(config, buffer, role, direction, &in_flight, state);
     }
-    // Decided at the request's start (maybe just now, in `track_context`,
-    // which writes the map value `state` points at).
-    if unsafe { core::ptr::read_volatile(&state.dropping) } != 0 {
+    // Decided at the request's start (maybe just now, in `track_context`).
+    if state.dropping != 0 {
         return;
     }
     emit(config, buffer);
@@ -282,6 +282,7 @@ fn track_context(
     role: Role,
     direction: Direction,
     in_flight: &InFlight,
+    state: &mut SocketState,
 ) {
     let sock = in_flight.sock;
     match (role, direction) {
@@ -299,7 +300,7 @@ fn track_context(
             if context::server_read(buffer.header.tid, sock, in_flight.seq, &trace_id) {
                 buffer.header.trace_id = trace_id;
             }
-            overload::inbound_request(config, sock, in_flight.seq);
+            overload::inbound_request(config, state, in_flight.seq);
         }
         (Role::Server, Direction::Egress) => {
             tasks::response_written(sock);
@@ -320,7 +321,7 @@ fn track_context(
         }
         (Role::Client, Direction::Ingress) => {
             context::call_answered(buffer.header.tid, sock);
-            overload::call_answered(sock);
+            overload::call_answered(state);
         }
         _ => {}
     }
@@ -349,19 +350,14 @@ fn infer_role(buffer: &EventBuffer, direction: Direction) -> Role {
 /// At the entry of a write on a client connection: which inbound request it
 /// is made for, and (with injection on) the trace id a header would carry.
 #[inline(always)]
-fn enter_call(config: &Config, in_flight: &mut InFlight) {
+fn enter_call(config: &Config, in_flight: &mut InFlight, state: &mut SocketState) {
     if in_flight.role != Role::Client as u8 {
         return;
     }
     in_flight.is_call = 1;
     let tid = bpf_get_current_pid_tgid() as u32;
     in_flight.context = context::call_context(tid, in_flight.sock, false);
-    if overload::call_write(
-        config,
-        in_flight.sock,
-        in_flight.seq,
-        in_flight.context.sock,
-    ) {
+    if overload::call_write(config, state, in_flight.seq, in_flight.context.sock) {
         // Left out: nothing on the wire names it either.
         return;
     }

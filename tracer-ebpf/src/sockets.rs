@@ -100,7 +100,7 @@ pub fn read_addresses(config: &Config, sock: u64, state: &mut SocketState) {
 
 /// A new connection's state, its addresses read now (accept/connect).
 #[inline(always)]
-pub fn remember_socket(config: &Config, sock: u64, role: Role) -> Option<&'static SocketState> {
+pub fn remember_socket(config: &Config, sock: u64, role: Role) -> Option<&'static mut SocketState> {
     // Built in per-CPU scratch: the exit programs' stack is full.
     let state = unsafe { &mut *NEW_SOCKET.get_ptr_mut(0)? };
     *state = SocketState {
@@ -109,7 +109,7 @@ pub fn remember_socket(config: &Config, sock: u64, role: Role) -> Option<&'stati
     };
     read_addresses(config, sock, state);
     SOCKETS.insert(sock, *state, 0).ok()?;
-    unsafe { SOCKETS.get(sock) }
+    unsafe { SOCKETS.get_ptr_mut(sock)?.as_mut() }
 }
 
 /// The state of `sock`, in the map (read it at once: another CPU may reuse
@@ -117,13 +117,13 @@ pub fn remember_socket(config: &Config, sock: u64, role: Role) -> Option<&'stati
 /// the agent), or one the agent marked before the kernel had its addresses,
 /// gets them read once, here.
 #[inline(always)]
-pub fn socket_state(config: &Config, sock: u64) -> Option<&'static SocketState> {
-    let state = SOCKETS.get_ptr_mut(sock);
-    match state {
-        Some(state) if unsafe { (*state).family } != 0 => unsafe { state.as_ref() },
+pub fn socket_state(config: &Config, sock: u64) -> Option<&'static mut SocketState> {
+    match SOCKETS.get_ptr_mut(sock) {
         Some(state) => {
             let state = unsafe { &mut *state };
-            read_addresses(config, sock, state);
+            if state.family == 0 {
+                read_addresses(config, sock, state);
+            }
             Some(state)
         }
         None => remember_socket(config, sock, Role::Unknown),
