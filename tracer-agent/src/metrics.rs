@@ -227,7 +227,8 @@ impl Metrics {
                 cached.histogram.observe(seconds);
                 continue;
             }
-            let histogram = self.histogram(&mut series.routes, span, status);
+            let histogram =
+                self.histogram(&mut series.routes, span.kind, service, method, path, status);
             histogram.observe(seconds);
             if series.cached >= MAX_CACHED_SERIES {
                 series.cache.clear();
@@ -245,23 +246,24 @@ impl Metrics {
         }
     }
 
-    /// The histogram of a span's series, its route bounded per service.
+    /// The histogram of a series, its route bounded per service.
     fn histogram(
         &self,
         routes: &mut HashMap<String, HashSet<String>>,
-        span: &Span,
+        kind: SpanKind,
+        service: &str,
+        method: &str,
+        path: &str,
         status: Option<i64>,
     ) -> Histogram {
-        let text = |key| span.attribute_text(key);
-        let service = &span.process.service_name;
-        let route = bounded_route(routes, service, route(&text("url.path")));
-        let histograms = match span.kind {
+        let route = bounded_route(routes, service, route(path));
+        let histograms = match kind {
             SpanKind::Server => &self.server_duration,
             SpanKind::Client => &self.client_duration,
         };
         histograms.with_label_values(&[
-            service.as_str(),
-            text("http.request.method").as_str(),
+            service,
+            method,
             route.as_str(),
             &status.map(|s| s.to_string()).unwrap_or_default(),
         ])
