@@ -38,16 +38,6 @@ pub enum Text {
     Owned(String),
 }
 
-impl Text {
-    /// Heap bytes this span holds alone (shared text is counted where it is shared).
-    pub fn owned_capacity(&self) -> usize {
-        match self {
-            Text::Owned(s) => s.capacity(),
-            Text::Static(_) | Text::Shared(_) => 0,
-        }
-    }
-}
-
 impl Deref for Text {
     type Target = str;
     fn deref(&self) -> &str {

@@ -22,7 +22,7 @@ use serde::Serialize;
 
 use crate::{
     correlation::propagation::parse_hex,
-    spans::{AttributeValue, Span, SpanKind, SpanStatus, hex},
+    spans::{AttributeValue, Span, SpanKind, SpanStatus, Text, hex},
 };
 
 pub type TraceId = [u8; 16];
@@ -458,9 +458,8 @@ fn span_bytes(span: &Span) -> usize {
             .attributes
             .iter()
             .map(|(_, value)| match value {
-                AttributeValue::Str(text) if text.owned_capacity() > 0 => {
-                    block(text.owned_capacity())
-                }
+                // Shared text (addresses) lives in the span builder's cache.
+                AttributeValue::Str(Text::Owned(s)) => block(s.capacity()),
                 AttributeValue::Str(_) | AttributeValue::Int(_) => 0,
             })
             .sum::<usize>()
