@@ -360,6 +360,50 @@ fn asyncio_handlers_that_await_make_whole_traces() {
     );
 }
 
+/// An asyncio service whose calls a library writes from a task of its own
+/// (`site-packages/call_queue.py`), made lazily in the task of the first
+/// request and kept. That task must not take over the first request: while
+/// that one stays open (1 s), every other request's call is written by the
+/// library's task, and would hang under it. Each call is linked to its own
+/// request or left unlinked, never to another.
+#[test]
+fn asyncio_library_tasks_do_not_take_a_request() {
+    require_root();
+    let (port, leaf) = (free_port(), free_port());
+    let _leaf = runtimes::python_leaf(leaf, "leaf");
+    let _front = Process::spawn_until(
+        Command::new("python3")
+            .arg(servers_dir().join("front_call_queue.py"))
+            .args([port, leaf].map(|p| p.to_string()))
+            .env("OTEL_SERVICE_NAME", "front"),
+        "ready",
+    );
+    let agent = Agent::start(&[]);
+    let slow =
+        std::thread::spawn(move || curl(&[], &[format!("http://127.0.0.1:{port}/req/slow")]));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let markers = drive(port, 8, 2);
+    slow.join().expect("slow request");
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("a task takes over its creator's request"),
+        "{}",
+        run.stderr
+    );
+    assert_no_mixed_traces(&run.spans);
+    assert!(run.summary("tasks_not_followed") >= 1, "{}", run.stderr);
+    // Every request still reached the leaf, and was traced there.
+    for marker in markers.iter().map(String::as_str).chain(["slow"]) {
+        let leaf_spans = spans_of(&run.spans, marker)
+            .into_iter()
+            .filter(|s| s.service == "leaf" && s.kind == SERVER)
+            .count();
+        assert_eq!(leaf_spans, 1, "{marker}");
+    }
+}
+
 /// A thread-per-request Python service that hands its two leaf calls to a
 /// `concurrent.futures` thread pool: the pool's work queue carries each
 /// request to the worker that makes its call.

@@ -52,10 +52,14 @@ pub enum Counter {
     /// Requests (inbound, or calls) left out whole because the ring buffer
     /// was filling faster than the agent read it (`Config::overload_bytes`).
     RequestsDroppedOverload = 18,
+    /// asyncio tasks that did not take over their creator's request: a
+    /// library (the standard library, `site-packages`) created them, or the
+    /// creating code could not be read. Their calls follow the thread rule.
+    TasksNotFollowed = 19,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 19] = [
+    pub const ALL: [Counter; 20] = [
         Counter::EventsSent,
         Counter::EventsLostRingFull,
         Counter::InFlightMapFull,
@@ -75,6 +79,7 @@ impl Counter {
         Counter::TasksFollowed,
         Counter::HandOffsFollowed,
         Counter::RequestsDroppedOverload,
+        Counter::TasksNotFollowed,
     ];
     /// Slots in the `COUNTERS` map.
     pub const SLOTS: u32 = Self::ALL.len() as u32;
@@ -100,6 +105,7 @@ impl Counter {
             Counter::TasksFollowed => "tasks_followed",
             Counter::HandOffsFollowed => "hand_offs_followed",
             Counter::RequestsDroppedOverload => "requests_dropped_overload",
+            Counter::TasksNotFollowed => "tasks_not_followed",
         }
     }
 }

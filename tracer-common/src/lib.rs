@@ -11,12 +11,14 @@ pub mod counters;
 pub mod event;
 pub mod go;
 pub mod node;
+pub mod python;
 pub mod socket;
 
 pub use config::{Config, InjectMode, KernelOffsets};
 pub use counters::Counter;
 pub use event::{Direction, EventKind, RequestContext, Role, SocketEvent, Syscall};
 pub use go::{GoProcess, SpawnRanges};
+pub use python::PyFrames;
 pub use socket::{MAX_CALL_DECISIONS, MAX_SOCKETS, SocketState, WireKey};
 
 /// Largest payload prefix one event can carry. The capture length the agent
@@ -65,6 +67,9 @@ pub const MAX_REMOTE_CALLERS: u32 = 16 * 1024;
 
 /// Go processes, as the agent found them (LRU).
 pub const MAX_GO_PROCESSES: u32 = 16 * 1024;
+
+/// asyncio processes whose Python frames the kernel can read (LRU).
+pub const MAX_PYTHON_PROCESSES: u32 = 16 * 1024;
 
 /// Goroutines of Go processes that serve a request, or were started (at any
 /// depth) by one that does (LRU; goroutine ids are never reused, so an old

@@ -78,7 +78,7 @@ fn head_bytes(head: Head) -> Option<&'static [u8; HEAD_SCRATCH_LEN]> {
 
 /// `bytes[i]`, or 0 past its end: no panic path for the verifier to reject.
 #[inline(always)]
-fn at(bytes: &[u8; HEAD_SCRATCH_LEN], i: usize) -> u8 {
+pub fn at<const N: usize>(bytes: &[u8; N], i: usize) -> u8 {
     bytes.get(i).copied().unwrap_or(0)
 }
 

@@ -8,9 +8,10 @@ use aya_ebpf::{
 use tracer_common::{
     Config, Counter, GoProcess, MAX_BLOCKED_AT_ATTACH, MAX_CALL_DECISIONS, MAX_CALLS, MAX_CAPTURE,
     MAX_GO_HTTP_REQUESTS, MAX_GO_PROCESSES, MAX_GOROUTINES, MAX_IN_FLIGHT, MAX_INJECT_SOCKETS,
-    MAX_LOCAL_ADDRESSES, MAX_NODE_PROCESSES, MAX_REMOTE_CALLERS, MAX_SERVER_REQUESTS, MAX_SOCKETS,
-    MAX_TASKS, MAX_THREAD_CONTEXTS, MAX_TRACED_PIDS, RequestContext, Role, SocketEvent,
-    SocketState, SpawnRanges, WireKey,
+    MAX_LOCAL_ADDRESSES, MAX_NODE_PROCESSES, MAX_PYTHON_PROCESSES, MAX_REMOTE_CALLERS,
+    MAX_SERVER_REQUESTS, MAX_SOCKETS, MAX_TASKS, MAX_THREAD_CONTEXTS, MAX_TRACED_PIDS, PyFrames,
+    RequestContext, Role, SocketEvent, SocketState, SpawnRanges, WireKey,
+    python::PY_FILENAME_BYTES,
 };
 
 /// Events to the agent. The agent resizes it at load time (`--ring-buffer-size`).
@@ -151,6 +152,16 @@ pub static PY_NEW_ROOT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_
 /// asyncio tasks: the request each serves, and its root task (`tasks`).
 #[map]
 pub static PY_TASKS: LruHashMap<TaskKey, PyTask> = LruHashMap::with_max_entries(MAX_TASKS, 0);
+
+/// How to read the Python frames of asyncio processes, by pid (`tasks`:
+/// who creates a task).
+#[map]
+pub static PY_FRAMES: LruHashMap<u32, PyFrames> =
+    LruHashMap::with_max_entries(MAX_PYTHON_PROCESSES, 0);
+
+/// Per-CPU room for the file name of a Python frame (`tasks`).
+#[map]
+pub static PY_FILENAME: PerCpuArray<[u8; PY_FILENAME_BYTES]> = PerCpuArray::with_max_entries(1, 0);
 
 /// The task that owns each server connection of an asyncio program, by
 /// `struct sock` (`tasks`).

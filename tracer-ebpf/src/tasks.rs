@@ -17,17 +17,35 @@
 //!
 //! Calls written outside any task, or by a task with no open request,
 //! follow the thread rule (`context`).
+//!
+//! A created task takes over its creator's request only when the
+//! program's own code creates it (`created_by_program`): a library's task
+//! made lazily while one request is served and kept (a client's writer
+//! task, fed by a queue) would otherwise write other requests' calls as
+//! that one's.
+
+use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::bpf_get_current_pid_tgid,
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_probe_read_user, bpf_probe_read_user_buf, generated::bpf_loop,
+    },
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use tracer_common::{Counter, RequestContext, Role, event::CONTEXT_FROM_TASK};
+use tracer_common::{
+    Counter, PyFrames, RequestContext, Role,
+    event::CONTEXT_FROM_TASK,
+    python::{MAX_PY_FRAMES, PY_FILENAME_BYTES},
+};
 
 use crate::{
     context::open_request,
-    maps::{PY_CONNECTIONS, PY_CURRENT, PY_NEW_ROOT, PY_TASKS, PyTask, TaskKey, count, role_of},
+    inject::at,
+    maps::{
+        PY_CONNECTIONS, PY_CURRENT, PY_FILENAME, PY_FRAMES, PY_NEW_ROOT, PY_TASKS, PyTask, TaskKey,
+        count, role_of,
+    },
 };
 
 /// The task running on the current thread, as (pid, task).
@@ -172,8 +190,12 @@ pub fn py_task_init(ctx: ProbeContext) -> u32 {
                 if let Some(context) =
                     open_request(known.context.sock, known.context.seq, CONTEXT_FROM_TASK)
                 {
-                    entry.context = context;
-                    count(Counter::TasksFollowed, 1);
+                    if created_by_program(pid) == Some(true) {
+                        entry.context = context;
+                        count(Counter::TasksFollowed, 1);
+                    } else {
+                        count(Counter::TasksNotFollowed, 1);
+                    }
                 }
             }
         }
@@ -185,4 +207,142 @@ pub fn py_task_init(ctx: ProbeContext) -> u32 {
     // Also for a task created outside any: the address may be a dead task's.
     let _ = PY_TASKS.insert(key(pid, child), entry, 0);
     0
+}
+
+/// Where the code creating a task comes from.
+#[derive(PartialEq, Eq)]
+enum Origin {
+    /// asyncio's own (`create_task`, `ensure_future`, `gather`): look at its caller.
+    Asyncio,
+    /// The program's own code, or aiohttp's request dispatch (its
+    /// `web_protocol.py` makes the task that serves each request).
+    Program,
+    /// The standard library or an installed package, or unknown.
+    Library,
+}
+
+/// Whether the program's own code is creating a task on this thread: the
+/// innermost Python frame outside asyncio is not a library's. `None` when
+/// the frames cannot be read (not a CPython 3.11 the agent could inspect).
+#[inline(always)]
+fn created_by_program(pid: u32) -> Option<bool> {
+    let frames = unsafe { PY_FRAMES.get(pid) }?;
+    let name = unsafe { &mut *PY_FILENAME.get_ptr_mut(0)? };
+    let tstate: u64 = read(frames.tstate_current)?;
+    let cframe: u64 = read(tstate + u64::from(frames.cframe))?;
+    let mut frame: u64 = read(cframe + u64::from(frames.current_frame))?;
+    for _ in 0..MAX_PY_FRAMES {
+        if frame == 0 {
+            return None;
+        }
+        let code: u64 = read(frame + u64::from(frames.f_code))?;
+        let filename: u64 = read(code + u64::from(frames.co_filename))?;
+        match origin(frames, filename, name)? {
+            Origin::Asyncio => frame = read(frame + u64::from(frames.previous))?,
+            Origin::Program => return Some(true),
+            Origin::Library => return Some(false),
+        }
+    }
+    None
+}
+
+/// `PyASCIIObject.length` and `.state` (stable since 3.3).
+const STR_LENGTH: u64 = 16;
+const STR_STATE: u64 = 32;
+/// `state`'s `compact` and `ascii` bits: the bytes follow the header.
+const STR_COMPACT_ASCII: u32 = 0b11 << 5;
+const AIOHTTP_DISPATCH: &[u8] = b"/aiohttp/web_protocol.py";
+
+/// Where the code object whose `co_filename` is string `filename` comes
+/// from, by its path: asyncio's package, an installed package
+/// (`…-packages/`), the standard library (`…/python3.X/`), or the program.
+#[inline(always)]
+fn origin(frames: &PyFrames, filename: u64, name: &mut [u8; PY_FILENAME_BYTES]) -> Option<Origin> {
+    let state: u32 = read(filename + STR_STATE)?;
+    if state & STR_COMPACT_ASCII != STR_COMPACT_ASCII {
+        return Some(Origin::Library);
+    }
+    let length: u64 = read(filename + STR_LENGTH)?;
+    let len = (length as usize).min(PY_FILENAME_BYTES);
+    let start = (filename + u64::from(frames.ascii_data)) as *const u8;
+    unsafe { bpf_probe_read_user_buf(start, name.get_mut(..len)?) }.ok()?;
+    let mut scan = PathScan {
+        len: len as u64,
+        found: 0,
+    };
+    unsafe {
+        bpf_loop(
+            len as u32,
+            path_part_at as *mut c_void,
+            (&mut scan as *mut PathScan).cast(),
+            0,
+        )
+    };
+    if scan.found & IN_ASYNCIO != 0 {
+        return Some(Origin::Asyncio);
+    }
+    let whole = length as usize == len;
+    if whole
+        && len >= AIOHTTP_DISPATCH.len()
+        && has_at(name, len, len - AIOHTTP_DISPATCH.len(), AIOHTTP_DISPATCH)
+    {
+        return Some(Origin::Program);
+    }
+    Some(if scan.found & IN_LIBRARY != 0 {
+        Origin::Library
+    } else {
+        Origin::Program
+    })
+}
+
+/// State of the scan of a path in `PY_FILENAME` by `bpf_loop` (one call per
+/// position: a loop in the program is verified once per iteration, eight
+/// frames of 256 positions are past the verifier's limit).
+#[repr(C)]
+struct PathScan {
+    /// Bytes of the path that are valid.
+    len: u64,
+    /// `IN_ASYNCIO` and `IN_LIBRARY`, as found.
+    found: u64,
+}
+
+const IN_ASYNCIO: u64 = 1;
+const IN_LIBRARY: u64 = 2;
+
+/// `bpf_loop` callback: does `/asyncio/`, `/python3.` or `-packages/` start
+/// at position `i` of the path?
+extern "C" fn path_part_at(i: u64, scan: *mut c_void) -> i64 {
+    let scan = unsafe { &mut *(scan as *mut PathScan) };
+    let (i, len) = (i as usize, scan.len as usize);
+    let Some(name) = PY_FILENAME.get_ptr(0) else {
+        return 1;
+    };
+    let name = unsafe { &*name };
+    match at(name, i) {
+        b'/' if has_at(name, len, i + 1, b"asyncio/") => {
+            scan.found |= IN_ASYNCIO;
+            return 1;
+        }
+        b'/' if has_at(name, len, i + 1, b"python3.") => scan.found |= IN_LIBRARY,
+        b'-' if has_at(name, len, i + 1, b"packages/") => scan.found |= IN_LIBRARY,
+        _ => {}
+    }
+    0
+}
+
+/// Whether `pattern` is at `at` in the first `len` bytes of `name`.
+#[inline(always)]
+fn has_at(name: &[u8; PY_FILENAME_BYTES], len: usize, start: usize, pattern: &[u8]) -> bool {
+    for (k, &expected) in pattern.iter().enumerate() {
+        let i = start + k;
+        if i >= len || at(name, i) != expected {
+            return false;
+        }
+    }
+    true
+}
+
+#[inline(always)]
+fn read<T>(address: u64) -> Option<T> {
+    unsafe { bpf_probe_read_user(address as *const T) }.ok()
 }

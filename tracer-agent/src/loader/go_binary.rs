@@ -8,11 +8,14 @@
 //! instructions of `runtime.newproc1` by decoding its code (a return probe
 //! on a Go function would corrupt the stacks Go moves).
 
-use std::{borrow::Cow, path::Path};
+use std::path::Path;
 
 use object::{Object, ObjectSegment, ObjectSymbol, read::ReadCache};
 
-use super::uprobes;
+use super::{
+    dwarf::{self, Elf, Wanted},
+    uprobes,
+};
 
 /// Where the kernel's uprobes go in one Go executable.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -155,15 +158,8 @@ pub fn inspect(path: &Path) -> Result<GoBinary, Unsupported> {
             probes.push((probe, file_offset(functions[name].0)?));
         }
     }
-    use object::read::elf::{FileHeader, ProgramHeader};
+    use object::read::elf::FileHeader;
     let endian = elf.endian();
-    let link_base = elf
-        .elf_program_headers()
-        .iter()
-        .filter(|header| header.p_type(endian) == object::elf::PT_LOAD)
-        .map(|header| header.p_vaddr(endian))
-        .min()
-        .unwrap_or(0);
     Ok(GoBinary {
         version,
         goid_offset: goid_offset(&elf)?,
@@ -171,7 +167,7 @@ pub fn inspect(path: &Path) -> Result<GoBinary, Unsupported> {
         probes,
         spawn_ranges: spawn_ranges(code),
         position_independent: elf.elf_header().e_type(endian) == object::elf::ET_DYN,
-        link_base,
+        link_base: uprobes::link_base(&elf),
     })
 }
 
@@ -212,8 +208,6 @@ fn spawn_ranges(mut code: Vec<(u64, u64, bool)>) -> Vec<[u64; 2]> {
     }
     ranges
 }
-
-type Elf<'data, R> = object::read::elf::ElfFile64<'data, object::Endianness, R>;
 
 /// The version string of a Go 1.18+ binary (stored inline since 1.18), and
 /// its main module's path.
@@ -291,52 +285,13 @@ fn file_offset<'data, R: object::ReadRef<'data>>(
 
 /// `runtime.g.goid`'s offset, from the binary's DWARF.
 fn goid_offset<'data, R: object::ReadRef<'data>>(elf: &Elf<'data, R>) -> Result<u32, Unsupported> {
-    use object::ObjectSection;
-    let no_goid = |reason: &dyn std::fmt::Display| Unsupported::NoGoid(reason.to_string());
-    let load = |id: gimli::SectionId| -> Result<Cow<'data, [u8]>, Unsupported> {
-        Ok(match elf.section_by_name(id.name()) {
-            Some(section) => section.uncompressed_data().map_err(|e| no_goid(&e))?,
-            None => Cow::Borrowed(&[]),
-        })
-    };
-    let sections = gimli::DwarfSections::load(load)?;
-    let dwarf = sections.borrow(|section| gimli::EndianSlice::new(section, gimli::LittleEndian));
-    let mut units = dwarf.units();
-    while let Some(header) = units.next().map_err(|e| no_goid(&e))? {
-        let unit = dwarf.unit(header).map_err(|e| no_goid(&e))?;
-        let mut entries = unit.entries();
-        let mut in_g_at_depth = None;
-        let mut depth = 0isize;
-        while let Some((delta, entry)) = entries.next_dfs().map_err(|e| no_goid(&e))? {
-            depth += delta;
-            if in_g_at_depth.is_some_and(|g_depth| depth <= g_depth) {
-                in_g_at_depth = None;
-            }
-            let name = match entry.attr_value(gimli::DW_AT_name) {
-                Ok(Some(value)) => dwarf.attr_string(&unit, value).ok(),
-                _ => None,
-            };
-            let name = name.as_ref().map(|n| n.slice());
-            match entry.tag() {
-                gimli::DW_TAG_structure_type if name == Some(b"runtime.g") => {
-                    in_g_at_depth = Some(depth);
-                }
-                gimli::DW_TAG_member if in_g_at_depth.is_some() && name == Some(b"goid") => {
-                    let offset = entry
-                        .attr_value(gimli::DW_AT_data_member_location)
-                        .ok()
-                        .flatten()
-                        .and_then(|value| value.udata_value())
-                        .and_then(|offset| u32::try_from(offset).ok())
-                        .filter(|&offset| offset > 0)
-                        .ok_or_else(|| no_goid(&"goid has no usable location"))?;
-                    return Ok(offset);
-                }
-                _ => {}
-            }
-        }
-    }
-    Err(no_goid(&"runtime.g not described"))
+    let offsets =
+        dwarf::layout(elf, &[Wanted::Member("runtime.g", "goid")]).map_err(Unsupported::NoGoid)?;
+    offsets
+        .first()
+        .and_then(|&offset| u32::try_from(offset).ok())
+        .filter(|&offset| offset > 0)
+        .ok_or_else(|| Unsupported::NoGoid("goid has no usable location".into()))
 }
 
 /// The `g` slot relative to the thread pointer. x86-64 ELF puts the

@@ -173,19 +173,10 @@ impl GoPrograms {
     }
 }
 
-/// Where process `pid`'s executable is mapped from its start (its first
-/// mapping at file offset 0), from `/proc/PID/maps`.
+/// Where process `pid`'s executable is mapped from its start.
 fn load_address(proc_root: &std::path::Path, pid: u32) -> Option<u64> {
     let dir = proc_root.join(pid.to_string());
     let exe = std::fs::read_link(dir.join("exe")).ok()?;
     let maps = std::fs::read_to_string(dir.join("maps")).ok()?;
-    maps.lines().find_map(|line| {
-        let mut fields = line.split_whitespace();
-        let range = fields.next()?;
-        let offset = fields.nth(1)?;
-        let path = fields.nth(2)?;
-        (path == exe.to_str()? && u64::from_str_radix(offset, 16).ok()? == 0)
-            .then(|| u64::from_str_radix(range.split('-').next()?, 16).ok())
-            .flatten()
-    })
+    uprobes::mapped_start(&maps, exe.to_str()?)
 }

@@ -4,6 +4,7 @@
 mod addresses;
 mod blocked;
 mod btf;
+mod dwarf;
 pub mod go_binary;
 mod go_programs;
 mod netns;
@@ -437,6 +438,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     let go_processes = take_map(&mut ebpf, "GO_PROCESSES")?;
     let go_spawn_ranges = take_map(&mut ebpf, "GO_SPAWN_RANGES")?;
     let node_processes = take_map(&mut ebpf, "NODE_PROCESSES")?;
+    let python_frames = take_map(&mut ebpf, "PY_FRAMES")?;
     let ebpf = Arc::new(Mutex::new(ebpf));
     Ok(Loaded {
         probes: Probes {
@@ -449,7 +451,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
             go: GoPrograms::new(ebpf.clone(), go_processes, go_spawn_ranges, go_disabled),
             python: python_disabled
                 .is_none()
-                .then(|| python_programs::PythonPrograms::new(ebpf.clone())),
+                .then(|| python_programs::PythonPrograms::new(ebpf.clone(), python_frames)),
             node: node_enabled.then(|| node_programs::NodePrograms::new(ebpf, node_processes)),
             proc_root: PathBuf::from("/proc"),
             pids: (!options.pids.is_empty()).then(|| options.pids.iter().copied().collect()),

@@ -4,6 +4,11 @@
 //! symbols: a build that strips the modules (Debian's python3.x does; pyenv
 //! and python.org builds do not) cannot be followed, and its calls stay
 //! with the thread rule.
+//!
+//! A task takes over its creator's request only when the program's own
+//! code creates it (`PY_FRAMES`): the kernel reads the creating Python
+//! frames, which needs the interpreter's layout from its DWARF (CPython
+//! 3.11). Elsewhere created tasks take no request.
 
 use std::{
     collections::HashMap,
@@ -12,9 +17,17 @@ use std::{
     sync::{Arc, Mutex},
 };
 
-use aya::{Ebpf, programs::uprobe::UProbeAttachLocation};
+use aya::{
+    Ebpf,
+    maps::{HashMap as KernelMap, MapData},
+    programs::uprobe::UProbeAttachLocation,
+};
+use tracer_common::PyFrames;
 
-use super::uprobes;
+use super::{
+    dwarf::{self, Wanted},
+    uprobes,
+};
 
 /// (program, function) for CPython 3.11; 3.12+ passes the module state
 /// first, so its step has its own entry program. `task_step_impl` runs
@@ -45,19 +58,28 @@ pub const PROGRAMS: [&str; 6] = [
 /// The extension modules followed, by file name prefix, and what they give.
 const MODULES: [(&str, &str); 2] = [("_asyncio.", "asyncio tasks"), ("_queue.", "thread pools")];
 
+/// Files remembered (modules, interpreters); past this the caches start over.
+const MAX_FILES: usize = 1024;
+
 pub struct PythonPrograms {
     ebpf: Arc<Mutex<Ebpf>>,
+    frames: KernelMap<MapData, u32, PyFrames>,
     proc_root: PathBuf,
     /// Module files by (device, inode): whether they are followed.
     modules: HashMap<(u64, u64), bool>,
+    /// Interpreter files (libpython or a static executable) by (device,
+    /// inode): how to read their frames, or none.
+    interpreters: HashMap<(u64, u64), Option<Interpreter>>,
 }
 
 impl PythonPrograms {
-    pub(super) fn new(ebpf: Arc<Mutex<Ebpf>>) -> Self {
+    pub(super) fn new(ebpf: Arc<Mutex<Ebpf>>, frames: KernelMap<MapData, u32, PyFrames>) -> Self {
         PythonPrograms {
             ebpf,
+            frames,
             proc_root: PathBuf::from("/proc"),
             modules: HashMap::new(),
+            interpreters: HashMap::new(),
         }
     }
 
@@ -77,7 +99,10 @@ impl PythonPrograms {
                 continue;
             };
             let key = (metadata.dev(), metadata.ino());
-            if self.modules.contains_key(&key) {
+            if let Some(&followed) = self.modules.get(&key) {
+                if followed && !is_queue_module(module) {
+                    self.register_frames(pid, &maps, cpython_minor(module));
+                }
                 continue;
             }
             let followed = match self.attach(&file, module) {
@@ -93,7 +118,73 @@ impl PythonPrograms {
                     false
                 }
             };
+            if self.modules.len() >= MAX_FILES {
+                self.modules.clear();
+            }
             self.modules.insert(key, followed);
+            if followed && !is_queue_module(module) {
+                self.register_frames(pid, &maps, cpython_minor(module));
+            }
+        }
+    }
+
+    /// Tells the kernel how to read the Python frames of asyncio process
+    /// `pid` (CPython 3.`minor`), so that tasks its own code creates take
+    /// over their creator's request. Without it, created tasks take none.
+    fn register_frames(&mut self, pid: u32, maps: &str, minor: Option<u32>) {
+        if minor != Some(11) {
+            tracing::warn!(
+                "pid {pid}: tasks that a request's task creates are not linked to that \
+                 request (their calls follow the thread rule): telling the program's own \
+                 tasks from its libraries' is done for CPython 3.11 only"
+            );
+            return;
+        }
+        let dir = self.proc_root.join(pid.to_string());
+        let path = mapped_interpreter(maps).map(str::to_string).or_else(|| {
+            let exe = std::fs::read_link(dir.join("exe")).ok()?;
+            Some(exe.to_str()?.to_string())
+        });
+        let Some(path) = path else { return };
+        let file = dir.join("root").join(path.trim_start_matches('/'));
+        let Ok(metadata) = std::fs::metadata(&file) else {
+            return;
+        };
+        let key = (metadata.dev(), metadata.ino());
+        let interpreter = match self.interpreters.get(&key) {
+            Some(known) => *known,
+            None => {
+                let inspected = Interpreter::inspect(&file);
+                match &inspected {
+                    Ok(_) => tracing::info!(
+                        "asyncio tasks of {path}: a task takes over its creator's request \
+                         when the program's own code creates it, not a library"
+                    ),
+                    Err(reason) => tracing::warn!(
+                        "{path}: tasks that a request's task creates are not linked to that \
+                         request (their calls follow the thread rule): {reason}"
+                    ),
+                }
+                if self.interpreters.len() >= MAX_FILES {
+                    self.interpreters.clear();
+                }
+                let known = inspected.ok();
+                self.interpreters.insert(key, known);
+                known
+            }
+        };
+        let Some(interpreter) = interpreter else {
+            return;
+        };
+        let Some(loaded) = uprobes::mapped_start(maps, &path) else {
+            return;
+        };
+        let mut frames = interpreter.frames;
+        frames.tstate_current = loaded
+            .wrapping_sub(interpreter.link_base & !0xfff)
+            .wrapping_add(interpreter.tstate_current);
+        if let Err(e) = self.frames.insert(pid, frames, 0) {
+            tracing::debug!("cannot tell the kernel about Python process {pid}: {e}");
         }
     }
 
@@ -119,6 +210,76 @@ impl PythonPrograms {
         }
         Ok(())
     }
+}
+
+/// What the kernel needs to read the frames of one CPython 3.11 interpreter file.
+#[derive(Clone, Copy, Debug)]
+struct Interpreter {
+    /// Link-time address of `_PyRuntime.gilstate.tstate_current`.
+    tstate_current: u64,
+    /// Lowest address the file is linked at.
+    link_base: u64,
+    /// The offsets; `tstate_current` is the process's, set per process.
+    frames: PyFrames,
+}
+
+/// The layout facts `PyFrames` takes, in its order after the thread state.
+const FRAME_LAYOUT: [Wanted; 8] = [
+    Wanted::Member("pyruntimestate", "gilstate"),
+    Wanted::Member("_gilstate_runtime_state", "tstate_current"),
+    Wanted::Member("_ts", "cframe"),
+    Wanted::Member("_PyCFrame", "current_frame"),
+    Wanted::Member("_PyInterpreterFrame", "f_code"),
+    Wanted::Member("_PyInterpreterFrame", "previous"),
+    Wanted::Member("PyCodeObject", "co_filename"),
+    Wanted::Size("PyASCIIObject"),
+];
+
+impl Interpreter {
+    fn inspect(file: &Path) -> Result<Interpreter, String> {
+        use object::{Object, ObjectSymbol};
+        let data = std::fs::read(file).map_err(|e| e.to_string())?;
+        let elf = dwarf::Elf::parse(data.as_slice()).map_err(|e| e.to_string())?;
+        let runtime = elf
+            .dynamic_symbols()
+            .chain(elf.symbols())
+            .find(|symbol| symbol.name() == Ok("_PyRuntime"))
+            .ok_or("no symbol _PyRuntime")?
+            .address();
+        let offsets = dwarf::layout(&elf, &FRAME_LAYOUT)
+            .map_err(|e| format!("no debugging information on its frames: {e}"))?;
+        let small = |index: usize| {
+            u16::try_from(offsets[index])
+                .map_err(|_| format!("{} is too large", FRAME_LAYOUT[index]))
+        };
+        Ok(Interpreter {
+            tstate_current: runtime + offsets[0] + offsets[1],
+            link_base: uprobes::link_base(&elf),
+            frames: PyFrames {
+                tstate_current: 0,
+                cframe: small(2)?,
+                current_frame: small(3)?,
+                f_code: small(4)?,
+                previous: small(5)?,
+                co_filename: small(6)?,
+                ascii_data: small(7)?,
+                _pad: 0,
+            },
+        })
+    }
+}
+
+/// The shared CPython library a process has mapped (`libpython3.X.so…`),
+/// if it has one (else the interpreter is its executable).
+fn mapped_interpreter(maps: &str) -> Option<&str> {
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .find(|path| {
+            Path::new(path)
+                .file_name()
+                .and_then(|name| name.to_str())
+                .is_some_and(|name| name.starts_with("libpython3.") && name.contains(".so"))
+        })
 }
 
 /// The path of the extension module whose file name starts with `prefix`
@@ -168,5 +329,23 @@ mod tests {
             Some(13)
         );
         assert_eq!(cpython_minor("_asyncio.so"), None);
+    }
+
+    #[test]
+    fn the_interpreter_is_libpython_when_mapped() {
+        let maps = "\
+55d0c0a00000-55d0c0a01000 r--p 00000000 fe:01 1234 /usr/bin/python3.11
+7f1e2c000000-7f1e2c0a0000 r--p 00000000 fe:01 5678 /opt/py/lib/libpython3.11.so.1.0
+7f1e2c0a0000-7f1e2c300000 r-xp 000a0000 fe:01 5678 /opt/py/lib/libpython3.11.so.1.0
+";
+        assert_eq!(
+            mapped_interpreter(maps),
+            Some("/opt/py/lib/libpython3.11.so.1.0")
+        );
+        assert_eq!(
+            uprobes::mapped_start(maps, "/opt/py/lib/libpython3.11.so.1.0"),
+            Some(0x7f1e2c000000)
+        );
+        assert_eq!(mapped_interpreter(maps.lines().next().unwrap()), None);
     }
 }

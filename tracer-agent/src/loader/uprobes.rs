@@ -62,6 +62,28 @@ pub(super) fn file_offset<'data>(file: &impl Object<'data>, address: u64) -> Opt
     })
 }
 
+/// The lowest address `file` is linked at (its first loaded segment's):
+/// what its load address in a process is relative to.
+pub(super) fn link_base<'data>(file: &impl Object<'data>) -> u64 {
+    file.segments()
+        .map(|segment| segment.address())
+        .min()
+        .unwrap_or(0)
+}
+
+/// Where `path` is mapped in a process from its start (its mapping at
+/// file offset 0), from the process's `/proc/PID/maps` text.
+pub(super) fn mapped_start(maps: &str, path: &str) -> Option<u64> {
+    maps.lines().find_map(|line| {
+        let mut fields = line.split_whitespace();
+        let range = fields.next()?;
+        let offset = fields.nth(1)?;
+        (fields.nth(2)? == path && u64::from_str_radix(offset, 16).ok()? == 0)
+            .then(|| u64::from_str_radix(range.split('-').next()?, 16).ok())
+            .flatten()
+    })
+}
+
 /// The addresses of the `RET` instructions in `code`, which starts at `address`.
 pub(super) fn return_instructions(code: &[u8], address: u64) -> Vec<u64> {
     use iced_x86::{Decoder, DecoderOptions, Mnemonic};
