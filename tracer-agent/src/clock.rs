@@ -18,6 +18,11 @@ impl Clock {
     }
 }
 
+/// Now, on the kernel's event clock (CLOCK_MONOTONIC).
+pub fn monotonic_ns() -> u64 {
+    read(libc::CLOCK_MONOTONIC) as u64
+}
+
 fn read(clock: libc::clockid_t) -> i128 {
     let mut ts = libc::timespec {
         tv_sec: 0,

@@ -79,6 +79,13 @@ enum Protocol {
         /// The direction requests travel in, seen from this process.
         requests: Direction,
     },
+    /// HTTP/1.x between exchanges, idle for a while: its parser is freed
+    /// until the next bytes (`park_idle`), so idle keep-alive connections
+    /// cost a table entry only.
+    Http1Parked {
+        requests: Direction,
+        next_index: u64,
+    },
     /// Not a protocol the agent parses: its events are ignored.
     Other,
 }
@@ -179,6 +186,31 @@ impl ConnectionTable {
         }
     }
 
+    /// Frees the parsers of HTTP/1.x connections between exchanges that
+    /// were not seen since `before_ns` (monotonic), and the table's room
+    /// beyond four times its connections. Returns how many it parked.
+    pub fn park_idle(&mut self, before_ns: u64) -> usize {
+        let mut parked = 0;
+        for connection in self.connections.values_mut() {
+            if connection.last_seen_ns >= before_ns {
+                continue;
+            }
+            if let Protocol::Http1 { parser, requests } = &connection.protocol
+                && parser.is_idle()
+            {
+                connection.protocol = Protocol::Http1Parked {
+                    requests: *requests,
+                    next_index: parser.next_index(),
+                };
+                parked += 1;
+            }
+        }
+        if self.connections.capacity() > 4 * self.connections.len().max(1024) {
+            self.connections.shrink_to(2 * self.connections.len());
+        }
+        parked
+    }
+
     /// Ends connections not seen since `before_ns` (monotonic).
     pub fn close_idle(&mut self, before_ns: u64, out: &mut Handled) {
         let idle: Vec<u64> = self
@@ -252,6 +284,16 @@ impl ConnectionTable {
                     Direction::Egress => Role::Client,
                 };
             }
+        }
+        if let Protocol::Http1Parked {
+            requests,
+            next_index,
+        } = conn.protocol
+        {
+            conn.protocol = Protocol::Http1 {
+                parser: Box::new(Http1Connection::resuming(next_index)),
+                requests,
+            };
         }
         let Protocol::Http1 { parser, requests } = &mut conn.protocol else {
             return;
@@ -427,6 +469,35 @@ mod tests {
         }
         assert!(exchanges(&out).is_empty() && out.parse_errors.is_empty());
         assert_eq!(out.not_parsed, [1], "reported once, for the kernel to skip");
+    }
+
+    /// An idle keep-alive connection gives its parser back, and goes on
+    /// where it was at its next request; one mid-exchange keeps it.
+    #[test]
+    fn idle_connections_are_parked_until_their_next_bytes() {
+        let mut table = ConnectionTable::new(10);
+        let mut out = Handled::default();
+        table.handle(data(1, Role::Server, Direction::Ingress, GET), &mut out);
+        table.handle(data(1, Role::Server, Direction::Egress, OK), &mut out);
+        table.handle(data(2, Role::Server, Direction::Ingress, GET), &mut out);
+        table.park_idle(3_000);
+        let parked = |table: &ConnectionTable, id| {
+            matches!(
+                table.connections[&id].protocol,
+                Protocol::Http1Parked { .. }
+            )
+        };
+        assert!(parked(&table, 1));
+        assert!(!parked(&table, 2), "a request waits for its response");
+        table.handle(data(1, Role::Server, Direction::Ingress, GET), &mut out);
+        table.handle(data(1, Role::Server, Direction::Egress, OK), &mut out);
+        let indexes: Vec<u64> = exchanges(&out).iter().map(|e| e.exchange.index).collect();
+        assert_eq!(indexes, [0, 1]);
+        table.handle(data(2, Role::Server, Direction::Egress, OK), &mut out);
+        assert_eq!(exchanges(&out).len(), 3);
+        // Seen after the cutoff: not parked.
+        table.park_idle(1_000);
+        assert!(!parked(&table, 1));
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod correlation;
 pub mod events;
 pub mod export;
 pub mod loader;
+pub mod memory;
 pub mod metrics;
 pub mod pipeline;
 pub mod process;

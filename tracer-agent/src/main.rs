@@ -365,6 +365,8 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
             }
         });
     }
+    // Loading (the kernel's BTF, the eBPF object) freed about 20 MiB.
+    tracer_agent::memory::release_freed();
     tracing::info!(
         "tracing {scope}: {} tracepoints attached{injection}; Ctrl-C to stop",
         TRACEPOINTS.len()

@@ -21,12 +21,13 @@ use tokio::sync::{mpsc, watch};
 use tracer_common::MAX_GO_PROCESSES;
 
 use crate::{
-    clock::Clock,
+    clock::{self, Clock},
     connections::{ConnectionTable, Handled, Outcome},
     correlation::Correlator,
     events::{EventReader, Wake},
     export::{Exporter, is_own_export},
     loader::IgnoredSockets,
+    memory,
     metrics::Metrics,
     process::ProcessCache,
     spans::{Span, SpanBuilder},
@@ -57,8 +58,12 @@ pub struct PipelineOptions {
 /// waits. A batch is what one read of the ring buffer yielded (up to a few
 /// thousand spans under load), so this bounds the memory spans wait in.
 const CHANNEL_BATCHES: usize = 4;
-/// How often idle connections are looked for.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(10);
+/// How often idle connections are looked for; connections idle this long
+/// also have their parsers freed until their next bytes.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
+/// Parsers freed at once (about 1 KiB each) past which the memory goes
+/// back to the system.
+const MANY_PARKED: usize = 1024;
 
 /// Runs until `shutdown` turns true, then drains and returns.
 pub async fn run(
@@ -116,6 +121,11 @@ async fn process(
             _ = sweep.tick() => {
                 let cutoff = latest_ns.saturating_sub(idle_timeout.as_nanos() as u64);
                 table.close_idle(cutoff, &mut handled);
+                let now_ns = clock::monotonic_ns();
+                let parked = table.park_idle(now_ns.saturating_sub(SWEEP_INTERVAL.as_nanos() as u64));
+                if parked >= MANY_PARKED {
+                    memory::release_freed();
+                }
             }
         }
         reader.drain(&stats, |event| {

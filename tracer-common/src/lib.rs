@@ -71,6 +71,9 @@ pub const MAX_GO_PROCESSES: u32 = 16 * 1024;
 /// asyncio processes whose Python frames the kernel can read (LRU).
 pub const MAX_PYTHON_PROCESSES: u32 = 16 * 1024;
 
+/// Python source files whose origin (program or library) the kernel keeps (LRU).
+pub const MAX_PYTHON_FILES: u32 = 16 * 1024;
+
 /// Goroutines of Go processes that serve a request, or were started (at any
 /// depth) by one that does (LRU; goroutine ids are never reused, so an old
 /// entry only ages out).

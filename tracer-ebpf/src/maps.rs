@@ -8,10 +8,10 @@ use aya_ebpf::{
 use tracer_common::{
     Config, Counter, GoProcess, MAX_BLOCKED_AT_ATTACH, MAX_CALL_DECISIONS, MAX_CALLS, MAX_CAPTURE,
     MAX_GO_HTTP_REQUESTS, MAX_GO_PROCESSES, MAX_GOROUTINES, MAX_IN_FLIGHT, MAX_INJECT_SOCKETS,
-    MAX_LOCAL_ADDRESSES, MAX_NODE_PROCESSES, MAX_PYTHON_PROCESSES, MAX_REMOTE_CALLERS,
-    MAX_SERVER_REQUESTS, MAX_SOCKETS, MAX_TASKS, MAX_THREAD_CONTEXTS, MAX_TRACED_PIDS, PyFrames,
-    RequestContext, Role, SocketEvent, SocketState, SpawnRanges, WireKey,
-    python::PY_FILENAME_BYTES,
+    MAX_LOCAL_ADDRESSES, MAX_NODE_PROCESSES, MAX_PYTHON_FILES, MAX_PYTHON_PROCESSES,
+    MAX_REMOTE_CALLERS, MAX_SERVER_REQUESTS, MAX_SOCKETS, MAX_TASKS, MAX_THREAD_CONTEXTS,
+    MAX_TRACED_PIDS, PyFrames, RequestContext, Role, SocketEvent, SocketState, SpawnRanges,
+    WireKey, python::PY_FILENAME_BYTES,
 };
 
 /// Events to the agent. The agent resizes it at load time (`--ring-buffer-size`).
@@ -158,6 +158,13 @@ pub static PY_TASKS: LruHashMap<TaskKey, PyTask> = LruHashMap::with_max_entries(
 #[map]
 pub static PY_FRAMES: LruHashMap<u32, PyFrames> =
     LruHashMap::with_max_entries(MAX_PYTHON_PROCESSES, 0);
+
+/// Where each Python source file's code comes from (`tasks::Origin`), by
+/// process and file name string: a module's code objects share one, so a task
+/// created from known code costs a lookup, not a scan of its path.
+#[map]
+pub static PY_FILE_ORIGINS: LruHashMap<PyFileKey, u8> =
+    LruHashMap::with_max_entries(MAX_PYTHON_FILES, 0);
 
 /// Per-CPU room for the file name of a Python frame (`tasks`).
 #[map]
@@ -308,6 +315,18 @@ pub struct TaskKey {
     pub _pad: u32,
     /// The task object's address.
     pub task: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PyFileKey {
+    pub pid: u32,
+    pub _pad: u32,
+    /// The process's `PyFrames::tstate_current`: where its interpreter
+    /// was loaded tells a reused pid's entries apart.
+    pub interpreter: u64,
+    /// The `co_filename` string object's address.
+    pub filename: u64,
 }
 
 #[repr(C)]

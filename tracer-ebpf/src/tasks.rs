@@ -43,8 +43,8 @@ use crate::{
     context::open_request,
     inject::at,
     maps::{
-        PY_CONNECTIONS, PY_CURRENT, PY_FILENAME, PY_FRAMES, PY_NEW_ROOT, PY_TASKS, PyTask, TaskKey,
-        count, role_of,
+        PY_CONNECTIONS, PY_CURRENT, PY_FILE_ORIGINS, PY_FILENAME, PY_FRAMES, PY_NEW_ROOT, PY_TASKS,
+        PyFileKey, PyTask, TaskKey, count, role_of,
     },
 };
 
@@ -211,6 +211,7 @@ pub fn py_task_init(ctx: ProbeContext) -> u32 {
 
 /// Where the code creating a task comes from.
 #[derive(PartialEq, Eq)]
+#[repr(u8)]
 enum Origin {
     /// asyncio's own (`create_task`, `ensure_future`, `gather`): look at its caller.
     Asyncio,
@@ -220,6 +221,9 @@ enum Origin {
     /// The standard library or an installed package, or unknown.
     Library,
 }
+
+const ASYNCIO: u8 = Origin::Asyncio as u8;
+const PROGRAM: u8 = Origin::Program as u8;
 
 /// Whether the program's own code is creating a task on this thread: the
 /// innermost Python frame outside asyncio is not a library's. `None` when
@@ -237,10 +241,24 @@ fn created_by_program(pid: u32) -> Option<bool> {
         }
         let code: u64 = read(frame + u64::from(frames.f_code))?;
         let filename: u64 = read(code + u64::from(frames.co_filename))?;
-        match origin(frames, filename, name)? {
-            Origin::Asyncio => frame = read(frame + u64::from(frames.previous))?,
-            Origin::Program => return Some(true),
-            Origin::Library => return Some(false),
+        let file = PyFileKey {
+            pid,
+            _pad: 0,
+            interpreter: frames.tstate_current,
+            filename,
+        };
+        let known = match unsafe { PY_FILE_ORIGINS.get(file) } {
+            Some(&known) => known,
+            None => {
+                let found = origin(frames, filename, name)? as u8;
+                let _ = PY_FILE_ORIGINS.insert(file, found, 0);
+                found
+            }
+        };
+        match known {
+            ASYNCIO => frame = read(frame + u64::from(frames.previous))?,
+            PROGRAM => return Some(true),
+            _ => return Some(false),
         }
     }
     None

@@ -277,7 +277,9 @@ impl<M: Copy> Http1Connection<M> {
         Http1Connection {
             requests: Decoder::new(),
             responses: Decoder::new(),
-            pending: VecDeque::new(),
+            // Room for one: requests are rarely pipelined, and an empty deque
+            // would take room for four at the first.
+            pending: VecDeque::with_capacity(1),
             response_head: None,
             latest: None,
             next_index: 0,
@@ -287,6 +289,29 @@ impl<M: Copy> Http1Connection<M> {
     /// Requests whose response has not ended yet.
     pub fn pending_requests(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Between exchanges: no message in progress either way, none waiting
+    /// for its response. Such a connection continues as
+    /// `resuming(next_index())` would.
+    pub fn is_idle(&self) -> bool {
+        self.requests.state == State::Idle
+            && self.responses.state == State::Idle
+            && self.pending.is_empty()
+            && self.response_head.is_none()
+    }
+
+    /// The index the next request will get.
+    pub fn next_index(&self) -> u64 {
+        self.next_index
+    }
+
+    /// A connection between exchanges whose next request gets `next_index`.
+    pub fn resuming(next_index: u64) -> Self {
+        Http1Connection {
+            next_index,
+            ..Self::new()
+        }
     }
 
     /// Feeds one syscall's bytes: the `captured` prefix, then `uncaptured` more

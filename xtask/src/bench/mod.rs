@@ -9,10 +9,13 @@
 //!   kernel programs' run time per request, ring traffic, spans, loss, RSS.
 //! - `python` (`python.rs`): a Python keep-alive server and client, both
 //!   traced; ring traffic per request and throughput per configuration.
+//! - `memory` (`memory.rs`): the agent's resident memory with 10,000 idle
+//!   keep-alive connections and after 100,000 short ones.
 //!
 //! Timed numbers wander on shared machines (see shared/TOOLCHAIN.md): read the
 //! ratios over many rounds, and the per-request CPU and BPF times, not one run.
 
+mod memory;
 mod nginx;
 mod python;
 
@@ -39,7 +42,8 @@ pub struct BenchArgs {
     #[arg(value_enum, default_value = "cost")]
     pub kind: BenchKind,
     /// Which cost case: `nginx` (wrk against nginx), `python` (a Python
-    /// keep-alive server and client), or `all`.
+    /// keep-alive server and client), `memory` (the agent's memory with
+    /// 10,000 idle connections and after 100,000 short ones), or `all`.
     #[arg(long, value_enum, default_value = "all")]
     case: CostCase,
     /// Rounds of each configuration, alternating (medians are reported).
@@ -63,6 +67,7 @@ pub enum BenchKind {
 enum CostCase {
     Nginx,
     Python,
+    Memory,
     All,
 }
 
@@ -88,12 +93,16 @@ pub fn run(args: BenchArgs) -> Result<()> {
     let stats_sysctl = "/proc/sys/kernel/bpf_stats_enabled";
     let previous = std::fs::read_to_string(stats_sysctl).unwrap_or_else(|_| "0".into());
     std::fs::write(stats_sysctl, "1").context("enable kernel.bpf_stats_enabled")?;
+    let wanted = |case: CostCase| args.case == case || args.case == CostCase::All;
     let mut result = Ok(());
-    if args.case != CostCase::Python {
+    if wanted(CostCase::Nginx) {
         result = nginx::measure(args.rounds, args.seconds);
     }
-    if result.is_ok() && args.case != CostCase::Nginx {
+    if result.is_ok() && wanted(CostCase::Python) {
         result = python::measure(args.rounds, args.requests);
+    }
+    if result.is_ok() && wanted(CostCase::Memory) {
+        result = memory::measure();
     }
     let _ = std::fs::write(stats_sysctl, previous.trim());
     result
@@ -233,12 +242,18 @@ impl Agent {
 
     /// The agent's peak resident memory so far (`VmHWM`), in MiB.
     fn peak_rss_mib(&self) -> Result<f64> {
+        self.rss_mib("VmHWM:")
+    }
+
+    /// A memory figure of the agent's `/proc/PID/status` (`VmRSS:`,
+    /// `VmHWM:`), in MiB.
+    fn rss_mib(&self, field: &str) -> Result<f64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let kib: f64 = status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("VmHWM in /proc/PID/status")?;
+            .with_context(|| format!("{field} in /proc/PID/status"))?;
         Ok(kib / 1024.0)
     }
 

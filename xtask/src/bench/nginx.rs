@@ -65,7 +65,7 @@ struct Round {
 
 fn measure_in(dir: &Path, rounds: usize, seconds: u32) -> Result<()> {
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let mut nginx = Nginx::start(dir, port)?;
+    let mut nginx = Nginx::start(dir, port, 1024)?;
     let sink = OtlpSink::start()?;
     let export_file = dir.join("spans.jsonl");
     let configurations = [
@@ -297,10 +297,11 @@ fn duration_ms(text: &str) -> Option<f64> {
 }
 
 /// nginx serving a 1 KiB file from `dir`, one process (no master).
-struct Nginx(Child);
+pub(super) struct Nginx(Child);
 
 impl Nginx {
-    fn start(dir: &Path, port: u16) -> Result<Nginx> {
+    /// nginx on 127.0.0.1:`port`, open to `connections` at once.
+    pub(super) fn start(dir: &Path, port: u16, connections: u32) -> Result<Nginx> {
         let root: PathBuf = dir.join("www");
         std::fs::create_dir_all(&root)?;
         std::fs::write(root.join("1k.bin"), [b'x'; 1024])?;
@@ -312,7 +313,8 @@ impl Nginx {
 worker_processes 1;
 error_log stderr warn;
 pid {d}/nginx.pid;
-events {{ worker_connections 1024; }}
+worker_rlimit_nofile {files};
+events {{ worker_connections {connections}; }}
 http {{
     sendfile on;
     tcp_nopush on;
@@ -329,7 +331,8 @@ http {{
     }}
 }}
 ",
-            root.display()
+            root.display(),
+            files = connections + 64,
         );
         std::fs::write(dir.join("nginx.conf"), config)?;
         let child = Command::new("nginx")
@@ -353,7 +356,7 @@ http {{
         Ok(nginx)
     }
 
-    fn stop(&mut self) {
+    pub(super) fn stop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
