@@ -427,6 +427,8 @@ fn key_values(list: &Value) -> HashMap<String, Value> {
 pub fn curl(extra: &[&str], urls: &[String]) -> Vec<f64> {
     let output = Command::new("curl")
         .args(["--silent", "--show-error", "--output", "/dev/null"])
+        // A service that stops answering fails its test instead of hanging it.
+        .args(["--max-time", "30"])
         .args(["--write-out", "%{time_total}\\n"])
         .args(extra)
         .args(

@@ -115,6 +115,31 @@ impl Front {
     }
 }
 
+/// CPython versions newer than the machine's `python3` that pyenv holds
+/// (`3.12.1`, `3.13.0`, …): run through pyenv's `python3` with
+/// `PYENV_VERSION` set. None where pyenv is not installed.
+pub fn newer_cpythons() -> Vec<String> {
+    let root = std::env::var_os("PYENV_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".pyenv")));
+    let Some(Ok(versions)) = root.map(|root| std::fs::read_dir(root.join("versions"))) else {
+        return Vec::new();
+    };
+    let mut newer: Vec<String> = versions
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .filter(|name| {
+            let mut parts = name.split('.');
+            parts.next() == Some("3")
+                && parts
+                    .next()
+                    .and_then(|minor| minor.parse::<u32>().ok())
+                    .is_some_and(|minor| minor >= 12)
+        })
+        .collect();
+    newer.sort();
+    newer
+}
+
 /// A Python thread-per-connection leaf named `name` (the `aux` and `leaf`
 /// services the fronts call).
 pub fn python_leaf(port: u16, name: &str) -> Process {

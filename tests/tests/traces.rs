@@ -360,6 +360,23 @@ fn asyncio_handlers_that_await_make_whole_traces() {
     );
 }
 
+/// The asyncio streams front on each newer CPython the machine has (pyenv):
+/// the thread state and frames the kernel reads to pass a request to the
+/// tasks `gather` creates are laid out differently from 3.12 and 3.13 on.
+#[test]
+fn asyncio_gather_is_followed_on_newer_cpythons() {
+    require_root();
+    for version in runtimes::newer_cpythons() {
+        let env = [("PYENV_VERSION", version.as_str())];
+        let runs = assert_runtime_whole(
+            &[(runtimes::Front::AsyncioStreams, &env)],
+            2,
+            "a task takes over its creator's request",
+        );
+        assert!(runs[0].summary("tasks_followed") > 0, "{version}");
+    }
+}
+
 /// An asyncio service whose calls a library writes from a task of its own
 /// (`site-packages/call_queue.py`), made lazily in the task of the first
 /// request and kept. That task must not take over the first request: while
@@ -369,15 +386,29 @@ fn asyncio_handlers_that_await_make_whole_traces() {
 #[test]
 fn asyncio_library_tasks_do_not_take_a_request() {
     require_root();
+    // This machine's python3, then any newer CPython pyenv holds.
+    let versions = [None]
+        .into_iter()
+        .chain(runtimes::newer_cpythons().into_iter().map(Some));
+    for version in versions {
+        library_tasks_do_not_take_a_request(version.as_deref());
+    }
+}
+
+/// `asyncio_library_tasks_do_not_take_a_request` with python3, or the
+/// pyenv `version` of it.
+fn library_tasks_do_not_take_a_request(version: Option<&str>) {
     let (port, leaf) = (free_port(), free_port());
     let _leaf = runtimes::python_leaf(leaf, "leaf");
-    let _front = Process::spawn_until(
-        Command::new("python3")
-            .arg(servers_dir().join("front_call_queue.py"))
-            .args([port, leaf].map(|p| p.to_string()))
-            .env("OTEL_SERVICE_NAME", "front"),
-        "ready",
-    );
+    let mut front = Command::new("python3");
+    front
+        .arg(servers_dir().join("front_call_queue.py"))
+        .args([port, leaf].map(|p| p.to_string()))
+        .env("OTEL_SERVICE_NAME", "front");
+    if let Some(version) = version {
+        front.env("PYENV_VERSION", version);
+    }
+    let _front = Process::spawn_until(&mut front, "ready");
     let agent = Agent::start(&[]);
     let slow =
         std::thread::spawn(move || curl(&[], &[format!("http://127.0.0.1:{port}/req/slow")]));
@@ -400,7 +431,7 @@ fn asyncio_library_tasks_do_not_take_a_request() {
             .into_iter()
             .filter(|s| s.service == "leaf" && s.kind == SERVER)
             .count();
-        assert_eq!(leaf_spans, 1, "{marker}");
+        assert_eq!(leaf_spans, 1, "{version:?} {marker}");
     }
 }
 

@@ -322,8 +322,8 @@ pub struct TaskKey {
 pub struct PyFileKey {
     pub pid: u32,
     pub _pad: u32,
-    /// The process's `PyFrames::tstate_current`: where its interpreter
-    /// was loaded tells a reused pid's entries apart.
+    /// `PyFrames::interpreter()`: where the process's interpreter was
+    /// loaded tells a reused pid's entries apart.
     pub interpreter: u64,
     /// The `co_filename` string object's address.
     pub filename: u64,

@@ -36,7 +36,7 @@ use aya_ebpf::{
 use tracer_common::{
     Counter, PyFrames, RequestContext, Role,
     event::CONTEXT_FROM_TASK,
-    python::{MAX_PY_FRAMES, PY_FILENAME_BYTES},
+    python::{MAX_PY_FRAMES, MAX_PY_THREADS, NO_CFRAME, PY_FILENAME_BYTES},
 };
 
 use crate::{
@@ -227,14 +227,17 @@ const PROGRAM: u8 = Origin::Program as u8;
 
 /// Whether the program's own code is creating a task on this thread: the
 /// innermost Python frame outside asyncio is not a library's. `None` when
-/// the frames cannot be read (not a CPython 3.11 the agent could inspect).
+/// the frames cannot be read (not a CPython the agent could inspect).
 #[inline(always)]
 fn created_by_program(pid: u32) -> Option<bool> {
     let frames = unsafe { PY_FRAMES.get(pid) }?;
     let name = unsafe { &mut *PY_FILENAME.get_ptr_mut(0)? };
-    let tstate: u64 = read(frames.tstate_current)?;
-    let cframe: u64 = read(tstate + u64::from(frames.cframe))?;
-    let mut frame: u64 = read(cframe + u64::from(frames.current_frame))?;
+    let tstate = thread_state(frames)?;
+    let holder = match frames.cframe {
+        NO_CFRAME => tstate,
+        cframe => read(tstate + u64::from(cframe))?,
+    };
+    let mut frame: u64 = read(holder + u64::from(frames.current_frame))?;
     for _ in 0..MAX_PY_FRAMES {
         if frame == 0 {
             return None;
@@ -244,7 +247,7 @@ fn created_by_program(pid: u32) -> Option<bool> {
         let file = PyFileKey {
             pid,
             _pad: 0,
-            interpreter: frames.tstate_current,
+            interpreter: frames.interpreter(),
             filename,
         };
         let known = match unsafe { PY_FILE_ORIGINS.get(file) } {
@@ -260,6 +263,29 @@ fn created_by_program(pid: u32) -> Option<bool> {
             PROGRAM => return Some(true),
             _ => return Some(false),
         }
+    }
+    None
+}
+
+/// The current thread's `PyThreadState*`: where 3.11 keeps it, else found
+/// by kernel thread id in the main interpreter's threads.
+#[inline(always)]
+fn thread_state(frames: &PyFrames) -> Option<u64> {
+    if frames.tstate_current != 0 {
+        return read(frames.tstate_current);
+    }
+    let interpreter: u64 = read(frames.main_interpreter)?;
+    let mut tstate: u64 = read(interpreter + u64::from(frames.threads_head))?;
+    let thread = u64::from(bpf_get_current_pid_tgid() as u32);
+    for _ in 0..MAX_PY_THREADS {
+        if tstate == 0 {
+            return None;
+        }
+        let id: u64 = read(tstate + u64::from(frames.native_thread_id))?;
+        if id == thread {
+            return Some(tstate);
+        }
+        tstate = read(tstate + u64::from(frames.next_thread))?;
     }
     None
 }
@@ -281,6 +307,10 @@ fn origin(frames: &PyFrames, filename: u64, name: &mut [u8; PY_FILENAME_BYTES]) 
         return Some(Origin::Library);
     }
     let length: u64 = read(filename + STR_LENGTH)?;
+    if length == 0 {
+        // Not a source file (an interpreter shim frame): unknown.
+        return Some(Origin::Library);
+    }
     let len = (length as usize).min(PY_FILENAME_BYTES);
     let start = (filename + u64::from(frames.ascii_data)) as *const u8;
     unsafe { bpf_probe_read_user_buf(start, name.get_mut(..len)?) }.ok()?;

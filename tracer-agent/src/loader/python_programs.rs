@@ -8,7 +8,7 @@
 //! A task takes over its creator's request only when the program's own
 //! code creates it (`PY_FRAMES`): the kernel reads the creating Python
 //! frames, which needs the interpreter's layout from its DWARF (CPython
-//! 3.11). Elsewhere created tasks take no request.
+//! 3.11 to 3.13). Without it created tasks take no request.
 
 use std::{
     collections::HashMap,
@@ -22,7 +22,7 @@ use aya::{
     maps::{HashMap as KernelMap, MapData},
     programs::uprobe::UProbeAttachLocation,
 };
-use tracer_common::PyFrames;
+use tracer_common::{PyFrames, python::NO_CFRAME};
 
 use super::{
     dwarf::{self, Wanted},
@@ -132,14 +132,9 @@ impl PythonPrograms {
     /// `pid` (CPython 3.`minor`), so that tasks its own code creates take
     /// over their creator's request. Without it, created tasks take none.
     fn register_frames(&mut self, pid: u32, maps: &str, minor: Option<u32>) {
-        if minor != Some(11) {
-            tracing::warn!(
-                "pid {pid}: tasks that a request's task creates are not linked to that \
-                 request (their calls follow the thread rule): telling the program's own \
-                 tasks from its libraries' is done for CPython 3.11 only"
-            );
+        let Some(minor) = minor.filter(|&minor| minor >= 11) else {
             return;
-        }
+        };
         let dir = self.proc_root.join(pid.to_string());
         let path = mapped_interpreter(maps).map(str::to_string).or_else(|| {
             let exe = std::fs::read_link(dir.join("exe")).ok()?;
@@ -154,7 +149,7 @@ impl PythonPrograms {
         let interpreter = match self.interpreters.get(&key) {
             Some(known) => *known,
             None => {
-                let inspected = Interpreter::inspect(&file);
+                let inspected = Interpreter::inspect(&file, minor);
                 match &inspected {
                     Ok(_) => tracing::info!(
                         "asyncio tasks of {path}: a task takes over its creator's request \
@@ -179,10 +174,7 @@ impl PythonPrograms {
         let Some(loaded) = uprobes::mapped_start(maps, &path) else {
             return;
         };
-        let mut frames = interpreter.frames;
-        frames.tstate_current = loaded
-            .wrapping_sub(interpreter.link_base & !0xfff)
-            .wrapping_add(interpreter.tstate_current);
+        let frames = interpreter.frames_at(loaded, minor);
         if let Err(e) = self.frames.insert(pid, frames, 0) {
             tracing::debug!("cannot tell the kernel about Python process {pid}: {e}");
         }
@@ -212,31 +204,22 @@ impl PythonPrograms {
     }
 }
 
-/// What the kernel needs to read the frames of one CPython 3.11 interpreter file.
+/// What the kernel needs to read the frames of one CPython interpreter file.
 #[derive(Clone, Copy, Debug)]
 struct Interpreter {
-    /// Link-time address of `_PyRuntime.gilstate.tstate_current`.
-    tstate_current: u64,
+    /// Link-time address of `_PyRuntime.gilstate.tstate_current` (3.11),
+    /// or of `_PyRuntime.interpreters.main` (3.12+).
+    thread_state_at: u64,
     /// Lowest address the file is linked at.
     link_base: u64,
-    /// The offsets; `tstate_current` is the process's, set per process.
+    /// The offsets; the addresses are the process's, set per process.
     frames: PyFrames,
 }
 
-/// The layout facts `PyFrames` takes, in its order after the thread state.
-const FRAME_LAYOUT: [Wanted; 8] = [
-    Wanted::Member("pyruntimestate", "gilstate"),
-    Wanted::Member("_gilstate_runtime_state", "tstate_current"),
-    Wanted::Member("_ts", "cframe"),
-    Wanted::Member("_PyCFrame", "current_frame"),
-    Wanted::Member("_PyInterpreterFrame", "f_code"),
-    Wanted::Member("_PyInterpreterFrame", "previous"),
-    Wanted::Member("PyCodeObject", "co_filename"),
-    Wanted::Size("PyASCIIObject"),
-];
-
 impl Interpreter {
-    fn inspect(file: &Path) -> Result<Interpreter, String> {
+    /// Reads the layout of CPython 3.`minor` from `file` (libpython or an
+    /// executable that links it statically) and its DWARF.
+    fn inspect(file: &Path, minor: u32) -> Result<Interpreter, String> {
         use object::{Object, ObjectSymbol};
         let data = std::fs::read(file).map_err(|e| e.to_string())?;
         let elf = dwarf::Elf::parse(data.as_slice()).map_err(|e| e.to_string())?;
@@ -246,27 +229,108 @@ impl Interpreter {
             .find(|symbol| symbol.name() == Ok("_PyRuntime"))
             .ok_or("no symbol _PyRuntime")?
             .address();
-        let offsets = dwarf::layout(&elf, &FRAME_LAYOUT)
+        let wanted = frame_layout(minor);
+        let offsets = dwarf::layout(&elf, &wanted)
             .map_err(|e| format!("no debugging information on its frames: {e}"))?;
-        let small = |index: usize| {
-            u16::try_from(offsets[index])
-                .map_err(|_| format!("{} is too large", FRAME_LAYOUT[index]))
+        let fact = |fact: Wanted| -> Result<u64, String> {
+            wanted
+                .iter()
+                .zip(&offsets)
+                .find_map(|(asked, &offset)| (*asked == fact).then_some(offset))
+                .ok_or_else(|| format!("{fact} was not asked for"))
         };
+        let small = |wanted: Wanted| -> Result<u16, String> {
+            u16::try_from(fact(wanted)?).map_err(|_| format!("{wanted} is too large"))
+        };
+        let mut frames = PyFrames {
+            previous: small(FRAME_PREVIOUS)?,
+            co_filename: small(CODE_FILENAME)?,
+            ascii_data: small(ASCII_SIZE)?,
+            ..PyFrames::default()
+        };
+        frames.f_code = small(if minor >= 13 {
+            FRAME_EXECUTABLE
+        } else {
+            FRAME_CODE
+        })?;
+        let thread_state_at = if minor == 11 {
+            runtime + fact(RUNTIME_GILSTATE)? + fact(GILSTATE_TSTATE)?
+        } else {
+            frames.threads_head = small(INTERPRETER_THREADS)? + small(THREADS_HEAD)?;
+            frames.native_thread_id = small(THREAD_NATIVE_ID)?;
+            frames.next_thread = small(THREAD_NEXT)?;
+            runtime + fact(RUNTIME_INTERPRETERS)? + fact(INTERPRETERS_MAIN)?
+        };
+        if minor >= 13 {
+            frames.cframe = NO_CFRAME;
+            frames.current_frame = small(THREAD_CURRENT_FRAME)?;
+        } else {
+            frames.cframe = small(THREAD_CFRAME)?;
+            frames.current_frame = small(CFRAME_CURRENT_FRAME)?;
+        }
         Ok(Interpreter {
-            tstate_current: runtime + offsets[0] + offsets[1],
+            thread_state_at,
             link_base: uprobes::link_base(&elf),
-            frames: PyFrames {
-                tstate_current: 0,
-                cframe: small(2)?,
-                current_frame: small(3)?,
-                f_code: small(4)?,
-                previous: small(5)?,
-                co_filename: small(6)?,
-                ascii_data: small(7)?,
-                _pad: 0,
-            },
+            frames,
         })
     }
+
+    /// The kernel's view for one process that loaded this file at `loaded`.
+    fn frames_at(&self, loaded: u64, minor: u32) -> PyFrames {
+        let address = loaded
+            .wrapping_sub(self.link_base & !0xfff)
+            .wrapping_add(self.thread_state_at);
+        let mut frames = self.frames;
+        if minor == 11 {
+            frames.tstate_current = address;
+        } else {
+            frames.main_interpreter = address;
+        }
+        frames
+    }
+}
+
+const RUNTIME_GILSTATE: Wanted = Wanted::Member("pyruntimestate", "gilstate");
+const GILSTATE_TSTATE: Wanted = Wanted::Member("_gilstate_runtime_state", "tstate_current");
+const RUNTIME_INTERPRETERS: Wanted = Wanted::Member("pyruntimestate", "interpreters");
+const INTERPRETERS_MAIN: Wanted = Wanted::Member("pyinterpreters", "main");
+const INTERPRETER_THREADS: Wanted = Wanted::Member("_is", "threads");
+const THREADS_HEAD: Wanted = Wanted::Member("pythreads", "head");
+const THREAD_NATIVE_ID: Wanted = Wanted::Member("_ts", "native_thread_id");
+const THREAD_NEXT: Wanted = Wanted::Member("_ts", "next");
+const THREAD_CFRAME: Wanted = Wanted::Member("_ts", "cframe");
+const CFRAME_CURRENT_FRAME: Wanted = Wanted::Member("_PyCFrame", "current_frame");
+const THREAD_CURRENT_FRAME: Wanted = Wanted::Member("_ts", "current_frame");
+const FRAME_CODE: Wanted = Wanted::Member("_PyInterpreterFrame", "f_code");
+const FRAME_EXECUTABLE: Wanted = Wanted::Member("_PyInterpreterFrame", "f_executable");
+const FRAME_PREVIOUS: Wanted = Wanted::Member("_PyInterpreterFrame", "previous");
+const CODE_FILENAME: Wanted = Wanted::Member("PyCodeObject", "co_filename");
+const ASCII_SIZE: Wanted = Wanted::Size("PyASCIIObject");
+
+/// The layout facts the kernel needs from CPython 3.`minor`: 3.11 keeps
+/// the current thread's state in `_PyRuntime`, 3.12+ in a thread-local
+/// (found through the main interpreter's list of threads instead); 3.13
+/// dropped `_PyCFrame` and renamed a frame's code `f_executable`.
+fn frame_layout(minor: u32) -> Vec<Wanted> {
+    let mut wanted = vec![FRAME_PREVIOUS, CODE_FILENAME, ASCII_SIZE];
+    if minor == 11 {
+        wanted.extend([RUNTIME_GILSTATE, GILSTATE_TSTATE]);
+    } else {
+        wanted.extend([
+            RUNTIME_INTERPRETERS,
+            INTERPRETERS_MAIN,
+            INTERPRETER_THREADS,
+            THREADS_HEAD,
+            THREAD_NATIVE_ID,
+            THREAD_NEXT,
+        ]);
+    }
+    if minor >= 13 {
+        wanted.extend([THREAD_CURRENT_FRAME, FRAME_EXECUTABLE]);
+    } else {
+        wanted.extend([THREAD_CFRAME, CFRAME_CURRENT_FRAME, FRAME_CODE]);
+    }
+    wanted
 }
 
 /// The shared CPython library a process has mapped (`libpython3.X.so…`),
