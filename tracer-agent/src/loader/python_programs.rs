@@ -336,26 +336,28 @@ fn frame_layout(minor: u32) -> Vec<Wanted> {
 /// The shared CPython library a process has mapped (`libpython3.X.so…`),
 /// if it has one (else the interpreter is its executable).
 fn mapped_interpreter(maps: &str) -> Option<&str> {
-    maps.lines()
-        .filter_map(|line| line.split_whitespace().nth(5))
-        .find(|path| {
-            Path::new(path)
-                .file_name()
-                .and_then(|name| name.to_str())
-                .is_some_and(|name| name.starts_with("libpython3.") && name.contains(".so"))
-        })
+    mapped_file(maps, |name| {
+        name.starts_with("libpython3.") && name.contains(".so")
+    })
 }
 
 /// The path of the extension module whose file name starts with `prefix`
 /// in a process's `maps`.
 fn mapped_module<'a>(maps: &'a str, prefix: &str) -> Option<&'a str> {
+    mapped_file(maps, |name| {
+        name.starts_with(prefix) && name.ends_with(".so")
+    })
+}
+
+/// The first path in a process's `maps` whose file name `wanted` accepts.
+fn mapped_file(maps: &str, wanted: impl Fn(&str) -> bool) -> Option<&str> {
     maps.lines()
         .filter_map(|line| line.split_whitespace().nth(5))
         .find(|path| {
             Path::new(path)
                 .file_name()
                 .and_then(|name| name.to_str())
-                .is_some_and(|name| name.starts_with(prefix) && name.ends_with(".so"))
+                .is_some_and(&wanted)
         })
 }
 
