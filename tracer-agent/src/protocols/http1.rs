@@ -260,8 +260,9 @@ pub struct Http1Connection<M> {
     pending: VecDeque<Pending<M>>,
     /// The response in progress: its head and whether it answers a request.
     response_head: Option<(ResponseHead, bool)>,
-    /// The meta of the latest chunk on either stream.
-    latest: Option<M>,
+    /// The stream fed last: its decoder's `last` is the latest chunk on
+    /// either (kept as the stream, not a copy of the meta, for size).
+    latest: Option<Stream>,
     /// The index the next request gets.
     next_index: u64,
 }
@@ -324,7 +325,7 @@ impl<M: Copy> Http1Connection<M> {
         meta: M,
         out: &mut Vec<Output<M>>,
     ) {
-        self.latest = Some(meta);
+        self.latest = Some(stream);
         let previous = self.decoder(stream).last.replace(meta);
         self.feed_bytes(stream, captured, meta, previous, out);
         if uncaptured > 0 {
@@ -342,9 +343,10 @@ impl<M: Copy> Http1Connection<M> {
             self.end_response(end, !exact, out);
         }
         self.responses.state = State::Idle;
+        let latest = self.latest.and_then(|stream| self.decoder(stream).last);
         while let Some(pending) = self.pending.pop_front() {
             // The latest chunk seen: never before the request itself.
-            let end = self.latest.unwrap_or(pending.start);
+            let end = latest.unwrap_or(pending.start);
             out.push(Output::Exchange(Exchange {
                 index: pending.index,
                 request: pending.head,
