@@ -33,6 +33,7 @@ pub mod propagation;
 
 use std::{
     collections::{BTreeMap, VecDeque},
+    hash::BuildHasher,
     net::SocketAddr,
 };
 
@@ -77,6 +78,9 @@ fn nonzero_random<const N: usize>() -> [u8; N] {
         }
     }
 }
+
+/// Where a locally made trace id's tag starts (`Correlator::local_root`).
+const TAG_AT: usize = 12;
 
 /// A request on the wire: (client, server, sequence number of its first byte).
 type WireKey = (SocketAddr, SocketAddr, u32);
@@ -160,8 +164,12 @@ pub struct Correlator {
     /// Trace ids replaced by adoption, and what replaced them.
     adopted: HashMap<[u8; 16], [u8; 16]>,
     adopted_order: VecDeque<[u8; 16]>,
-    /// Traces started on this node (by this agent or its kernel), not
-    /// received in a header: theirs is the only record of their ids.
+    /// Trace ids this agent makes end in a tag keyed by this, so telling
+    /// a trace started here from one received in a header takes a hash of
+    /// its id, not a set of every trace started here.
+    trace_tag: foldhash::quality::RandomState,
+    /// Traces started on this node by its kernel (ids the agent did not
+    /// make), not received in a header.
     local_traces: HashMap<[u8; 16], ()>,
     local_traces_order: VecDeque<[u8; 16]>,
     pub links: LinkCounts,
@@ -251,13 +259,13 @@ impl Correlator {
                 } else {
                     self.links.roots += 1;
                     remember(&mut self.orphans, &mut self.orphans_order, wire, key);
-                    let mut ids = SpanIds::root();
+                    let mut ids = self.local_root();
                     // Calls made for it carry this trace id on the wire (the
                     // kernel made it: the request had no header).
                     if let Some(trace_id) = first_chunk.ids.trace_id {
                         ids.trace_id = trace_id;
+                        self.started_here(trace_id);
                     }
-                    self.started_here(ids.trace_id);
                     ids
                 };
                 self.inbound.insert(key, Inbound { ids, seq, header });
@@ -359,7 +367,7 @@ impl Correlator {
         let Some(key) = self.inbound_key(context) else {
             return parent.trace_id;
         };
-        if !self.local_traces.contains_key(&parent.trace_id) {
+        if !self.is_local_trace(&parent.trace_id) {
             return parent.trace_id;
         }
         self.started_here(wire_trace);
@@ -399,13 +407,28 @@ impl Correlator {
         Some(with_header.next().is_none().then_some(first.ids))
     }
 
-    /// A new trace started here.
+    /// A new trace started here: its id ends in its tag.
     fn local_root(&mut self) -> SpanIds {
-        let ids = SpanIds::root();
-        self.started_here(ids.trace_id);
+        let mut ids = SpanIds::root();
+        let tag = self.tag_of(&ids.trace_id);
+        ids.trace_id[TAG_AT..].copy_from_slice(&tag);
         ids
     }
 
+    /// The tag of a trace id this agent makes: a keyed hash of its first
+    /// 12 bytes.
+    fn tag_of(&self, trace_id: &[u8; 16]) -> [u8; 4] {
+        (self.trace_tag.hash_one(&trace_id[..TAG_AT]) as u32).to_le_bytes()
+    }
+
+    /// Whether the trace started on this node (a one in 2^32 chance for a
+    /// received id to pass as one: its request would join the next node's
+    /// trace, as a local one does).
+    fn is_local_trace(&self, trace_id: &[u8; 16]) -> bool {
+        trace_id[TAG_AT..] == self.tag_of(trace_id) || self.local_traces.contains_key(trace_id)
+    }
+
+    /// A trace the kernel started here (its id is not tagged).
     fn started_here(&mut self, trace_id: [u8; 16]) {
         remember(
             &mut self.local_traces,

@@ -392,3 +392,20 @@ fn go_calls_are_linked_by_goroutine_only() {
     assert_eq!(c.links.go_calls_unlinked, 1);
     assert_eq!(c.links.by_context, 1);
 }
+
+/// A trace this agent starts is told apart from one received in a header
+/// by its id's tag, with no set of every trace started here; one the kernel
+/// started is remembered.
+#[test]
+fn traces_started_here_are_recognised() {
+    let mut correlator = Correlator::new();
+    let local = correlator.local_root().trace_id;
+    assert!(correlator.is_local_trace(&local));
+    assert!(correlator.local_traces.is_empty(), "no set entry per root");
+    let received: [u8; 16] = [0x4b; 16];
+    assert!(!correlator.is_local_trace(&received));
+    correlator.started_here(received);
+    assert!(correlator.is_local_trace(&received));
+    // Another agent's (another key's) ids are not this one's.
+    assert!(!Correlator::new().is_local_trace(&local));
+}
