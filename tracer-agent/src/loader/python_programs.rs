@@ -99,29 +99,29 @@ impl PythonPrograms {
                 continue;
             };
             let key = (metadata.dev(), metadata.ino());
-            if let Some(&followed) = self.modules.get(&key) {
-                if followed && !is_queue_module(module) {
-                    self.register_frames(pid, &maps, cpython_minor(module));
-                }
-                continue;
-            }
-            let followed = match self.attach(&file, module) {
-                Ok(()) => {
-                    tracing::info!("following the {what} of {module} (pid {pid})");
-                    true
-                }
-                Err(reason) => {
-                    tracing::warn!(
-                        "the {what} of {module} (pid {pid}) are not followed, their calls \
-                         follow the thread rule: {reason}"
-                    );
-                    false
+            let followed = match self.modules.get(&key) {
+                Some(&followed) => followed,
+                None => {
+                    let followed = match self.attach(&file, module) {
+                        Ok(()) => {
+                            tracing::info!("following the {what} of {module} (pid {pid})");
+                            true
+                        }
+                        Err(reason) => {
+                            tracing::warn!(
+                                "the {what} of {module} (pid {pid}) are not followed, their \
+                                 calls follow the thread rule: {reason}"
+                            );
+                            false
+                        }
+                    };
+                    if self.modules.len() >= MAX_FILES {
+                        self.modules.clear();
+                    }
+                    self.modules.insert(key, followed);
+                    followed
                 }
             };
-            if self.modules.len() >= MAX_FILES {
-                self.modules.clear();
-            }
-            self.modules.insert(key, followed);
             if followed && !is_queue_module(module) {
                 self.register_frames(pid, &maps, cpython_minor(module));
             }
@@ -174,7 +174,7 @@ impl PythonPrograms {
         let Some(loaded) = uprobes::mapped_start(maps, &path) else {
             return;
         };
-        let frames = interpreter.frames_at(loaded, minor);
+        let frames = interpreter.frames_at(loaded);
         if let Err(e) = self.frames.insert(pid, frames, 0) {
             tracing::debug!("cannot tell the kernel about Python process {pid}: {e}");
         }
@@ -207,6 +207,8 @@ impl PythonPrograms {
 /// What the kernel needs to read the frames of one CPython interpreter file.
 #[derive(Clone, Copy, Debug)]
 struct Interpreter {
+    /// CPython 3.`minor`.
+    minor: u32,
     /// Link-time address of `_PyRuntime.gilstate.tstate_current` (3.11),
     /// or of `_PyRuntime.interpreters.main` (3.12+).
     thread_state_at: u64,
@@ -269,6 +271,7 @@ impl Interpreter {
             frames.current_frame = small(CFRAME_CURRENT_FRAME)?;
         }
         Ok(Interpreter {
+            minor,
             thread_state_at,
             link_base: uprobes::link_base(&elf),
             frames,
@@ -276,12 +279,12 @@ impl Interpreter {
     }
 
     /// The kernel's view for one process that loaded this file at `loaded`.
-    fn frames_at(&self, loaded: u64, minor: u32) -> PyFrames {
+    fn frames_at(&self, loaded: u64) -> PyFrames {
         let address = loaded
             .wrapping_sub(self.link_base & !0xfff)
             .wrapping_add(self.thread_state_at);
         let mut frames = self.frames;
-        if minor == 11 {
+        if self.minor == 11 {
             frames.tstate_current = address;
         } else {
             frames.main_interpreter = address;

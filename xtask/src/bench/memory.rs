@@ -7,14 +7,14 @@
 
 use std::{
     io::{Read, Write},
-    net::{TcpListener, TcpStream},
+    net::TcpStream,
     path::Path,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context, Result, bail};
 
-use super::{Agent, nginx::Nginx};
+use super::{Agent, free_port, nginx::Nginx};
 
 const IDLE_CONNECTIONS: usize = 10_000;
 const SHORT_CONNECTIONS: usize = 100_000;
@@ -167,10 +167,6 @@ fn metric(port: u16, name: &str) -> Result<f64> {
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|value| value.trim().parse().ok())
         .with_context(|| format!("no {name} on the agent's /metrics"))
-}
-
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 /// Room for this process's connections (the default soft limit is often

@@ -108,6 +108,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
     result
 }
 
+/// A loopback port free at the moment (for a server the bench starts).
+fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values.get(values.len() / 2).copied().unwrap_or(f64::NAN)

@@ -28,7 +28,7 @@ use std::{
 
 use anyhow::{Context, Result, bail};
 
-use super::{Agent, Summary, median};
+use super::{Agent, Summary, free_port, median};
 
 /// Concurrent keep-alive connections of the load, as in the case.
 const CONNECTIONS: u32 = 32;
@@ -64,7 +64,7 @@ struct Round {
 }
 
 fn measure_in(dir: &Path, rounds: usize, seconds: u32) -> Result<()> {
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = free_port()?;
     let mut nginx = Nginx::start(dir, port, 1024)?;
     let sink = OtlpSink::start()?;
     let export_file = dir.join("spans.jsonl");

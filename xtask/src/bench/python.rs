@@ -8,15 +8,15 @@
 //!    injection), in rotating order; median throughput of each, its ratio to
 //!    the run without, and the agent's own CPU time and BPF time per request.
 
-use std::{io::Write, net::TcpListener, process::Command, time::Duration};
+use std::{io::Write, process::Command, time::Duration};
 
 use anyhow::{Context, Result};
 
-use super::{Agent, json_number, median, spawn_until};
+use super::{Agent, free_port, json_number, median, spawn_until};
 use crate::root;
 
 pub fn measure(rounds: usize, requests: usize) -> Result<()> {
-    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = free_port()?;
     let servers = root().join("tests/servers");
     let mut server = spawn_until(
         Command::new("python3")
