@@ -6,7 +6,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tracer_agent::protocols::http1::{Http1Connection, Output, Stream};
+use tracer_agent::protocols::{
+    Stream,
+    http1::{Http1Connection, Output},
+};
 
 fuzz_target!(|data: &[u8]| {
     let mut conn = Http1Connection::new();
@@ -15,8 +18,16 @@ fuzz_target!(|data: &[u8]| {
     let mut chunk = 0u32;
     while let [control, length, tail @ ..] = rest {
         let take = (*length as usize).min(tail.len());
-        let stream = if control & 1 == 0 { Stream::Requests } else { Stream::Responses };
-        let gap = if control & 2 != 0 { u64::from(control >> 2) * 37 } else { 0 };
+        let stream = if control & 1 == 0 {
+            Stream::Requests
+        } else {
+            Stream::Responses
+        };
+        let gap = if control & 2 != 0 {
+            u64::from(control >> 2) * 37
+        } else {
+            0
+        };
         conn.feed(stream, &tail[..take], gap, chunk, &mut out);
         chunk += 1;
         rest = &tail[take..];

@@ -1,5 +1,7 @@
 //! The connection table: kernel events per TCP connection → protocol
-//! exchanges, with who was on each end.
+//! exchanges, with who was on each end. Which protocol a connection speaks
+//! is found from its bytes (`protocols::detect`), once per source of bytes:
+//! a TLS connection's ciphertext and its plaintext are parsed apart.
 //!
 //! A connection is keyed by its kernel `struct sock` address, the same in
 //! every process that shares the socket. Its role comes from the kernel when
@@ -10,28 +12,14 @@ use std::net::SocketAddr;
 
 use foldhash::HashMap;
 
-use tracer_common::{Direction, EventKind, RequestContext, Role};
+use tracer_common::{Direction, EventKind, Role, Source};
 
 use crate::{
-    events::{Comm, Event, KernelIds},
-    protocols::http1::{self, Exchange, Http1Connection, Output, RequestStart, Stream},
+    events::{Comm, Event},
+    protocols::{
+        self, ChunkMeta, Exchange, Output, ParseError, Parser, Protocol, RequestStart, Stream,
+    },
 };
-
-/// What the protocol parser attaches to each chunk of bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChunkMeta {
-    /// When the chunk's first byte was there: a write's entry, a read's return.
-    pub first_ns: u64,
-    /// When the syscall that moved it returned.
-    pub last_ns: u64,
-    pub pid: u32,
-    pub tid: u32,
-    /// TCP sequence number of the chunk's first byte.
-    pub seq: u32,
-    /// The inbound request a client wrote this chunk for (the kernel's decision).
-    pub context: Option<RequestContext>,
-    pub ids: KernelIds,
-}
 
 /// Where a connection is and who is on it.
 #[derive(Clone, Debug)]
@@ -47,7 +35,7 @@ pub struct ConnectionInfo {
 /// A request whose head was just parsed, and its connection.
 #[derive(Clone, Debug)]
 pub struct StartedRequest {
-    pub start: RequestStart<ChunkMeta>,
+    pub start: RequestStart,
     pub connection: ConnectionInfo,
 }
 
@@ -60,29 +48,33 @@ impl StartedRequest {
 }
 
 /// A finished exchange and the connection it happened on.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct CompletedExchange {
-    pub exchange: Exchange<ChunkMeta>,
+    pub exchange: Exchange,
     pub connection: ConnectionInfo,
 }
 
-/// Data chunks looked at before a connection is declared not HTTP/1.x.
+/// Data chunks looked at before a connection's bytes are declared no
+/// protocol the agent parses.
 const DETECTION_ATTEMPTS: u8 = 4;
 
+/// One source of a connection's bytes (the socket, or a TLS library's
+/// plaintext of them) and what they are.
 #[derive(Debug)]
-enum Protocol {
+enum Layer {
     /// Not yet known; counts data chunks looked at.
     Detecting(u8),
-    Http1 {
-        /// Boxed: a connection waits in `Detecting` or `Other` most of its life.
-        parser: Box<Http1Connection<ChunkMeta>>,
+    Parsing {
+        protocol: &'static dyn Protocol,
+        parser: Box<dyn Parser>,
         /// The direction requests travel in, seen from this process.
         requests: Direction,
     },
-    /// HTTP/1.x between exchanges, idle for a while: its parser is freed
-    /// until the next bytes (`park_idle`), so idle keep-alive connections
-    /// cost a table entry only.
-    Http1Parked {
+    /// Between exchanges, idle for a while: its parser is freed until the
+    /// next bytes (`park_idle`), so idle keep-alive connections cost a
+    /// table entry only.
+    Parked {
+        protocol: &'static dyn Protocol,
         requests: Direction,
         next_index: u64,
     },
@@ -90,11 +82,50 @@ enum Protocol {
     Other,
 }
 
+impl Layer {
+    fn pending_requests(&self) -> usize {
+        match self {
+            Layer::Parsing { parser, .. } => parser.pending_requests(),
+            _ => 0,
+        }
+    }
+
+    /// Frees the parser if it holds nothing a fresh one would lack.
+    fn park(&mut self) -> bool {
+        let Layer::Parsing {
+            protocol,
+            parser,
+            requests,
+        } = self
+        else {
+            return false;
+        };
+        let Some(next_index) = parser.resumable_at() else {
+            return false;
+        };
+        *self = Layer::Parked {
+            protocol: *protocol,
+            requests: *requests,
+            next_index,
+        };
+        true
+    }
+}
+
 #[derive(Debug)]
 struct Connection {
     info: ConnectionInfo,
-    protocol: Protocol,
+    /// The socket's bytes as they are on the wire.
+    socket: Layer,
+    /// A TLS library's plaintext of them, once some was seen.
+    tls: Option<Box<Layer>>,
     last_seen_ns: u64,
+}
+
+impl Connection {
+    fn layers_mut(&mut self) -> impl Iterator<Item = &mut Layer> {
+        std::iter::once(&mut self.socket).chain(self.tls.as_deref_mut())
+    }
 }
 
 /// Something handling an event produced.
@@ -111,9 +142,9 @@ pub enum Outcome {
 pub struct Handled {
     /// In the order of the events that produced them.
     pub outcomes: Vec<Outcome>,
-    pub parse_errors: Vec<http1::ParseError>,
-    /// Connections just found not to be a protocol the agent parses: the
-    /// kernel can skip them from now on.
+    pub parse_errors: Vec<ParseError>,
+    /// Connections whose socket bytes were just found not to be a protocol
+    /// the agent parses: the kernel can skip their syscalls from now on.
     pub not_parsed: Vec<u64>,
     /// Connections dropped to stay within the table's limit.
     pub evicted: u64,
@@ -134,7 +165,7 @@ pub struct ConnectionTable {
     connections: HashMap<u64, Connection>,
     max_connections: usize,
     /// The parser's outputs for one event, kept to reuse its allocation.
-    outputs: Vec<Output<ChunkMeta>>,
+    outputs: Vec<Output>,
 }
 
 impl ConnectionTable {
@@ -158,9 +189,8 @@ impl ConnectionTable {
     pub fn pending_requests(&self) -> usize {
         self.connections
             .values()
-            .map(|c| match &c.protocol {
-                Protocol::Http1 { parser, .. } => parser.pending_requests(),
-                _ => 0,
+            .map(|c| {
+                c.socket.pending_requests() + c.tls.as_ref().map_or(0, |l| l.pending_requests())
             })
             .sum()
     }
@@ -186,23 +216,19 @@ impl ConnectionTable {
         }
     }
 
-    /// Frees the parsers of HTTP/1.x connections between exchanges that
-    /// were not seen since `before_ns` (monotonic), and the table's room
-    /// beyond four times its connections. Returns how many it parked.
+    /// Frees the parsers of connections between exchanges that were not
+    /// seen since `before_ns` (monotonic), and the table's room beyond four
+    /// times its connections. Returns how many it parked.
     pub fn park_idle(&mut self, before_ns: u64) -> usize {
         let mut parked = 0;
         for connection in self.connections.values_mut() {
             if connection.last_seen_ns >= before_ns {
                 continue;
             }
-            if let Protocol::Http1 { parser, requests } = &connection.protocol
-                && parser.is_idle()
-            {
-                connection.protocol = Protocol::Http1Parked {
-                    requests: *requests,
-                    next_index: parser.next_index(),
-                };
-                parked += 1;
+            for layer in connection.layers_mut() {
+                if layer.park() {
+                    parked += 1;
+                }
             }
         }
         if self.connections.capacity() > 4 * self.connections.len().max(1024) {
@@ -243,7 +269,8 @@ impl ConnectionTable {
                 remote: event.remote,
                 comm: event.comm,
             },
-            protocol: Protocol::Detecting(0),
+            socket: Layer::Detecting(0),
+            tls: None,
             last_seen_ns: event.end_ns,
         })
     }
@@ -252,10 +279,12 @@ impl ConnectionTable {
         let Some(mut conn) = self.connections.remove(&sock_id) else {
             return;
         };
-        if let Protocol::Http1 { parser, .. } = &mut conn.protocol {
-            parser.close(&mut self.outputs);
-            collect(&conn.info, &mut self.outputs, out);
+        for layer in conn.layers_mut() {
+            if let Layer::Parsing { parser, .. } = layer {
+                parser.close(&mut self.outputs);
+            }
         }
+        collect(&conn.info, &mut self.outputs, out);
         out.outcomes.push(Outcome::Closed(sock_id));
     }
 
@@ -273,29 +302,43 @@ impl ConnectionTable {
         if conn.info.role == Role::Unknown {
             conn.info.role = event.role;
         }
-        if let Protocol::Detecting(attempts) = conn.protocol {
-            conn.protocol = detect(conn.info.role, direction, event.payload, attempts);
-            if let Protocol::Other = conn.protocol {
-                out.not_parsed.push(event.sock_id);
-            }
-            if let Protocol::Http1 { requests, .. } = conn.protocol {
-                conn.info.role = match requests {
-                    Direction::Ingress => Role::Server,
-                    Direction::Egress => Role::Client,
-                };
+        let layer = match event.source {
+            Source::Socket => &mut conn.socket,
+            Source::Tls => conn
+                .tls
+                .get_or_insert_with(|| Box::new(Layer::Detecting(0))),
+        };
+        if let Layer::Detecting(attempts) = *layer {
+            *layer = detect(conn.info.role, direction, event.payload, attempts);
+            match layer {
+                Layer::Other if event.source == Source::Socket => {
+                    out.not_parsed.push(event.sock_id)
+                }
+                Layer::Parsing { requests, .. } => {
+                    conn.info.role = match requests {
+                        Direction::Ingress => Role::Server,
+                        Direction::Egress => Role::Client,
+                    };
+                }
+                _ => {}
             }
         }
-        if let Protocol::Http1Parked {
+        if let Layer::Parked {
+            protocol,
             requests,
             next_index,
-        } = conn.protocol
+        } = *layer
         {
-            conn.protocol = Protocol::Http1 {
-                parser: Box::new(Http1Connection::resuming(next_index)),
+            *layer = Layer::Parsing {
+                protocol,
+                parser: protocol.parser(next_index),
                 requests,
             };
         }
-        let Protocol::Http1 { parser, requests } = &mut conn.protocol else {
+        let Layer::Parsing {
+            parser, requests, ..
+        } = layer
+        else {
             return;
         };
         let stream = if direction == *requests {
@@ -329,30 +372,32 @@ impl ConnectionTable {
     }
 }
 
-/// Decides the protocol from a data chunk: HTTP/1.x when requests go the way
-/// the role says (or, role unknown, whichever way they are seen going).
-fn detect(role: Role, direction: Direction, payload: &[u8], attempts: u8) -> Protocol {
+/// Decides a layer's protocol from a data chunk: the protocol whose request
+/// it starts, when requests go the way the role says (or, role unknown,
+/// whichever way they are seen going).
+fn detect(role: Role, direction: Direction, payload: &[u8], attempts: u8) -> Layer {
     let expected_requests = match role {
         Role::Server => Some(Direction::Ingress),
         Role::Client => Some(Direction::Egress),
         Role::Unknown => None,
     };
-    if http1::looks_like_request_start(payload)
-        && expected_requests.is_none_or(|expected| expected == direction)
+    if expected_requests.is_none_or(|expected| expected == direction)
+        && let Some(protocol) = protocols::detect(payload)
     {
-        return Protocol::Http1 {
-            parser: Box::new(Http1Connection::new()),
+        return Layer::Parsing {
+            protocol,
+            parser: protocol.parser(0),
             requests: direction,
         };
     }
     if attempts + 1 >= DETECTION_ATTEMPTS {
-        Protocol::Other
+        Layer::Other
     } else {
-        Protocol::Detecting(attempts + 1)
+        Layer::Detecting(attempts + 1)
     }
 }
 
-fn collect(info: &ConnectionInfo, outputs: &mut Vec<Output<ChunkMeta>>, out: &mut Handled) {
+fn collect(info: &ConnectionInfo, outputs: &mut Vec<Output>, out: &mut Handled) {
     for output in outputs.drain(..) {
         match output {
             Output::Request(start) => out.outcomes.push(Outcome::RequestStarted(StartedRequest {
@@ -374,6 +419,7 @@ fn collect(info: &ConnectionInfo, outputs: &mut Vec<Output<ChunkMeta>>, out: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocols::describe::{SpanKind, SpanStatus};
     use tracer_common::Syscall;
 
     fn event(
@@ -395,6 +441,7 @@ mod tests {
             role,
             direction,
             syscall: Syscall::Read,
+            source: Source::Socket,
             local: "127.0.0.1:8080".parse().unwrap(),
             remote: "127.0.0.1:40000".parse().unwrap(),
             comm: *b"server\0\0\0\0\0\0\0\0\0\0",
@@ -471,6 +518,39 @@ mod tests {
         assert_eq!(out.not_parsed, [1], "reported once, for the kernel to skip");
     }
 
+    /// A TLS connection: its ciphertext is no protocol (the kernel may skip
+    /// its syscalls), and its plaintext from the TLS library is parsed
+    /// all the same, as the same connection.
+    #[test]
+    fn tls_plaintext_is_parsed_apart_from_the_ciphertext() {
+        let mut table = ConnectionTable::new(10);
+        let mut out = Handled::default();
+        let tls = |mut event: Event<'static>| {
+            event.source = Source::Tls;
+            event
+        };
+        const CLIENT_HELLO: &[u8] = b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03";
+        for _ in 0..DETECTION_ATTEMPTS {
+            table.handle(
+                data(1, Role::Server, Direction::Ingress, CLIENT_HELLO),
+                &mut out,
+            );
+        }
+        assert_eq!(out.not_parsed, [1]);
+        table.handle(
+            tls(data(1, Role::Server, Direction::Ingress, GET)),
+            &mut out,
+        );
+        table.handle(tls(data(1, Role::Server, Direction::Egress, OK)), &mut out);
+        assert_eq!(exchanges(&out).len(), 1);
+        assert_eq!(exchanges(&out)[0].connection.sock_id, 1);
+        assert_eq!(
+            out.not_parsed,
+            [1],
+            "plaintext is never reported as not parsed"
+        );
+    }
+
     /// An idle keep-alive connection gives its parser back, and goes on
     /// where it was at its next request; one mid-exchange keeps it.
     #[test]
@@ -482,10 +562,7 @@ mod tests {
         table.handle(data(2, Role::Server, Direction::Ingress, GET), &mut out);
         table.park_idle(3_000);
         let parked = |table: &ConnectionTable, id| {
-            matches!(
-                table.connections[&id].protocol,
-                Protocol::Http1Parked { .. }
-            )
+            matches!(table.connections[&id].socket, Layer::Parked { .. })
         };
         assert!(parked(&table, 1));
         assert!(!parked(&table, 2), "a request waits for its response");
@@ -521,6 +598,15 @@ mod tests {
         table.handle(data(1, Role::Server, Direction::Ingress, GET), &mut out);
         table.close_all(&mut out);
         assert_eq!(exchanges(&out).len(), 1);
-        assert!(exchanges(&out)[0].exchange.response.is_none());
+        let mut attributes = Vec::new();
+        let status = exchanges(&out)[0].exchange.description.describe(
+            SpanKind::Server,
+            "127.0.0.1:8080".parse().unwrap(),
+            &mut attributes,
+        );
+        assert_eq!(
+            status,
+            SpanStatus::Error("connection closed before a response".into())
+        );
     }
 }

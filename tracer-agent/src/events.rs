@@ -14,7 +14,7 @@ use std::{
 use thiserror::Error;
 use tokio::{io::unix::AsyncFd, sync::watch};
 use tracer_common::{
-    Direction, EventKind, RequestContext, Role, SocketEvent, Syscall,
+    Direction, EventKind, RequestContext, Role, SocketEvent, Source, Syscall,
     event::{AF_INET, AF_INET6, SOCKET_EVENT_SIZE},
 };
 
@@ -38,6 +38,8 @@ pub struct Event<'a> {
     pub role: Role,
     pub direction: Option<Direction>,
     pub syscall: Syscall,
+    /// Where the bytes came from: the socket, or a TLS library's plaintext.
+    pub source: Source,
     pub local: SocketAddr,
     pub remote: SocketAddr,
     /// The thread's name, NUL-padded (see `comm_text`).
@@ -88,6 +90,8 @@ pub enum DecodeError {
     Kind(u32),
     #[error("unknown syscall {0}")]
     Syscall(u8),
+    #[error("unknown byte source {0}")]
+    Source(u8),
 }
 
 /// Decodes one ring buffer record: a `SocketEvent` header and its payload.
@@ -109,6 +113,7 @@ pub fn decode(record: &[u8]) -> Result<Event<'_>, DecodeError> {
     }
     let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::Kind(header.kind))?;
     let syscall = Syscall::from_u8(header.syscall).ok_or(DecodeError::Syscall(header.syscall))?;
+    let source = Source::from_u8(header.source).ok_or(DecodeError::Source(header.source))?;
     Ok(Event {
         kind,
         pid: header.pid,
@@ -121,6 +126,7 @@ pub fn decode(record: &[u8]) -> Result<Event<'_>, DecodeError> {
         role: Role::from_u8(header.role),
         direction: Direction::from_u8(header.direction),
         syscall,
+        source,
         local: socket_addr(header.family, header.local_addr, header.local_port),
         remote: socket_addr(header.family, header.remote_addr, header.remote_port),
         comm: header.comm,
@@ -245,7 +251,8 @@ mod tests {
             role: Role::Server as u8,
             direction: Direction::Ingress as u8,
             syscall: Syscall::Read as u8,
-            _pad: [0; 3],
+            source: Source::Socket as u8,
+            _pad: [0; 2],
             local_addr,
             remote_addr: local_addr,
             comm: *b"python3\0\0\0\0\0\0\0\0\0",

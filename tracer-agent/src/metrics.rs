@@ -1,10 +1,10 @@
-//! Prometheus metrics: request-duration histograms named after OpenTelemetry's
-//! HTTP metrics, recorded from every span, and the agent's own health read
-//! from its counters at scrape time.
+//! Prometheus metrics: the duration histograms each span's protocol names
+//! (OpenTelemetry's HTTP metrics, ...), recorded from every span, and the
+//! agent's own health read from its counters at scrape time.
 
 use std::{
     collections::{HashMap, HashSet},
-    hash::BuildHasher,
+    hash::{BuildHasher, Hash, Hasher},
     sync::{Arc, Mutex},
 };
 
@@ -16,34 +16,34 @@ use tracer_common::Counter;
 
 use crate::{
     loader::KernelCounters,
-    spans::{AttributeValue, Span, SpanKind, route},
+    protocols::{
+        PROTOCOLS,
+        describe::{AttributeValue, DurationMetric},
+    },
+    spans::{Span, SpanKind},
     stats::Stats,
 };
 
-/// The bucket bounds OpenTelemetry's semantic conventions advise for
-/// `http.server.request.duration` and `http.client.request.duration`.
-const DURATION_BUCKETS: &[f64] = &[
-    0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-];
-const LABELS: &[&str] = &[
-    "service_name",
-    "http_request_method",
-    "http_route",
-    "http_response_status_code",
-];
-/// Distinct routes kept per service; the rest are reported as `OTHER_ROUTE`
-/// so that a server with unbounded paths cannot grow the series without end.
+/// Distinct values of a folded label (routes) kept per service; the rest
+/// are reported as `OTHER_ROUTE` so that a server with unbounded paths
+/// cannot grow the series without end.
 pub const MAX_ROUTES_PER_SERVICE: usize = 200;
 pub const OTHER_ROUTE: &str = "{other}";
 
 pub struct Metrics {
     registry: Registry,
-    server_duration: HistogramVec,
-    client_duration: HistogramVec,
+    /// The duration histograms of each protocol's metric (SERVER, CLIENT).
+    durations: Vec<Durations>,
     /// Routes seen per service and the histogram of each series seen,
     /// behind one lock: the export task is their only writer.
     series: Mutex<Series>,
     health: Health,
+}
+
+struct Durations {
+    metric: &'static DurationMetric,
+    server: HistogramVec,
+    client: HistogramVec,
 }
 
 /// Series kept at most in the lookup cache; past this it starts over.
@@ -51,19 +51,21 @@ const MAX_CACHED_SERIES: usize = 16_384;
 
 /// One cached series: what it is for, and its histogram.
 struct CachedSeries {
+    metric: &'static DurationMetric,
     kind: SpanKind,
     service: String,
-    method: String,
-    path: String,
-    status: Option<i64>,
+    /// The span attribute each label was read from, as it was.
+    values: Vec<Option<AttributeValue>>,
     histogram: Histogram,
 }
 
 #[derive(Default)]
 struct Series {
-    routes: HashMap<String, HashSet<String>>,
-    /// By a hash of (kind, service, method, path, status): a span of a series
-    /// seen before is recorded with no label formatting and no allocation.
+    /// Values of each folded label (by its name) seen per service.
+    folded: HashMap<(&'static str, String), HashSet<String>>,
+    /// By a hash of (metric, kind, service, label attributes): a span of a
+    /// series seen before is recorded with no label formatting and no
+    /// allocation.
     cache: foldhash::HashMap<u64, Vec<CachedSeries>>,
     cached: usize,
 }
@@ -86,10 +88,13 @@ struct Health {
 impl Metrics {
     pub fn new(stats: Arc<Stats>, kernel: Option<Arc<KernelCounters>>) -> Self {
         let registry = Registry::new();
-        let histogram = |name: &str, help: &str| {
+        let histogram = |metric: &DurationMetric, (name, help): (&str, &str)| {
+            let labels: Vec<&str> = std::iter::once("service_name")
+                .chain(metric.labels.iter().map(|label| label.name))
+                .collect();
             let histogram = HistogramVec::new(
-                HistogramOpts::new(name, help).buckets(DURATION_BUCKETS.to_vec()),
-                LABELS,
+                HistogramOpts::new(name, help).buckets(metric.buckets.to_vec()),
+                &labels,
             )
             .expect("valid histogram options");
             registry
@@ -97,16 +102,21 @@ impl Metrics {
                 .expect("each metric registered once");
             histogram
         };
-        let server_duration = histogram(
-            "http_server_request_duration_seconds",
-            "Duration of HTTP requests served, from the request's first byte read to the \
-             response's last byte written.",
-        );
-        let client_duration = histogram(
-            "http_client_request_duration_seconds",
-            "Duration of HTTP requests made, from the request's first byte written to the \
-             response's last byte read.",
-        );
+        let mut durations: Vec<Durations> = Vec::new();
+        for protocol in PROTOCOLS {
+            let Some(metric) = protocol.facts().duration_metric else {
+                continue;
+            };
+            // Protocols with the same semantics share their metric.
+            if durations.iter().any(|d| std::ptr::eq(d.metric, metric)) {
+                continue;
+            }
+            durations.push(Durations {
+                metric,
+                server: histogram(metric, metric.server),
+                client: histogram(metric, metric.client),
+            });
+        }
         let counter_vec = |name: &str, help: &str, label: &str| {
             let counter =
                 IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid counter options");
@@ -187,48 +197,46 @@ impl Metrics {
         };
         Metrics {
             registry,
-            server_duration,
-            client_duration,
+            durations,
             series: Mutex::new(Series::default()),
             health,
         }
     }
 
-    /// Adds each span's duration to its histogram.
+    /// Adds each span's duration to its protocol's histogram.
     pub fn record(&self, spans: &[Span]) {
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
         let series = &mut *series;
         for span in spans {
-            let service = span.process.service_name.as_str();
-            let status = match span.attribute("http.response.status_code") {
-                Some(AttributeValue::Int(status)) => Some(*status),
-                _ => None,
+            let Some(metric) = span.protocol.duration_metric else {
+                continue;
             };
-            let method = span.attribute_str("http.request.method");
-            let path = span.attribute_str("url.path");
-            let hash = foldhash::fast::FixedState::default().hash_one((
-                span.kind as u8,
-                service,
-                method,
-                path,
-                status,
-            ));
+            let service = span.process.service_name.as_str();
+            let values = || metric.labels.iter().map(|l| span.attribute(l.attribute));
+            let mut hasher = foldhash::fast::FixedState::default().build_hasher();
+            (metric as *const DurationMetric as usize).hash(&mut hasher);
+            (span.kind as u8, service).hash(&mut hasher);
+            values().for_each(|value| value.hash(&mut hasher));
+            let hash = hasher.finish();
             let seconds = span.duration_ns() as f64 / 1e9;
             let cached = series.cache.get(&hash).and_then(|entries| {
                 entries.iter().find(|c| {
-                    c.kind == span.kind
-                        && c.status == status
+                    std::ptr::eq(c.metric, metric)
+                        && c.kind == span.kind
                         && c.service == service
-                        && c.method == method
-                        && c.path == path
+                        && c.values
+                            .iter()
+                            .zip(values())
+                            .all(|(kept, value)| kept.as_ref() == value)
                 })
             });
             if let Some(cached) = cached {
                 cached.histogram.observe(seconds);
                 continue;
             }
-            let histogram =
-                self.histogram(&mut series.routes, span.kind, service, method, path, status);
+            let Some(histogram) = self.histogram(&mut series.folded, metric, span) else {
+                continue;
+            };
             histogram.observe(seconds);
             if series.cached >= MAX_CACHED_SERIES {
                 series.cache.clear();
@@ -236,37 +244,41 @@ impl Metrics {
             }
             series.cached += 1;
             series.cache.entry(hash).or_default().push(CachedSeries {
+                metric,
                 kind: span.kind,
                 service: service.to_string(),
-                method: method.to_string(),
-                path: path.to_string(),
-                status,
+                values: values().map(Option::<&AttributeValue>::cloned).collect(),
                 histogram,
             });
         }
     }
 
-    /// The histogram of a series, its route bounded per service.
+    /// The histogram of a span's series, its folded labels bounded per service.
     fn histogram(
         &self,
-        routes: &mut HashMap<String, HashSet<String>>,
-        kind: SpanKind,
-        service: &str,
-        method: &str,
-        path: &str,
-        status: Option<i64>,
-    ) -> Histogram {
-        let route = bounded_route(routes, service, route(path));
-        let histograms = match kind {
-            SpanKind::Server => &self.server_duration,
-            SpanKind::Client => &self.client_duration,
+        folded: &mut HashMap<(&'static str, String), HashSet<String>>,
+        metric: &'static DurationMetric,
+        span: &Span,
+    ) -> Option<Histogram> {
+        let durations = self
+            .durations
+            .iter()
+            .find(|d| std::ptr::eq(d.metric, metric))?;
+        let histograms = match span.kind {
+            SpanKind::Server => &durations.server,
+            SpanKind::Client => &durations.client,
         };
-        histograms.with_label_values(&[
-            service,
-            method,
-            route.as_str(),
-            &status.map(|s| s.to_string()).unwrap_or_default(),
-        ])
+        let service = span.process.service_name.as_str();
+        let mut values = vec![service.to_string()];
+        for label in metric.labels {
+            let text = span.attribute_text(label.attribute);
+            values.push(match label.fold {
+                Some(fold) => bounded(folded, label.name, service, fold(&text)),
+                None => text,
+            });
+        }
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        Some(histograms.with_label_values(&values))
     }
 
     /// The text exposition format, health counters read now.
@@ -280,26 +292,23 @@ impl Metrics {
     }
 }
 
-fn bounded_route(
-    routes: &mut HashMap<String, HashSet<String>>,
+/// `value` of the folded label `label`, or `OTHER_ROUTE` once the service
+/// has `MAX_ROUTES_PER_SERVICE` others.
+fn bounded(
+    folded: &mut HashMap<(&'static str, String), HashSet<String>>,
+    label: &'static str,
     service: &str,
-    route: String,
+    value: String,
 ) -> String {
-    // Looked up by `&str` first: no allocation for a service already seen.
-    if !routes.contains_key(service) {
-        routes.insert(service.to_string(), HashSet::new());
-    }
-    let Some(known) = routes.get_mut(service) else {
-        return route;
-    };
-    if known.contains(&route) {
-        return route;
+    let known = folded.entry((label, service.to_string())).or_default();
+    if known.contains(&value) {
+        return value;
     }
     if known.len() >= MAX_ROUTES_PER_SERVICE {
         return OTHER_ROUTE.to_string();
     }
-    known.insert(route.clone());
-    route
+    known.insert(value.clone());
+    value
 }
 
 /// Reads one of `Stats`' counters.
@@ -322,7 +331,7 @@ const STATS_COUNTERS: &[(&str, &str, ReadStat)] = &[
     ),
     (
         "parse_errors",
-        "Socket data that did not parse as HTTP/1.x.",
+        "Bytes of a connection that did not parse as the protocol it was detected as.",
         |s| Stats::get(&s.parse_errors),
     ),
     (
@@ -393,6 +402,7 @@ mod tests {
     use super::*;
     use crate::{
         process::ProcessInfo,
+        protocols::{Protocol, http1::Http1},
         spans::{AttributeValue, SpanStatus},
     };
 
@@ -411,6 +421,7 @@ mod tests {
                 ("http.response.status_code", AttributeValue::Int(status)),
             ],
             status: SpanStatus::Unset,
+            protocol: Http1.facts(),
             process: Arc::new(ProcessInfo {
                 pid: 7,
                 service_name: "shop".into(),

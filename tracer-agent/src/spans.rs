@@ -1,103 +1,22 @@
-//! Exchanges → OpenTelemetry spans: kind, timing, semantic-convention
-//! attributes, status, and the resource of the process that handled them.
+//! Exchanges → OpenTelemetry spans: kind, timing, the connection's
+//! attributes, what the exchange's protocol says of it, and the resource of
+//! the process that handled it.
 
 use std::{
     net::{IpAddr, SocketAddr},
-    ops::Deref,
     sync::Arc,
 };
 
 use tracer_common::Role;
 
+pub use crate::protocols::describe::{AttributeValue, SpanKind, SpanStatus, Text};
 use crate::{
     clock::Clock,
     connections::{CompletedExchange, StartedRequest},
     correlation::SpanIds,
     process::{ProcessCache, ProcessInfo},
+    protocols::describe::{Attributes, ProtocolFacts},
 };
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SpanKind {
-    Server,
-    Client,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AttributeValue {
-    Str(Text),
-    Int(i64),
-}
-
-/// Attribute text: a constant (a method, a scheme), text many spans share
-/// (an address), or the span's own, so a span allocates only for what is
-/// its own.
-#[derive(Clone, Debug)]
-pub enum Text {
-    Static(&'static str),
-    Shared(Arc<str>),
-    Owned(String),
-}
-
-impl Deref for Text {
-    type Target = str;
-    fn deref(&self) -> &str {
-        match self {
-            Text::Static(s) => s,
-            Text::Shared(s) => s,
-            Text::Owned(s) => s,
-        }
-    }
-}
-
-impl AsRef<str> for Text {
-    fn as_ref(&self) -> &str {
-        self
-    }
-}
-
-impl PartialEq for Text {
-    fn eq(&self, other: &Text) -> bool {
-        **self == **other
-    }
-}
-
-impl Eq for Text {}
-
-impl PartialEq<str> for Text {
-    fn eq(&self, other: &str) -> bool {
-        &**self == other
-    }
-}
-
-impl PartialEq<&str> for Text {
-    fn eq(&self, other: &&str) -> bool {
-        &**self == *other
-    }
-}
-
-impl PartialEq<String> for Text {
-    fn eq(&self, other: &String) -> bool {
-        **self == **other
-    }
-}
-
-impl From<&'static str> for Text {
-    fn from(s: &'static str) -> Text {
-        Text::Static(s)
-    }
-}
-
-impl From<String> for Text {
-    fn from(s: String) -> Text {
-        Text::Owned(s)
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SpanStatus {
-    Unset,
-    Error(String),
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Span {
@@ -108,8 +27,10 @@ pub struct Span {
     pub kind: SpanKind,
     pub start_unix_ns: u64,
     pub end_unix_ns: u64,
-    pub attributes: Vec<(&'static str, AttributeValue)>,
+    pub attributes: Attributes,
     pub status: SpanStatus,
+    /// The protocol of the exchange: what its outcome is and which metric it feeds.
+    pub protocol: &'static ProtocolFacts,
     pub process: Arc<ProcessInfo>,
     /// The thread that read (server) or wrote (client) the request.
     pub tid: u32,
@@ -144,35 +65,6 @@ impl Span {
         self.end_unix_ns.saturating_sub(self.start_unix_ns)
     }
 }
-
-/// HTTP methods kept as they are; others are reported as `_OTHER` with the
-/// original in `http.request.method_original` (OTel semantic conventions).
-const KNOWN_METHODS: &[&str] = &[
-    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
-];
-
-/// Query parameters whose values are credentials: never leave the node.
-const SECRET_QUERY_KEYS: &[&str] = &[
-    "access_token",
-    "api_key",
-    "apikey",
-    "auth",
-    "awsaccesskeyid",
-    "client_secret",
-    "code",
-    "key",
-    "password",
-    "passwd",
-    "secret",
-    "session",
-    "sig",
-    "signature",
-    "token",
-    "x-amz-credential",
-    "x-amz-security-token",
-    "x-amz-signature",
-    "x-goog-signature",
-];
 
 /// Addresses kept as text at most; past this the cache starts over.
 const MAX_ADDRESS_TEXTS: usize = 4096;
@@ -216,7 +108,7 @@ impl SpanBuilder {
 
     pub fn build(&mut self, completed: &CompletedExchange, ids: SpanIds) -> Span {
         let exchange = &completed.exchange;
-        let request = &exchange.request;
+        let description = &*exchange.description;
         let connection = &completed.connection;
         let kind = match connection.role {
             Role::Client => SpanKind::Client,
@@ -225,120 +117,40 @@ impl SpanBuilder {
         let process = self
             .processes
             .get(exchange.request_start.pid, &connection.comm);
-        let (path, query) = split_target(&request.target);
-        let method = KNOWN_METHODS
-            .iter()
-            .copied()
-            .find(|known| *known == request.method)
-            .unwrap_or("_OTHER");
-
-        let mut attributes: Vec<(&'static str, AttributeValue)> = Vec::with_capacity(16);
-        let mut attr = |key: &'static str, value: AttributeValue| attributes.push((key, value));
-        attr("http.request.method", fixed(method));
-        if method == "_OTHER" {
-            attr("http.request.method_original", str(&request.method));
-        }
-        attr("url.path", str(path));
-        if let Some(query) = query {
-            attr("url.query", AttributeValue::Str(redact_query(query).into()));
-        }
-        attr("url.scheme", fixed("http"));
-        attr(
-            "network.protocol.version",
-            fixed(if request.version == 0 { "1.0" } else { "1.1" }),
-        );
         // The server end of the connection: ours on a SERVER span, the peer's on a CLIENT one.
         let server_end = match kind {
             SpanKind::Server => connection.local,
             SpanKind::Client => connection.remote,
         };
-        let host_header = request.headers.get("host");
-        let server_address = match host_header {
-            Some(host) => str(split_host(host).0),
+        let mut attributes: Attributes = Vec::with_capacity(16);
+        let status = description.describe(kind, server_end, &mut attributes);
+        let server_address = match description.server_name() {
+            Some(name) => AttributeValue::Str(name.to_string().into()),
             None => self.address_text(server_end.ip()),
         };
-        if kind == SpanKind::Client {
-            let authority = host_header
-                .map(str::to_string)
-                .unwrap_or_else(|| server_end.to_string());
-            let target = match query {
-                Some(q) => format!("{path}?{}", redact_query(q)),
-                None => path.to_string(),
-            };
-            attr(
-                "url.full",
-                AttributeValue::Str(format!("http://{authority}{target}").into()),
-            );
-        }
-        attr("server.address", server_address);
-        attr("server.port", port(server_end));
+        attributes.push(("server.address", server_address));
+        attributes.push(("server.port", port(server_end)));
         if kind == SpanKind::Server {
-            attr("client.address", self.address_text(connection.remote.ip()));
-            attr("client.port", port(connection.remote));
+            attributes.push(("client.address", self.address_text(connection.remote.ip())));
+            attributes.push(("client.port", port(connection.remote)));
         }
-        attr(
+        attributes.push((
             "network.peer.address",
             self.address_text(connection.remote.ip()),
-        );
-        attr("network.peer.port", port(connection.remote));
-        if let Some(agent) = request.headers.get("user-agent") {
-            attr("user_agent.original", str(agent));
-        }
-        if exchange.request_body_bytes > 0 {
-            attr(
-                "http.request.body.size",
-                AttributeValue::Int(exchange.request_body_bytes as i64),
-            );
-        }
-
-        let status = match &exchange.response {
-            Some(response) => {
-                attr(
-                    "http.response.status_code",
-                    AttributeValue::Int(response.status as i64),
-                );
-                if exchange.response_body_bytes > 0 {
-                    attr(
-                        "http.response.body.size",
-                        AttributeValue::Int(exchange.response_body_bytes as i64),
-                    );
-                }
-                let error_from = match kind {
-                    SpanKind::Server => 500,
-                    SpanKind::Client => 400,
-                };
-                if response.status >= error_from {
-                    attr(
-                        "error.type",
-                        AttributeValue::Str(response.status.to_string().into()),
-                    );
-                    SpanStatus::Error(String::new())
-                } else {
-                    SpanStatus::Unset
-                }
-            }
-            None => {
-                attr("error.type", fixed("no_response"));
-                SpanStatus::Error("connection closed before a response".into())
-            }
-        };
+        ));
+        attributes.push(("network.peer.port", port(connection.remote)));
 
         Span {
             trace_id: ids.trace_id,
             span_id: ids.span_id,
             parent_span_id: ids.parent_span_id,
-            name: {
-                let mut name = String::with_capacity(method.len() + 1 + path.len().max(1));
-                name.push_str(method);
-                name.push(' ');
-                push_route(&mut name, path);
-                name
-            },
+            name: description.span_name(),
             kind,
             start_unix_ns: self.clock.to_unix_ns(exchange.request_start.first_ns),
             end_unix_ns: self.clock.to_unix_ns(exchange.response_end.last_ns),
             attributes,
             status,
+            protocol: description.protocol(),
             process,
             tid: exchange.request_start.tid,
         }
@@ -350,109 +162,19 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn str(value: &str) -> AttributeValue {
-    AttributeValue::Str(value.to_string().into())
-}
-
-fn fixed(value: &'static str) -> AttributeValue {
-    AttributeValue::Str(Text::Static(value))
-}
-
 fn port(addr: SocketAddr) -> AttributeValue {
     AttributeValue::Int(addr.port() as i64)
-}
-
-/// Path and query of an origin-form target; an absolute-form target (to a
-/// proxy) gives its path.
-fn split_target(target: &str) -> (&str, Option<&str>) {
-    let target = target
-        .strip_prefix("http://")
-        .or_else(|| target.strip_prefix("https://"))
-        .map(|rest| rest.find('/').map_or("/", |i| &rest[i..]))
-        .unwrap_or(target);
-    let target = target.split('#').next().unwrap_or(target);
-    match target.split_once('?') {
-        Some((path, query)) => (path, Some(query)),
-        None => (target, None),
-    }
-}
-
-/// `host[:port]` of a Host header (IPv6 literals in brackets).
-fn split_host(host: &str) -> (&str, Option<&str>) {
-    if let Some(rest) = host.strip_prefix('[')
-        && let Some((ip, after)) = rest.split_once(']')
-    {
-        return (ip, after.strip_prefix(':'));
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => (name, Some(port)),
-        _ => (host, None),
-    }
-}
-
-/// The query with the values of credential-like parameters replaced.
-pub fn redact_query(query: &str) -> String {
-    query
-        .split('&')
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if is_secret_key(key) => format!("{key}=REDACTED"),
-            _ => pair.to_string(),
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
-
-fn is_secret_key(key: &str) -> bool {
-    let key = key.to_ascii_lowercase();
-    SECRET_QUERY_KEYS.contains(&key.as_str())
-        || key.ends_with("_token")
-        || key.ends_with("password")
-        || key.ends_with("secret")
-}
-
-/// A low-cardinality route from a path: segments that look like ids
-/// (numbers, hex, UUIDs, long tokens) become `{id}`.
-pub fn route(path: &str) -> String {
-    let mut out = String::with_capacity(path.len().max(1));
-    push_route(&mut out, path);
-    out
-}
-
-/// Appends `route(path)` to `out`.
-fn push_route(out: &mut String, path: &str) {
-    if path.is_empty() {
-        out.push('/');
-        return;
-    }
-    for (i, segment) in path.split('/').enumerate() {
-        if i > 0 {
-            out.push('/');
-        }
-        out.push_str(if looks_like_id(segment) {
-            "{id}"
-        } else {
-            segment
-        });
-    }
-}
-
-fn looks_like_id(segment: &str) -> bool {
-    if segment.is_empty() {
-        return false;
-    }
-    let digits = segment.bytes().filter(u8::is_ascii_digit).count();
-    let hex_or_dash = segment.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-');
-    digits == segment.len()
-        || (hex_or_dash && segment.len() >= 8 && digits > 0)
-        || (segment.len() >= 20 && digits * 3 >= segment.len())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{
-        connections::{ChunkMeta, ConnectionInfo},
-        protocols::http1::{Exchange, Headers, RequestHead, ResponseHead},
+        connections::ConnectionInfo,
+        protocols::{
+            ChunkMeta, Exchange,
+            http1::{Headers, Http1Exchange, RequestHead, ResponseHead},
+        },
     };
 
     fn completed(role: Role, method: &str, target: &str, status: Option<u16>) -> CompletedExchange {
@@ -468,22 +190,23 @@ mod tests {
         CompletedExchange {
             exchange: Exchange {
                 index: 0,
-                request: Arc::new(RequestHead {
-                    method: method.into(),
-                    target: target.into(),
-                    version: 1,
-                    headers: Headers::default(),
-                }),
-                response: status.map(|status| ResponseHead {
-                    status,
-                    version: 1,
-                    headers: Headers::default(),
-                }),
                 request_start: meta(1_000),
                 response_end: meta(5_000),
-                request_body_bytes: 0,
-                response_body_bytes: 12,
-                response_end_approximate: false,
+                description: Box::new(Http1Exchange {
+                    request: Arc::new(RequestHead {
+                        method: method.into(),
+                        target: target.into(),
+                        version: 1,
+                        headers: Headers::default(),
+                    }),
+                    response: status.map(|status| ResponseHead {
+                        status,
+                        version: 1,
+                        headers: Headers::default(),
+                    }),
+                    request_body_bytes: 0,
+                    response_body_bytes: 12,
+                }),
             },
             connection: ConnectionInfo {
                 sock_id: 1,
@@ -493,6 +216,10 @@ mod tests {
                 comm: *b"test\0\0\0\0\0\0\0\0\0\0\0\0",
             },
         }
+    }
+
+    fn str(value: &str) -> AttributeValue {
+        AttributeValue::Str(value.to_string().into())
     }
 
     /// Builds spans with fixed ids (linking is the correlator's, tested there).
@@ -536,12 +263,14 @@ mod tests {
             span.attribute("server.port"),
             Some(&AttributeValue::Int(8080))
         );
+        assert_eq!(span.attribute("server.address"), Some(&str("127.0.0.1")));
         assert_eq!(
             span.attribute("http.response.status_code"),
             Some(&AttributeValue::Int(200))
         );
         assert_eq!(span.status, SpanStatus::Unset);
         assert_eq!(span.duration_ns(), 4_010);
+        assert_eq!(span.protocol.name, "http1");
         assert!(span.attribute("url.full").is_none());
     }
 
@@ -582,30 +311,5 @@ mod tests {
             span.attribute("url.full"),
             Some(&str("http://127.0.0.1:40000/cache?sig=REDACTED"))
         );
-    }
-
-    #[test]
-    fn routes_fold_ids() {
-        assert_eq!(route("/"), "/");
-        assert_eq!(
-            route("/api/v1/orders/123/items"),
-            "/api/v1/orders/{id}/items"
-        );
-        assert_eq!(route("/u/550e8400-e29b-41d4-a716-446655440000"), "/u/{id}");
-        assert_eq!(route("/blob/deadbeef01"), "/blob/{id}");
-        assert_eq!(route("/static/index.html"), "/static/index.html");
-    }
-
-    #[test]
-    fn targets_and_hosts() {
-        assert_eq!(split_target("/a?b=c"), ("/a", Some("b=c")));
-        assert_eq!(split_target("http://h:1/x?y"), ("/x", Some("y")));
-        assert_eq!(split_target("http://h"), ("/", None));
-        assert_eq!(
-            split_host("example.com:8080"),
-            ("example.com", Some("8080"))
-        );
-        assert_eq!(split_host("[::1]:80"), ("::1", Some("80")));
-        assert_eq!(split_host("example.com"), ("example.com", None));
     }
 }

@@ -115,6 +115,29 @@ impl Syscall {
     }
 }
 
+/// Where a data event's bytes came from. A TLS connection's bytes come
+/// twice: as ciphertext from the socket and as plaintext from the TLS
+/// library; each is parsed on its own, so that the ciphertext being no
+/// protocol the agent parses does not hide the plaintext.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Source {
+    /// A socket syscall: the bytes on the wire.
+    Socket = 0,
+    /// A TLS library's read or write: the plaintext.
+    Tls = 1,
+}
+
+impl Source {
+    pub fn from_u8(value: u8) -> Option<Self> {
+        match value {
+            0 => Some(Self::Socket),
+            1 => Some(Self::Tls),
+            _ => None,
+        }
+    }
+}
+
 /// The inbound request a thread is serving: the server connection and the
 /// TCP sequence number of the read that started it. Zero `sock`: none.
 #[repr(C)]
@@ -172,7 +195,9 @@ pub struct SocketEvent {
     pub direction: u8,
     /// `Syscall` as u8.
     pub syscall: u8,
-    pub _pad: [u8; 3],
+    /// `Source` as u8.
+    pub source: u8,
+    pub _pad: [u8; 2],
     /// IPv4 addresses use the first four bytes (network order).
     pub local_addr: [u8; 16],
     pub remote_addr: [u8; 16],

@@ -16,7 +16,7 @@ pub mod socket;
 
 pub use config::{Config, InjectMode, KernelOffsets};
 pub use counters::Counter;
-pub use event::{Direction, EventKind, RequestContext, Role, SocketEvent, Syscall};
+pub use event::{Direction, EventKind, RequestContext, Role, SocketEvent, Source, Syscall};
 pub use go::{GoProcess, SpawnRanges};
 pub use python::PyFrames;
 pub use socket::{MAX_CALL_DECISIONS, MAX_SOCKETS, SocketState, WireKey};

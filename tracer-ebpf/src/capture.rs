@@ -11,7 +11,7 @@ use aya_ebpf::{
     },
 };
 use tracer_common::{
-    Config, Counter, EventKind, MAX_CAPTURE, MAX_IOVECS, RequestContext, Role, SocketState,
+    Config, Counter, EventKind, MAX_CAPTURE, MAX_IOVECS, RequestContext, Role, SocketState, Source,
     Syscall, event::SOCKET_EVENT_SIZE,
 };
 
@@ -48,7 +48,8 @@ pub fn start_event(
     header.role = role as u8;
     header.direction = syscall.direction().map_or(0, |d| d as u8);
     header.syscall = syscall as u8;
-    header._pad = [0; 3];
+    header.source = Source::Socket as u8;
+    header._pad = [0; 2];
     header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     header.seq = 0;
     header._pad2 = 0;

@@ -29,8 +29,6 @@
 //!   trace id of each inbound request and the ids of each header it added;
 //!   those went on the wire, so the spans here carry exactly them.
 
-pub mod propagation;
-
 use std::{
     collections::{BTreeMap, VecDeque},
     hash::BuildHasher,
@@ -38,10 +36,12 @@ use std::{
 };
 
 use foldhash::{HashMap, HashSet};
-use propagation::RemoteContext;
 use tracer_common::{RequestContext, Role, event::CONTEXT_FROM_GOROUTINE};
 
-use crate::connections::{CompletedExchange, StartedRequest};
+use crate::{
+    connections::{CompletedExchange, StartedRequest},
+    protocols::trace_context::RemoteContext,
+};
 
 /// A span's identity and its place in a trace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -187,7 +187,7 @@ impl Correlator {
         let key = (connection.sock_id, started.start.index);
         let seq = started.seq();
         let first_chunk = &started.start.start;
-        let header = propagation::extract(&started.start.request.headers);
+        let header = started.start.trace_context;
         let ids = match connection.role {
             Role::Client => {
                 let context = match first_chunk.context {

@@ -2,8 +2,11 @@ use tracer_common::RequestContext;
 
 use super::*;
 use crate::{
-    connections::{ChunkMeta, ConnectionInfo},
-    protocols::http1::{Exchange, Http1Connection, Output, RequestStart, Stream},
+    connections::ConnectionInfo,
+    protocols::{
+        ChunkMeta, Exchange, Output, PROTOCOLS, RequestStart, Stream,
+        http1::{Http1Exchange, RequestHead},
+    },
 };
 
 const CLIENT: &str = "127.0.0.1:40000";
@@ -36,7 +39,7 @@ fn started(
     extra_header: &str,
 ) -> StartedRequest {
     let head = format!("GET /x HTTP/1.1\r\nHost: h\r\n{extra_header}\r\n");
-    let mut parser = Http1Connection::new();
+    let mut parser = PROTOCOLS[0].parser(0);
     let mut out = Vec::new();
     parser.feed(
         Stream::Requests,
@@ -70,13 +73,19 @@ fn completed(correlator: &mut Correlator, request: &StartedRequest) -> Option<Sp
     correlator.exchange_completed(&CompletedExchange {
         exchange: Exchange {
             index: request.start.index,
-            request: request.start.request.clone(),
-            response: None,
             request_start: request.start.start,
             response_end: request.start.start,
-            request_body_bytes: 0,
-            response_body_bytes: 0,
-            response_end_approximate: false,
+            description: Box::new(Http1Exchange {
+                request: std::sync::Arc::new(RequestHead {
+                    method: "GET".into(),
+                    target: "/x".into(),
+                    version: 1,
+                    headers: Default::default(),
+                }),
+                response: None,
+                request_body_bytes: 0,
+                response_body_bytes: 0,
+            }),
         },
         connection: request.connection.clone(),
     })

@@ -532,6 +532,7 @@ mod tests {
             end_unix_ns: 2,
             attributes: vec![],
             status: SpanStatus::Unset,
+            protocol: crate::protocols::PROTOCOLS[0].facts(),
             process: Arc::new(ProcessInfo {
                 pid: 1,
                 service_name: "svc".into(),

@@ -32,33 +32,25 @@ impl StdoutExporter {
     }
 }
 
-/// `SERVER checkout GET /cart?id=1 200 1.234ms trace=… span=… parent=…`
+/// `SERVER checkout GET /cart/{id} 200 1.234ms trace=… span=… parent=…`:
+/// the span's name, then its outcome as its protocol names it.
 pub fn line(span: &Span) -> String {
-    let text = |key| span.attribute_text(key);
-    let method = match span.attribute("http.request.method_original") {
-        Some(_) => text("http.request.method_original"),
-        None => text("http.request.method"),
-    };
-    let query = match span.attribute("url.query") {
-        Some(_) => format!("?{}", text("url.query")),
-        None => String::new(),
-    };
-    let status = match span.attribute("http.response.status_code") {
-        Some(_) => text("http.response.status_code"),
-        None => "-".into(),
+    let outcome = match span.attribute_text(span.protocol.outcome_attribute) {
+        outcome if outcome.is_empty() => "-".to_string(),
+        outcome => outcome,
     };
     let parent = match span.parent_span_id {
         Some(id) => format!(" parent={}", hex(&id)),
         None => String::new(),
     };
     format!(
-        "{kind} {service} {method} {path}{query} {status} {ms:.3}ms trace={trace} span={span_id}{parent}",
+        "{kind} {service} {name} {outcome} {ms:.3}ms trace={trace} span={span_id}{parent}",
         kind = match span.kind {
             SpanKind::Server => "SERVER",
             SpanKind::Client => "CLIENT",
         },
         service = span.process.service_name,
-        path = text("url.path"),
+        name = span.name,
         ms = span.duration_ns() as f64 / 1e6,
         trace = hex(&span.trace_id),
         span_id = hex(&span.span_id),

@@ -12,7 +12,13 @@
 //! exchange reports the `M` of the chunk where its request started and of the
 //! chunk where its response ended.
 
+mod describe;
+
 use std::{collections::VecDeque, fmt, sync::Arc};
+
+pub use describe::{Http1, Http1Exchange};
+
+use super::Stream;
 
 /// Heads (request line or status line plus headers) longer than this are errors.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -22,13 +28,6 @@ const MAX_HEADERS: usize = 100;
 const MAX_PENDING: usize = 64;
 /// A chunk-size line longer than this is an error.
 const MAX_CHUNK_LINE: usize = 1024;
-
-/// Which stream of the connection a chunk belongs to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Stream {
-    Requests,
-    Responses,
-}
 
 /// Headers kept from a head: its body framing, what spans report
 /// (`Host`, `User-Agent`), and trace context (W3C, B3). No other header
@@ -173,6 +172,17 @@ pub enum Output<M> {
     Request(RequestStart<M>),
     Exchange(Exchange<M>),
     Error(ParseError),
+}
+
+/// Where a connection's outputs go: a list, or the caller's conversion.
+pub trait Sink<M> {
+    fn push(&mut self, output: Output<M>);
+}
+
+impl<M> Sink<M> for Vec<Output<M>> {
+    fn push(&mut self, output: Output<M>) {
+        Vec::push(self, output);
+    }
 }
 
 /// How a message body is delimited.
@@ -323,7 +333,7 @@ impl<M: Copy> Http1Connection<M> {
         captured: &[u8],
         uncaptured: u64,
         meta: M,
-        out: &mut Vec<Output<M>>,
+        out: &mut impl Sink<M>,
     ) {
         self.latest = Some(stream);
         let previous = self.decoder(stream).last.replace(meta);
@@ -335,7 +345,7 @@ impl<M: Copy> Http1Connection<M> {
 
     /// The connection closed: bodies delimited by the close end here, and
     /// requests still waiting are reported without a response.
-    pub fn close(&mut self, out: &mut Vec<Output<M>>) {
+    pub fn close(&mut self, out: &mut impl Sink<M>) {
         // A response in progress ends here: exactly when delimited by the
         // close, approximately when the close cut it short.
         let exact = self.responses.state == State::UntilClose;
@@ -374,7 +384,7 @@ impl<M: Copy> Http1Connection<M> {
         mut data: &[u8],
         meta: M,
         previous: Option<M>,
-        out: &mut Vec<Output<M>>,
+        out: &mut impl Sink<M>,
     ) {
         let chunk_len = data.len();
         let mut at_chunk_start = true;
@@ -471,7 +481,7 @@ impl<M: Copy> Http1Connection<M> {
         chunk: ChunkState,
         data: &[u8],
         meta: M,
-        out: &mut Vec<Output<M>>,
+        out: &mut impl Sink<M>,
     ) -> (State, usize) {
         match chunk {
             ChunkState::SizeLine(mut line) => {
@@ -548,7 +558,7 @@ impl<M: Copy> Http1Connection<M> {
     }
 
     /// `n` bytes that were moved but not captured.
-    fn feed_gap(&mut self, stream: Stream, n: u64, meta: M, out: &mut Vec<Output<M>>) {
+    fn feed_gap(&mut self, stream: Stream, n: u64, meta: M, out: &mut impl Sink<M>) {
         let state = std::mem::replace(&mut self.decoder(stream).state, State::Idle);
         let next = match state {
             State::Tunnel => State::Tunnel,
@@ -601,7 +611,7 @@ impl<M: Copy> Http1Connection<M> {
         stream: Stream,
         buffer: &[u8],
         meta: M,
-        out: &mut Vec<Output<M>>,
+        out: &mut impl Sink<M>,
     ) -> HeadResult {
         let (len, head) = match parse_head_bytes(stream, buffer) {
             Ok(Some(parsed)) => parsed,
@@ -640,7 +650,7 @@ impl<M: Copy> Http1Connection<M> {
         head: RequestHead,
         framing: Framing,
         meta: M,
-        out: &mut Vec<Output<M>>,
+        out: &mut impl Sink<M>,
     ) -> State {
         if self.pending.len() >= MAX_PENDING {
             self.pending.pop_front();
@@ -670,7 +680,7 @@ impl<M: Copy> Http1Connection<M> {
         head: ResponseHead,
         framing: Framing,
         meta: M,
-        out: &mut Vec<Output<M>>,
+        out: &mut impl Sink<M>,
     ) -> State {
         if (100..200).contains(&head.status) && head.status != 101 {
             // Interim response (100 Continue, 103 Early Hints): the final one follows.
@@ -689,7 +699,7 @@ impl<M: Copy> Http1Connection<M> {
         stream: Stream,
         framing: Framing,
         meta: M,
-        out: &mut Vec<Output<M>>,
+        out: &mut impl Sink<M>,
     ) -> State {
         match framing {
             Framing::None | Framing::Length(0) => {
@@ -708,7 +718,7 @@ impl<M: Copy> Http1Connection<M> {
         }
     }
 
-    fn end_message(&mut self, stream: Stream, end: M, approximate: bool, out: &mut Vec<Output<M>>) {
+    fn end_message(&mut self, stream: Stream, end: M, approximate: bool, out: &mut impl Sink<M>) {
         match stream {
             Stream::Requests => {
                 let body = self.requests.body_bytes;
@@ -720,7 +730,7 @@ impl<M: Copy> Http1Connection<M> {
         }
     }
 
-    fn end_response(&mut self, end: M, approximate: bool, out: &mut Vec<Output<M>>) {
+    fn end_response(&mut self, end: M, approximate: bool, out: &mut impl Sink<M>) {
         let Some((head, answers_request)) = self.response_head.take() else {
             return;
         };

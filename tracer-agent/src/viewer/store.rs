@@ -21,7 +21,7 @@ use foldhash::HashMap;
 use serde::Serialize;
 
 use crate::{
-    correlation::propagation::parse_hex,
+    protocols::trace_context::parse_hex,
     spans::{AttributeValue, Span, SpanKind, SpanStatus, Text, hex},
 };
 
@@ -580,6 +580,7 @@ mod tests {
             } else {
                 SpanStatus::Unset
             },
+            protocol: crate::protocols::PROTOCOLS[0].facts(),
             process: Arc::new(ProcessInfo {
                 pid: 1,
                 service_name: service.into(),
