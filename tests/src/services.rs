@@ -68,13 +68,22 @@ pub fn chain(hops: [Hop; 3]) -> Chain {
 /// `workers` curls at once, each sending `per_worker` requests on one
 /// keep-alive connection, with markers `w{worker}r{request}`.
 pub fn drive(port: u16, workers: usize, per_worker: usize) -> Vec<String> {
+    drive_scheme("http", port, workers, per_worker)
+}
+
+/// `drive` over HTTPS (the server's certificate is not checked).
+pub fn drive_https(port: u16, workers: usize, per_worker: usize) -> Vec<String> {
+    drive_scheme("https", port, workers, per_worker)
+}
+
+fn drive_scheme(scheme: &'static str, port: u16, workers: usize, per_worker: usize) -> Vec<String> {
     let handles: Vec<_> = (0..workers)
         .map(|w| {
             std::thread::spawn(move || {
                 let urls: Vec<String> = (0..per_worker)
-                    .map(|i| format!("http://127.0.0.1:{port}/req/w{w}r{i}"))
+                    .map(|i| format!("{scheme}://127.0.0.1:{port}/req/w{w}r{i}"))
                     .collect();
-                curl(&[], &urls);
+                curl(&["--insecure"], &urls);
             })
         })
         .collect();
@@ -99,8 +108,39 @@ pub fn spans_of<'a>(spans: &'a [SpanRecord], marker: &str) -> Vec<&'a SpanRecord
 /// connections, with everything it writes in a temporary directory. One
 /// process (no master), so dropping the `Process` ends it.
 pub fn nginx(listen: u16, upstream: u16) -> Process {
+    start_nginx(listen, upstream, false)
+}
+
+/// `nginx` serving HTTPS on `listen`, with a self-signed certificate made
+/// for it (`openssl req`); its upstream stays HTTP.
+pub fn nginx_https(listen: u16, upstream: u16) -> Process {
+    start_nginx(listen, upstream, true)
+}
+
+fn start_nginx(listen: u16, upstream: u16, tls: bool) -> Process {
     let dir = temp_dir("nginx");
     let d = dir.display();
+    let listen_directive = if tls {
+        let made = Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
+            .args(["-subj", "/CN=localhost"])
+            .arg("-keyout")
+            .arg(dir.join("key.pem"))
+            .arg("-out")
+            .arg(dir.join("cert.pem"))
+            .output()
+            .expect("run openssl (Debian: apt-get install openssl)");
+        assert!(made.status.success(), "openssl req failed: {made:?}");
+        format!(
+            "listen 127.0.0.1:{listen} ssl;
+        ssl_certificate {d}/cert.pem;
+        ssl_certificate_key {d}/key.pem;"
+        )
+    } else {
+        format!("listen 127.0.0.1:{listen};")
+    };
     let config = format!(
         "master_process off;
 error_log stderr warn;
@@ -115,7 +155,7 @@ http {{
     scgi_temp_path {d}/scgi;
     upstream backend {{ server 127.0.0.1:{upstream}; keepalive 8; }}
     server {{
-        listen 127.0.0.1:{listen};
+        {listen_directive}
         location / {{
             proxy_pass http://backend;
             proxy_http_version 1.1;

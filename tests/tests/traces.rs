@@ -11,7 +11,7 @@ use std::{
 use tracer_tests::{
     Agent, CLIENT, Process, SERVER, SpanRecord, curl, free_port, require_root, runtimes,
     servers_dir,
-    services::{Chain, Hop, chain, drive, mixed_traces, nginx, spans_of},
+    services::{Chain, Hop, chain, drive, drive_https, mixed_traces, nginx, nginx_https, spans_of},
 };
 
 fn python_chain() -> Chain {
@@ -463,6 +463,60 @@ fn nginx_reverse_proxy_concurrency_8() {
     }
     assert_no_mixed_traces(&run.spans);
 }
+
+/// HTTPS into nginx (OpenSSL, read through its uprobes), HTTP behind it:
+/// curl and a Python client → nginx → svc-a → svc-b, whole, the HTTPS
+/// hop's spans saying so and paired across the two processes.
+#[test]
+fn https_front_makes_whole_traces() {
+    require_root();
+    let (a, b) = (free_port(), free_port());
+    let _svc_b = python_hop(b, None, "svc-b");
+    let _svc_a = python_hop(a, Some(b), "svc-a");
+    let proxy = free_port();
+    let _nginx = nginx_https(proxy, a);
+    let agent = Agent::start(&[]);
+    let markers = drive_https(proxy, 4, 3);
+    let python_client = Command::new("python3")
+        .arg("-c")
+        .arg(PYTHON_HTTPS_CLIENT)
+        .arg(proxy.to_string())
+        .env("OTEL_SERVICE_NAME", "py-client")
+        .output()
+        .expect("run python3");
+    assert!(python_client.status.success(), "{python_client:?}");
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    for marker in &markers {
+        assert_path(&run.spans, marker, &NGINX_CHAIN);
+        let spans = spans_of(&run.spans, marker);
+        for (service, kind) in [("curl", CLIENT), ("nginx", SERVER)] {
+            assert_eq!(one(&spans, service, kind).str("url.scheme"), Some("https"));
+        }
+        assert_eq!(one(&spans, "nginx", CLIENT).str("url.scheme"), Some("http"));
+    }
+    for marker in ["py0", "py1"] {
+        let hops = [("py-client", CLIENT)]
+            .into_iter()
+            .chain(NGINX_CHAIN[1..].iter().copied())
+            .collect::<Vec<_>>();
+        assert_path(&run.spans, marker, &hops);
+    }
+    assert_no_mixed_traces(&run.spans);
+    assert!(run.summary("skipped_tls_ciphertext") > 0, "{}", run.stderr);
+}
+
+/// Two requests on one kept-alive HTTPS connection (`ssl` module:
+/// `SSL_write_ex`, `SSL_read_ex`).
+const PYTHON_HTTPS_CLIENT: &str = r#"
+import http.client, ssl, sys
+connection = http.client.HTTPSConnection(
+    "127.0.0.1", int(sys.argv[1]), context=ssl._create_unverified_context(), timeout=30
+)
+for marker in ["py0", "py1"]:
+    connection.request("GET", f"/req/{marker}")
+    connection.getresponse().read()
+"#;
 
 /// curl → nginx → svc-a → svc-b.
 const NGINX_CHAIN: [(&str, i64); 6] = [

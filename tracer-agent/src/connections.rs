@@ -309,7 +309,13 @@ impl ConnectionTable {
                 .get_or_insert_with(|| Box::new(Layer::Detecting(0))),
         };
         if let Layer::Detecting(attempts) = *layer {
-            *layer = detect(conn.info.role, direction, event.payload, attempts);
+            *layer = detect(
+                conn.info.role,
+                direction,
+                event.source,
+                event.payload,
+                attempts,
+            );
             match layer {
                 Layer::Other if event.source == Source::Socket => {
                     out.not_parsed.push(event.sock_id)
@@ -331,7 +337,7 @@ impl ConnectionTable {
         {
             *layer = Layer::Parsing {
                 protocol,
-                parser: protocol.parser(next_index),
+                parser: protocol.parser(next_index, event.source),
                 requests,
             };
         }
@@ -375,7 +381,7 @@ impl ConnectionTable {
 /// Decides a layer's protocol from a data chunk: the protocol whose request
 /// it starts, when requests go the way the role says (or, role unknown,
 /// whichever way they are seen going).
-fn detect(role: Role, direction: Direction, payload: &[u8], attempts: u8) -> Layer {
+fn detect(role: Role, direction: Direction, source: Source, payload: &[u8], attempts: u8) -> Layer {
     let expected_requests = match role {
         Role::Server => Some(Direction::Ingress),
         Role::Client => Some(Direction::Egress),
@@ -386,7 +392,7 @@ fn detect(role: Role, direction: Direction, payload: &[u8], attempts: u8) -> Lay
     {
         return Layer::Parsing {
             protocol,
-            parser: protocol.parser(0),
+            parser: protocol.parser(0, source),
             requests: direction,
         };
     }

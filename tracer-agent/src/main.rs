@@ -175,6 +175,13 @@ struct Cli {
     #[arg(long)]
     node_context_script: bool,
 
+    /// Do not read TLS plaintext. By default the agent attaches uprobes to
+    /// OpenSSL 3 (libssl.so.3: the system's, and any other copy mapped by a
+    /// process running at start-up) so HTTPS traffic gives spans like
+    /// HTTP, with url.scheme=https.
+    #[arg(long)]
+    no_tls: bool,
+
     /// Log level of the agent's own messages on stderr (error, warn, info,
     /// debug, trace). RUST_LOG overrides it.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
@@ -309,6 +316,7 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
         inject: cli.inject_traceparent.into(),
         netns: cli.netns.clone(),
         node_context_script: cli.node_context_script,
+        tls: !cli.no_tls,
     })?;
     if let Some(destination) = otlp_destination {
         tracing::info!("exporting spans over OTLP to {destination}");

@@ -206,6 +206,7 @@ mod tests {
                     }),
                     request_body_bytes: 0,
                     response_body_bytes: 12,
+                    secure: false,
                 }),
             },
             connection: ConnectionInfo {

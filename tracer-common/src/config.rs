@@ -80,6 +80,10 @@ pub struct Config {
     pub overload_bytes: u32,
     /// With `netns_inum`: the namespace's cookie, which socket programs see.
     pub netns_cookie: u64,
+    /// Non-zero once TLS library probes are attached: socket syscalls made
+    /// inside a TLS call tell the call its socket.
+    pub tls_probes: u32,
+    pub _pad: u32,
 }
 
 /// Which outbound requests get a `traceparent` (`Config::inject_traceparent`).
@@ -100,4 +104,4 @@ pub enum InjectMode {
 unsafe impl aya::Pod for Config {}
 
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 92);
-const _: () = assert!(core::mem::size_of::<Config>() == 128);
+const _: () = assert!(core::mem::size_of::<Config>() == 136);

@@ -56,10 +56,20 @@ pub enum Counter {
     /// library (the standard library, `site-packages`) created them, or the
     /// creating code could not be read. Their calls follow the thread rule.
     TasksNotFollowed = 19,
+    /// TLS library reads and writes whose socket was not known (no socket
+    /// syscall during the call or an earlier one on the same session):
+    /// their plaintext is not sent.
+    TlsSocketUnknown = 20,
+    /// TLS library calls not followed because the per-thread map of calls
+    /// in progress was full.
+    TlsCallsMapFull = 21,
+    /// Socket syscalls on TLS connections whose plaintext the TLS probes
+    /// send: the ciphertext is skipped.
+    SkippedTlsCiphertext = 22,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 20] = [
+    pub const ALL: [Counter; 23] = [
         Counter::EventsSent,
         Counter::EventsLostRingFull,
         Counter::InFlightMapFull,
@@ -80,6 +90,9 @@ impl Counter {
         Counter::HandOffsFollowed,
         Counter::RequestsDroppedOverload,
         Counter::TasksNotFollowed,
+        Counter::TlsSocketUnknown,
+        Counter::TlsCallsMapFull,
+        Counter::SkippedTlsCiphertext,
     ];
     /// Slots in the `COUNTERS` map.
     pub const SLOTS: u32 = Self::ALL.len() as u32;
@@ -106,6 +119,9 @@ impl Counter {
             Counter::HandOffsFollowed => "hand_offs_followed",
             Counter::RequestsDroppedOverload => "requests_dropped_overload",
             Counter::TasksNotFollowed => "tasks_not_followed",
+            Counter::TlsSocketUnknown => "tls_socket_unknown",
+            Counter::TlsCallsMapFull => "tls_calls_map_full",
+            Counter::SkippedTlsCiphertext => "skipped_tls_ciphertext",
         }
     }
 }

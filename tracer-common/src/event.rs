@@ -82,6 +82,10 @@ pub enum Syscall {
     Accept = 10,
     Connect = 11,
     Close = 12,
+    /// A TLS library's read (`SSL_read`, `SSL_read_ex`): plaintext.
+    TlsRead = 13,
+    /// A TLS library's write (`SSL_write`, `SSL_write_ex`): plaintext.
+    TlsWrite = 14,
 }
 
 impl Syscall {
@@ -99,6 +103,8 @@ impl Syscall {
             10 => Self::Accept,
             11 => Self::Connect,
             12 => Self::Close,
+            13 => Self::TlsRead,
+            14 => Self::TlsWrite,
             _ => return None,
         })
     }
@@ -106,10 +112,15 @@ impl Syscall {
     /// The direction bytes move in for a data syscall.
     pub fn direction(self) -> Option<Direction> {
         match self {
-            Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg => Some(Direction::Ingress),
-            Self::Write | Self::Writev | Self::Sendto | Self::Sendmsg | Self::Sendfile => {
-                Some(Direction::Egress)
+            Self::Read | Self::Readv | Self::Recvfrom | Self::Recvmsg | Self::TlsRead => {
+                Some(Direction::Ingress)
             }
+            Self::Write
+            | Self::Writev
+            | Self::Sendto
+            | Self::Sendmsg
+            | Self::Sendfile
+            | Self::TlsWrite => Some(Direction::Egress),
             Self::Accept | Self::Connect | Self::Close => None,
         }
     }

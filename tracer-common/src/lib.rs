@@ -38,6 +38,12 @@ pub const MAX_IOVECS: u32 = 8;
 /// Threads that can be inside a traced syscall at once (per-thread map size).
 pub const MAX_IN_FLIGHT: u32 = 16 * 1024;
 
+/// Threads that can be inside a TLS library read, write or handshake at once.
+pub const MAX_TLS_CALLS: u32 = 16 * 1024;
+
+/// TLS sessions (`SSL*` per process) whose socket the kernel remembers (LRU).
+pub const MAX_TLS_SESSIONS: u32 = 64 * 1024;
+
 /// Threads whose inbound requests the kernel keeps count of (LRU).
 pub const MAX_THREAD_CONTEXTS: u32 = 64 * 1024;
 

@@ -27,7 +27,10 @@ pub struct SocketState {
     /// Non-zero from a call's first write to its response's first read: a
     /// write then is more of the same call.
     pub in_call: u8,
-    pub _pad: [u8; 6],
+    /// Non-zero once a TLS library's plaintext of this connection was
+    /// seen: its events come from the TLS probes, its syscalls are skipped.
+    pub tls: u8,
+    pub _pad: [u8; 5],
 }
 
 /// A request as both its ends see it on this node: client and server

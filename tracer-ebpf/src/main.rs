@@ -7,7 +7,8 @@
 //! `goroutines` (the same for Go, with uprobes on its runtime), `node` (for
 //! Node.js, as the agent's script in the process tells it), `tasks` (for
 //! Python asyncio, with uprobes on `_asyncio`), `pools` (Python thread pools,
-//! with uprobes on `_queue`), `inject`
+//! with uprobes on `_queue`), `tls` (TLS plaintext, with uprobes on
+//! OpenSSL), `inject`
 //! (`traceparent` injection: `sock_ops` + `sk_msg`), `programs` (the thin
 //! tracepoint entry points).
 #![no_std]
@@ -24,6 +25,7 @@ mod pools;
 mod programs;
 mod sockets;
 mod tasks;
+mod tls;
 
 #[cfg(not(test))]
 #[panic_handler]

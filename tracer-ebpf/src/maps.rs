@@ -10,8 +10,8 @@ use tracer_common::{
     MAX_GO_HTTP_REQUESTS, MAX_GO_PROCESSES, MAX_GOROUTINES, MAX_IN_FLIGHT, MAX_INJECT_SOCKETS,
     MAX_LOCAL_ADDRESSES, MAX_NODE_PROCESSES, MAX_PYTHON_FILES, MAX_PYTHON_PROCESSES,
     MAX_REMOTE_CALLERS, MAX_SERVER_REQUESTS, MAX_SOCKETS, MAX_TASKS, MAX_THREAD_CONTEXTS,
-    MAX_TRACED_PIDS, PyFrames, RequestContext, Role, SocketEvent, SocketState, SpawnRanges,
-    WireKey, python::PY_FILENAME_BYTES,
+    MAX_TLS_CALLS, MAX_TLS_SESSIONS, MAX_TRACED_PIDS, PyFrames, RequestContext, Role, SocketEvent,
+    SocketState, SpawnRanges, WireKey, python::PY_FILENAME_BYTES,
 };
 
 /// Events to the agent. The agent resizes it at load time (`--ring-buffer-size`).
@@ -197,6 +197,17 @@ pub static SCRATCH: PerCpuArray<EventBuffer> = PerCpuArray::with_max_entries(1, 
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::SLOTS, 0);
 
 /// The role learnt for `sock` (accept, connect, or its first HTTP message).
+/// A TLS library call in progress, by thread (pid_tgid), from its entry
+/// uprobe to its return (`tls`).
+#[map]
+pub static TLS_CALLS: HashMap<u64, TlsCall> = HashMap::with_max_entries(MAX_TLS_CALLS, 0);
+
+/// Each TLS session's socket and plaintext offsets, by process and `SSL*`
+/// (`tls`). LRU: sessions whose process freed them age out.
+#[map]
+pub static TLS_SESSIONS: LruHashMap<TlsSessionKey, TlsSession> =
+    LruHashMap::with_max_entries(MAX_TLS_SESSIONS, 0);
+
 #[inline(always)]
 pub fn role_of(sock: u64) -> Role {
     Role::from_u8(unsafe { SOCKETS.get(sock) }.map_or(Role::Unknown as u8, |s| s.role))
@@ -228,6 +239,44 @@ pub struct InFlight {
     /// A call's trace id (with injection), and the span id injected.
     pub trace_id: [u8; 16],
     pub span_id: [u8; 8],
+}
+
+/// What a TLS call's entry keeps for its return.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsCall {
+    pub ssl: u64,
+    /// The plaintext buffer.
+    pub buf: u64,
+    /// `SSL_read_ex`/`SSL_write_ex`: where the library writes the bytes
+    /// moved (0 for the calls that return them).
+    pub moved_ptr: u64,
+    pub start_ns: u64,
+    /// The socket of the first socket syscall made during the call (0: none yet).
+    pub sock: u64,
+    /// A `TlsCallKind` as u8.
+    pub kind: u8,
+    pub _pad: [u8; 7],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsSessionKey {
+    pub pid: u32,
+    pub _pad: u32,
+    pub ssl: u64,
+}
+
+/// A TLS session's socket, and the plaintext bytes written and read on it
+/// so far: the offset of a request's first byte in its direction's
+/// plaintext is the same at the client and the server, which is how the
+/// agent pairs the two ends (as it does with TCP sequence numbers).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TlsSession {
+    pub sock: u64,
+    pub written: u32,
+    pub read: u32,
 }
 
 /// A thread's inbound requests it is free to work on (see `context`).

@@ -14,7 +14,7 @@ use aya_ebpf::{
     programs::TracePointContext,
 };
 use tracer_common::{
-    Config, Counter, Direction, EventKind, RequestContext, Role, SocketState, Syscall,
+    Config, Counter, Direction, EventKind, RequestContext, Role, SocketState, Source, Syscall,
     event::AF_INET6,
 };
 
@@ -27,7 +27,7 @@ use crate::{
     },
     overload,
     sockets::{current_netns, next_seq, remember_socket, socket_state, tcp_sock_of_fd},
-    tasks,
+    tasks, tls,
 };
 
 const MSG_PEEK: u64 = 2;
@@ -45,7 +45,7 @@ fn ret(ctx: &TracePointContext) -> i64 {
 
 /// The config when the current process is to be traced.
 #[inline(always)]
-fn traced() -> Option<&'static Config> {
+pub fn traced() -> Option<&'static Config> {
     let config = config()?;
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if pid == config.agent_pid {
@@ -72,7 +72,18 @@ fn start_of(
 ) -> Option<(InFlight, &'static mut SocketState)> {
     let sock = tcp_sock_of_fd(&config.offsets, fd)?;
     let state = socket_state(config, sock)?;
-    if state.ignored != 0 {
+    if config.tls_probes != 0 {
+        tls::syscall_in_call(sock);
+    }
+    // A connect makes a new connection: what an earlier socket at the same
+    // address was (skipped, TLS) is not this one's.
+    let data = syscall.direction().is_some();
+    if data && state.tls != 0 {
+        // Its plaintext comes from the TLS probes.
+        count(Counter::SkippedTlsCiphertext, 1);
+        return None;
+    }
+    if data && state.ignored != 0 {
         count(Counter::SkippedIgnoredSockets, 1);
         return None;
     }
@@ -226,6 +237,21 @@ fn exit_data(ctx: &TracePointContext, syscall: Syscall) {
             None => return,
         }
     };
+    send_data(config, syscall, moved, &in_flight, state, Source::Socket);
+}
+
+/// Sends a data event for `moved` bytes at `in_flight.user_ptr` (a buffer,
+/// iovec array or msghdr, as `syscall` says), and keeps the kernel's count
+/// of requests in step with it.
+#[inline(always)]
+pub fn send_data(
+    config: &Config,
+    syscall: Syscall,
+    moved: i64,
+    in_flight: &InFlight,
+    state: &mut SocketState,
+    source: Source,
+) {
     let Some(buffer) = start_event(
         EventKind::Data,
         syscall,
@@ -236,6 +262,7 @@ fn exit_data(ctx: &TracePointContext, syscall: Syscall) {
     ) else {
         return;
     };
+    buffer.header.source = source as u8;
     buffer.header.start_ns = in_flight.start_ns;
     buffer.header.bytes = moved as u64;
     buffer.header.seq = in_flight.seq;
@@ -259,7 +286,7 @@ fn exit_data(ctx: &TracePointContext, syscall: Syscall) {
                 state.role = role as u8;
             }
         }
-        track_context(config, buffer, role, direction, &in_flight, state);
+        track_context(config, buffer, role, direction, in_flight, state);
     }
     // Decided at the request's start (maybe just now, in `track_context`).
     if state.dropping != 0 {

@@ -33,6 +33,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("npm", "npm"),
     // The Go service of the trace tests (and the accuracy benchmark).
     ("go", "golang-go"),
+    // Self-signed certificates for the HTTPS tests.
+    ("openssl", "openssl"),
 ];
 
 /// Debian packages `cargo xtask bench` drives beyond the tests' ones: the

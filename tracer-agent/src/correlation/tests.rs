@@ -39,7 +39,7 @@ fn started(
     extra_header: &str,
 ) -> StartedRequest {
     let head = format!("GET /x HTTP/1.1\r\nHost: h\r\n{extra_header}\r\n");
-    let mut parser = PROTOCOLS[0].parser(0);
+    let mut parser = PROTOCOLS[0].parser(0, tracer_common::Source::Socket);
     let mut out = Vec::new();
     parser.feed(
         Stream::Requests,
@@ -85,6 +85,7 @@ fn completed(correlator: &mut Correlator, request: &StartedRequest) -> Option<Sp
                 response: None,
                 request_body_bytes: 0,
                 response_body_bytes: 0,
+                secure: false,
             }),
         },
         connection: request.connection.clone(),

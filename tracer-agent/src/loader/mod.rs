@@ -12,6 +12,7 @@ mod node_inspector;
 mod node_programs;
 mod python_programs;
 mod runtimes;
+mod tls_programs;
 mod uprobes;
 
 use std::{
@@ -164,6 +165,8 @@ pub struct LoadOptions {
     pub netns: Option<PathBuf>,
     /// Run the context script in Node.js processes (`--node-context-script`).
     pub node_context_script: bool,
+    /// Read TLS plaintext with uprobes on OpenSSL (not `--no-tls`).
+    pub tls: bool,
 }
 
 /// The loaded, attached programs. Dropping it detaches everything.
@@ -354,6 +357,8 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         netns_inum: netns.map_or(0, |n| n.inum),
         overload_bytes: options.overload_bytes,
         netns_cookie: netns.map_or(0, |n| n.cookie),
+        tls_probes: 0,
+        _pad: 0,
     };
     let mut config_map: Array<_, Config> = map_mut(&mut ebpf, "CONFIG")?;
     config_map.set(0, config, 0).map_err(map_error("CONFIG"))?;
@@ -414,6 +419,28 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
                 false
             }
         };
+    if options.tls {
+        match tls_programs::attach(&mut ebpf) {
+            Ok(files) if files.is_empty() => {
+                tracing::info!("no OpenSSL 3 library found: TLS traffic is not read")
+            }
+            Ok(files) => {
+                for file in &files {
+                    tracing::info!("reading TLS plaintext through {}", file.display());
+                }
+                let mut config_map: Array<_, Config> = map_mut(&mut ebpf, "CONFIG")?;
+                let current = config_map.get(&0, 0).map_err(map_error("CONFIG"))?;
+                let with_tls = Config {
+                    tls_probes: 1,
+                    ..current
+                };
+                config_map
+                    .set(0, with_tls, 0)
+                    .map_err(map_error("CONFIG"))?;
+            }
+            Err(reason) => tracing::warn!("TLS traffic is not read: {reason}"),
+        }
+    }
     // After attaching: a syscall entered from now on is seen at its enter.
     let mut blocked: HashMap<_, u64, u8> = map_mut(&mut ebpf, "BLOCKED_AT_ATTACH")?;
     let threads = blocked::threads_in_socket_writes(std::process::id());

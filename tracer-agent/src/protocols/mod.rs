@@ -17,7 +17,7 @@ pub mod trace_context;
 
 use std::fmt;
 
-use tracer_common::RequestContext;
+use tracer_common::{RequestContext, Source};
 
 use crate::events::KernelIds;
 use describe::{Describe, ProtocolFacts};
@@ -32,8 +32,10 @@ pub trait Protocol: Sync {
     /// Whether `data`, the first bytes seen going one way on a connection,
     /// are the start of a request of this protocol.
     fn is_request_start(&self, data: &[u8]) -> bool;
-    /// A parser for a connection whose next request gets `next_index`.
-    fn parser(&self, next_index: u64) -> Box<dyn Parser>;
+    /// A parser for a connection whose next request gets `next_index`,
+    /// fed the bytes of `source` (a TLS library's are the plaintext of an
+    /// encrypted connection: `https`, not `http`).
+    fn parser(&self, next_index: u64, source: Source) -> Box<dyn Parser>;
 }
 
 impl fmt::Debug for dyn Protocol {

@@ -4,6 +4,8 @@
 
 use std::{net::SocketAddr, sync::Arc};
 
+use tracer_common::Source;
+
 use super::{Http1Connection, Output, RequestHead, ResponseHead, Sink, looks_like_request_start};
 use crate::protocols::{
     self, ChunkMeta, Exchange, ParseError, Parser, Protocol, RequestStart, Stream,
@@ -30,13 +32,20 @@ impl Protocol for Http1 {
         looks_like_request_start(data)
     }
 
-    fn parser(&self, next_index: u64) -> Box<dyn Parser> {
-        Box::new(Http1Parser(Http1Connection::resuming(next_index)))
+    fn parser(&self, next_index: u64, source: Source) -> Box<dyn Parser> {
+        Box::new(Http1Parser {
+            connection: Http1Connection::resuming(next_index),
+            secure: source == Source::Tls,
+        })
     }
 }
 
 #[derive(Debug)]
-struct Http1Parser(Http1Connection<ChunkMeta>);
+struct Http1Parser {
+    connection: Http1Connection<ChunkMeta>,
+    /// Over TLS: `https`.
+    secure: bool,
+}
 
 impl Parser for Http1Parser {
     fn feed(
@@ -47,29 +56,45 @@ impl Parser for Http1Parser {
         meta: ChunkMeta,
         out: &mut Vec<protocols::Output>,
     ) {
-        self.0
-            .feed(stream, captured, uncaptured, meta, &mut Converted(out));
+        self.connection.feed(
+            stream,
+            captured,
+            uncaptured,
+            meta,
+            &mut Converted {
+                out,
+                secure: self.secure,
+            },
+        );
     }
 
     fn close(&mut self, out: &mut Vec<protocols::Output>) {
-        self.0.close(&mut Converted(out));
+        self.connection.close(&mut Converted {
+            out,
+            secure: self.secure,
+        });
     }
 
     fn pending_requests(&self) -> usize {
-        self.0.pending_requests()
+        self.connection.pending_requests()
     }
 
     fn resumable_at(&self) -> Option<u64> {
-        self.0.is_idle().then(|| self.0.next_index())
+        self.connection
+            .is_idle()
+            .then(|| self.connection.next_index())
     }
 }
 
 /// The parser's outputs in the pipeline's terms, as they come.
-struct Converted<'a>(&'a mut Vec<protocols::Output>);
+struct Converted<'a> {
+    out: &'a mut Vec<protocols::Output>,
+    secure: bool,
+}
 
 impl Sink<ChunkMeta> for Converted<'_> {
     fn push(&mut self, output: Output<ChunkMeta>) {
-        self.0.push(match output {
+        self.out.push(match output {
             Output::Request(start) => protocols::Output::Request(RequestStart {
                 index: start.index,
                 trace_context: trace_context::extract(|name| start.request.headers.get(name)),
@@ -85,6 +110,7 @@ impl Sink<ChunkMeta> for Converted<'_> {
                     response: exchange.response,
                     request_body_bytes: exchange.request_body_bytes,
                     response_body_bytes: exchange.response_body_bytes,
+                    secure: self.secure,
                 }),
             }),
             Output::Error(error) => protocols::Output::Error(ParseError {
@@ -103,6 +129,8 @@ pub struct Http1Exchange {
     pub response: Option<ResponseHead>,
     pub request_body_bytes: u64,
     pub response_body_bytes: u64,
+    /// Read from a TLS library: the exchange went encrypted (`https`).
+    pub secure: bool,
 }
 
 impl Http1Exchange {
@@ -154,7 +182,8 @@ impl Describe for Http1Exchange {
         if let Some(query) = query {
             attr("url.query", AttributeValue::Str(redact_query(query).into()));
         }
-        attr("url.scheme", fixed("http"));
+        let scheme = if self.secure { "https" } else { "http" };
+        attr("url.scheme", fixed(scheme));
         attr(
             "network.protocol.version",
             fixed(if request.version == 0 { "1.0" } else { "1.1" }),
@@ -171,7 +200,7 @@ impl Describe for Http1Exchange {
             };
             attr(
                 "url.full",
-                AttributeValue::Str(format!("http://{authority}{target}").into()),
+                AttributeValue::Str(format!("{scheme}://{authority}{target}").into()),
             );
         }
         if let Some(agent) = request.headers.get("user-agent") {
