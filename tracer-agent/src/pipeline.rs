@@ -114,6 +114,8 @@ async fn process(
     let mut stopping = false;
     // Reused from batch to batch: its lists keep their allocations.
     let mut handled = Handled::default();
+    // The spans of the batch before, held back one batch.
+    let mut held: Vec<Span> = Vec::new();
     while !stopping {
         handled.clear();
         tokio::select! {
@@ -178,14 +180,17 @@ async fn process(
         if let Ok(mut links) = stats.links.lock() {
             *links = correlator.links;
         }
-        if batch.is_empty() {
-            continue;
-        }
-        stats.add(&stats.spans_produced, batch.len() as u64);
-        if spans.send(batch).await.is_err() {
+        // Each batch waits for the next before it leaves: an orphan whose
+        // caller shows up in the next one still gets it (`settle`).
+        correlator.settle(&mut held);
+        correlator.settle(&mut batch);
+        correlator.settled();
+        let ready = std::mem::replace(&mut held, batch);
+        if !send(&spans, ready, &stats).await {
             return Ok(());
         }
     }
+    send(&spans, held, &stats).await;
     let waiting = table.pending_requests();
     if waiting > 0 {
         tracing::info!(
@@ -193,6 +198,16 @@ async fn process(
         );
     }
     Ok(())
+}
+
+/// Sends a batch of spans on to the export stage (nothing if it is empty);
+/// false once that stage is gone.
+async fn send(spans: &mpsc::Sender<Vec<Span>>, batch: Vec<Span>, stats: &Stats) -> bool {
+    if batch.is_empty() {
+        return true;
+    }
+    stats.add(&stats.spans_produced, batch.len() as u64);
+    spans.send(batch).await.is_ok()
 }
 
 async fn export(

@@ -14,7 +14,10 @@
 //!   exit, and a caller preempted between handing its bytes to the socket and
 //!   its `write` returning is seen after the callee's read. When that client
 //!   request arrives, the orphan is adopted and its trace id, in every span of
-//!   its subtree not yet exported, becomes the caller's.
+//!   its subtree not yet exported, becomes the caller's. An orphan that
+//!   ended before its caller showed up (a fast server answering before a
+//!   TLS library's write returned) can still be adopted while its span is
+//!   held back, for one batch, in the pipeline (`settle`).
 //! - **Client span** (a request written on a connected socket): when the
 //!   application's own OpenTelemetry SDK wrote a `traceparent`/B3 header into
 //!   it, the SDK reports this call's client span: the agent makes none, and
@@ -41,6 +44,7 @@ use tracer_common::{RequestContext, Role, event::CONTEXT_FROM_GOROUTINE};
 use crate::{
     connections::{CompletedExchange, StartedRequest},
     protocols::trace_context::RemoteContext,
+    spans::Span,
 };
 
 /// A span's identity and its place in a trace.
@@ -159,6 +163,13 @@ pub struct Correlator {
     /// Server requests that started a trace, until their caller shows up.
     orphans: HashMap<WireKey, RequestKey>,
     orphans_order: VecDeque<WireKey>,
+    /// Orphans whose exchange ended before their caller showed up (a fast
+    /// server answers before a TLS library's write returns): their span
+    /// waits a batch in the pipeline, and can still be adopted.
+    ended_orphans: HashMap<WireKey, SpanIds>,
+    ended_orphans_order: VecDeque<WireKey>,
+    /// Spans of ended orphans adopted since the last `settle`: their ids now.
+    late_adoptions: HashMap<[u8; 8], SpanIds>,
     /// Calls in progress whose client span the application's SDK reports.
     sdk_calls: HashSet<RequestKey>,
     /// Trace ids replaced by adoption, and what replaced them.
@@ -278,8 +289,13 @@ impl Correlator {
     /// The ids an exchange's span gets (a fresh root if its start was not
     /// seen); none for a call whose span the application's SDK reports.
     pub fn exchange_completed(&mut self, completed: &CompletedExchange) -> Option<SpanIds> {
-        let key = (completed.connection.sock_id, completed.exchange.index);
-        self.inbound.remove(&key);
+        let connection = &completed.connection;
+        let key = (connection.sock_id, completed.exchange.index);
+        let orphan_wire = self
+            .inbound
+            .remove(&key)
+            .map(|inbound| (connection.remote, connection.local, inbound.seq))
+            .filter(|wire| self.orphans.get(wire) == Some(&key));
         if self.sdk_calls.remove(&key) {
             self.active.remove(&key);
             return None;
@@ -288,14 +304,51 @@ impl Correlator {
             self.links.roots += 1;
             SpanIds::root()
         });
-        // Follow adoptions (a chain of them is at most as long as the request path).
+        ids.trace_id = self.current_trace(ids.trace_id);
+        if let Some(wire) = orphan_wire {
+            self.orphans.remove(&wire);
+            remember(
+                &mut self.ended_orphans,
+                &mut self.ended_orphans_order,
+                wire,
+                ids,
+            );
+        }
+        Some(ids)
+    }
+
+    /// Gives spans built since the last call the ids adoptions gave them
+    /// since they were built: an ended orphan its caller, the spans of its
+    /// subtree its caller's trace. Called on each batch before it leaves
+    /// (and on the one held back from the batch before).
+    pub fn settle(&mut self, spans: &mut [Span]) {
+        if self.late_adoptions.is_empty() && self.adopted.is_empty() {
+            return;
+        }
+        for span in spans {
+            if let Some(ids) = self.late_adoptions.remove(&span.span_id) {
+                span.parent_span_id = ids.parent_span_id;
+            }
+            span.trace_id = self.current_trace(span.trace_id);
+        }
+    }
+
+    /// Forgets adoptions of spans that already left (`settle` did not meet
+    /// them): they stay roots.
+    pub fn settled(&mut self) {
+        self.late_adoptions.clear();
+    }
+
+    /// The trace `trace_id` became by adoptions (a chain of them is at
+    /// most as long as the request path).
+    fn current_trace(&self, mut trace_id: [u8; 16]) -> [u8; 16] {
         for _ in 0..16 {
-            match self.adopted.get(&ids.trace_id) {
-                Some(trace_id) => ids.trace_id = *trace_id,
+            match self.adopted.get(&trace_id) {
+                Some(adopted) => trace_id = *adopted,
                 None => break,
             }
         }
-        Some(ids)
+        trace_id
     }
 
     /// Forgets a connection that ended, and what waited on it.
@@ -446,18 +499,28 @@ impl Correlator {
     /// request seen first: make it the orphan's parent, and its trace the
     /// orphan's subtree's.
     fn adopt(&mut self, wire: WireKey, client: SpanIds) -> bool {
-        let Some(key) = self.orphans.remove(&wire) else {
+        let replaced = if let Some(key) = self.orphans.remove(&wire) {
+            let Some(ids) = self.active.get_mut(&key) else {
+                return false;
+            };
+            let replaced = ids.trace_id;
+            ids.trace_id = client.trace_id;
+            ids.parent_span_id = Some(client.span_id);
+            if let Some(inbound) = self.inbound.get_mut(&key) {
+                inbound.ids = *ids;
+            }
+            replaced
+        } else if let Some(ended) = self.ended_orphans.remove(&wire) {
+            let adopted = SpanIds {
+                trace_id: client.trace_id,
+                span_id: ended.span_id,
+                parent_span_id: Some(client.span_id),
+            };
+            self.late_adoptions.insert(ended.span_id, adopted);
+            ended.trace_id
+        } else {
             return false;
         };
-        let Some(ids) = self.active.get_mut(&key) else {
-            return false;
-        };
-        let replaced = ids.trace_id;
-        ids.trace_id = client.trace_id;
-        ids.parent_span_id = Some(client.span_id);
-        if let Some(inbound) = self.inbound.get_mut(&key) {
-            inbound.ids = *ids;
-        }
         remember(
             &mut self.adopted,
             &mut self.adopted_order,

@@ -156,6 +156,56 @@ fn server_seen_before_its_caller_is_adopted() {
     assert_eq!((c.links.by_connection, c.links.adopted), (1, 1));
 }
 
+/// The server answered before its caller's event came (a TLS library's
+/// write returns after the server's reply): its span, held back a batch,
+/// still gets its caller, and the span of the call it made its trace.
+#[test]
+fn server_ended_before_its_caller_is_adopted_while_held() {
+    let mut c = Correlator::new();
+    let server = started(2, Role::Server, 0, 1000, None, "");
+    start(&mut c, &server);
+    let nested_call = started(3, Role::Client, 0, 5, Some((2, 1000)), "");
+    start(&mut c, &nested_call);
+    let nested_ids = ids_of(&mut c, &nested_call);
+    let server_ids = ids_of(&mut c, &server);
+    let mut held = [span(nested_ids), span(server_ids)];
+    let client = started(1, Role::Client, 0, 1000, None, "");
+    start(&mut c, &client);
+    let client_ids = ids_of(&mut c, &client);
+    c.settle(&mut held);
+    c.settled();
+    let [nested, server] = held;
+    assert_eq!(server.parent_span_id, Some(client_ids.span_id));
+    assert_eq!(server.trace_id, client_ids.trace_id);
+    assert_eq!(nested.parent_span_id, Some(server_ids.span_id));
+    assert_eq!(nested.trace_id, client_ids.trace_id);
+    assert_eq!((c.links.by_connection, c.links.adopted), (1, 1));
+}
+
+/// A span with `ids` (what `settle` looks at).
+fn span(ids: SpanIds) -> Span {
+    Span {
+        trace_id: ids.trace_id,
+        span_id: ids.span_id,
+        parent_span_id: ids.parent_span_id,
+        name: "GET /x".into(),
+        kind: crate::spans::SpanKind::Server,
+        start_unix_ns: 1,
+        end_unix_ns: 2,
+        attributes: Vec::new(),
+        status: crate::spans::SpanStatus::Unset,
+        protocol: PROTOCOLS[0].facts(),
+        process: std::sync::Arc::new(crate::process::ProcessInfo {
+            pid: 1,
+            service_name: "s".into(),
+            executable_name: "s".into(),
+            container_id: None,
+            go: false,
+        }),
+        tid: 1,
+    }
+}
+
 /// A different sequence number is a different request: no link.
 #[test]
 fn sequence_numbers_must_match() {

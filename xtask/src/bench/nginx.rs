@@ -6,7 +6,10 @@
 //! Configurations: without the agent; defaults (which inject `traceparent`
 //! only into calls that leave the node: none here, so this shows what the
 //! default costs local traffic against `--inject-traceparent off`);
-//! `--export-file`; `--otlp-endpoint` to a local sink.
+//! `--export-file`; `--otlp-endpoint` to a local sink; `--no-tls` (what the
+//! TLS probes cost clear-text traffic). Then the same nginx over HTTPS:
+//! without the agent, defaults (plaintext read through OpenSSL's uprobes),
+//! and `--no-tls` (the ciphertext only).
 //!
 //! Per configuration: throughput and p50/p99 latency as ratios to the rounds
 //! without the agent; the agent's CPU (from `/proc`, after start-up) and the
@@ -64,41 +67,87 @@ struct Round {
 }
 
 fn measure_in(dir: &Path, rounds: usize, seconds: u32) -> Result<()> {
-    let port = free_port()?;
-    let mut nginx = Nginx::start(dir, port, 1024)?;
+    let (port, tls_port) = (free_port()?, free_port()?);
+    let mut nginx = Nginx::start_with_tls(dir, port, Some(tls_port), 1024)?;
     let sink = OtlpSink::start()?;
     let export_file = dir.join("spans.jsonl");
-    let configurations = [
+    let agent = |args: &[&str]| Some(args.iter().map(|a| a.to_string()).collect());
+    let export_path = export_file.display().to_string();
+    let sink_url = format!("http://{}", sink.addr);
+    let http = [
         Configuration {
             name: "without agent",
             agent_args: None,
         },
         Configuration {
             name: "agent, defaults (metrics + viewer store)",
-            agent_args: Some(vec![]),
+            agent_args: agent(&[]),
         },
         Configuration {
             name: "agent, --inject-traceparent off",
-            agent_args: Some(vec!["--inject-traceparent".into(), "off".into()]),
+            agent_args: agent(&["--inject-traceparent", "off"]),
         },
         Configuration {
             name: "agent, --export-file",
-            agent_args: Some(vec![
-                "--export-file".into(),
-                export_file.display().to_string(),
-            ]),
+            agent_args: agent(&["--export-file", &export_path]),
         },
         Configuration {
             name: "agent, --otlp-endpoint (local sink)",
-            agent_args: Some(vec![
-                "--otlp-endpoint".into(),
-                format!("http://{}", sink.addr),
-            ]),
+            agent_args: agent(&["--otlp-endpoint", &sink_url]),
+        },
+        Configuration {
+            name: "agent, --no-tls (TLS probes off)",
+            agent_args: agent(&["--no-tls"]),
         },
     ];
-    let url = format!("http://127.0.0.1:{port}/1k.bin");
-    // Warm nginx and the page cache; not measured.
-    wrk(&url, 1)?;
+    let https = [
+        Configuration {
+            name: "without agent",
+            agent_args: None,
+        },
+        Configuration {
+            name: "agent, defaults (plaintext read through OpenSSL)",
+            agent_args: agent(&[]),
+        },
+        Configuration {
+            name: "agent, --no-tls (ciphertext only, no spans)",
+            agent_args: agent(&["--no-tls"]),
+        },
+    ];
+    let cases = [
+        (
+            "nginx case (HTTP)",
+            format!("http://127.0.0.1:{port}/1k.bin"),
+            &http[..],
+        ),
+        (
+            "nginx case over HTTPS (TLS 1.3, OpenSSL 3 at both ends)",
+            format!("https://127.0.0.1:{tls_port}/1k.bin"),
+            &https[..],
+        ),
+    ];
+    for (title, url, configurations) in cases {
+        // Warm nginx and the page cache; not measured.
+        wrk(&url, 1)?;
+        measure_case(title, &url, configurations, rounds, seconds, &export_file)?;
+    }
+    nginx.stop();
+    println!(
+        "  (OTLP sink received {} bytes)",
+        sink.bytes.load(Ordering::Relaxed)
+    );
+    Ok(())
+}
+
+/// Rounds of each configuration against `url`, then their table.
+fn measure_case(
+    title: &str,
+    url: &str,
+    configurations: &[Configuration],
+    rounds: usize,
+    seconds: u32,
+    export_file: &Path,
+) -> Result<()> {
     let mut results: Vec<Vec<Round>> = configurations.iter().map(|_| Vec::new()).collect();
     let mut programs: Vec<(String, f64)> = Vec::new();
     let mut default_requests = 0.0;
@@ -114,7 +163,7 @@ fn measure_in(dir: &Path, rounds: usize, seconds: u32) -> Result<()> {
                 }
             };
             let cpu_before = agent.as_ref().map(Agent::cpu_seconds).transpose()?;
-            let load = wrk(&url, seconds)?;
+            let load = wrk(url, seconds)?;
             let mut result = Round {
                 rate: load.requests / load.seconds,
                 p50_ms: load.p50_ms,
@@ -140,16 +189,11 @@ fn measure_in(dir: &Path, rounds: usize, seconds: u32) -> Result<()> {
                 }
             }
             results[which].push(result);
-            let _ = std::fs::remove_file(&export_file);
+            let _ = std::fs::remove_file(export_file);
         }
     }
-    nginx.stop();
-    print_table(&configurations, &results, rounds, seconds);
+    print_table(title, configurations, &results, rounds, seconds);
     print_programs(&mut programs, default_requests);
-    println!(
-        "  (OTLP sink received {} bytes)",
-        sink.bytes.load(Ordering::Relaxed)
-    );
     Ok(())
 }
 
@@ -163,6 +207,7 @@ fn add_program_times(totals: &mut Vec<(String, f64)>, summary: &Summary) {
 }
 
 fn print_table(
+    title: &str,
     configurations: &[Configuration],
     results: &[Vec<Round>],
     rounds: usize,
@@ -176,7 +221,7 @@ fn print_table(
     let base_p50 = column(0, |r| r.p50_ms);
     let base_p99 = column(0, |r| r.p99_ms);
     println!(
-        "nginx case: wrk -c {CONNECTIONS} keep-alive → nginx (1 worker, 1 KiB file), \
+        "\n{title}: wrk -c {CONNECTIONS} keep-alive → nginx (1 worker, 1 KiB file), \
          {rounds} rounds × {seconds} s per configuration, medians"
     );
     println!(
@@ -302,10 +347,32 @@ pub(super) struct Nginx(Child);
 impl Nginx {
     /// nginx on 127.0.0.1:`port`, open to `connections` at once.
     pub(super) fn start(dir: &Path, port: u16, connections: u32) -> Result<Nginx> {
+        Nginx::start_with_tls(dir, port, None, connections)
+    }
+
+    /// `start`, and serving the same over HTTPS on `tls_port` with a
+    /// self-signed certificate made for it.
+    fn start_with_tls(
+        dir: &Path,
+        port: u16,
+        tls_port: Option<u16>,
+        connections: u32,
+    ) -> Result<Nginx> {
         let root: PathBuf = dir.join("www");
         std::fs::create_dir_all(&root)?;
         std::fs::write(root.join("1k.bin"), [b'x'; 1024])?;
         let d = dir.display();
+        let tls_listen = match tls_port {
+            None => String::new(),
+            Some(tls_port) => {
+                make_certificate(dir)?;
+                format!(
+                    "listen 127.0.0.1:{tls_port} ssl;
+        ssl_certificate {d}/cert.pem;
+        ssl_certificate_key {d}/key.pem;"
+                )
+            }
+        };
         // As Debian's default configuration serves files (sendfile, access
         // log), with enough keep-alive requests that wrk keeps its connections.
         let config = format!(
@@ -327,6 +394,7 @@ http {{
     scgi_temp_path {d}/scgi;
     server {{
         listen 127.0.0.1:{port};
+        {tls_listen}
         root {};
     }}
 }}
@@ -366,6 +434,28 @@ impl Drop for Nginx {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A self-signed certificate and its key in `dir` (`cert.pem`, `key.pem`).
+fn make_certificate(dir: &Path) -> Result<()> {
+    let output = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .output()
+        .context("cannot run openssl (cargo xtask setup --test-deps installs it)")?;
+    if !output.status.success() {
+        bail!(
+            "openssl req failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
 }
 
 /// A minimal OTLP/HTTP receiver: answers every POST with 200 and counts the
