@@ -108,19 +108,33 @@ pub fn spans_of<'a>(spans: &'a [SpanRecord], marker: &str) -> Vec<&'a SpanRecord
 /// connections, with everything it writes in a temporary directory. One
 /// process (no master), so dropping the `Process` ends it.
 pub fn nginx(listen: u16, upstream: u16) -> Process {
-    start_nginx(listen, upstream, false)
+    start_nginx(listen, upstream, Front::Http)
 }
 
 /// `nginx` serving HTTPS on `listen`, with a self-signed certificate made
 /// for it (`openssl req`); its upstream stays HTTP.
 pub fn nginx_https(listen: u16, upstream: u16) -> Process {
-    start_nginx(listen, upstream, true)
+    start_nginx(listen, upstream, Front::Https)
 }
 
-fn start_nginx(listen: u16, upstream: u16, tls: bool) -> Process {
+/// `nginx` serving HTTP/2 on `listen`, over TLS (ALPN `h2`), and clear text
+/// with prior knowledge (h2c) on `listen_h2c`; its upstream stays HTTP/1.1.
+pub fn nginx_http2(listen: u16, listen_h2c: u16, upstream: u16) -> Process {
+    start_nginx(listen, upstream, Front::Http2 { h2c: listen_h2c })
+}
+
+/// What nginx serves its clients.
+#[derive(Clone, Copy)]
+enum Front {
+    Http,
+    Https,
+    Http2 { h2c: u16 },
+}
+
+fn start_nginx(listen: u16, upstream: u16, front: Front) -> Process {
     let dir = temp_dir("nginx");
     let d = dir.display();
-    let listen_directive = if tls {
+    let listen_directive = if let Front::Https | Front::Http2 { .. } = front {
         let made = Command::new("openssl")
             .args([
                 "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
@@ -133,8 +147,13 @@ fn start_nginx(listen: u16, upstream: u16, tls: bool) -> Process {
             .output()
             .expect("run openssl (Debian: apt-get install openssl)");
         assert!(made.status.success(), "openssl req failed: {made:?}");
+        let (http2, h2c) = match front {
+            Front::Http2 { h2c } => (" http2", format!("listen 127.0.0.1:{h2c} http2;")),
+            _ => ("", String::new()),
+        };
         format!(
-            "listen 127.0.0.1:{listen} ssl;
+            "listen 127.0.0.1:{listen} ssl{http2};
+        {h2c}
         ssl_certificate {d}/cert.pem;
         ssl_certificate_key {d}/key.pem;"
         )

@@ -11,7 +11,10 @@ use std::{
 use tracer_tests::{
     Agent, CLIENT, Process, SERVER, SpanRecord, curl, free_port, require_root, runtimes,
     servers_dir,
-    services::{Chain, Hop, chain, drive, drive_https, mixed_traces, nginx, nginx_https, spans_of},
+    services::{
+        Chain, Hop, chain, drive, drive_https, mixed_traces, nginx, nginx_http2, nginx_https,
+        spans_of,
+    },
 };
 
 fn python_chain() -> Chain {
@@ -534,6 +537,124 @@ for marker in ["py0", "py1"]:
     connection.request("GET", f"/req/{marker}")
     connection.getresponse().read()
 "#;
+
+/// HTTP/2 to nginx. curl over TLS (ALPN h2), one request at a time on one
+/// connection: whole traces. h2load, four streams at once on one h2c
+/// connection: each stream pairs with nginx's server span, and nginx's
+/// upstream call is linked to its own stream or left unlinked (with several
+/// streams in flight the kernel cannot tell which one a call is for), never
+/// to another.
+#[test]
+fn http2_front_makes_whole_traces() {
+    require_root();
+    let (a, b) = (free_port(), free_port());
+    let _svc_b = python_hop(b, None, "svc-b");
+    let _svc_a = python_hop(a, Some(b), "svc-a");
+    let (tls, h2c) = (free_port(), free_port());
+    let _nginx = nginx_http2(tls, h2c, a);
+    let agent = Agent::start(&[]);
+    let sequential: Vec<String> = (0..4).map(|i| format!("h2s{i}")).collect();
+    let urls: Vec<String> = sequential
+        .iter()
+        .map(|m| format!("https://127.0.0.1:{tls}/req/{m}"))
+        .collect();
+    curl(&["--insecure", "--http2"], &urls);
+    let concurrent: Vec<String> = (0..8).map(|i| format!("h2c{i}")).collect();
+    let h2load = Command::new("h2load")
+        .args(["-n", "8", "-c", "1", "-m", "4"])
+        .args(
+            concurrent
+                .iter()
+                .map(|m| format!("http://127.0.0.1:{h2c}/req/{m}")),
+        )
+        .output()
+        .expect("run h2load (Debian: nghttp2-client)");
+    assert!(
+        String::from_utf8_lossy(&h2load.stdout).contains("8 succeeded"),
+        "{h2load:?}"
+    );
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    for marker in &sequential {
+        assert_path(&run.spans, marker, &NGINX_CHAIN);
+        let spans = spans_of(&run.spans, marker);
+        for (service, kind) in [("curl", CLIENT), ("nginx", SERVER)] {
+            let span = one(&spans, service, kind);
+            assert_eq!(span.str("url.scheme"), Some("https"), "{span:?}");
+            assert_eq!(span.str("network.protocol.version"), Some("2"));
+        }
+    }
+    for marker in &concurrent {
+        let spans = spans_of(&run.spans, marker);
+        assert_eq!(
+            spans.len(),
+            NGINX_CHAIN.len(),
+            "request {marker}: {spans:#?}"
+        );
+        let (client, server) = (one(&spans, "h2load", CLIENT), one(&spans, "nginx", SERVER));
+        assert_eq!(server.parent_span_id, client.span_id, "request {marker}");
+        assert_eq!(server.str("network.protocol.version"), Some("2"));
+        let call = one(&spans, "nginx", CLIENT);
+        assert!(
+            call.parent_span_id.is_empty() || call.parent_span_id == server.span_id,
+            "request {marker}: nginx's call is under another request"
+        );
+    }
+    assert_no_mixed_traces(&run.spans);
+}
+
+/// gRPC over h2c (Python grpcio, `grpc_echo.py`): a server span per call,
+/// named by its method, with `rpc.*` attributes and the status from its
+/// trailers: unary, server streaming, an error, and eight streams at once
+/// on one connection.
+///
+/// The client's side is not asserted: grpcio writes a call's frames with
+/// up to 24 iovecs in one `sendmsg`, past the 16 the kernel copies from, so
+/// the client direction loses frame sync (counted as a parse error).
+#[test]
+fn grpc_calls_make_rpc_spans() {
+    require_root();
+    let python = tracer_tests::test_tools_dir().join("grpc/bin/python");
+    let port = free_port().to_string();
+    let script = servers_dir().join("grpc_echo.py");
+    let _server = Process::spawn_until(
+        Command::new(&python)
+            .arg(&script)
+            .args(["serve", &port])
+            .env("OTEL_SERVICE_NAME", "grpc-server"),
+        "ready",
+    );
+    let agent = Agent::start(&[]);
+    let client = Command::new(&python)
+        .arg(&script)
+        .args(["call", &port])
+        .env("OTEL_SERVICE_NAME", "grpc-client")
+        .output()
+        .expect("run grpc_echo.py (cargo xtask setup --test-deps installs grpcio)");
+    assert!(client.status.success(), "{client:?}");
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    let mut calls: HashMap<&str, usize> = HashMap::new();
+    for span in run
+        .spans
+        .iter()
+        .filter(|s| s.service == "grpc-server" && s.kind == SERVER)
+    {
+        *calls.entry(span.name.as_str()).or_default() += 1;
+        assert_eq!(span.str("rpc.system"), Some("grpc"), "{span:?}");
+        assert_eq!(span.str("rpc.service"), Some("demo.Echo"), "{span:?}");
+        let (method, status) = (span.str("rpc.method"), span.int("rpc.grpc.status_code"));
+        let expected = if method == Some("Fail") { 5 } else { 0 };
+        assert_eq!(status, Some(expected), "{span:?}");
+        assert_eq!(span.str("network.protocol.version"), Some("2"));
+    }
+    let expected = HashMap::from([
+        ("demo.Echo/Say", 9),
+        ("demo.Echo/Count", 1),
+        ("demo.Echo/Fail", 1),
+    ]);
+    assert_eq!(calls, expected);
+}
 
 /// curl → nginx → svc-a → svc-b.
 const NGINX_CHAIN: [(&str, i64); 6] = [

@@ -33,7 +33,7 @@ pub const DEFAULT_CAPTURE: u32 = 4096;
 
 /// How many iovec entries of a readv/writev/recvmsg/sendmsg are copied from.
 /// Bytes in later entries are still counted in `SocketEvent::bytes`.
-pub const MAX_IOVECS: u32 = 8;
+pub const MAX_IOVECS: u32 = 16;
 
 /// Threads that can be inside a traced syscall at once (per-thread map size).
 pub const MAX_IN_FLIGHT: u32 = 16 * 1024;

@@ -207,7 +207,7 @@ fn test() -> Result<()> {
 }
 
 /// Parser fuzz targets (under fuzz/), each run for `seconds`.
-const FUZZ_TARGETS: &[&str] = &["http1", "node_message"];
+const FUZZ_TARGETS: &[&str] = &["http1", "http2", "node_message"];
 
 fn fuzz(seconds: u32) -> Result<()> {
     for target in FUZZ_TARGETS {

@@ -35,6 +35,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("go", "golang-go"),
     // Self-signed certificates for the HTTPS tests.
     ("openssl", "openssl"),
+    // HTTP/2 clients (nghttp, h2load) against nginx with `http2 on`.
+    ("nghttp", "nghttp2-client"),
 ];
 
 /// Debian packages `cargo xtask bench` drives beyond the tests' ones: the
@@ -48,6 +50,9 @@ const AIOHTTP_VERSION: &str = "3.14.5";
 const PHOENIX_VERSION: &str = "20.26.1";
 /// The OpenTelemetry SDK a test service uses to make its own spans (PyPI).
 const OPENTELEMETRY_SDK_VERSION: &str = "1.45.2";
+/// The gRPC server and client of the HTTP/2 trace tests (PyPI; plaintext
+/// h2c, since grpcio carries its own TLS library).
+const GRPCIO_VERSION: &str = "1.85.3";
 /// Drives the Debian chromium from the viewer test (npm; no browser download).
 const PLAYWRIGHT_CORE_VERSION: &str = "1.65.1";
 
@@ -59,6 +64,7 @@ pub fn run(test_deps: bool) -> Result<()> {
         ensure_cargo_fuzz()?;
         ensure_phoenix()?;
         ensure_opentelemetry_sdk()?;
+        ensure_venv_package("grpc", &format!("grpcio=={GRPCIO_VERSION}"))?;
         ensure_playwright_core()?;
     }
     Ok(())

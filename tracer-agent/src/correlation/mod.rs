@@ -148,6 +148,8 @@ struct Inbound {
     seq: u32,
     /// The trace context header it arrived with.
     header: Option<RemoteContext>,
+    /// One of several that may be in flight on its connection (HTTP/2).
+    multiplexed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -279,7 +281,16 @@ impl Correlator {
                     }
                     ids
                 };
-                self.inbound.insert(key, Inbound { ids, seq, header });
+                let multiplexed = started.start.multiplexed;
+                self.inbound.insert(
+                    key,
+                    Inbound {
+                        ids,
+                        seq,
+                        header,
+                        multiplexed,
+                    },
+                );
                 ids
             }
         };
@@ -390,17 +401,28 @@ impl Correlator {
     }
 
     /// The key of the inbound request the kernel named: on its connection,
-    /// the latest one that started at or before the kernel's sequence number.
+    /// the latest one that started at or before the kernel's sequence number
+    /// (the first byte of the read that brought it).
+    ///
+    /// On a multiplexed connection the kernel knows the read, not the
+    /// stream: a request there is named only while it is the one in flight,
+    /// and started in or after that read.
     fn inbound_key(&self, context: RequestContext) -> Option<RequestKey> {
-        self.active
+        let mut on_connection = self
+            .active
             .range((context.sock, 0)..=(context.sock, u64::MAX))
             .rev()
-            .map(|(key, _)| *key)
-            .find(|key| {
-                self.inbound
-                    .get(key)
-                    .is_some_and(|inbound| seq_at_or_after(context.seq, inbound.seq))
-            })
+            .filter_map(|(key, _)| Some((*key, self.inbound.get(key)?)))
+            .peekable();
+        if let Some((key, latest)) = on_connection.peek().copied()
+            && latest.multiplexed
+        {
+            let alone = on_connection.nth(1).is_none();
+            return (alone && seq_at_or_after(latest.seq, context.seq)).then_some(key);
+        }
+        on_connection
+            .find(|(_, inbound)| seq_at_or_after(context.seq, inbound.seq))
+            .map(|(key, _)| key)
     }
 
     /// The kernel put `wire_trace` in a header on a call made for `parent`,

@@ -4,8 +4,8 @@ use super::*;
 use crate::{
     connections::ConnectionInfo,
     protocols::{
-        ChunkMeta, Exchange, Output, PROTOCOLS, RequestStart, Stream,
-        http1::{Http1Exchange, RequestHead},
+        ChunkMeta, Exchange, Output, Protocol, RequestStart, Stream,
+        http1::{Http1, Http1Exchange, RequestHead},
     },
 };
 
@@ -39,7 +39,7 @@ fn started(
     extra_header: &str,
 ) -> StartedRequest {
     let head = format!("GET /x HTTP/1.1\r\nHost: h\r\n{extra_header}\r\n");
-    let mut parser = PROTOCOLS[0].parser(0, tracer_common::Source::Socket);
+    let mut parser = Http1.parser(0, tracer_common::Source::Socket);
     let mut out = Vec::new();
     parser.feed(
         Stream::Requests,
@@ -194,7 +194,7 @@ fn span(ids: SpanIds) -> Span {
         end_unix_ns: 2,
         attributes: Vec::new(),
         status: crate::spans::SpanStatus::Unset,
-        protocol: PROTOCOLS[0].facts(),
+        protocol: &crate::protocols::http1::FACTS,
         process: std::sync::Arc::new(crate::process::ProcessInfo {
             pid: 1,
             service_name: "s".into(),
@@ -263,6 +263,34 @@ fn context_sequence_number_picks_the_request_on_its_connection() {
         ids_of(&mut c, &call).parent_span_id,
         Some(second_ids.span_id)
     );
+}
+
+/// HTTP/2 streams on one connection: the kernel names the read (its first
+/// byte), the stream's HEADERS may start later in it. A call is linked while
+/// its stream is the only one in flight there, never when two are.
+#[test]
+fn a_multiplexed_connection_names_a_request_only_while_it_is_alone() {
+    let stream = |index, seq| {
+        let mut request = started(7, Role::Server, index, seq, None, "");
+        request.start.offset = 9; // after a WINDOW_UPDATE frame
+        request.start.multiplexed = true;
+        request
+    };
+    let mut c = Correlator::new();
+    let first = stream(0, 500);
+    start(&mut c, &first);
+    let call = started(8, Role::Client, 0, 1, Some((7, 500)), "");
+    start(&mut c, &call);
+    let first_ids = c.active[&(7, 0)];
+    assert_eq!(
+        ids_of(&mut c, &call).parent_span_id,
+        Some(first_ids.span_id)
+    );
+    start(&mut c, &stream(1, 900));
+    let call = started(8, Role::Client, 1, 90, Some((7, 500)), "");
+    start(&mut c, &call);
+    assert_eq!(ids_of(&mut c, &call).parent_span_id, None);
+    assert_eq!(c.links.context_not_found, 1);
 }
 
 /// With `--inject-traceparent` the kernel's ids went on the wire: the

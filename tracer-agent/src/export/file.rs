@@ -83,7 +83,7 @@ mod tests {
             end_unix_ns: 1_700_000_000_000_500_000,
             attributes: vec![("http.response.status_code", AttributeValue::Int(500))],
             status: SpanStatus::Error(String::new()),
-            protocol: crate::protocols::PROTOCOLS[0].facts(),
+            protocol: &crate::protocols::http1::FACTS,
             process: Arc::new(ProcessInfo {
                 pid: 42,
                 service_name: "shop".into(),

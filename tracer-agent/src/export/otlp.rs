@@ -532,7 +532,7 @@ mod tests {
             end_unix_ns: 2,
             attributes: vec![],
             status: SpanStatus::Unset,
-            protocol: crate::protocols::PROTOCOLS[0].facts(),
+            protocol: &crate::protocols::http1::FACTS,
             process: Arc::new(ProcessInfo {
                 pid: 1,
                 service_name: "svc".into(),

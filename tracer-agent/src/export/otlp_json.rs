@@ -180,7 +180,7 @@ mod tests {
                 ("http.response.status_code", AttributeValue::Int(-500)),
             ],
             status,
-            protocol: crate::protocols::PROTOCOLS[0].facts(),
+            protocol: &crate::protocols::http1::FACTS,
             process: process.clone(),
             tid: 43,
         }

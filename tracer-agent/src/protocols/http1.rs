@@ -16,7 +16,7 @@ mod describe;
 
 use std::{collections::VecDeque, fmt, sync::Arc};
 
-pub use describe::{Http1, Http1Exchange};
+pub use describe::{FACTS, Http1, Http1Exchange};
 
 use super::Stream;
 

@@ -13,6 +13,7 @@
 pub mod describe;
 pub mod http;
 pub mod http1;
+pub mod http2;
 pub mod trace_context;
 
 use std::fmt;
@@ -24,8 +25,9 @@ use describe::{Describe, ProtocolFacts};
 use trace_context::RemoteContext;
 
 /// The protocols the agent parses, tried in this order on a connection's
-/// first data.
-pub static PROTOCOLS: &[&dyn Protocol] = &[&http1::Http1];
+/// first data (HTTP/2's preface, `PRI * HTTP/2.0`, would pass as an
+/// HTTP/1 request line).
+pub static PROTOCOLS: &[&dyn Protocol] = &[&http2::Http2, &http1::Http1];
 
 pub trait Protocol: Sync {
     fn facts(&self) -> &'static ProtocolFacts;
@@ -107,6 +109,10 @@ pub struct RequestStart {
     /// The chunk holding the request's first byte, and where in it that byte is.
     pub start: ChunkMeta,
     pub offset: usize,
+    /// Other requests may be in flight on the connection at the same time,
+    /// answered in any order (HTTP/2 streams): which one a call is made for
+    /// is then known only while it is the only one.
+    pub multiplexed: bool,
 }
 
 /// A request and what became of it.

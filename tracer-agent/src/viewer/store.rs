@@ -580,7 +580,7 @@ mod tests {
             } else {
                 SpanStatus::Unset
             },
-            protocol: crate::protocols::PROTOCOLS[0].facts(),
+            protocol: &crate::protocols::http1::FACTS,
             process: Arc::new(ProcessInfo {
                 pid: 1,
                 service_name: service.into(),

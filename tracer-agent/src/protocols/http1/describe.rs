@@ -17,7 +17,7 @@ use crate::protocols::{
 /// HTTP/1.0 and HTTP/1.1 in clear text.
 pub struct Http1;
 
-static FACTS: ProtocolFacts = ProtocolFacts {
+pub static FACTS: ProtocolFacts = ProtocolFacts {
     name: "http1",
     outcome_attribute: "http.response.status_code",
     duration_metric: Some(&http::REQUEST_DURATION),
@@ -100,6 +100,7 @@ impl Sink<ChunkMeta> for Converted<'_> {
                 trace_context: trace_context::extract(|name| start.request.headers.get(name)),
                 start: start.start,
                 offset: start.offset,
+                multiplexed: false,
             }),
             Output::Exchange(exchange) => protocols::Output::Exchange(Exchange {
                 index: exchange.index,

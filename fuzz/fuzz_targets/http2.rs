@@ -1,0 +1,43 @@
+//! The HTTP/2 parser (frames, HPACK) on arbitrary chunks of both streams,
+//! with gaps. The client stream starts with the preface, so the fuzzer
+//! reaches the frames and header blocks behind it.
+//!
+//! Input: records of `[control][length][length bytes]`, as for `http1`.
+//! Never a panic, and no exchange ends before it starts.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tracer_agent::protocols::{
+    Stream,
+    http2::{Http2Connection, Output, PREFACE},
+};
+
+fuzz_target!(|data: &[u8]| {
+    let mut conn = Http2Connection::new();
+    let mut out = Vec::new();
+    conn.feed(Stream::Requests, PREFACE, 0, 0u32, &mut out);
+    let mut rest = data;
+    let mut chunk = 1u32;
+    while let [control, length, tail @ ..] = rest {
+        let take = (*length as usize).min(tail.len());
+        let stream = if control & 1 == 0 {
+            Stream::Requests
+        } else {
+            Stream::Responses
+        };
+        let gap = if control & 2 != 0 {
+            u64::from(control >> 2) * 37
+        } else {
+            0
+        };
+        conn.feed(stream, &tail[..take], gap, chunk, &mut out);
+        chunk += 1;
+        rest = &tail[take..];
+    }
+    conn.close(&mut out);
+    for output in out {
+        if let Output::Exchange(exchange) = output {
+            assert!(exchange.request_start <= exchange.response_end);
+        }
+    }
+});

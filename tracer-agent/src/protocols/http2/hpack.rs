@@ -1,0 +1,154 @@
+//! HPACK (RFC 7541) through `fluke-hpack`, made total: a block is walked
+//! first (integers and string lengths only) and handed to the decoder only
+//! when every representation in it is whole, because the decoder panics on
+//! a truncated dynamic table size update instead of returning an error.
+//! The dynamic table may not grow past `MAX_TABLE_BYTES`, whatever a peer
+//! announces.
+
+/// The dynamic table's largest size a peer may set (64 KiB: 16 times the
+/// default; HTTP/2 peers rarely go past the default 4 KiB).
+const MAX_TABLE_BYTES: usize = 64 * 1024;
+
+pub struct Decoder(fluke_hpack::Decoder<'static>);
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("hpack::Decoder")
+    }
+}
+
+/// A block that is not whole, or that the decoder refused: the table may
+/// now differ from the encoder's.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Undecodable;
+
+impl Decoder {
+    pub fn new() -> Self {
+        let mut decoder = fluke_hpack::Decoder::new();
+        decoder.set_max_allowed_table_size(MAX_TABLE_BYTES);
+        Decoder(decoder)
+    }
+
+    /// Decodes `block`, handing each field to `field`.
+    pub fn decode(
+        &mut self,
+        block: &[u8],
+        mut field: impl FnMut(&[u8], &[u8]),
+    ) -> Result<(), Undecodable> {
+        if !is_whole(block) {
+            return Err(Undecodable);
+        }
+        self.0
+            .decode_with_cb(block, |name, value| field(&name, &value))
+            .map_err(|_| Undecodable)
+    }
+}
+
+/// Whether every representation in `block` is complete.
+fn is_whole(mut block: &[u8]) -> bool {
+    while let Some(&first) = block.first() {
+        let used = if first & 0x80 != 0 {
+            integer(block, 7).map(|(_, used)| used)
+        } else if first & 0xe0 == 0x20 {
+            integer(block, 5).map(|(_, used)| used)
+        } else {
+            let prefix = if first & 0xc0 == 0x40 { 6 } else { 4 };
+            literal(block, prefix)
+        };
+        match used {
+            Some(used) if used <= block.len() => block = &block[used..],
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// A literal field: its name (indexed or a string), then its value string.
+fn literal(block: &[u8], prefix: u8) -> Option<usize> {
+    let (index, mut used) = integer(block, prefix)?;
+    if index == 0 {
+        used += string(block.get(used..)?)?;
+    }
+    Some(used + string(block.get(used..)?)?)
+}
+
+/// A string's length with its length prefix.
+fn string(block: &[u8]) -> Option<usize> {
+    let (length, used) = integer(block, 7)?;
+    let total = used.checked_add(length)?;
+    (total <= block.len()).then_some(total)
+}
+
+/// An HPACK integer with an `prefix`-bit prefix: its value and its bytes
+/// (at most 5 continuation bytes, as the decoder allows).
+fn integer(block: &[u8], prefix: u8) -> Option<(usize, usize)> {
+    let mask = (1u16 << prefix) as usize - 1;
+    let mut value = (*block.first()? as usize) & mask;
+    if value < mask {
+        return Some((value, 1));
+    }
+    for (i, byte) in block.iter().enumerate().skip(1).take(4) {
+        value += ((byte & 0x7f) as usize) << (7 * (i - 1));
+        if byte & 0x80 == 0 {
+            return Some((value, i + 1));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(decoder: &mut Decoder, block: &[u8]) -> Result<Vec<(String, String)>, Undecodable> {
+        let mut out = Vec::new();
+        decoder.decode(block, |n, v| {
+            out.push((
+                String::from_utf8_lossy(n).into(),
+                String::from_utf8_lossy(v).into(),
+            ))
+        })?;
+        Ok(out)
+    }
+
+    /// RFC 7541 C.3: requests without Huffman coding, the table carried
+    /// from one to the next.
+    #[test]
+    fn rfc_examples_share_the_table() {
+        let mut decoder = Decoder::new();
+        let first = [
+            0x82, 0x86, 0x84, 0x41, 0x0f, b'w', b'w', b'w', b'.', b'e', b'x', b'a', b'm', b'p',
+            b'l', b'e', b'.', b'c', b'o', b'm',
+        ];
+        assert_eq!(
+            fields(&mut decoder, &first).unwrap()[3],
+            (":authority".into(), "www.example.com".into())
+        );
+        // `be`: the dynamic table's first entry, the authority above.
+        let second = [
+            0x82, 0x86, 0x84, 0xbe, 0x58, 0x08, b'n', b'o', b'-', b'c', b'a', b'c', b'h', b'e',
+        ];
+        let second = fields(&mut decoder, &second).unwrap();
+        assert_eq!(second[3], (":authority".into(), "www.example.com".into()));
+        assert_eq!(second[4], ("cache-control".into(), "no-cache".into()));
+    }
+
+    #[test]
+    fn truncated_blocks_are_errors_not_panics() {
+        let mut decoder = Decoder::new();
+        // A size update whose integer never ends; a string longer than the block.
+        for block in [
+            &[0x3f][..],
+            &[0x3f, 0xff, 0xff],
+            &[0x40, 0x05, b'a'],
+            &[0xff],
+        ] {
+            assert_eq!(fields(&mut decoder, block), Err(Undecodable));
+        }
+        // A size update past the allowed table size.
+        assert_eq!(
+            fields(&mut decoder, &[0x3f, 0xe1, 0xff, 0x03]),
+            Err(Undecodable)
+        );
+    }
+}
