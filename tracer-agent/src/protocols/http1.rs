@@ -18,7 +18,7 @@ use std::{collections::VecDeque, fmt, sync::Arc};
 
 pub use describe::{FACTS, Http1, Http1Exchange};
 
-use super::Stream;
+use super::{Sink, Stream};
 
 /// Heads (request line or status line plus headers) longer than this are errors.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -174,17 +174,6 @@ pub enum Output<M> {
     Error(ParseError),
 }
 
-/// Where a connection's outputs go: a list, or the caller's conversion.
-pub trait Sink<M> {
-    fn push(&mut self, output: Output<M>);
-}
-
-impl<M> Sink<M> for Vec<Output<M>> {
-    fn push(&mut self, output: Output<M>) {
-        Vec::push(self, output);
-    }
-}
-
 /// How a message body is delimited.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Framing {
@@ -333,7 +322,7 @@ impl<M: Copy> Http1Connection<M> {
         captured: &[u8],
         uncaptured: u64,
         meta: M,
-        out: &mut impl Sink<M>,
+        out: &mut impl Sink<Output<M>>,
     ) {
         self.latest = Some(stream);
         let previous = self.decoder(stream).last.replace(meta);
@@ -345,7 +334,7 @@ impl<M: Copy> Http1Connection<M> {
 
     /// The connection closed: bodies delimited by the close end here, and
     /// requests still waiting are reported without a response.
-    pub fn close(&mut self, out: &mut impl Sink<M>) {
+    pub fn close(&mut self, out: &mut impl Sink<Output<M>>) {
         // A response in progress ends here: exactly when delimited by the
         // close, approximately when the close cut it short.
         let exact = self.responses.state == State::UntilClose;
@@ -384,7 +373,7 @@ impl<M: Copy> Http1Connection<M> {
         mut data: &[u8],
         meta: M,
         previous: Option<M>,
-        out: &mut impl Sink<M>,
+        out: &mut impl Sink<Output<M>>,
     ) {
         let chunk_len = data.len();
         let mut at_chunk_start = true;
@@ -481,7 +470,7 @@ impl<M: Copy> Http1Connection<M> {
         chunk: ChunkState,
         data: &[u8],
         meta: M,
-        out: &mut impl Sink<M>,
+        out: &mut impl Sink<Output<M>>,
     ) -> (State, usize) {
         match chunk {
             ChunkState::SizeLine(mut line) => {
@@ -558,7 +547,7 @@ impl<M: Copy> Http1Connection<M> {
     }
 
     /// `n` bytes that were moved but not captured.
-    fn feed_gap(&mut self, stream: Stream, n: u64, meta: M, out: &mut impl Sink<M>) {
+    fn feed_gap(&mut self, stream: Stream, n: u64, meta: M, out: &mut impl Sink<Output<M>>) {
         let state = std::mem::replace(&mut self.decoder(stream).state, State::Idle);
         let next = match state {
             State::Tunnel => State::Tunnel,
@@ -611,7 +600,7 @@ impl<M: Copy> Http1Connection<M> {
         stream: Stream,
         buffer: &[u8],
         meta: M,
-        out: &mut impl Sink<M>,
+        out: &mut impl Sink<Output<M>>,
     ) -> HeadResult {
         let (len, head) = match parse_head_bytes(stream, buffer) {
             Ok(Some(parsed)) => parsed,
@@ -650,7 +639,7 @@ impl<M: Copy> Http1Connection<M> {
         head: RequestHead,
         framing: Framing,
         meta: M,
-        out: &mut impl Sink<M>,
+        out: &mut impl Sink<Output<M>>,
     ) -> State {
         if self.pending.len() >= MAX_PENDING {
             self.pending.pop_front();
@@ -680,7 +669,7 @@ impl<M: Copy> Http1Connection<M> {
         head: ResponseHead,
         framing: Framing,
         meta: M,
-        out: &mut impl Sink<M>,
+        out: &mut impl Sink<Output<M>>,
     ) -> State {
         if (100..200).contains(&head.status) && head.status != 101 {
             // Interim response (100 Continue, 103 Early Hints): the final one follows.
@@ -699,7 +688,7 @@ impl<M: Copy> Http1Connection<M> {
         stream: Stream,
         framing: Framing,
         meta: M,
-        out: &mut impl Sink<M>,
+        out: &mut impl Sink<Output<M>>,
     ) -> State {
         match framing {
             Framing::None | Framing::Length(0) => {
@@ -718,7 +707,13 @@ impl<M: Copy> Http1Connection<M> {
         }
     }
 
-    fn end_message(&mut self, stream: Stream, end: M, approximate: bool, out: &mut impl Sink<M>) {
+    fn end_message(
+        &mut self,
+        stream: Stream,
+        end: M,
+        approximate: bool,
+        out: &mut impl Sink<Output<M>>,
+    ) {
         match stream {
             Stream::Requests => {
                 let body = self.requests.body_bytes;
@@ -730,7 +725,7 @@ impl<M: Copy> Http1Connection<M> {
         }
     }
 
-    fn end_response(&mut self, end: M, approximate: bool, out: &mut impl Sink<M>) {
+    fn end_response(&mut self, end: M, approximate: bool, out: &mut impl Sink<Output<M>>) {
         let Some((head, answers_request)) = self.response_head.take() else {
             return;
         };

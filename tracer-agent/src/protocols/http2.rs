@@ -19,7 +19,7 @@ use std::{collections::HashMap, fmt};
 
 pub use describe::{Http2, Http2Exchange};
 
-use super::Stream;
+use super::{Sink, Stream};
 
 /// The client's connection preface (RFC 9113 §3.4).
 pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -145,17 +145,6 @@ pub enum Output<M> {
     Request(RequestStart<M>),
     Exchange(Exchange<M>),
     Error(ParseError),
-}
-
-/// Where a connection's outputs go: a list, or the caller's conversion.
-pub trait Sink<M> {
-    fn push(&mut self, output: Output<M>);
-}
-
-impl<M> Sink<M> for Vec<Output<M>> {
-    fn push(&mut self, output: Output<M>) {
-        Vec::push(self, output);
-    }
 }
 
 /// A frame being read.
@@ -290,7 +279,7 @@ impl<M: Copy> Http2Connection<M> {
         captured: &[u8],
         uncaptured: u64,
         meta: M,
-        out: &mut impl Sink<M>,
+        out: &mut impl Sink<Output<M>>,
     ) {
         self.latest = Some(meta);
         let mut at = 0;
@@ -309,7 +298,7 @@ impl<M: Copy> Http2Connection<M> {
     }
 
     /// The connection closed: open streams end without their response.
-    pub fn close(&mut self, out: &mut impl Sink<M>) {
+    pub fn close(&mut self, out: &mut impl Sink<Output<M>>) {
         let mut open: Vec<(u32, StreamState<M>)> = self.streams.drain().collect();
         open.sort_by_key(|(_, s)| s.index);
         for (stream_id, state) in open {
@@ -326,7 +315,7 @@ impl<M: Copy> Http2Connection<M> {
     }
 
     /// `n` bytes moved but not captured: skipped inside DATA, lost elsewhere.
-    fn gap(&mut self, stream: Stream, n: u64, out: &mut impl Sink<M>) {
+    fn gap(&mut self, stream: Stream, n: u64, out: &mut impl Sink<Output<M>>) {
         let reader = self.reader(stream);
         if reader.lost {
             return;
@@ -360,7 +349,7 @@ impl<M: Copy> Http2Connection<M> {
         }
     }
 
-    fn apply(&mut self, stream: Stream, event: Event<M>, meta: M, out: &mut impl Sink<M>) {
+    fn apply(&mut self, stream: Stream, event: Event<M>, meta: M, out: &mut impl Sink<Output<M>>) {
         match (stream, event) {
             (
                 Stream::Requests,
@@ -460,7 +449,7 @@ impl<M: Copy> Http2Connection<M> {
         }
     }
 
-    fn end(&mut self, stream_id: u32, end: M, reset: bool, out: &mut impl Sink<M>) {
+    fn end(&mut self, stream_id: u32, end: M, reset: bool, out: &mut impl Sink<Output<M>>) {
         if let Some(state) = self.streams.remove(&stream_id) {
             out.push(Output::Exchange(exchange(stream_id, state, end, reset)));
         }
@@ -490,7 +479,7 @@ fn read<M: Copy>(
     data: &[u8],
     base: usize,
     meta: M,
-    out: &mut impl Sink<M>,
+    out: &mut impl Sink<Output<M>>,
 ) -> (usize, Event<M>) {
     let none = Event::None;
     if reader.preface_left > 0 {
@@ -586,7 +575,7 @@ fn finish<M: Copy>(
     reader: &mut Reader<M>,
     stream: Stream,
     frame: Frame,
-    out: &mut impl Sink<M>,
+    out: &mut impl Sink<Output<M>>,
 ) -> Event<M> {
     reader.frame = None;
     match frame.kind {
@@ -652,7 +641,7 @@ fn decode<M>(reader: &mut Reader<M>, block: &[u8]) -> Option<Fields> {
     Some(fields)
 }
 
-fn lose_hpack<M>(reader: &mut Reader<M>, stream: Stream, out: &mut impl Sink<M>) {
+fn lose_hpack<M>(reader: &mut Reader<M>, stream: Stream, out: &mut impl Sink<Output<M>>) {
     if !reader.hpack_lost {
         reader.hpack_lost = true;
         out.push(Output::Error(ParseError::HpackLost(stream)));

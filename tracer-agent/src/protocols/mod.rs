@@ -76,6 +76,18 @@ pub enum Stream {
     Responses,
 }
 
+/// Where a connection parser's outputs go: a list (tests, fuzzing), or its
+/// protocol's conversion to the pipeline's `Output`.
+pub trait Sink<T> {
+    fn push(&mut self, item: T);
+}
+
+impl<T> Sink<T> for Vec<T> {
+    fn push(&mut self, item: T) {
+        Vec::push(self, item);
+    }
+}
+
 /// What the pipeline attaches to each chunk of bytes it feeds a parser.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ChunkMeta {

@@ -6,9 +6,9 @@ use std::{net::SocketAddr, sync::Arc};
 
 use tracer_common::Source;
 
-use super::{Http1Connection, Output, RequestHead, ResponseHead, Sink, looks_like_request_start};
+use super::{Http1Connection, Output, RequestHead, ResponseHead, looks_like_request_start};
 use crate::protocols::{
-    self, ChunkMeta, Exchange, ParseError, Parser, Protocol, RequestStart, Stream,
+    self, ChunkMeta, Exchange, ParseError, Parser, Protocol, RequestStart, Sink, Stream,
     describe::{AttributeValue, Attributes, Describe, ProtocolFacts, SpanKind, SpanStatus, Text},
     http::{self, KNOWN_METHODS, push_route, redact_query, split_host, split_target},
     trace_context,
@@ -92,7 +92,7 @@ struct Converted<'a> {
     secure: bool,
 }
 
-impl Sink<ChunkMeta> for Converted<'_> {
+impl Sink<Output<ChunkMeta>> for Converted<'_> {
     fn push(&mut self, output: Output<ChunkMeta>) {
         self.out.push(match output {
             Output::Request(start) => protocols::Output::Request(RequestStart {

@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 
 use tracer_common::Source;
 
-use super::{Fields, Http2Connection, Output, Sink, looks_like_preface};
+use super::{Fields, Http2Connection, Output, looks_like_preface};
 use crate::protocols::{
-    self, ChunkMeta, Exchange, ParseError, Parser, Protocol, RequestStart, Stream,
+    self, ChunkMeta, Exchange, ParseError, Parser, Protocol, RequestStart, Sink, Stream,
     describe::{AttributeValue, Attributes, Describe, ProtocolFacts, SpanKind, SpanStatus, Text},
     http::{self, KNOWN_METHODS, push_route, redact_query, split_host, split_target},
     trace_context,
@@ -93,7 +93,7 @@ struct Converted<'a> {
     secure: bool,
 }
 
-impl Sink<ChunkMeta> for Converted<'_> {
+impl Sink<Output<ChunkMeta>> for Converted<'_> {
     fn push(&mut self, output: Output<ChunkMeta>) {
         self.out.push(match output {
             Output::Request(start) => protocols::Output::Request(RequestStart {
