@@ -2,7 +2,11 @@
 //! routes, what never leaves the node (credentials in queries), and the
 //! request-duration histograms.
 
-use super::describe::{DurationMetric, MetricLabel};
+use std::net::SocketAddr;
+
+use super::describe::{
+    AttributeValue, Attributes, DurationMetric, MetricLabel, SpanKind, SpanStatus, Text,
+};
 
 /// HTTP methods kept as they are; others are reported as `_OTHER` with the
 /// original in `http.request.method_original` (OTel semantic conventions).
@@ -152,6 +156,117 @@ fn looks_like_id(segment: &str) -> bool {
     digits == segment.len()
         || (hex_or_dash && segment.len() >= 8 && digits > 0)
         || (segment.len() >= 20 && digits * 3 >= segment.len())
+}
+
+/// An HTTP exchange as every HTTP version reports it: what its span says
+/// (`http_span_name`, `describe_http`).
+pub struct HttpExchange<'a> {
+    /// As sent.
+    pub method: &'a str,
+    pub target: &'a str,
+    /// `Host`, or HTTP/2's `:authority`.
+    pub authority: Option<&'a str>,
+    pub user_agent: Option<&'a str>,
+    pub scheme: &'static str,
+    /// `network.protocol.version`.
+    pub version: &'static str,
+    /// `None`: no response came; `no_response` says why (`error.type`, message).
+    pub status: Option<i64>,
+    pub no_response: (&'static str, &'static str),
+    pub request_body_bytes: u64,
+    pub response_body_bytes: u64,
+}
+
+/// The method as the conventions name it: one of the known ones, or `_OTHER`.
+pub fn known_method(method: &str) -> &'static str {
+    KNOWN_METHODS
+        .iter()
+        .copied()
+        .find(|known| *known == method)
+        .unwrap_or("_OTHER")
+}
+
+/// `METHOD route`, the conventions' span name.
+pub fn http_span_name(method: &str, target: &str) -> String {
+    let method = known_method(method);
+    let (path, _) = split_target(target);
+    let mut name = String::with_capacity(method.len() + 1 + path.len().max(1));
+    name.push_str(method);
+    name.push(' ');
+    push_route(&mut name, path);
+    name
+}
+
+/// The OpenTelemetry HTTP attributes of `exchange`, and its span's status:
+/// an error from 500 for a server, from 400 for a client.
+pub fn describe_http(
+    exchange: &HttpExchange,
+    kind: SpanKind,
+    server: SocketAddr,
+    attributes: &mut Attributes,
+) -> SpanStatus {
+    let mut attr = |key: &'static str, value: AttributeValue| attributes.push((key, value));
+    let method = known_method(exchange.method);
+    let (path, query) = split_target(exchange.target);
+    attr("http.request.method", fixed(method));
+    if method == "_OTHER" {
+        attr("http.request.method_original", owned(exchange.method));
+    }
+    attr("url.path", owned(path));
+    if let Some(query) = query {
+        attr("url.query", AttributeValue::Str(redact_query(query).into()));
+    }
+    attr("url.scheme", fixed(exchange.scheme));
+    attr("network.protocol.version", fixed(exchange.version));
+    if kind == SpanKind::Client {
+        let authority = exchange
+            .authority
+            .map(str::to_string)
+            .unwrap_or_else(|| server.to_string());
+        let target = match query {
+            Some(q) => format!("{path}?{}", redact_query(q)),
+            None => path.to_string(),
+        };
+        let full = format!("{}://{authority}{target}", exchange.scheme);
+        attr("url.full", AttributeValue::Str(full.into()));
+    }
+    if let Some(agent) = exchange.user_agent {
+        attr("user_agent.original", owned(agent));
+    }
+    if exchange.request_body_bytes > 0 {
+        let size = AttributeValue::Int(exchange.request_body_bytes as i64);
+        attr("http.request.body.size", size);
+    }
+    let Some(status) = exchange.status else {
+        let (error_type, message) = exchange.no_response;
+        attr("error.type", fixed(error_type));
+        return SpanStatus::Error(message.into());
+    };
+    attr("http.response.status_code", AttributeValue::Int(status));
+    if exchange.response_body_bytes > 0 {
+        let size = AttributeValue::Int(exchange.response_body_bytes as i64);
+        attr("http.response.body.size", size);
+    }
+    let error_from = match kind {
+        SpanKind::Server => 500,
+        SpanKind::Client => 400,
+    };
+    if status >= error_from {
+        attr("error.type", AttributeValue::Str(status.to_string().into()));
+        SpanStatus::Error(String::new())
+    } else {
+        SpanStatus::Unset
+    }
+}
+
+/// A string attribute copied from the bytes.
+pub fn owned(value: &str) -> AttributeValue {
+    AttributeValue::Str(value.to_string().into())
+}
+
+/// A string attribute the code names.
+pub fn fixed(value: &'static str) -> AttributeValue {
+    AttributeValue::Str(Text::Static(value))
 }
 
 #[cfg(test)]

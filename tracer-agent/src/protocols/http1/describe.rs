@@ -9,8 +9,8 @@ use tracer_common::Source;
 use super::{Http1Connection, Output, RequestHead, ResponseHead, looks_like_request_start};
 use crate::protocols::{
     self, ChunkMeta, Exchange, ParseError, Parser, Protocol, RequestStart, Sink, Stream,
-    describe::{AttributeValue, Attributes, Describe, ProtocolFacts, SpanKind, SpanStatus, Text},
-    http::{self, KNOWN_METHODS, push_route, redact_query, split_host, split_target},
+    describe::{Attributes, Describe, ProtocolFacts, SpanKind, SpanStatus},
+    http::{self, HttpExchange, describe_http, http_span_name, split_host},
     trace_context,
 };
 
@@ -134,30 +134,13 @@ pub struct Http1Exchange {
     pub secure: bool,
 }
 
-impl Http1Exchange {
-    /// The method as the conventions name it: one of the known ones, or `_OTHER`.
-    fn method(&self) -> &'static str {
-        KNOWN_METHODS
-            .iter()
-            .copied()
-            .find(|known| *known == self.request.method)
-            .unwrap_or("_OTHER")
-    }
-}
-
 impl Describe for Http1Exchange {
     fn protocol(&self) -> &'static ProtocolFacts {
         &FACTS
     }
 
     fn span_name(&self) -> String {
-        let method = self.method();
-        let (path, _) = split_target(&self.request.target);
-        let mut name = String::with_capacity(method.len() + 1 + path.len().max(1));
-        name.push_str(method);
-        name.push(' ');
-        push_route(&mut name, path);
-        name
+        http_span_name(&self.request.method, &self.request.target)
     }
 
     fn server_name(&self) -> Option<&str> {
@@ -172,81 +155,18 @@ impl Describe for Http1Exchange {
         attributes: &mut Attributes,
     ) -> SpanStatus {
         let request = &self.request;
-        let (path, query) = split_target(&request.target);
-        let method = self.method();
-        let mut attr = |key: &'static str, value: AttributeValue| attributes.push((key, value));
-        attr("http.request.method", fixed(method));
-        if method == "_OTHER" {
-            attr("http.request.method_original", owned(&request.method));
-        }
-        attr("url.path", owned(path));
-        if let Some(query) = query {
-            attr("url.query", AttributeValue::Str(redact_query(query).into()));
-        }
-        let scheme = if self.secure { "https" } else { "http" };
-        attr("url.scheme", fixed(scheme));
-        attr(
-            "network.protocol.version",
-            fixed(if request.version == 0 { "1.0" } else { "1.1" }),
-        );
-        if kind == SpanKind::Client {
-            let authority = request
-                .headers
-                .get("host")
-                .map(str::to_string)
-                .unwrap_or_else(|| server.to_string());
-            let target = match query {
-                Some(q) => format!("{path}?{}", redact_query(q)),
-                None => path.to_string(),
-            };
-            attr(
-                "url.full",
-                AttributeValue::Str(format!("{scheme}://{authority}{target}").into()),
-            );
-        }
-        if let Some(agent) = request.headers.get("user-agent") {
-            attr("user_agent.original", owned(agent));
-        }
-        if self.request_body_bytes > 0 {
-            attr(
-                "http.request.body.size",
-                AttributeValue::Int(self.request_body_bytes as i64),
-            );
-        }
-        let Some(response) = &self.response else {
-            attr("error.type", fixed("no_response"));
-            return SpanStatus::Error("connection closed before a response".into());
+        let exchange = HttpExchange {
+            method: &request.method,
+            target: &request.target,
+            authority: request.headers.get("host"),
+            user_agent: request.headers.get("user-agent"),
+            scheme: if self.secure { "https" } else { "http" },
+            version: if request.version == 0 { "1.0" } else { "1.1" },
+            status: self.response.as_ref().map(|r| r.status as i64),
+            no_response: ("no_response", "connection closed before a response"),
+            request_body_bytes: self.request_body_bytes,
+            response_body_bytes: self.response_body_bytes,
         };
-        attr(
-            "http.response.status_code",
-            AttributeValue::Int(response.status as i64),
-        );
-        if self.response_body_bytes > 0 {
-            attr(
-                "http.response.body.size",
-                AttributeValue::Int(self.response_body_bytes as i64),
-            );
-        }
-        let error_from = match kind {
-            SpanKind::Server => 500,
-            SpanKind::Client => 400,
-        };
-        if response.status >= error_from {
-            attr(
-                "error.type",
-                AttributeValue::Str(response.status.to_string().into()),
-            );
-            SpanStatus::Error(String::new())
-        } else {
-            SpanStatus::Unset
-        }
+        describe_http(&exchange, kind, server, attributes)
     }
-}
-
-fn owned(value: &str) -> AttributeValue {
-    AttributeValue::Str(value.to_string().into())
-}
-
-fn fixed(value: &'static str) -> AttributeValue {
-    AttributeValue::Str(Text::Static(value))
 }

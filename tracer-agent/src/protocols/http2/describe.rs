@@ -10,8 +10,8 @@ use tracer_common::Source;
 use super::{Fields, Http2Connection, Output, looks_like_preface};
 use crate::protocols::{
     self, ChunkMeta, Exchange, ParseError, Parser, Protocol, RequestStart, Sink, Stream,
-    describe::{AttributeValue, Attributes, Describe, ProtocolFacts, SpanKind, SpanStatus, Text},
-    http::{self, KNOWN_METHODS, push_route, redact_query, split_host, split_target},
+    describe::{AttributeValue, Attributes, Describe, ProtocolFacts, SpanKind, SpanStatus},
+    http::{self, HttpExchange, describe_http, fixed, http_span_name, owned, split_host},
     trace_context,
 };
 
@@ -163,15 +163,6 @@ impl Http2Exchange {
             .ok()
     }
 
-    fn method(&self) -> &'static str {
-        let method = self.request(":method").unwrap_or_default();
-        KNOWN_METHODS
-            .iter()
-            .copied()
-            .find(|known| *known == method)
-            .unwrap_or("_OTHER")
-    }
-
     fn scheme(&self) -> &'static str {
         match self.request(":scheme") {
             Some("https") => "https",
@@ -218,75 +209,29 @@ impl Http2Exchange {
         &self,
         kind: SpanKind,
         server: SocketAddr,
-        attr: &mut impl FnMut(&'static str, AttributeValue),
+        attributes: &mut Attributes,
     ) -> SpanStatus {
-        let method = self.method();
-        let target = self.request(":path").unwrap_or("/");
-        let (path, query) = split_target(target);
-        attr("http.request.method", fixed(method));
-        if method == "_OTHER"
-            && let Some(original) = self.request(":method")
-        {
-            attr("http.request.method_original", owned(original));
-        }
-        attr("url.path", owned(path));
-        if let Some(query) = query {
-            attr("url.query", AttributeValue::Str(redact_query(query).into()));
-        }
-        let scheme = self.scheme();
-        attr("url.scheme", fixed(scheme));
-        if kind == SpanKind::Client {
-            let authority = self
-                .request(":authority")
-                .map(str::to_string)
-                .unwrap_or_else(|| server.to_string());
-            let target = match query {
-                Some(q) => format!("{path}?{}", redact_query(q)),
-                None => path.to_string(),
-            };
-            attr(
-                "url.full",
-                AttributeValue::Str(format!("{scheme}://{authority}{target}").into()),
-            );
-        }
-        if let Some(agent) = self.request("user-agent") {
-            attr("user_agent.original", owned(agent));
-        }
-        if self.request_body_bytes > 0 {
-            attr(
-                "http.request.body.size",
-                AttributeValue::Int(self.request_body_bytes as i64),
-            );
-        }
-        let status = self
-            .response
-            .as_ref()
-            .and_then(|r| r.get(":status"))
-            .and_then(|s| s.parse::<i64>().ok());
-        let Some(status) = status else {
-            attr(
-                "error.type",
-                fixed(if self.reset { "reset" } else { "no_response" }),
-            );
-            return SpanStatus::Error("stream ended without a response".into());
+        let exchange = HttpExchange {
+            method: self.request(":method").unwrap_or_default(),
+            target: self.request(":path").unwrap_or("/"),
+            authority: self.request(":authority"),
+            user_agent: self.request("user-agent"),
+            scheme: self.scheme(),
+            version: "2",
+            status: self
+                .response
+                .as_ref()
+                .and_then(|r| r.get(":status"))
+                .and_then(|s| s.parse().ok()),
+            no_response: if self.reset {
+                ("reset", "stream reset before a response")
+            } else {
+                ("no_response", "stream ended without a response")
+            },
+            request_body_bytes: self.request_body_bytes,
+            response_body_bytes: self.response_body_bytes,
         };
-        attr("http.response.status_code", AttributeValue::Int(status));
-        if self.response_body_bytes > 0 {
-            attr(
-                "http.response.body.size",
-                AttributeValue::Int(self.response_body_bytes as i64),
-            );
-        }
-        let error_from = match kind {
-            SpanKind::Server => 500,
-            SpanKind::Client => 400,
-        };
-        if status >= error_from {
-            attr("error.type", AttributeValue::Str(status.to_string().into()));
-            SpanStatus::Error(String::new())
-        } else {
-            SpanStatus::Unset
-        }
+        describe_http(&exchange, kind, server, attributes)
     }
 }
 
@@ -302,13 +247,7 @@ impl Describe for Http2Exchange {
         if self.is_grpc() {
             return target.trim_start_matches('/').to_string();
         }
-        let method = self.method();
-        let (path, _) = split_target(target);
-        let mut name = String::with_capacity(method.len() + 1 + path.len().max(1));
-        name.push_str(method);
-        name.push(' ');
-        push_route(&mut name, path);
-        name
+        http_span_name(self.request(":method").unwrap_or_default(), target)
     }
 
     fn server_name(&self) -> Option<&str> {
@@ -321,25 +260,18 @@ impl Describe for Http2Exchange {
         server: SocketAddr,
         attributes: &mut Attributes,
     ) -> SpanStatus {
-        let mut attr = |key: &'static str, value: AttributeValue| attributes.push((key, value));
-        attr("network.protocol.version", fixed("2"));
         if self.request.is_none() {
             // Its header block could not be decoded: only what is sure.
-            attr("error.type", fixed("hpack_state_unknown"));
+            attributes.push(("network.protocol.version", fixed("2")));
+            attributes.push(("error.type", fixed("hpack_state_unknown")));
             return SpanStatus::Unset;
         }
         if self.is_grpc() {
+            attributes.push(("network.protocol.version", fixed("2")));
+            let mut attr = |key, value| attributes.push((key, value));
             self.describe_grpc(kind, &mut attr)
         } else {
-            self.describe_http(kind, server, &mut attr)
+            self.describe_http(kind, server, attributes)
         }
     }
-}
-
-fn owned(value: &str) -> AttributeValue {
-    AttributeValue::Str(value.to_string().into())
-}
-
-fn fixed(value: &'static str) -> AttributeValue {
-    AttributeValue::Str(Text::Static(value))
 }
