@@ -147,7 +147,7 @@ fn mounts_tracefs_when_missing() {
     let script = format!(
         "umount /sys/kernel/tracing 2>/dev/null; umount /sys/kernel/tracing 2>/dev/null; \
          test -e /sys/kernel/tracing/events && exit 90; \
-         exec timeout --preserve-status --signal=INT 3 {} --quiet --metrics-addr 127.0.0.1:0",
+         exec timeout --preserve-status --signal=INT 20 {} --quiet --metrics-addr 127.0.0.1:0",
         agent_binary().display()
     );
     let output = Command::new("unshare")
