@@ -28,8 +28,9 @@ enum Task {
     /// Install what building and testing need, if missing: the nightly
     /// toolchain's rust-src, bpf-linker 0.10.0, and (with --test-deps) the
     /// Debian packages the tests drive (curl, nodejs, nginx, iproute2,
-    /// prometheus, chromium, golang-go), cargo-fuzz, and in ~/.cache/tracer-tests Arize
-    /// Phoenix and opentelemetry-sdk (pip) and playwright-core (npm).
+    /// prometheus, chromium, golang-go, openssl, nghttp2-client), cargo-fuzz,
+    /// and in ~/.cache/tracer-tests Arize Phoenix, opentelemetry-sdk and
+    /// grpcio (pip) and playwright-core (npm).
     Setup {
         #[arg(long)]
         test_deps: bool,

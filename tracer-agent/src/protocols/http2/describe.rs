@@ -163,6 +163,15 @@ impl Http2Exchange {
             .ok()
     }
 
+    /// `error.type` and message of a stream that got no answer.
+    fn unanswered(&self) -> (&'static str, &'static str) {
+        if self.reset {
+            ("reset", "stream reset before a response")
+        } else {
+            ("no_response", "stream ended without a response")
+        }
+    }
+
     fn scheme(&self) -> &'static str {
         match self.request(":scheme") {
             Some("https") => "https",
@@ -184,10 +193,7 @@ impl Http2Exchange {
             attr("rpc.method", owned(method));
         }
         let Some(status) = self.grpc_status() else {
-            attr(
-                "error.type",
-                fixed(if self.reset { "reset" } else { "no_response" }),
-            );
+            attr("error.type", fixed(self.unanswered().0));
             return SpanStatus::Error("no gRPC status".into());
         };
         attr("rpc.grpc.status_code", AttributeValue::Int(status));
@@ -223,11 +229,7 @@ impl Http2Exchange {
                 .as_ref()
                 .and_then(|r| r.get(":status"))
                 .and_then(|s| s.parse().ok()),
-            no_response: if self.reset {
-                ("reset", "stream reset before a response")
-            } else {
-                ("no_response", "stream ended without a response")
-            },
+            no_response: self.unanswered(),
             request_body_bytes: self.request_body_bytes,
             response_body_bytes: self.response_body_bytes,
         };
@@ -260,18 +262,16 @@ impl Describe for Http2Exchange {
         server: SocketAddr,
         attributes: &mut Attributes,
     ) -> SpanStatus {
+        if self.request.is_some() && !self.is_grpc() {
+            return self.describe_http(kind, server, attributes);
+        }
+        let mut attr = |key, value| attributes.push((key, value));
+        attr("network.protocol.version", fixed("2"));
         if self.request.is_none() {
             // Its header block could not be decoded: only what is sure.
-            attributes.push(("network.protocol.version", fixed("2")));
-            attributes.push(("error.type", fixed("hpack_state_unknown")));
+            attr("error.type", fixed("hpack_state_unknown"));
             return SpanStatus::Unset;
         }
-        if self.is_grpc() {
-            attributes.push(("network.protocol.version", fixed("2")));
-            let mut attr = |key, value| attributes.push((key, value));
-            self.describe_grpc(kind, &mut attr)
-        } else {
-            self.describe_http(kind, server, attributes)
-        }
+        self.describe_grpc(kind, &mut attr)
     }
 }
