@@ -43,7 +43,7 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
 /// load generator of the nginx cost case.
 const BENCH_PACKAGES: &[(&str, &str)] = &[("wrk", "wrk")];
 
-/// The asyncio front service of the accuracy benchmark's matrix (PyPI).
+/// The asyncio front service of the trace tests and the accuracy benchmark (PyPI).
 const AIOHTTP_VERSION: &str = "3.14.5";
 
 /// Arize Phoenix, the OTLP backend the export test sends to (PyPI).
@@ -65,6 +65,7 @@ pub fn run(test_deps: bool) -> Result<()> {
         ensure_phoenix()?;
         ensure_opentelemetry_sdk()?;
         ensure_venv_package("grpc", &format!("grpcio=={GRPCIO_VERSION}"))?;
+        ensure_aiohttp()?;
         ensure_playwright_core()?;
     }
     Ok(())
@@ -73,6 +74,12 @@ pub fn run(test_deps: bool) -> Result<()> {
 /// What the benchmark needs beyond the tests' tools.
 pub fn bench_tools() -> Result<()> {
     ensure_packages(BENCH_PACKAGES)?;
+    ensure_aiohttp()
+}
+
+/// The asyncio front service of the runtime trace tests and of the
+/// accuracy benchmark.
+fn ensure_aiohttp() -> Result<()> {
     ensure_venv_package("aiohttp", &format!("aiohttp=={AIOHTTP_VERSION}"))
 }
 
