@@ -1,4 +1,5 @@
-"""A non-HTTP protocol (Redis-style frames echoed back), for the tests.
+"""A protocol the agent does not parse (length-prefixed binary frames
+echoed back), for the tests.
 
 Usage: echo.py server PORT          prints "ready", echoes every connection
        echo.py client PORT COUNT    one connection, COUNT round trips, prints "done"
@@ -10,7 +11,7 @@ import sys
 import threading
 import time
 
-FRAME = b"*1\r\n$4\r\nPING\r\n"
+FRAME = b"\x00\x00\x00\x0cECHO\x01\x02\x03\x04\x05\x06\x07\x08"
 
 
 def serve(port):

@@ -388,7 +388,7 @@ fn detect(role: Role, direction: Direction, source: Source, payload: &[u8], atte
         Role::Unknown => None,
     };
     if expected_requests.is_none_or(|expected| expected == direction)
-        && let Some(protocol) = protocols::detect(payload)
+        && let Some(protocol) = protocols::detect(payload, direction == Direction::Ingress)
     {
         return Layer::Parsing {
             protocol,
@@ -511,17 +511,40 @@ mod tests {
     }
 
     #[test]
-    fn non_http_connections_are_ignored() {
+    fn unknown_protocols_are_ignored() {
         let mut table = ConnectionTable::new(10);
         let mut out = Handled::default();
         for _ in 0..10 {
             table.handle(
-                data(1, Role::Client, Direction::Egress, b"*1\r\n$4\r\nPING\r\n"),
+                data(1, Role::Client, Direction::Egress, b"\x16\x03\x01\x02\x00"),
                 &mut out,
             );
         }
         assert!(exchanges(&out).is_empty() && out.parse_errors.is_empty());
         assert_eq!(out.not_parsed, [1], "reported once, for the kernel to skip");
+    }
+
+    /// A database's client gets the spans; its server's side of the same
+    /// connection is left alone (an older connection too, role unknown).
+    #[test]
+    fn database_servers_are_left_alone() {
+        const PING: &[u8] = b"*1\r\n$4\r\nPING\r\n";
+        let mut table = ConnectionTable::new(10);
+        let mut out = Handled::default();
+        table.handle(data(1, Role::Client, Direction::Egress, PING), &mut out);
+        table.handle(
+            data(1, Role::Client, Direction::Ingress, b"+PONG\r\n"),
+            &mut out,
+        );
+        assert_eq!(exchanges(&out).len(), 1);
+        assert_eq!(exchanges(&out)[0].connection.role, Role::Client);
+        for (sock, role) in [(2, Role::Server), (3, Role::Unknown)] {
+            for _ in 0..DETECTION_ATTEMPTS {
+                table.handle(data(sock, role, Direction::Ingress, PING), &mut out);
+            }
+        }
+        assert_eq!(exchanges(&out).len(), 1);
+        assert_eq!(out.not_parsed, [2, 3]);
     }
 
     /// A TLS connection: its ciphertext is no protocol (the kernel may skip

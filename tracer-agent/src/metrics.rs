@@ -42,7 +42,7 @@ pub struct Metrics {
 
 struct Durations {
     metric: &'static DurationMetric,
-    server: HistogramVec,
+    server: Option<HistogramVec>,
     client: HistogramVec,
 }
 
@@ -113,7 +113,7 @@ impl Metrics {
             }
             durations.push(Durations {
                 metric,
-                server: histogram(metric, metric.server),
+                server: metric.server.map(|server| histogram(metric, server)),
                 client: histogram(metric, metric.client),
             });
         }
@@ -265,7 +265,7 @@ impl Metrics {
             .iter()
             .find(|d| std::ptr::eq(d.metric, metric))?;
         let histograms = match span.kind {
-            SpanKind::Server => &durations.server,
+            SpanKind::Server => durations.server.as_ref()?,
             SpanKind::Client => &durations.client,
         };
         let service = span.process.service_name.as_str();

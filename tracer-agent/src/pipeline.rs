@@ -14,7 +14,11 @@
 //! export stage finishes what it received before it ends, so every span
 //! already seen is exported.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    collections::VecDeque,
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use aya::maps::{MapData, RingBuf};
 use tokio::sync::{mpsc, watch};
@@ -58,6 +62,12 @@ pub struct PipelineOptions {
 /// waits. A batch is what one read of the ring buffer yielded (up to a few
 /// thousand spans under load), so this bounds the memory spans wait in.
 const CHANNEL_BATCHES: usize = 4;
+/// How long a built span waits before it is sent on. A caller's event can
+/// come after its callee's whole subtree: a client preempted between its
+/// TLS library's write and the probe at its return, on a busy machine,
+/// for tens of milliseconds. Spans of the callee's subtree that wait
+/// still get the caller's trace when it comes.
+const HOLD: Duration = Duration::from_millis(100);
 /// How often idle connections are looked for; connections idle this long
 /// also have their parsers freed until their next bytes.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(2);
@@ -114,8 +124,8 @@ async fn process(
     let mut stopping = false;
     // Reused from batch to batch: its lists keep their allocations.
     let mut handled = Handled::default();
-    // The spans of the batch before, held back one batch.
-    let mut held: Vec<Span> = Vec::new();
+    // Built spans, by when they were built, held back for `HOLD`.
+    let mut held: VecDeque<(Instant, Vec<Span>)> = VecDeque::new();
     while !stopping {
         handled.clear();
         tokio::select! {
@@ -180,17 +190,32 @@ async fn process(
         if let Ok(mut links) = stats.links.lock() {
             *links = correlator.links;
         }
-        // Each batch waits for the next before it leaves: an orphan whose
-        // caller shows up in the next one still gets it (`settle`).
-        correlator.settle(&mut held);
-        correlator.settle(&mut batch);
-        correlator.settled();
-        let ready = std::mem::replace(&mut held, batch);
-        if !send(&spans, ready, &stats).await {
-            return Ok(());
+        // Spans wait `HOLD` before they leave: an orphan whose caller shows
+        // up meanwhile still gets it, and so do the spans under it
+        // (`settle`).
+        if correlator.retraced() {
+            for (_, spans) in held.iter_mut() {
+                correlator.settle(spans);
+            }
+            correlator.settle(&mut batch);
+            correlator.settled();
+        }
+        let now = Instant::now();
+        if !batch.is_empty() {
+            held.push_back((now, batch));
+        }
+        while let Some((built, _)) = held.front()
+            && now.duration_since(*built) >= HOLD
+        {
+            let (_, ready) = held.pop_front().expect("just looked");
+            if !send(&spans, ready, &stats).await {
+                return Ok(());
+            }
         }
     }
-    send(&spans, held, &stats).await;
+    for (_, ready) in held {
+        send(&spans, ready, &stats).await;
+    }
     let waiting = table.pending_requests();
     if waiting > 0 {
         tracing::info!(

@@ -359,6 +359,8 @@ fn track_context(
 /// written by servers, a request (`METHOD `) the other way round. Without
 /// it, such connections' requests would be missing from the kernel's count
 /// of what each thread serves, and a call could be tied to the wrong one.
+/// A Redis command written (`*N\r\n$`: a pool opened at start-up) makes
+/// a client; read, it proves nothing (an array reply looks the same).
 #[inline(always)]
 fn infer_role(buffer: &EventBuffer, direction: Direction) -> Role {
     if buffer.header.captured < 8 {
@@ -370,8 +372,19 @@ fn infer_role(buffer: &EventBuffer, direction: Direction) -> Role {
     match (response, request, direction) {
         (true, _, Direction::Ingress) | (false, true, Direction::Egress) => Role::Client,
         (true, _, Direction::Egress) | (false, true, Direction::Ingress) => Role::Server,
+        (false, false, Direction::Egress) if resp_command(head) => Role::Client,
         _ => Role::Unknown,
     }
+}
+
+/// `*N\r\n$` with N of one or two digits: a RESP array of bulk strings.
+#[inline(always)]
+fn resp_command<const N: usize>(head: &[u8; N]) -> bool {
+    if N < 6 || head[0] != b'*' || !head[1].is_ascii_digit() {
+        return false;
+    }
+    let at = if head[2].is_ascii_digit() { 3 } else { 2 };
+    head[at] == b'\r' && head[at + 1] == b'\n' && head[at + 2] == b'$'
 }
 
 /// At the entry of a write on a client connection: which inbound request it

@@ -28,9 +28,10 @@ enum Task {
     /// Install what building and testing need, if missing: the nightly
     /// toolchain's rust-src, bpf-linker 0.10.0, and (with --test-deps) the
     /// Debian packages the tests drive (curl, nodejs, nginx, iproute2,
-    /// prometheus, chromium, golang-go, openssl, nghttp2-client), cargo-fuzz,
-    /// and in ~/.cache/tracer-tests Arize Phoenix, opentelemetry-sdk and
-    /// grpcio (pip) and playwright-core (npm).
+    /// prometheus, chromium, golang-go, openssl, nghttp2-client,
+    /// redis-server, redis-tools), cargo-fuzz, and in ~/.cache/tracer-tests
+    /// Arize Phoenix, opentelemetry-sdk, grpcio, aiohttp and redis-py (pip)
+    /// and playwright-core (npm).
     Setup {
         #[arg(long)]
         test_deps: bool,
@@ -208,7 +209,7 @@ fn test() -> Result<()> {
 }
 
 /// Parser fuzz targets (under fuzz/), each run for `seconds`.
-const FUZZ_TARGETS: &[&str] = &["http1", "http2", "node_message"];
+const FUZZ_TARGETS: &[&str] = &["http1", "http2", "redis", "node_message"];
 
 fn fuzz(seconds: u32) -> Result<()> {
     for target in FUZZ_TARGETS {

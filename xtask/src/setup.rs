@@ -37,11 +37,18 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("openssl", "openssl"),
     // HTTP/2 clients (nghttp, h2load) against nginx with `http2 on`.
     ("nghttp", "nghttp2-client"),
+    // The database client span tests: servers and their own clients.
+    ("redis-server", "redis-server"),
+    ("redis-benchmark", "redis-tools"),
 ];
 
-/// Debian packages `cargo xtask bench` drives beyond the tests' ones: the
-/// load generator of the nginx cost case.
-const BENCH_PACKAGES: &[(&str, &str)] = &[("wrk", "wrk")];
+/// Debian packages `cargo xtask bench` drives: the load generator of the
+/// nginx cost case, and the Redis case's server and load generator.
+const BENCH_PACKAGES: &[(&str, &str)] = &[
+    ("wrk", "wrk"),
+    ("redis-server", "redis-server"),
+    ("redis-benchmark", "redis-tools"),
+];
 
 /// The asyncio front service of the trace tests and the accuracy benchmark (PyPI).
 const AIOHTTP_VERSION: &str = "3.14.5";
@@ -53,6 +60,8 @@ const OPENTELEMETRY_SDK_VERSION: &str = "1.45.2";
 /// The gRPC server and client of the HTTP/2 trace tests (PyPI; plaintext
 /// h2c, since grpcio carries its own TLS library).
 const GRPCIO_VERSION: &str = "1.85.3";
+/// The Redis client of the traced service in the database tests (PyPI).
+const REDIS_PY_VERSION: &str = "5.2.1";
 /// Drives the Debian chromium from the viewer test (npm; no browser download).
 const PLAYWRIGHT_CORE_VERSION: &str = "1.65.1";
 
@@ -66,6 +75,7 @@ pub fn run(test_deps: bool) -> Result<()> {
         ensure_opentelemetry_sdk()?;
         ensure_venv_package("grpc", &format!("grpcio=={GRPCIO_VERSION}"))?;
         ensure_aiohttp()?;
+        ensure_venv_package("redis", &format!("redis=={REDIS_PY_VERSION}"))?;
         ensure_playwright_core()?;
     }
     Ok(())

@@ -17,7 +17,8 @@
 //!   its subtree not yet exported, becomes the caller's. An orphan that
 //!   ended before its caller showed up (a fast server answering before a
 //!   TLS library's write returned) can still be adopted while its span is
-//!   held back, for one batch, in the pipeline (`settle`).
+//!   held back in the pipeline (`settle`); so can the spans of its
+//!   subtree that ended meanwhile.
 //! - **Client span** (a request written on a connected socket): when the
 //!   application's own OpenTelemetry SDK wrote a `traceparent`/B3 header into
 //!   it, the SDK reports this call's client span: the agent makes none, and
@@ -172,6 +173,9 @@ pub struct Correlator {
     ended_orphans_order: VecDeque<WireKey>,
     /// Spans of ended orphans adopted since the last `settle`: their ids now.
     late_adoptions: HashMap<[u8; 8], SpanIds>,
+    /// A trace id was replaced since the last `settled`: spans built
+    /// before need `settle`.
+    retraced: bool,
     /// Calls in progress whose client span the application's SDK reports.
     sdk_calls: HashSet<RequestKey>,
     /// Trace ids replaced by adoption, and what replaced them.
@@ -328,14 +332,15 @@ impl Correlator {
         Some(ids)
     }
 
-    /// Gives spans built since the last call the ids adoptions gave them
-    /// since they were built: an ended orphan its caller, the spans of its
-    /// subtree its caller's trace. Called on each batch before it leaves
-    /// (and on the one held back from the batch before).
+    /// Whether spans built before now may need `settle`.
+    pub fn retraced(&self) -> bool {
+        self.retraced
+    }
+
+    /// Gives spans built before the ids adoptions gave them since: an
+    /// ended orphan its caller, the spans of its subtree its caller's
+    /// trace. Called, when `retraced`, on every span not yet sent on.
     pub fn settle(&mut self, spans: &mut [Span]) {
-        if self.late_adoptions.is_empty() && self.adopted.is_empty() {
-            return;
-        }
         for span in spans {
             if let Some(ids) = self.late_adoptions.remove(&span.span_id) {
                 span.parent_span_id = ids.parent_span_id;
@@ -348,6 +353,7 @@ impl Correlator {
     /// them): they stay roots.
     pub fn settled(&mut self) {
         self.late_adoptions.clear();
+        self.retraced = false;
     }
 
     /// The trace `trace_id` became by adoptions (a chain of them is at
@@ -458,6 +464,7 @@ impl Correlator {
             parent.trace_id,
             wire_trace,
         );
+        self.retraced = true;
         wire_trace
     }
 
@@ -549,6 +556,7 @@ impl Correlator {
             replaced,
             client.trace_id,
         );
+        self.retraced = true;
         self.links.roots = self.links.roots.saturating_sub(1);
         self.links.by_connection += 1;
         self.links.adopted += 1;

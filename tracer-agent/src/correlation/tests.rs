@@ -172,8 +172,10 @@ fn server_ended_before_its_caller_is_adopted_while_held() {
     let client = started(1, Role::Client, 0, 1000, None, "");
     start(&mut c, &client);
     let client_ids = ids_of(&mut c, &client);
+    assert!(c.retraced(), "spans built before need settling");
     c.settle(&mut held);
     c.settled();
+    assert!(!c.retraced());
     let [nested, server] = held;
     assert_eq!(server.parent_span_id, Some(client_ids.span_id));
     assert_eq!(server.trace_id, client_ids.trace_id);

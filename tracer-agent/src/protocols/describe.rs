@@ -145,8 +145,9 @@ impl Eq for ProtocolFacts {}
 /// (HTTP/1 and HTTP/2) share one.
 #[derive(Debug)]
 pub struct DurationMetric {
-    /// Name and help of the SERVER spans' histogram and the CLIENT ones'.
-    pub server: (&'static str, &'static str),
+    /// Name and help of the SERVER spans' histogram (none: the protocol
+    /// makes CLIENT spans only) and the CLIENT ones'.
+    pub server: Option<(&'static str, &'static str)>,
     pub client: (&'static str, &'static str),
     /// Bucket bounds, in seconds.
     pub buckets: &'static [f64],

@@ -40,11 +40,11 @@ const SECRET_QUERY_KEYS: &[&str] = &[
 /// OpenTelemetry's `http.server.request.duration` and
 /// `http.client.request.duration`, by method, route and status.
 pub static REQUEST_DURATION: DurationMetric = DurationMetric {
-    server: (
+    server: Some((
         "http_server_request_duration_seconds",
         "Duration of HTTP requests served, from the request's first byte read to the \
          response's last byte written.",
-    ),
+    )),
     client: (
         "http_client_request_duration_seconds",
         "Duration of HTTP requests made, from the request's first byte written to the \

@@ -10,10 +10,12 @@
 //! Adding a protocol: its module (parser, `Describe`, tests, a fuzz
 //! target) and one line in `PROTOCOLS`.
 
+pub mod db;
 pub mod describe;
 pub mod http;
 pub mod http1;
 pub mod http2;
+pub mod redis;
 pub mod trace_context;
 
 use std::fmt;
@@ -27,13 +29,18 @@ use trace_context::RemoteContext;
 /// The protocols the agent parses, tried in this order on a connection's
 /// first data (HTTP/2's preface, `PRI * HTTP/2.0`, would pass as an
 /// HTTP/1 request line).
-pub static PROTOCOLS: &[&dyn Protocol] = &[&http2::Http2, &http1::Http1];
+pub static PROTOCOLS: &[&dyn Protocol] = &[&http2::Http2, &http1::Http1, &redis::Redis];
 
 pub trait Protocol: Sync {
     fn facts(&self) -> &'static ProtocolFacts;
     /// Whether `data`, the first bytes seen going one way on a connection,
     /// are the start of a request of this protocol.
     fn is_request_start(&self, data: &[u8]) -> bool;
+    /// Parsed on the client's side of a connection only (databases: the
+    /// server's side would repeat the client's spans, and is left alone).
+    fn client_only(&self) -> bool {
+        false
+    }
     /// A parser for a connection whose next request gets `next_index`,
     /// fed the bytes of `source` (a TLS library's are the plaintext of an
     /// encrypted connection: `https`, not `http`).
@@ -153,10 +160,12 @@ impl fmt::Display for ParseError {
     }
 }
 
-/// The protocol whose request `data` starts, if any.
-pub fn detect(data: &[u8]) -> Option<&'static dyn Protocol> {
+/// The protocol whose request `data` starts, if any; `read` when the
+/// bytes were read, by the server of the connection.
+pub fn detect(data: &[u8], read: bool) -> Option<&'static dyn Protocol> {
     PROTOCOLS
         .iter()
         .copied()
+        .filter(|protocol| !(read && protocol.client_only()))
         .find(|protocol| protocol.is_request_start(data))
 }

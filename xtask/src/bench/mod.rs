@@ -9,6 +9,8 @@
 //!   kernel programs' run time per request, ring traffic, spans, loss, RSS.
 //! - `python` (`python.rs`): a Python keep-alive server and client, both
 //!   traced; ring traffic per request and throughput per configuration.
+//! - `redis` (`redis.rs`): `redis-benchmark -P 16`, a span per pipelined
+//!   command: the agent's cost per command at its highest rate.
 //! - `memory` (`memory.rs`): the agent's resident memory with 10,000 idle
 //!   keep-alive connections and after 100,000 short ones.
 //!
@@ -18,6 +20,7 @@
 mod memory;
 mod nginx;
 mod python;
+mod redis;
 
 use std::{
     io::{BufRead, BufReader},
@@ -42,8 +45,9 @@ pub struct BenchArgs {
     #[arg(value_enum, default_value = "cost")]
     pub kind: BenchKind,
     /// Which cost case: `nginx` (wrk against nginx), `python` (a Python
-    /// keep-alive server and client), `memory` (the agent's memory with
-    /// 10,000 idle connections and after 100,000 short ones), or `all`.
+    /// keep-alive server and client), `redis` (redis-benchmark pipelines of
+    /// 16 against redis-server), `memory` (the agent's memory with 10,000
+    /// idle connections and after 100,000 short ones), or `all`.
     #[arg(long, value_enum, default_value = "all")]
     case: CostCase,
     /// Rounds of each configuration, alternating (medians are reported).
@@ -55,6 +59,9 @@ pub struct BenchArgs {
     /// python case: requests per measurement.
     #[arg(long, default_value_t = 2000)]
     requests: usize,
+    /// redis case: SETs, and as many GETs, per round.
+    #[arg(long, default_value_t = 200_000)]
+    commands: usize,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -67,6 +74,7 @@ pub enum BenchKind {
 enum CostCase {
     Nginx,
     Python,
+    Redis,
     Memory,
     All,
 }
@@ -100,6 +108,9 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     if result.is_ok() && wanted(CostCase::Python) {
         result = python::measure(args.rounds, args.requests);
+    }
+    if result.is_ok() && wanted(CostCase::Redis) {
+        result = redis::measure(args.rounds, args.commands);
     }
     if result.is_ok() && wanted(CostCase::Memory) {
         result = memory::measure();
