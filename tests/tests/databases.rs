@@ -1,7 +1,12 @@
 //! Database client spans, against Debian's servers driven by their own
 //! clients and by a traced service.
 
-use std::{collections::HashMap, process::Command};
+use std::{
+    collections::HashMap,
+    os::unix::process::CommandExt,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use tracer_tests::{
     Agent, CLIENT, Process, SERVER, SpanRecord, curl, free_port, require_root, servers_dir,
@@ -214,4 +219,475 @@ fn redis_calls_are_children_of_their_request() {
         connections_opened > 0,
         "concurrent requests open new pool connections"
     );
+}
+
+/// Debian's PostgreSQL server programs (`/usr/lib/postgresql/N/bin`), the
+/// newest installed.
+fn postgres_bin() -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL installed (cargo xtask setup --test-deps installs it)")
+        .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("postgres").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("a PostgreSQL version with its server")
+}
+
+/// The `postgres` user's uid and gid: the server will not run as root.
+fn postgres_user() -> (u32, u32) {
+    let id = |flag: &str| {
+        let out = Command::new("id")
+            .args([flag, "postgres"])
+            .output()
+            .expect("id");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("the postgres user")
+    };
+    (id("-u"), id("-g"))
+}
+
+/// A throw-away PostgreSQL cluster on `port` (trust authentication, no
+/// TLS, nothing synced to disk), removed when dropped.
+struct PostgresServer {
+    _server: Process,
+    dir: PathBuf,
+}
+
+impl PostgresServer {
+    fn start(port: u16) -> PostgresServer {
+        let (uid, gid) = postgres_user();
+        // Outside the work tree: the postgres user must reach it.
+        let dir = Path::new("/tmp").join(format!("tracer-test-postgres-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the cluster's directory");
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown");
+        let bin = postgres_bin();
+        let initdb = Command::new(bin.join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(dir.join("data"))
+            .uid(uid)
+            .gid(gid)
+            .output()
+            .expect("run initdb");
+        assert!(initdb.status.success(), "{initdb:?}");
+        let server = Process::from_child(
+            Command::new(bin.join("postgres"))
+                .arg("-D")
+                .arg(dir.join("data"))
+                .args(["-p", &port.to_string(), "-k"])
+                .arg(&dir)
+                .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+                .stderr(std::process::Stdio::null())
+                .uid(uid)
+                .gid(gid)
+                .spawn()
+                .expect("start postgres"),
+        );
+        for _ in 0..200 {
+            if psql(port, "SELECT 1").status.success() {
+                return PostgresServer {
+                    _server: server,
+                    dir,
+                };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("postgres did not answer on {port}");
+    }
+}
+
+impl Drop for PostgresServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn psql(port: u16, sql: &str) -> std::process::Output {
+    Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-U", "postgres"])
+        .args(["-d", "postgres", "-X", "-q", "-c", sql])
+        .output()
+        .expect("run psql")
+}
+
+fn postgres_spans(spans: &[SpanRecord], port: u16) -> Vec<&SpanRecord> {
+    spans
+        .iter()
+        .filter(|s| {
+            s.str("db.system.name") == Some("postgresql")
+                && s.int("server.port") == Some(port as i64)
+        })
+        .collect()
+}
+
+/// psql's simple queries (each after an SSLRequest the server refuses):
+/// one CLIENT span per query, named by operation and table, literals
+/// replaced, the database from the start-up message, an error's SQLSTATE;
+/// none for the server's side.
+#[test]
+fn postgres_queries_make_client_spans() {
+    require_root();
+    let port = free_port();
+    let _server = PostgresServer::start(port);
+    let agent = Agent::start(&[]);
+    for sql in [
+        "CREATE TABLE orders (id int, name text)",
+        "INSERT INTO orders VALUES (1234, 'secret-value')",
+        "SELECT name FROM orders WHERE id = 1234",
+        "SELECT * FROM missing",
+    ] {
+        psql(port, sql);
+    }
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    let spans = postgres_spans(&run.spans, port);
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.kind == CLIENT && s.service == "psql"),
+        "{spans:#?}"
+    );
+    let find = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no {name} span: {spans:#?}"))
+    };
+    let insert = find("INSERT orders");
+    assert_eq!(
+        insert.str("db.query.text"),
+        Some("INSERT INTO orders VALUES (?, ?)")
+    );
+    assert_eq!(insert.str("db.operation.name"), Some("INSERT"));
+    assert_eq!(insert.str("db.collection.name"), Some("orders"));
+    assert_eq!(insert.str("db.namespace"), Some("postgres"));
+    let select = find("SELECT orders");
+    assert_eq!(
+        select.str("db.query.text"),
+        Some("SELECT name FROM orders WHERE id = ?")
+    );
+    assert_eq!(select.status_code, 0);
+    let missing = find("SELECT missing");
+    assert_eq!(missing.status_code, 2);
+    assert_eq!(missing.str("error.type"), Some("42P01"));
+    assert_eq!(missing.str("db.response.status_code"), Some("42P01"));
+    find("CREATE orders");
+    for span in &spans {
+        let text = format!("{:?}", span.attributes);
+        assert!(
+            !text.contains("secret") && !text.contains("1234"),
+            "{span:#?}"
+        );
+    }
+    assert_eq!(run.summary("parse_errors"), 0, "{}", run.stderr);
+}
+
+/// A traced service's queries (psycopg: extended protocol, then a named
+/// prepared statement) on a connection opened before the agent started
+/// are children of the request they are made for.
+#[test]
+fn postgres_queries_are_children_of_their_request() {
+    require_root();
+    let postgres_port = free_port();
+    let _server = PostgresServer::start(postgres_port);
+    let port = free_port();
+    let python = tracer_tests::test_tools_dir().join("postgres/bin/python");
+    let _service = Process::spawn_until(
+        Command::new(python)
+            .arg(servers_dir().join("postgres_service.py"))
+            .arg(port.to_string())
+            .arg(postgres_port.to_string())
+            .env("OTEL_SERVICE_NAME", "pg-svc"),
+        "ready",
+    );
+    let agent = Agent::start(&[]);
+    let url = |marker: &str| format!("http://127.0.0.1:{port}/req/{marker}");
+    let sequential: Vec<String> = (0..8).map(|i| format!("seq{i}")).collect();
+    curl(&[], &sequential.iter().map(|m| url(m)).collect::<Vec<_>>());
+    let concurrent: Vec<String> = (0..12).map(|i| format!("par{i}")).collect();
+    std::thread::scope(|scope| {
+        for batch in concurrent.chunks(3) {
+            let urls: Vec<String> = batch.iter().map(|m| url(m)).collect();
+            scope.spawn(move || curl(&[], &urls));
+        }
+    });
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    let queries = postgres_spans(&run.spans, postgres_port);
+    for marker in sequential.iter().chain(&concurrent) {
+        let path = format!("/req/{marker}");
+        let server = run
+            .spans
+            .iter()
+            .find(|s| s.kind == SERVER && s.str("url.path") == Some(path.as_str()))
+            .unwrap_or_else(|| panic!("no server span for {marker}"));
+        let mut children: Vec<(&str, Option<&str>)> = queries
+            .iter()
+            .filter(|s| s.parent_span_id == server.span_id)
+            .map(|s| {
+                assert_eq!(s.trace_id, server.trace_id);
+                assert_eq!(s.service, "pg-svc");
+                (s.name.as_str(), s.str("db.query.text"))
+            })
+            .collect();
+        children.sort();
+        assert_eq!(
+            children,
+            [
+                (
+                    "INSERT visits",
+                    Some("INSERT INTO visits (marker) VALUES ($1)")
+                ),
+                (
+                    "SELECT visits",
+                    Some("SELECT count(*) FROM visits WHERE marker = $1")
+                ),
+            ],
+            "{marker}: {queries:#?}"
+        );
+    }
+    assert_eq!(run.summary("parse_errors"), 0, "{}", run.stderr);
+}
+
+/// A throw-away MariaDB server on `port` (no grant tables: any user,
+/// no password), a database `shop` in it, removed when dropped.
+struct MariadbServer {
+    _server: Process,
+    dir: PathBuf,
+}
+
+impl MariadbServer {
+    fn start(port: u16) -> MariadbServer {
+        let (uid, gid) = {
+            let id = |flag: &str| {
+                let out = Command::new("id")
+                    .args([flag, "mysql"])
+                    .output()
+                    .expect("id");
+                String::from_utf8_lossy(&out.stdout)
+                    .trim()
+                    .parse::<u32>()
+                    .expect("the mysql user (cargo xtask setup --test-deps installs MariaDB)")
+            };
+            (id("-u"), id("-g"))
+        };
+        let dir = Path::new("/tmp").join(format!("tracer-test-mariadb-{port}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the server's directory");
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown");
+        let data = dir.join("data");
+        let install = Command::new("mariadb-install-db")
+            .args(["--no-defaults", "--user=mysql", "--skip-test-db"])
+            .arg(format!("--datadir={}", data.display()))
+            .output()
+            .expect("run mariadb-install-db");
+        assert!(install.status.success(), "{install:?}");
+        let server = Process::from_child(
+            Command::new("mariadbd")
+                .args(["--no-defaults", "--user=mysql", "--skip-grant-tables"])
+                .arg(format!("--datadir={}", data.display()))
+                .arg(format!("--socket={}", dir.join("socket").display()))
+                .arg(format!("--pid-file={}", dir.join("pid").display()))
+                .args(["--bind-address=127.0.0.1", &format!("--port={port}")])
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("start mariadbd"),
+        );
+        for _ in 0..200 {
+            if mariadb(port, "CREATE DATABASE IF NOT EXISTS shop")
+                .status
+                .success()
+            {
+                return MariadbServer {
+                    _server: server,
+                    dir,
+                };
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("mariadbd did not answer on {port}");
+    }
+}
+
+impl Drop for MariadbServer {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn mariadb(port: u16, sql: &str) -> std::process::Output {
+    Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+            "-u",
+            "root",
+        ])
+        .args(["--skip-ssl", "-e", sql])
+        .output()
+        .expect("run mariadb")
+}
+
+fn mysql_spans(spans: &[SpanRecord], port: u16) -> Vec<&SpanRecord> {
+    spans
+        .iter()
+        .filter(|s| {
+            s.str("db.system.name") == Some("mysql") && s.int("server.port") == Some(port as i64)
+        })
+        .collect()
+}
+
+/// The mariadb client's queries: one CLIENT span each, named by operation
+/// and table, literals replaced, the database of the handshake, an
+/// error's number; none for the server's side.
+#[test]
+fn mysql_queries_make_client_spans() {
+    require_root();
+    let port = free_port();
+    let _server = MariadbServer::start(port);
+    let agent = Agent::start(&[]);
+    for sql in [
+        "CREATE TABLE shop.orders (id INT, name VARCHAR(32))",
+        "INSERT INTO shop.orders VALUES (1234, 'secret-value')",
+        "SELECT name FROM shop.orders WHERE id = 1234",
+        "SELECT * FROM shop.missing",
+    ] {
+        mariadb(port, sql);
+    }
+    Command::new("mariadb")
+        .args([
+            "--no-defaults",
+            "-h",
+            "127.0.0.1",
+            "-P",
+            &port.to_string(),
+            "-u",
+            "root",
+        ])
+        .args([
+            "--skip-ssl",
+            "-D",
+            "shop",
+            "-e",
+            "SELECT COUNT(*) FROM orders",
+        ])
+        .output()
+        .expect("run mariadb");
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    let spans = mysql_spans(&run.spans, port);
+    assert!(
+        spans
+            .iter()
+            .all(|s| s.kind == CLIENT && s.service == "mariadb"),
+        "{spans:#?}"
+    );
+    let find = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s.name == name)
+            .unwrap_or_else(|| panic!("no {name} span: {spans:#?}"))
+    };
+    let insert = find("INSERT shop.orders");
+    assert_eq!(
+        insert.str("db.query.text"),
+        Some("INSERT INTO shop.orders VALUES (?, ?)")
+    );
+    assert_eq!(insert.str("db.collection.name"), Some("shop.orders"));
+    let select = find("SELECT shop.orders");
+    assert_eq!(
+        select.str("db.query.text"),
+        Some("SELECT name FROM shop.orders WHERE id = ?")
+    );
+    assert_eq!(select.status_code, 0);
+    let missing = find("SELECT shop.missing");
+    assert_eq!(missing.status_code, 2);
+    assert_eq!(missing.str("error.type"), Some("1146"));
+    assert_eq!(find("SELECT orders").str("db.namespace"), Some("shop"));
+    for span in &spans {
+        let text = format!("{:?}", span.attributes);
+        assert!(
+            !text.contains("secret") && !text.contains("1234"),
+            "{span:#?}"
+        );
+    }
+    assert!(
+        run.spans.iter().all(|s| s.service != "mariadbd"),
+        "the server's side is not traced"
+    );
+    assert_eq!(run.summary("parse_errors"), 0, "{}", run.stderr);
+}
+
+/// A traced service's prepared statements (mysql-connector: prepare, then
+/// execute) on a connection opened before the agent started are children
+/// of the request they are made for, named by the prepared text.
+#[test]
+fn mysql_queries_are_children_of_their_request() {
+    require_root();
+    let mariadb_port = free_port();
+    let _server = MariadbServer::start(mariadb_port);
+    let port = free_port();
+    let python = tracer_tests::test_tools_dir().join("mysql/bin/python");
+    let _service = Process::spawn_until(
+        Command::new(python)
+            .arg(servers_dir().join("mysql_service.py"))
+            .arg(port.to_string())
+            .arg(mariadb_port.to_string())
+            .env("OTEL_SERVICE_NAME", "mysql-svc"),
+        "ready",
+    );
+    let agent = Agent::start(&[]);
+    let url = |marker: &str| format!("http://127.0.0.1:{port}/req/{marker}");
+    let sequential: Vec<String> = (0..6).map(|i| format!("seq{i}")).collect();
+    curl(&[], &sequential.iter().map(|m| url(m)).collect::<Vec<_>>());
+    let concurrent: Vec<String> = (0..12).map(|i| format!("par{i}")).collect();
+    std::thread::scope(|scope| {
+        for batch in concurrent.chunks(3) {
+            let urls: Vec<String> = batch.iter().map(|m| url(m)).collect();
+            scope.spawn(move || curl(&[], &urls));
+        }
+    });
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    let queries = mysql_spans(&run.spans, mariadb_port);
+    for marker in sequential.iter().chain(&concurrent) {
+        let path = format!("/req/{marker}");
+        let server = run
+            .spans
+            .iter()
+            .find(|s| s.kind == SERVER && s.str("url.path") == Some(path.as_str()))
+            .unwrap_or_else(|| panic!("no server span for {marker}"));
+        let mut children: Vec<(&str, Option<&str>)> = queries
+            .iter()
+            .filter(|s| s.parent_span_id == server.span_id)
+            .map(|s| {
+                assert_eq!(s.trace_id, server.trace_id);
+                assert_eq!(s.service, "mysql-svc");
+                (s.name.as_str(), s.str("db.query.text"))
+            })
+            .collect();
+        children.sort();
+        assert_eq!(
+            children,
+            [
+                (
+                    "INSERT visits",
+                    Some("INSERT INTO visits (marker) VALUES (?)")
+                ),
+                (
+                    "SELECT visits",
+                    Some("SELECT COUNT(*) FROM visits WHERE marker = ?")
+                ),
+            ],
+            "{marker}: {queries:#?}"
+        );
+    }
+    assert_eq!(run.summary("parse_errors"), 0, "{}", run.stderr);
 }

@@ -359,8 +359,10 @@ fn track_context(
 /// written by servers, a request (`METHOD `) the other way round. Without
 /// it, such connections' requests would be missing from the kernel's count
 /// of what each thread serves, and a call could be tied to the wrong one.
-/// A Redis command written (`*N\r\n$`: a pool opened at start-up) makes
-/// a client; read, it proves nothing (an array reply looks the same).
+/// A database command written (a pool opened at start-up: a Redis
+/// `*N\r\n$`, a PostgreSQL query or Parse, a MySQL query or prepare)
+/// makes a client; read, it proves nothing (a Redis array reply looks the
+/// same).
 #[inline(always)]
 fn infer_role(buffer: &EventBuffer, direction: Direction) -> Role {
     if buffer.header.captured < 8 {
@@ -372,9 +374,38 @@ fn infer_role(buffer: &EventBuffer, direction: Direction) -> Role {
     match (response, request, direction) {
         (true, _, Direction::Ingress) | (false, true, Direction::Egress) => Role::Client,
         (true, _, Direction::Egress) | (false, true, Direction::Ingress) => Role::Server,
-        (false, false, Direction::Egress) if resp_command(head) => Role::Client,
+        (false, false, Direction::Egress)
+            if resp_command(head) || postgres_query(head) || mysql_query(head) =>
+        {
+            Role::Client
+        }
         _ => Role::Unknown,
     }
+}
+
+/// A PostgreSQL `Q` (query) or `P` (Parse) message under 16 MiB whose
+/// text starts with a letter (a Parse's after a short statement name).
+#[inline(always)]
+fn postgres_query<const N: usize>(head: &[u8; N]) -> bool {
+    if N < 8 || head[1] != 0 {
+        return false;
+    }
+    match head[0] {
+        b'Q' => head[5].is_ascii_alphabetic(),
+        b'P' => head[5].is_ascii_alphanumeric() || (head[5] == 0 && head[6].is_ascii_alphabetic()),
+        _ => false,
+    }
+}
+
+/// A MySQL `COM_QUERY` or `COM_STMT_PREPARE` under 64 KiB (sequence 0)
+/// whose text starts with a letter.
+#[inline(always)]
+fn mysql_query<const N: usize>(head: &[u8; N]) -> bool {
+    N >= 6
+        && head[2] == 0
+        && head[3] == 0
+        && (head[4] == 0x03 || head[4] == 0x16)
+        && head[5].is_ascii_alphabetic()
 }
 
 /// `*N\r\n$` with N of one or two digits: a RESP array of bulk strings.

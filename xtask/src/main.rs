@@ -29,9 +29,11 @@ enum Task {
     /// toolchain's rust-src, bpf-linker 0.10.0, and (with --test-deps) the
     /// Debian packages the tests drive (curl, nodejs, nginx, iproute2,
     /// prometheus, chromium, golang-go, openssl, nghttp2-client,
-    /// redis-server, redis-tools), cargo-fuzz, and in ~/.cache/tracer-tests
-    /// Arize Phoenix, opentelemetry-sdk, grpcio, aiohttp and redis-py (pip)
-    /// and playwright-core (npm).
+    /// redis-server, redis-tools, postgresql, postgresql-client,
+    /// mariadb-server, mariadb-client), cargo-fuzz, and in
+    /// ~/.cache/tracer-tests Arize Phoenix, opentelemetry-sdk, grpcio,
+    /// aiohttp, redis-py, psycopg and mysql-connector-python (pip) and
+    /// playwright-core (npm).
     Setup {
         #[arg(long)]
         test_deps: bool,
@@ -209,7 +211,14 @@ fn test() -> Result<()> {
 }
 
 /// Parser fuzz targets (under fuzz/), each run for `seconds`.
-const FUZZ_TARGETS: &[&str] = &["http1", "http2", "redis", "node_message"];
+const FUZZ_TARGETS: &[&str] = &[
+    "http1",
+    "http2",
+    "redis",
+    "postgres",
+    "mysql",
+    "node_message",
+];
 
 fn fuzz(seconds: u32) -> Result<()> {
     for target in FUZZ_TARGETS {

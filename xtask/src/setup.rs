@@ -40,6 +40,10 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     // The database client span tests: servers and their own clients.
     ("redis-server", "redis-server"),
     ("redis-benchmark", "redis-tools"),
+    ("psql", "postgresql-client"),
+    ("pg_ctlcluster", "postgresql"),
+    ("mariadbd", "mariadb-server"),
+    ("mariadb", "mariadb-client"),
 ];
 
 /// Debian packages `cargo xtask bench` drives: the load generator of the
@@ -62,6 +66,12 @@ const OPENTELEMETRY_SDK_VERSION: &str = "1.45.2";
 const GRPCIO_VERSION: &str = "1.85.3";
 /// The Redis client of the traced service in the database tests (PyPI).
 const REDIS_PY_VERSION: &str = "5.2.1";
+/// The PostgreSQL client of the traced service in the database tests
+/// (PyPI; its wheel carries its own libpq).
+const PSYCOPG_VERSION: &str = "3.2.3";
+/// The MySQL client of the traced service in the database tests (PyPI;
+/// server-side prepared statements).
+const MYSQL_CONNECTOR_VERSION: &str = "9.1.0";
 /// Drives the Debian chromium from the viewer test (npm; no browser download).
 const PLAYWRIGHT_CORE_VERSION: &str = "1.65.1";
 
@@ -76,6 +86,11 @@ pub fn run(test_deps: bool) -> Result<()> {
         ensure_venv_package("grpc", &format!("grpcio=={GRPCIO_VERSION}"))?;
         ensure_aiohttp()?;
         ensure_venv_package("redis", &format!("redis=={REDIS_PY_VERSION}"))?;
+        ensure_venv_package("postgres", &format!("psycopg[binary]=={PSYCOPG_VERSION}"))?;
+        ensure_venv_package(
+            "mysql",
+            &format!("mysql-connector-python=={MYSQL_CONNECTOR_VERSION}"),
+        )?;
         ensure_playwright_core()?;
     }
     Ok(())

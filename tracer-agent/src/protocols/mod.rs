@@ -15,7 +15,10 @@ pub mod describe;
 pub mod http;
 pub mod http1;
 pub mod http2;
+pub mod mysql;
+pub mod postgres;
 pub mod redis;
+pub mod sql;
 pub mod trace_context;
 
 use std::fmt;
@@ -29,7 +32,13 @@ use trace_context::RemoteContext;
 /// The protocols the agent parses, tried in this order on a connection's
 /// first data (HTTP/2's preface, `PRI * HTTP/2.0`, would pass as an
 /// HTTP/1 request line).
-pub static PROTOCOLS: &[&dyn Protocol] = &[&http2::Http2, &http1::Http1, &redis::Redis];
+pub static PROTOCOLS: &[&dyn Protocol] = &[
+    &http2::Http2,
+    &http1::Http1,
+    &redis::Redis,
+    &postgres::Postgres,
+    &mysql::Mysql,
+];
 
 pub trait Protocol: Sync {
     fn facts(&self) -> &'static ProtocolFacts;
