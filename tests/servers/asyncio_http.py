@@ -1,9 +1,9 @@
 """Minimal HTTP/1.1 over asyncio streams, shared by the asyncio test services.
 
 `read_message(reader)` reads one message (head and Content-Length body);
-`serve(port, answer)` runs a keep-alive server on 127.0.0.1:`port` in which
-`await answer(path)` gives each GET's response body, and prints "ready"
-once it listens.
+`serve(port, answer, setup)` runs a keep-alive server on 127.0.0.1:`port`
+in which `await answer(path)` gives each GET's response body, after
+`await setup()` if given, and prints "ready" once it listens.
 """
 import asyncio
 
@@ -19,7 +19,7 @@ async def read_message(reader):
     return head, body
 
 
-def serve(port, answer):
+def serve(port, answer, setup=None):
     async def handle(reader, writer):
         try:
             while True:
@@ -33,6 +33,8 @@ def serve(port, answer):
             writer.close()
 
     async def main():
+        if setup is not None:
+            await setup()
         server = await asyncio.start_server(handle, "127.0.0.1", port)
         print("ready", flush=True)
         async with server:

@@ -89,6 +89,25 @@ fn redis_commands_make_client_spans() {
         .output()
         .expect("run redis-benchmark");
     assert!(benchmark.status.success(), "{benchmark:?}");
+    // The durations in Prometheus: spans reach the metrics once the
+    // pipeline has held them (100 ms).
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let addr = agent.http_addr.clone().expect("the agent serves metrics");
+    let scrape = Command::new("curl")
+        .args(["-s", &format!("http://{addr}/metrics")])
+        .output()
+        .expect("run curl");
+    let metrics = String::from_utf8_lossy(&scrape.stdout);
+    let gets = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("db_client_operation_duration_seconds_count{")
+                && l.contains("db_system_name=\"redis\"")
+                && l.contains("db_operation_name=\"GET\"")
+                && l.contains("service_name=\"redis-benchmark\"")
+        })
+        .unwrap_or_else(|| panic!("no GET series:\n{metrics}"));
+    assert!(gets.ends_with(" 320"), "{gets}");
     let run = agent.stop();
     assert!(run.status.success(), "{}", run.stderr);
     let spans = redis_spans(&run.spans, port);
@@ -154,17 +173,30 @@ fn redis_commands_make_client_spans() {
 
 /// A traced service's Redis calls are children of the request they are
 /// made for, on the pool's connection opened before the agent started and
-/// on connections opened under load.
+/// on connections opened under load: a thread per request (redis-py),
+/// and asyncio handlers that await before and between their calls
+/// (redis.asyncio; the runtime context of the asyncio tasks).
 #[test]
 fn redis_calls_are_children_of_their_request() {
     require_root();
     let redis_port = free_port();
     let _server = redis_server(redis_port);
+    for (service, expected) in [
+        ("redis_service.py", &["EXPIRE", "GET", "INCRBY", "SET"][..]),
+        ("redis_asyncio_service.py", &["GET", "SET"][..]),
+    ] {
+        assert_redis_children(service, redis_port, expected);
+    }
+}
+
+/// Starts `service` calling Redis on `redis_port`, drives it, and checks
+/// each request's Redis spans are `expected`, its children.
+fn assert_redis_children(service: &str, redis_port: u16, expected: &[&str]) {
     let port = free_port();
     let python = tracer_tests::test_tools_dir().join("redis/bin/python");
     let _service = Process::spawn_until(
         Command::new(python)
-            .arg(servers_dir().join("redis_service.py"))
+            .arg(servers_dir().join(service))
             .arg(port.to_string())
             .arg(redis_port.to_string())
             .env("OTEL_SERVICE_NAME", "redis-svc"),
@@ -209,14 +241,10 @@ fn redis_calls_are_children_of_their_request() {
             connections_opened += 1;
         }
         children.sort();
-        assert_eq!(
-            children,
-            ["EXPIRE", "GET", "INCRBY", "SET"],
-            "{marker}: {calls:#?}"
-        );
+        assert_eq!(children, expected, "{service} {marker}: {calls:#?}");
     }
     assert!(
-        connections_opened > 0,
+        service.contains("asyncio") || connections_opened > 0,
         "concurrent requests open new pool connections"
     );
 }
@@ -250,15 +278,16 @@ fn postgres_user() -> (u32, u32) {
     (id("-u"), id("-g"))
 }
 
-/// A throw-away PostgreSQL cluster on `port` (trust authentication, no
-/// TLS, nothing synced to disk), removed when dropped.
+/// A throw-away PostgreSQL cluster on `port` (trust authentication,
+/// nothing synced to disk; TLS with a self-signed certificate when asked),
+/// removed when dropped.
 struct PostgresServer {
     _server: Process,
     dir: PathBuf,
 }
 
 impl PostgresServer {
-    fn start(port: u16) -> PostgresServer {
+    fn start(port: u16, tls: bool) -> PostgresServer {
         let (uid, gid) = postgres_user();
         // Outside the work tree: the postgres user must reach it.
         let dir = Path::new("/tmp").join(format!("tracer-test-postgres-{port}"));
@@ -274,13 +303,37 @@ impl PostgresServer {
             .output()
             .expect("run initdb");
         assert!(initdb.status.success(), "{initdb:?}");
+        let mut server = Command::new(bin.join("postgres"));
+        server
+            .arg("-D")
+            .arg(dir.join("data"))
+            .args(["-p", &port.to_string(), "-k"])
+            .arg(&dir)
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"]);
+        if tls {
+            let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+            let openssl = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                ])
+                .args(["-subj", "/CN=localhost", "-keyout"])
+                .arg(&key)
+                .arg("-out")
+                .arg(&cert)
+                .output()
+                .expect("run openssl");
+            assert!(openssl.status.success(), "{openssl:?}");
+            for file in [&cert, &key] {
+                std::os::unix::fs::chown(file, Some(uid), Some(gid)).expect("chown");
+            }
+            server
+                .args(["-c", "ssl=on", "-c"])
+                .arg(format!("ssl_cert_file={}", cert.display()))
+                .arg("-c")
+                .arg(format!("ssl_key_file={}", key.display()));
+        }
         let server = Process::from_child(
-            Command::new(bin.join("postgres"))
-                .arg("-D")
-                .arg(dir.join("data"))
-                .args(["-p", &port.to_string(), "-k"])
-                .arg(&dir)
-                .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off"])
+            server
                 .stderr(std::process::Stdio::null())
                 .uid(uid)
                 .gid(gid)
@@ -332,7 +385,7 @@ fn postgres_spans(spans: &[SpanRecord], port: u16) -> Vec<&SpanRecord> {
 fn postgres_queries_make_client_spans() {
     require_root();
     let port = free_port();
-    let _server = PostgresServer::start(port);
+    let _server = PostgresServer::start(port, false);
     let agent = Agent::start(&[]);
     for sql in [
         "CREATE TABLE orders (id int, name text)",
@@ -386,6 +439,44 @@ fn postgres_queries_make_client_spans() {
     assert_eq!(run.summary("parse_errors"), 0, "{}", run.stderr);
 }
 
+/// psql over TLS (`sslmode=require`, libpq on the system's OpenSSL): the
+/// socket's bytes after the server accepts are ciphertext and left alone;
+/// the queries are read from the TLS library's plaintext, start-up
+/// message and all.
+#[test]
+fn postgres_over_tls_is_read_as_plaintext() {
+    require_root();
+    let port = free_port();
+    let _server = PostgresServer::start(port, true);
+    let agent = Agent::start(&[]);
+    let output = Command::new("psql")
+        .arg(format!(
+            "host=127.0.0.1 port={port} user=postgres dbname=postgres sslmode=require"
+        ))
+        .args([
+            "-X",
+            "-q",
+            "-c",
+            "SELECT datname FROM pg_database WHERE oid = 1234",
+        ])
+        .output()
+        .expect("run psql");
+    assert!(output.status.success(), "{output:?}");
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    let spans = postgres_spans(&run.spans, port);
+    let select = spans
+        .iter()
+        .find(|s| s.name == "SELECT pg_database")
+        .unwrap_or_else(|| panic!("no query span: {spans:#?}\n{}", run.stderr));
+    assert_eq!(
+        select.str("db.query.text"),
+        Some("SELECT datname FROM pg_database WHERE oid = ?")
+    );
+    assert_eq!(select.str("db.namespace"), Some("postgres"));
+    assert_eq!(run.summary("parse_errors"), 0, "{}", run.stderr);
+}
+
 /// A traced service's queries (psycopg: extended protocol, then a named
 /// prepared statement) on a connection opened before the agent started
 /// are children of the request they are made for.
@@ -393,7 +484,7 @@ fn postgres_queries_make_client_spans() {
 fn postgres_queries_are_children_of_their_request() {
     require_root();
     let postgres_port = free_port();
-    let _server = PostgresServer::start(postgres_port);
+    let _server = PostgresServer::start(postgres_port, false);
     let port = free_port();
     let python = tracer_tests::test_tools_dir().join("postgres/bin/python");
     let _service = Process::spawn_until(
