@@ -1,36 +1,18 @@
 //! The HTTP/1.x parser on arbitrary chunks of both streams, with gaps.
 //!
-//! Input: records of `[control][length][length bytes]`. Control bit 0 picks
-//! the stream; with bit 1 set, `(control >> 2) * 37` uncaptured bytes follow
-//! the chunk. Never a panic, and no exchange ends before it starts.
+//! Input: as `tracer_fuzz::chunks` reads it. Never a panic, and no
+//! exchange ends before it starts.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tracer_agent::protocols::{
-    Stream,
-    http1::{Http1Connection, Output},
-};
+use tracer_agent::protocols::http1::{Http1Connection, Output};
+use tracer_fuzz::chunks;
 
 fuzz_target!(|data: &[u8]| {
     let mut conn = Http1Connection::new();
     let mut out = Vec::new();
-    let mut rest = data;
-    let mut chunk = 0u32;
-    while let [control, length, tail @ ..] = rest {
-        let take = (*length as usize).min(tail.len());
-        let stream = if control & 1 == 0 {
-            Stream::Requests
-        } else {
-            Stream::Responses
-        };
-        let gap = if control & 2 != 0 {
-            u64::from(control >> 2) * 37
-        } else {
-            0
-        };
-        conn.feed(stream, &tail[..take], gap, chunk, &mut out);
-        chunk += 1;
-        rest = &tail[take..];
+    for (stream, bytes, gap, chunk) in chunks(data) {
+        conn.feed(stream, bytes, gap, chunk, &mut out);
     }
     conn.close(&mut out);
     for output in out {

@@ -2,8 +2,8 @@
 //! with gaps. The client stream starts with the preface, so the fuzzer
 //! reaches the frames and header blocks behind it.
 //!
-//! Input: records of `[control][length][length bytes]`, as for `http1`.
-//! Never a panic, and no exchange ends before it starts.
+//! Input: as `tracer_fuzz::chunks` reads it. Never a panic, and no
+//! exchange ends before it starts.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,28 +11,14 @@ use tracer_agent::protocols::{
     Stream,
     http2::{Http2Connection, Output, PREFACE},
 };
+use tracer_fuzz::chunks;
 
 fuzz_target!(|data: &[u8]| {
     let mut conn = Http2Connection::new();
     let mut out = Vec::new();
     conn.feed(Stream::Requests, PREFACE, 0, 0u32, &mut out);
-    let mut rest = data;
-    let mut chunk = 1u32;
-    while let [control, length, tail @ ..] = rest {
-        let take = (*length as usize).min(tail.len());
-        let stream = if control & 1 == 0 {
-            Stream::Requests
-        } else {
-            Stream::Responses
-        };
-        let gap = if control & 2 != 0 {
-            u64::from(control >> 2) * 37
-        } else {
-            0
-        };
-        conn.feed(stream, &tail[..take], gap, chunk, &mut out);
-        chunk += 1;
-        rest = &tail[take..];
+    for (stream, bytes, gap, chunk) in chunks(data) {
+        conn.feed(stream, bytes, gap, chunk + 1, &mut out);
     }
     conn.close(&mut out);
     for output in out {

@@ -1,39 +1,16 @@
 //! The Redis parser (RESP2/RESP3 commands and replies) on arbitrary chunks
 //! of both streams, with gaps.
 //!
-//! Input: records of `[control][length][length bytes]`, as for `http1`.
-//! Never a panic, and no exchange ends before it starts.
+//! Input: as `tracer_fuzz::chunks` reads it. Never a panic, and no
+//! exchange ends before it starts.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use tracer_agent::protocols::{
-    Stream,
-    redis::{Output, RedisConnection},
-};
+use tracer_agent::protocols::{db::Output, redis::RedisConnection};
+use tracer_fuzz::feed_database;
 
 fuzz_target!(|data: &[u8]| {
-    let mut conn = RedisConnection::default();
-    let mut out = Vec::new();
-    let mut rest = data;
-    let mut chunk = 0u32;
-    while let [control, length, tail @ ..] = rest {
-        let take = (*length as usize).min(tail.len());
-        let stream = if control & 1 == 0 {
-            Stream::Requests
-        } else {
-            Stream::Responses
-        };
-        let gap = if control & 2 != 0 {
-            u64::from(control >> 2) * 37
-        } else {
-            0
-        };
-        conn.feed(stream, &tail[..take], gap, chunk, &mut out);
-        chunk += 1;
-        rest = &tail[take..];
-    }
-    conn.close(&mut out);
-    for output in out {
+    for output in feed_database(&mut RedisConnection::default(), data) {
         if let Output::Exchange(exchange) = output {
             assert!(exchange.request_start <= exchange.response_end);
         }

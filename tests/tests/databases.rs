@@ -45,13 +45,102 @@ fn redis_cli(port: u16, options: &[&str], command: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-fn redis_spans(spans: &[SpanRecord], port: u16) -> Vec<&SpanRecord> {
+/// The spans of calls to the `system` database listening on `port`.
+fn db_spans<'a>(spans: &'a [SpanRecord], system: &str, port: u16) -> Vec<&'a SpanRecord> {
     spans
         .iter()
         .filter(|s| {
-            s.str("db.system.name") == Some("redis") && s.int("server.port") == Some(port as i64)
+            s.str("db.system.name") == Some(system) && s.int("server.port") == Some(port as i64)
         })
         .collect()
+}
+
+/// A database call as `calls_per_request` gives it: its span's name and
+/// query text.
+type Call = (String, Option<String>);
+
+/// Runs the Python service `script` (in the `venv` of the test tools,
+/// calling a database on `db_port`; its connection opened before the
+/// agent starts), and drives it under the agent: 5 requests one after the
+/// other, then 12 by 4 curls at once. For each request, in order, the
+/// spans of its calls to the `system` database: their names and query
+/// texts, sorted, each checked to be the request's child in its trace.
+fn calls_per_request(
+    venv: &str,
+    script: &str,
+    system: &str,
+    db_port: u16,
+) -> Vec<(String, Vec<Call>)> {
+    let port = free_port();
+    let python = tracer_tests::test_tools_dir().join(venv).join("bin/python");
+    let _service = Process::spawn_until(
+        Command::new(python)
+            .arg(servers_dir().join(script))
+            .arg(port.to_string())
+            .arg(db_port.to_string())
+            .env("OTEL_SERVICE_NAME", "db-svc"),
+        "ready",
+    );
+    let agent = Agent::start(&[]);
+    let url = |marker: &str| format!("http://127.0.0.1:{port}/req/{marker}");
+    let sequential: Vec<String> = (0..5).map(|i| format!("seq{i}")).collect();
+    curl(&[], &sequential.iter().map(|m| url(m)).collect::<Vec<_>>());
+    let concurrent: Vec<String> = (0..12).map(|i| format!("par{i}")).collect();
+    std::thread::scope(|scope| {
+        for batch in concurrent.chunks(3) {
+            let urls: Vec<String> = batch.iter().map(|m| url(m)).collect();
+            scope.spawn(move || curl(&[], &urls));
+        }
+    });
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_eq!(run.summary("parse_errors"), 0, "{}", run.stderr);
+    let calls = db_spans(&run.spans, system, db_port);
+    sequential
+        .iter()
+        .chain(&concurrent)
+        .map(|marker| {
+            let path = format!("/req/{marker}");
+            let server = run
+                .spans
+                .iter()
+                .find(|s| s.kind == SERVER && s.str("url.path") == Some(path.as_str()))
+                .unwrap_or_else(|| panic!("no server span for {marker}"));
+            let mut children: Vec<Call> = calls
+                .iter()
+                .filter(|s| s.parent_span_id == server.span_id)
+                .map(|s| {
+                    assert_eq!(s.trace_id, server.trace_id, "{s:#?}");
+                    assert_eq!(s.service, "db-svc");
+                    (s.name.clone(), s.str("db.query.text").map(str::to_string))
+                })
+                .collect();
+            children.sort();
+            (marker.clone(), children)
+        })
+        .collect()
+}
+
+/// `user`'s uid and gid: database servers will not run as root.
+fn user_ids(user: &str) -> (u32, u32) {
+    let id = |flag: &str| {
+        let out = Command::new("id").args([flag, user]).output().expect("id");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("no {user} user (cargo xtask setup --test-deps makes it)"))
+    };
+    (id("-u"), id("-g"))
+}
+
+/// An empty directory for a database server on `port`, owned by its user:
+/// outside the work tree, which that user may not reach.
+fn server_dir(name: &str, port: u16, (uid, gid): (u32, u32)) -> PathBuf {
+    let dir = Path::new("/tmp").join(format!("tracer-test-{name}-{port}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create the server's directory");
+    std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown");
+    dir
 }
 
 /// redis-cli in RESP2 and RESP3, errors, a database chosen with `-n`,
@@ -110,7 +199,7 @@ fn redis_commands_make_client_spans() {
     assert!(gets.ends_with(" 320"), "{gets}");
     let run = agent.stop();
     assert!(run.status.success(), "{}", run.stderr);
-    let spans = redis_spans(&run.spans, port);
+    let spans = db_spans(&run.spans, "redis", port);
     assert!(spans.iter().all(|s| s.kind == CLIENT), "{spans:#?}");
     assert!(
         run.spans.iter().all(|s| s.service != "redis-server"),
@@ -181,72 +270,27 @@ fn redis_calls_are_children_of_their_request() {
     require_root();
     let redis_port = free_port();
     let _server = redis_server(redis_port);
-    for (service, expected) in [
+    for (script, expected) in [
         ("redis_service.py", &["EXPIRE", "GET", "INCRBY", "SET"][..]),
         ("redis_asyncio_service.py", &["GET", "SET"][..]),
     ] {
-        assert_redis_children(service, redis_port, expected);
-    }
-}
-
-/// Starts `service` calling Redis on `redis_port`, drives it, and checks
-/// each request's Redis spans are `expected`, its children.
-fn assert_redis_children(service: &str, redis_port: u16, expected: &[&str]) {
-    let port = free_port();
-    let python = tracer_tests::test_tools_dir().join("redis/bin/python");
-    let _service = Process::spawn_until(
-        Command::new(python)
-            .arg(servers_dir().join(service))
-            .arg(port.to_string())
-            .arg(redis_port.to_string())
-            .env("OTEL_SERVICE_NAME", "redis-svc"),
-        "ready",
-    );
-    let agent = Agent::start(&[]);
-    let url = |marker: &str| format!("http://127.0.0.1:{port}/req/{marker}");
-    let sequential: Vec<String> = (0..5).map(|i| format!("seq{i}")).collect();
-    curl(&[], &sequential.iter().map(|m| url(m)).collect::<Vec<_>>());
-    let concurrent: Vec<String> = (0..12).map(|i| format!("par{i}")).collect();
-    std::thread::scope(|scope| {
-        for batch in concurrent.chunks(3) {
-            let urls: Vec<String> = batch.iter().map(|m| url(m)).collect();
-            scope.spawn(move || curl(&[], &urls));
+        let mut connections_opened = 0;
+        for (marker, calls) in calls_per_request("redis", script, "redis", redis_port) {
+            let mut names: Vec<&str> = calls.iter().map(|(name, _)| name.as_str()).collect();
+            // A connection the pool opens for the request introduces itself
+            // first (redis-py's CLIENT SETINFO): a call made for it too.
+            let before = names.len();
+            names.retain(|name| *name != "CLIENT SETINFO");
+            if names.len() < before {
+                connections_opened += 1;
+            }
+            assert_eq!(names, expected, "{script} {marker}: {calls:?}");
         }
-    });
-    let run = agent.stop();
-    assert!(run.status.success(), "{}", run.stderr);
-    let calls = redis_spans(&run.spans, redis_port);
-    let mut connections_opened = 0;
-    for marker in sequential.iter().chain(&concurrent) {
-        let path = format!("/req/{marker}");
-        let server = run
-            .spans
-            .iter()
-            .find(|s| s.kind == SERVER && s.str("url.path") == Some(path.as_str()))
-            .unwrap_or_else(|| panic!("no server span for {marker}"));
-        let mut children: Vec<&str> = calls
-            .iter()
-            .filter(|s| s.parent_span_id == server.span_id)
-            .map(|s| {
-                assert_eq!(s.trace_id, server.trace_id);
-                assert_eq!(s.service, "redis-svc");
-                s.name.as_str()
-            })
-            .collect();
-        // A connection the pool opens for the request introduces itself
-        // first (redis-py's CLIENT SETINFO): a call made for it too.
-        let before = children.len();
-        children.retain(|name| *name != "CLIENT SETINFO");
-        if children.len() < before {
-            connections_opened += 1;
-        }
-        children.sort();
-        assert_eq!(children, expected, "{service} {marker}: {calls:#?}");
+        assert!(
+            script.contains("asyncio") || connections_opened > 0,
+            "concurrent requests open new pool connections"
+        );
     }
-    assert!(
-        service.contains("asyncio") || connections_opened > 0,
-        "concurrent requests open new pool connections"
-    );
 }
 
 /// Debian's PostgreSQL server programs (`/usr/lib/postgresql/N/bin`), the
@@ -263,21 +307,6 @@ fn postgres_bin() -> PathBuf {
         .expect("a PostgreSQL version with its server")
 }
 
-/// The `postgres` user's uid and gid: the server will not run as root.
-fn postgres_user() -> (u32, u32) {
-    let id = |flag: &str| {
-        let out = Command::new("id")
-            .args([flag, "postgres"])
-            .output()
-            .expect("id");
-        String::from_utf8_lossy(&out.stdout)
-            .trim()
-            .parse()
-            .expect("the postgres user")
-    };
-    (id("-u"), id("-g"))
-}
-
 /// A throw-away PostgreSQL cluster on `port` (trust authentication,
 /// nothing synced to disk; TLS with a self-signed certificate when asked),
 /// removed when dropped.
@@ -288,12 +317,8 @@ struct PostgresServer {
 
 impl PostgresServer {
     fn start(port: u16, tls: bool) -> PostgresServer {
-        let (uid, gid) = postgres_user();
-        // Outside the work tree: the postgres user must reach it.
-        let dir = Path::new("/tmp").join(format!("tracer-test-postgres-{port}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the cluster's directory");
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown");
+        let (uid, gid) = user_ids("postgres");
+        let dir = server_dir("postgres", port, (uid, gid));
         let bin = postgres_bin();
         let initdb = Command::new(bin.join("initdb"))
             .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
@@ -367,16 +392,6 @@ fn psql(port: u16, sql: &str) -> std::process::Output {
         .expect("run psql")
 }
 
-fn postgres_spans(spans: &[SpanRecord], port: u16) -> Vec<&SpanRecord> {
-    spans
-        .iter()
-        .filter(|s| {
-            s.str("db.system.name") == Some("postgresql")
-                && s.int("server.port") == Some(port as i64)
-        })
-        .collect()
-}
-
 /// psql's simple queries (each after an SSLRequest the server refuses):
 /// one CLIENT span per query, named by operation and table, literals
 /// replaced, the database from the start-up message, an error's SQLSTATE;
@@ -397,7 +412,7 @@ fn postgres_queries_make_client_spans() {
     }
     let run = agent.stop();
     assert!(run.status.success(), "{}", run.stderr);
-    let spans = postgres_spans(&run.spans, port);
+    let spans = db_spans(&run.spans, "postgresql", port);
     assert!(
         spans
             .iter()
@@ -464,7 +479,7 @@ fn postgres_over_tls_is_read_as_plaintext() {
     assert!(output.status.success(), "{output:?}");
     let run = agent.stop();
     assert!(run.status.success(), "{}", run.stderr);
-    let spans = postgres_spans(&run.spans, port);
+    let spans = db_spans(&run.spans, "postgresql", port);
     let select = spans
         .iter()
         .find(|s| s.name == "SELECT pg_database")
@@ -485,63 +500,33 @@ fn postgres_queries_are_children_of_their_request() {
     require_root();
     let postgres_port = free_port();
     let _server = PostgresServer::start(postgres_port, false);
-    let port = free_port();
-    let python = tracer_tests::test_tools_dir().join("postgres/bin/python");
-    let _service = Process::spawn_until(
-        Command::new(python)
-            .arg(servers_dir().join("postgres_service.py"))
-            .arg(port.to_string())
-            .arg(postgres_port.to_string())
-            .env("OTEL_SERVICE_NAME", "pg-svc"),
-        "ready",
+    let calls = calls_per_request(
+        "postgres",
+        "postgres_service.py",
+        "postgresql",
+        postgres_port,
     );
-    let agent = Agent::start(&[]);
-    let url = |marker: &str| format!("http://127.0.0.1:{port}/req/{marker}");
-    let sequential: Vec<String> = (0..8).map(|i| format!("seq{i}")).collect();
-    curl(&[], &sequential.iter().map(|m| url(m)).collect::<Vec<_>>());
-    let concurrent: Vec<String> = (0..12).map(|i| format!("par{i}")).collect();
-    std::thread::scope(|scope| {
-        for batch in concurrent.chunks(3) {
-            let urls: Vec<String> = batch.iter().map(|m| url(m)).collect();
-            scope.spawn(move || curl(&[], &urls));
-        }
-    });
-    let run = agent.stop();
-    assert!(run.status.success(), "{}", run.stderr);
-    let queries = postgres_spans(&run.spans, postgres_port);
-    for marker in sequential.iter().chain(&concurrent) {
-        let path = format!("/req/{marker}");
-        let server = run
-            .spans
-            .iter()
-            .find(|s| s.kind == SERVER && s.str("url.path") == Some(path.as_str()))
-            .unwrap_or_else(|| panic!("no server span for {marker}"));
-        let mut children: Vec<(&str, Option<&str>)> = queries
-            .iter()
-            .filter(|s| s.parent_span_id == server.span_id)
-            .map(|s| {
-                assert_eq!(s.trace_id, server.trace_id);
-                assert_eq!(s.service, "pg-svc");
-                (s.name.as_str(), s.str("db.query.text"))
-            })
-            .collect();
-        children.sort();
+    for (marker, calls) in calls {
         assert_eq!(
-            children,
-            [
-                (
-                    "INSERT visits",
-                    Some("INSERT INTO visits (marker) VALUES ($1)")
-                ),
+            calls,
+            expected_queries(&[
+                ("INSERT visits", "INSERT INTO visits (marker) VALUES ($1)"),
                 (
                     "SELECT visits",
-                    Some("SELECT count(*) FROM visits WHERE marker = $1")
+                    "SELECT count(*) FROM visits WHERE marker = $1"
                 ),
-            ],
-            "{marker}: {queries:#?}"
+            ]),
+            "{marker}"
         );
     }
-    assert_eq!(run.summary("parse_errors"), 0, "{}", run.stderr);
+}
+
+/// Span names and query texts as `calls_per_request` gives them.
+fn expected_queries(queries: &[(&str, &str)]) -> Vec<Call> {
+    queries
+        .iter()
+        .map(|(name, text)| (name.to_string(), Some(text.to_string())))
+        .collect()
 }
 
 /// A throw-away MariaDB server on `port` (no grant tables: any user,
@@ -553,23 +538,7 @@ struct MariadbServer {
 
 impl MariadbServer {
     fn start(port: u16) -> MariadbServer {
-        let (uid, gid) = {
-            let id = |flag: &str| {
-                let out = Command::new("id")
-                    .args([flag, "mysql"])
-                    .output()
-                    .expect("id");
-                String::from_utf8_lossy(&out.stdout)
-                    .trim()
-                    .parse::<u32>()
-                    .expect("the mysql user (cargo xtask setup --test-deps installs MariaDB)")
-            };
-            (id("-u"), id("-g"))
-        };
-        let dir = Path::new("/tmp").join(format!("tracer-test-mariadb-{port}"));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("create the server's directory");
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown");
+        let dir = server_dir("mariadb", port, user_ids("mysql"));
         let data = dir.join("data");
         let install = Command::new("mariadb-install-db")
             .args(["--no-defaults", "--user=mysql", "--skip-test-db"])
@@ -626,15 +595,6 @@ fn mariadb(port: u16, sql: &str) -> std::process::Output {
         .expect("run mariadb")
 }
 
-fn mysql_spans(spans: &[SpanRecord], port: u16) -> Vec<&SpanRecord> {
-    spans
-        .iter()
-        .filter(|s| {
-            s.str("db.system.name") == Some("mysql") && s.int("server.port") == Some(port as i64)
-        })
-        .collect()
-}
-
 /// The mariadb client's queries: one CLIENT span each, named by operation
 /// and table, literals replaced, the database of the handshake, an
 /// error's number; none for the server's side.
@@ -673,7 +633,7 @@ fn mysql_queries_make_client_spans() {
         .expect("run mariadb");
     let run = agent.stop();
     assert!(run.status.success(), "{}", run.stderr);
-    let spans = mysql_spans(&run.spans, port);
+    let spans = db_spans(&run.spans, "mysql", port);
     assert!(
         spans
             .iter()
@@ -724,61 +684,17 @@ fn mysql_queries_are_children_of_their_request() {
     require_root();
     let mariadb_port = free_port();
     let _server = MariadbServer::start(mariadb_port);
-    let port = free_port();
-    let python = tracer_tests::test_tools_dir().join("mysql/bin/python");
-    let _service = Process::spawn_until(
-        Command::new(python)
-            .arg(servers_dir().join("mysql_service.py"))
-            .arg(port.to_string())
-            .arg(mariadb_port.to_string())
-            .env("OTEL_SERVICE_NAME", "mysql-svc"),
-        "ready",
-    );
-    let agent = Agent::start(&[]);
-    let url = |marker: &str| format!("http://127.0.0.1:{port}/req/{marker}");
-    let sequential: Vec<String> = (0..6).map(|i| format!("seq{i}")).collect();
-    curl(&[], &sequential.iter().map(|m| url(m)).collect::<Vec<_>>());
-    let concurrent: Vec<String> = (0..12).map(|i| format!("par{i}")).collect();
-    std::thread::scope(|scope| {
-        for batch in concurrent.chunks(3) {
-            let urls: Vec<String> = batch.iter().map(|m| url(m)).collect();
-            scope.spawn(move || curl(&[], &urls));
-        }
-    });
-    let run = agent.stop();
-    assert!(run.status.success(), "{}", run.stderr);
-    let queries = mysql_spans(&run.spans, mariadb_port);
-    for marker in sequential.iter().chain(&concurrent) {
-        let path = format!("/req/{marker}");
-        let server = run
-            .spans
-            .iter()
-            .find(|s| s.kind == SERVER && s.str("url.path") == Some(path.as_str()))
-            .unwrap_or_else(|| panic!("no server span for {marker}"));
-        let mut children: Vec<(&str, Option<&str>)> = queries
-            .iter()
-            .filter(|s| s.parent_span_id == server.span_id)
-            .map(|s| {
-                assert_eq!(s.trace_id, server.trace_id);
-                assert_eq!(s.service, "mysql-svc");
-                (s.name.as_str(), s.str("db.query.text"))
-            })
-            .collect();
-        children.sort();
+    for (marker, calls) in calls_per_request("mysql", "mysql_service.py", "mysql", mariadb_port) {
         assert_eq!(
-            children,
-            [
-                (
-                    "INSERT visits",
-                    Some("INSERT INTO visits (marker) VALUES (?)")
-                ),
+            calls,
+            expected_queries(&[
+                ("INSERT visits", "INSERT INTO visits (marker) VALUES (?)"),
                 (
                     "SELECT visits",
-                    Some("SELECT COUNT(*) FROM visits WHERE marker = ?")
+                    "SELECT COUNT(*) FROM visits WHERE marker = ?"
                 ),
-            ],
-            "{marker}: {queries:#?}"
+            ]),
+            "{marker}"
         );
     }
-    assert_eq!(run.summary("parse_errors"), 0, "{}", run.stderr);
 }

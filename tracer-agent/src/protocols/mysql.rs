@@ -18,11 +18,13 @@ mod describe;
 #[cfg(test)]
 mod tests;
 
-use std::fmt;
+pub use describe::Mysql;
 
-pub use describe::{Mysql, MysqlExchange};
-
-use super::{Sink, Stream};
+pub use super::db::SqlOutcome as Outcome;
+use super::{
+    Sink, Stream,
+    db::{self, Connection, DbParseError as ParseError, Query, RequestStart},
+};
 
 /// Bytes kept of a kept packet (a query's text, an error).
 pub const MAX_KEPT: usize = 2048;
@@ -47,60 +49,8 @@ const CLIENT_PLUGIN_AUTH_LENENC_DATA: u32 = 0x20_0000;
 const CLIENT_DEPRECATE_EOF: u32 = 0x100_0000;
 const SERVER_MORE_RESULTS_EXISTS: u16 = 0x8;
 
-/// A query written (its answer is still to come).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestStart<M> {
-    pub index: u64,
-    pub start: M,
-    pub offset: usize,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Exchange<M> {
-    pub index: u64,
-    /// The query's text (truncated at `MAX_KEPT`); empty for an execute
-    /// of a statement prepared before the parser saw the connection.
-    pub query: String,
-    /// Whether it ran a prepared statement.
-    pub prepared: bool,
-    /// `None`: the connection closed before an answer.
-    pub outcome: Option<Outcome>,
-    /// The database of the handshake or a `COM_INIT_DB`, when seen.
-    pub database: Option<String>,
-    pub request_start: M,
-    pub response_end: M,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Ok,
-    /// An ERR packet: its error number and message.
-    Error {
-        code: u16,
-        message: String,
-    },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ParseError {
-    /// Bytes of a packet header were not captured: framing lost.
-    SyncLost(Stream),
-}
-
-impl fmt::Display for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ParseError::SyncLost(stream) => write!(f, "{stream:?} stream lost sync"),
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Output<M> {
-    Request(RequestStart<M>),
-    Exchange(Exchange<M>),
-    Error(ParseError),
-}
+/// What the parser gives.
+pub type Output<M> = db::Output<M, Query<M>>;
 
 /// One packet read whole (its payload kept up to `MAX_KEPT`).
 #[derive(Debug)]
@@ -196,7 +146,7 @@ impl Framer {
 #[derive(Debug)]
 enum Command {
     /// A query or an execute: an exchange.
-    Query { query: String, prepared: bool },
+    Query { query: String },
     /// A prepare: its answer names the statement's id.
     Prepare { query: String },
     /// A database change: its OK makes it the connection's.
@@ -275,82 +225,6 @@ impl<M: Copy> MysqlConnection<M> {
         }
     }
 
-    pub fn pending_requests(&self) -> usize {
-        usize::from(matches!(
-            self.pending,
-            Some(Pending {
-                command: Command::Query { .. },
-                ..
-            })
-        ))
-    }
-
-    /// Between commands with nothing a fresh parser lacks.
-    pub fn is_idle(&self) -> bool {
-        self.pending.is_none()
-            && self.requests.packet.is_none()
-            && self.responses.packet.is_none()
-            && self.statements.is_empty()
-            && self.deprecate_eof.is_none()
-            && self.database.is_none()
-            && !self.lost
-    }
-
-    pub fn next_index(&self) -> u64 {
-        self.next_index
-    }
-
-    pub fn feed(
-        &mut self,
-        stream: Stream,
-        captured: &[u8],
-        uncaptured: u64,
-        meta: M,
-        out: &mut impl Sink<Output<M>>,
-    ) {
-        if self.encrypted {
-            return;
-        }
-        self.latest = Some(meta);
-        let data = captured;
-        if stream == Stream::Responses {
-            self.last_response = Some(meta);
-        }
-        if self.lost {
-            // A client writes whole packets: a command at a write's start
-            // starts afresh, both ways.
-            let command = stream == Stream::Requests && data.len() >= 5 && data[3] == 0;
-            if !command {
-                return;
-            }
-            self.requests.reset();
-            self.responses.reset();
-            self.lost = false;
-        }
-        let framer = match stream {
-            Stream::Requests => &mut self.requests,
-            Stream::Responses => &mut self.responses,
-        };
-        let mut pos = 0;
-        let mut packets = Vec::new();
-        while let Some(packet) = framer.next(data, &mut pos) {
-            packets.push(packet);
-        }
-        let skipped = framer.skip(uncaptured);
-        for packet in packets {
-            self.packet(stream, packet, meta, out);
-        }
-        match skipped {
-            Ok(Some(packet)) => self.packet(stream, packet, meta, out),
-            Ok(None) => {}
-            Err(()) => {
-                out.push(Output::Error(ParseError::SyncLost(stream)));
-                self.lost = true;
-                self.end_pending(Outcome::Ok, out);
-            }
-        }
-    }
-
     fn packet(&mut self, stream: Stream, packet: Packet, meta: M, out: &mut impl Sink<Output<M>>) {
         if packet.continued || self.encrypted {
             return;
@@ -421,16 +295,12 @@ impl<M: Copy> MysqlConnection<M> {
         };
         let text = || String::from_utf8_lossy(body).into_owned();
         let command = match kind {
-            COM_QUERY => Command::Query {
-                query: text(),
-                prepared: false,
-            },
+            COM_QUERY => Command::Query { query: text() },
             COM_STMT_EXECUTE => Command::Query {
                 query: read_u32(body, 0)
                     .and_then(|id| self.statements.iter().find(|(s, _)| *s == id))
                     .map(|(_, text)| text.clone())
                     .unwrap_or_default(),
-                prepared: true,
             },
             COM_STMT_PREPARE => Command::Prepare { query: text() },
             COM_INIT_DB => Command::InitDb { database: text() },
@@ -563,26 +433,105 @@ impl<M: Copy> MysqlConnection<M> {
         let Some(pending) = self.pending.take() else {
             return;
         };
-        let Command::Query { query, prepared } = pending.command else {
+        let Command::Query { query } = pending.command else {
             return;
         };
         let (outcome, end) = match (pending.answered, self.last_response) {
             (true, Some(end)) => (Some(outcome), end),
             _ => (None, self.latest.unwrap_or(pending.start)),
         };
-        out.push(Output::Exchange(Exchange {
+        out.push(Output::Exchange(Query {
             index: pending.index,
-            query,
-            prepared,
+            text: query,
             outcome,
             database: self.database.clone(),
             request_start: pending.start,
             response_end: end,
         }));
     }
+}
+
+impl<M: Copy> Connection<M> for MysqlConnection<M> {
+    type Exchange = Query<M>;
+
+    fn pending_requests(&self) -> usize {
+        usize::from(matches!(
+            self.pending,
+            Some(Pending {
+                command: Command::Query { .. },
+                ..
+            })
+        ))
+    }
+
+    /// Between commands with nothing a fresh parser lacks.
+    fn is_idle(&self) -> bool {
+        self.pending.is_none()
+            && self.requests.packet.is_none()
+            && self.responses.packet.is_none()
+            && self.statements.is_empty()
+            && self.deprecate_eof.is_none()
+            && self.database.is_none()
+            && !self.lost
+    }
+
+    fn next_index(&self) -> u64 {
+        self.next_index
+    }
+
+    fn feed(
+        &mut self,
+        stream: Stream,
+        captured: &[u8],
+        uncaptured: u64,
+        meta: M,
+        out: &mut impl Sink<Output<M>>,
+    ) {
+        if self.encrypted {
+            return;
+        }
+        self.latest = Some(meta);
+        let data = captured;
+        if stream == Stream::Responses {
+            self.last_response = Some(meta);
+        }
+        if self.lost {
+            // A client writes whole packets: a command at a write's start
+            // starts afresh, both ways.
+            let command = stream == Stream::Requests && data.len() >= 5 && data[3] == 0;
+            if !command {
+                return;
+            }
+            self.requests.reset();
+            self.responses.reset();
+            self.lost = false;
+        }
+        let framer = match stream {
+            Stream::Requests => &mut self.requests,
+            Stream::Responses => &mut self.responses,
+        };
+        let mut pos = 0;
+        let mut packets = Vec::new();
+        while let Some(packet) = framer.next(data, &mut pos) {
+            packets.push(packet);
+        }
+        let skipped = framer.skip(uncaptured);
+        for packet in packets {
+            self.packet(stream, packet, meta, out);
+        }
+        match skipped {
+            Ok(Some(packet)) => self.packet(stream, packet, meta, out),
+            Ok(None) => {}
+            Err(()) => {
+                out.push(Output::Error(ParseError::SyncLost(stream)));
+                self.lost = true;
+                self.end_pending(Outcome::Ok, out);
+            }
+        }
+    }
 
     /// The connection closed: a query still waiting is reported as such.
-    pub fn close(&mut self, out: &mut impl Sink<Output<M>>) {
+    fn close(&mut self, out: &mut impl Sink<Output<M>>) {
         self.end_pending(Outcome::Ok, out);
     }
 }
@@ -615,7 +564,7 @@ fn error(payload: &[u8]) -> Outcome {
         _ => rest,
     };
     Outcome::Error {
-        code,
+        code: code.to_string(),
         message: String::from_utf8_lossy(message).into_owned(),
     }
 }

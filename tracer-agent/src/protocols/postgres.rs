@@ -23,11 +23,15 @@ mod describe;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::VecDeque, fmt};
+use std::collections::VecDeque;
 
-pub use describe::{Postgres, PostgresExchange};
+pub use describe::Postgres;
 
-use super::{Sink, Stream};
+pub use super::db::SqlOutcome as Outcome;
+use super::{
+    Sink, Stream,
+    db::{self, Connection, DbParseError as ParseError, Query, RequestStart},
+};
 
 /// Bytes kept of a kept message body (a query text, an error).
 pub const MAX_KEPT: usize = 2048;
@@ -43,73 +47,8 @@ const SSL_REQUEST: u32 = 80_877_103;
 const GSSENC_REQUEST: u32 = 80_877_104;
 const CANCEL_REQUEST: u32 = 80_877_102;
 
-/// A query written (its answer is still to come).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestStart<M> {
-    pub index: u64,
-    pub start: M,
-    pub offset: usize,
-}
-
-/// A query and what became of it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Exchange<M> {
-    pub index: u64,
-    /// The query's text as sent (truncated at `MAX_KEPT`); empty when the
-    /// statement was prepared before the parser saw the connection.
-    pub query: String,
-    /// `None`: the connection closed, or its answer was lost, first.
-    pub outcome: Option<Outcome>,
-    /// The database named at start-up, when it was seen.
-    pub database: Option<String>,
-    pub request_start: M,
-    pub response_end: M,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Ok,
-    /// An ErrorResponse: its SQLSTATE and message.
-    Error {
-        code: String,
-        message: String,
-    },
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ParseError {
-    /// A length that cannot be (under 4, or over `MAX_MESSAGE`).
-    BadLength(Stream),
-    /// Bytes of a message header were not captured: framing lost.
-    SyncLost(Stream),
-    /// An answer with no query waiting for it.
-    UnexpectedAnswer,
-    /// More than `MAX_PENDING` queries waiting: the oldest was dropped.
-    TooManyPending,
-    /// Queries whose answers could not be told apart after a loss.
-    Dropped(usize),
-}
-
-impl fmt::Display for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ParseError::BadLength(stream) => write!(f, "{stream:?} message length out of range"),
-            ParseError::SyncLost(stream) => write!(f, "{stream:?} stream lost sync"),
-            ParseError::UnexpectedAnswer => write!(f, "an answer without a query"),
-            ParseError::TooManyPending => {
-                write!(f, "more than {MAX_PENDING} queries awaiting answers")
-            }
-            ParseError::Dropped(n) => write!(f, "{n} queries dropped with the stream's sync"),
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Output<M> {
-    Request(RequestStart<M>),
-    Exchange(Exchange<M>),
-    Error(ParseError),
-}
+/// What the parser gives.
+pub type Output<M> = db::Output<M, Query<M>>;
 
 /// One message read whole (its body kept up to `MAX_KEPT`).
 #[derive(Debug)]
@@ -314,49 +253,6 @@ impl<M: Copy> PostgresConnection<M> {
         }
     }
 
-    /// Between queries with nothing a fresh parser lacks: no message half
-    /// read, no query waiting, no statement, portal or database known.
-    pub fn is_idle(&self) -> bool {
-        self.awaiting.is_empty()
-            && self.requests.at_boundary()
-            && self.responses.at_boundary()
-            && self.statements.is_empty()
-            && self.portals.is_empty()
-            && self.database.is_none()
-            && self.sync == Sync::InStep
-            && self.started
-            && !self.tls_requested
-    }
-
-    pub fn next_index(&self) -> u64 {
-        self.next_index
-    }
-
-    pub fn pending_requests(&self) -> usize {
-        self.awaiting
-            .iter()
-            .filter(|a| !matches!(a, Awaiting::Sync))
-            .count()
-    }
-
-    pub fn feed(
-        &mut self,
-        stream: Stream,
-        captured: &[u8],
-        uncaptured: u64,
-        meta: M,
-        out: &mut impl Sink<Output<M>>,
-    ) {
-        if self.sync == Sync::Encrypted {
-            return;
-        }
-        self.latest = Some(meta);
-        match stream {
-            Stream::Requests => self.feed_requests(captured, uncaptured, meta, out),
-            Stream::Responses => self.feed_responses(captured, uncaptured, meta, out),
-        }
-    }
-
     fn feed_requests(
         &mut self,
         data: &[u8],
@@ -389,7 +285,10 @@ impl<M: Copy> PostgresConnection<M> {
             match framed {
                 Framed::Message(message) => self.frontend(message, meta, out),
                 Framed::BadLength => {
-                    out.push(Output::Error(ParseError::BadLength(Stream::Requests)));
+                    out.push(Output::Error(ParseError::Invalid(
+                        Stream::Requests,
+                        "message length out of range",
+                    )));
                     self.lose(Stream::Requests, out);
                     return;
                 }
@@ -429,7 +328,10 @@ impl<M: Copy> PostgresConnection<M> {
             match framed {
                 Framed::Message(message) => self.backend(message, meta, out),
                 Framed::BadLength => {
-                    out.push(Output::Error(ParseError::BadLength(Stream::Responses)));
+                    out.push(Output::Error(ParseError::Invalid(
+                        Stream::Responses,
+                        "message length out of range",
+                    )));
                     self.lose(Stream::Responses, out);
                     return;
                 }
@@ -562,7 +464,7 @@ impl<M: Copy> PostgresConnection<M> {
     fn push(&mut self, awaiting: Awaiting<M>, out: &mut impl Sink<Output<M>>) {
         if self.awaiting.len() >= MAX_PENDING {
             self.awaiting.pop_front();
-            out.push(Output::Error(ParseError::TooManyPending));
+            out.push(Output::Error(ParseError::TooManyPending(MAX_PENDING)));
         }
         self.awaiting.push_back(awaiting);
     }
@@ -642,9 +544,9 @@ impl<M: Copy> PostgresConnection<M> {
             }) => (index, query, start),
             _ => return,
         };
-        out.push(Output::Exchange(Exchange {
+        out.push(Output::Exchange(Query {
             index,
-            query,
+            text: query,
             outcome: Some(outcome),
             database: self.database.clone(),
             request_start: start,
@@ -692,10 +594,57 @@ impl<M: Copy> PostgresConnection<M> {
         }
         self.awaiting.clear();
     }
+}
+
+impl<M: Copy> Connection<M> for PostgresConnection<M> {
+    type Exchange = Query<M>;
+
+    fn pending_requests(&self) -> usize {
+        self.awaiting
+            .iter()
+            .filter(|a| !matches!(a, Awaiting::Sync))
+            .count()
+    }
+
+    /// Between queries with nothing a fresh parser lacks: no message half
+    /// read, no query waiting, no statement, portal or database known.
+    fn is_idle(&self) -> bool {
+        self.awaiting.is_empty()
+            && self.requests.at_boundary()
+            && self.responses.at_boundary()
+            && self.statements.is_empty()
+            && self.portals.is_empty()
+            && self.database.is_none()
+            && self.sync == Sync::InStep
+            && self.started
+            && !self.tls_requested
+    }
+
+    fn next_index(&self) -> u64 {
+        self.next_index
+    }
+
+    fn feed(
+        &mut self,
+        stream: Stream,
+        captured: &[u8],
+        uncaptured: u64,
+        meta: M,
+        out: &mut impl Sink<Output<M>>,
+    ) {
+        if self.sync == Sync::Encrypted {
+            return;
+        }
+        self.latest = Some(meta);
+        match stream {
+            Stream::Requests => self.feed_requests(captured, uncaptured, meta, out),
+            Stream::Responses => self.feed_responses(captured, uncaptured, meta, out),
+        }
+    }
 
     /// The connection closed: queries still waiting are reported without
     /// an answer.
-    pub fn close(&mut self, out: &mut impl Sink<Output<M>>) {
+    fn close(&mut self, out: &mut impl Sink<Output<M>>) {
         for awaiting in self.awaiting.drain(..) {
             if let Awaiting::Simple {
                 index,
@@ -710,9 +659,9 @@ impl<M: Copy> PostgresConnection<M> {
                 ..
             } = awaiting
             {
-                out.push(Output::Exchange(Exchange {
+                out.push(Output::Exchange(Query {
                     index,
-                    query,
+                    text: query,
                     outcome: None,
                     database: self.database.clone(),
                     request_start: start,

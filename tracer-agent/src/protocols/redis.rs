@@ -20,12 +20,15 @@ mod describe;
 #[cfg(test)]
 mod tests;
 
-use std::{collections::VecDeque, fmt};
+use std::collections::VecDeque;
 
 pub use command::{CommandSummary, key_pattern};
 pub use describe::{Redis, RedisExchange};
 
-use super::{Sink, Stream};
+use super::{
+    Sink, Stream,
+    db::{self, Connection, DbParseError as ParseError, RequestStart},
+};
 
 /// A line (type byte, length or simple string) longer than this is an error.
 const MAX_LINE: usize = 16 * 1024;
@@ -37,16 +40,6 @@ const KEPT_ARGS: usize = 3;
 pub const MAX_KEPT_ARG: usize = 64;
 /// Commands written and not yet answered; past this the oldest is dropped.
 const MAX_PENDING: usize = 4096;
-
-/// A command whose array was just read (its reply is still to come).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestStart<M> {
-    pub index: u64,
-    pub command: Command,
-    /// The chunk holding the command's first byte, and where in it.
-    pub start: M,
-    pub offset: usize,
-}
 
 /// What is kept of a command: its first arguments (truncated) and how
 /// many it had.
@@ -79,41 +72,8 @@ pub struct Exchange<M> {
     pub response_end: M,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ParseError {
-    /// Bytes that are not RESP.
-    Invalid(Stream, &'static str),
-    /// Bytes outside a bulk payload were not captured: that direction's
-    /// framing is lost until it can be found again.
-    SyncLost(Stream),
-    /// A reply with no command waiting for it.
-    UnexpectedReply,
-    /// More than `MAX_PENDING` commands waiting: the oldest was dropped.
-    TooManyPending,
-    /// Commands whose replies could not be told apart after a loss: dropped.
-    Dropped(usize),
-}
-
-impl fmt::Display for ParseError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ParseError::Invalid(stream, why) => write!(f, "invalid {stream:?} RESP: {why}"),
-            ParseError::SyncLost(stream) => write!(f, "{stream:?} stream lost sync"),
-            ParseError::UnexpectedReply => write!(f, "reply without a command"),
-            ParseError::TooManyPending => {
-                write!(f, "more than {MAX_PENDING} commands awaiting replies")
-            }
-            ParseError::Dropped(n) => write!(f, "{n} commands dropped with the stream's sync"),
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Output<M> {
-    Request(RequestStart<M>),
-    Exchange(Exchange<M>),
-    Error(ParseError),
-}
+/// What the parser gives.
+pub type Output<M> = db::Output<M, Exchange<M>>;
 
 /// A top-level value just read: its type byte and what was kept of it.
 #[derive(Debug)]
@@ -436,45 +396,6 @@ impl<M: Copy> RedisConnection<M> {
         }
     }
 
-    pub fn pending_requests(&self) -> usize {
-        self.pending.len()
-    }
-
-    /// Between exchanges with nothing a fresh parser lacks: no value half
-    /// read, no command waiting, no database selected.
-    pub fn is_idle(&self) -> bool {
-        self.pending.is_empty()
-            && self.requests.at_boundary()
-            && self.responses.at_boundary()
-            && self.sync == Sync::InStep
-            && !self.subscribed
-            && self.database.is_none()
-    }
-
-    pub fn next_index(&self) -> u64 {
-        self.next_index
-    }
-
-    /// Feeds one syscall's bytes: the `captured` prefix, then `uncaptured`
-    /// more bytes that were not copied.
-    pub fn feed(
-        &mut self,
-        stream: Stream,
-        captured: &[u8],
-        uncaptured: u64,
-        meta: M,
-        out: &mut impl Sink<Output<M>>,
-    ) {
-        if self.subscribed {
-            return;
-        }
-        self.latest = Some(meta);
-        match stream {
-            Stream::Requests => self.feed_requests(captured, uncaptured, meta, out),
-            Stream::Responses => self.feed_responses(captured, uncaptured, meta, out),
-        }
-    }
-
     fn feed_requests(
         &mut self,
         data: &[u8],
@@ -527,13 +448,12 @@ impl<M: Copy> RedisConnection<M> {
         self.next_index += 1;
         out.push(Output::Request(RequestStart {
             index,
-            command: command.clone(),
             start: meta,
             offset: value.offset,
         }));
         if self.pending.len() >= MAX_PENDING {
             self.pending.pop_front();
-            out.push(Output::Error(ParseError::TooManyPending));
+            out.push(Output::Error(ParseError::TooManyPending(MAX_PENDING)));
         }
         self.pending.push_back(Pending {
             index,
@@ -582,7 +502,7 @@ impl<M: Copy> RedisConnection<M> {
         }
         let Some(pending) = self.pending.pop_front() else {
             if self.sync == Sync::InStep {
-                out.push(Output::Error(ParseError::UnexpectedReply));
+                out.push(Output::Error(ParseError::UnexpectedAnswer));
             }
             return;
         };
@@ -645,10 +565,53 @@ impl<M: Copy> RedisConnection<M> {
             }
         }
     }
+}
+
+impl<M: Copy> Connection<M> for RedisConnection<M> {
+    type Exchange = Exchange<M>;
+
+    fn pending_requests(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// Between exchanges with nothing a fresh parser lacks: no value half
+    /// read, no command waiting, no database selected.
+    fn is_idle(&self) -> bool {
+        self.pending.is_empty()
+            && self.requests.at_boundary()
+            && self.responses.at_boundary()
+            && self.sync == Sync::InStep
+            && !self.subscribed
+            && self.database.is_none()
+    }
+
+    fn next_index(&self) -> u64 {
+        self.next_index
+    }
+
+    /// Feeds one syscall's bytes: the `captured` prefix, then `uncaptured`
+    /// more bytes that were not copied.
+    fn feed(
+        &mut self,
+        stream: Stream,
+        captured: &[u8],
+        uncaptured: u64,
+        meta: M,
+        out: &mut impl Sink<Output<M>>,
+    ) {
+        if self.subscribed {
+            return;
+        }
+        self.latest = Some(meta);
+        match stream {
+            Stream::Requests => self.feed_requests(captured, uncaptured, meta, out),
+            Stream::Responses => self.feed_responses(captured, uncaptured, meta, out),
+        }
+    }
 
     /// The connection closed: commands still waiting are reported without
     /// a reply.
-    pub fn close(&mut self, out: &mut impl Sink<Output<M>>) {
+    fn close(&mut self, out: &mut impl Sink<Output<M>>) {
         for pending in self.pending.drain(..) {
             out.push(Output::Exchange(Exchange {
                 index: pending.index,

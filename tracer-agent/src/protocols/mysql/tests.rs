@@ -92,7 +92,7 @@ fn result_set(rows: usize, deprecate_eof: bool) -> Vec<u8> {
     out
 }
 
-fn exchanges(out: &Out) -> Vec<&Exchange<u32>> {
+fn exchanges(out: &Out) -> Vec<&Query<u32>> {
     out.iter()
         .filter_map(|o| match o {
             Output::Exchange(e) => Some(e),
@@ -160,11 +160,11 @@ fn queries_in_any_split() {
                 );
                 assert_eq!(exchange.database.as_deref(), Some("shop"));
             }
-            assert_eq!(exchanges[1].query, "SELECT n FROM t WHERE n = 42");
+            assert_eq!(exchanges[1].text, "SELECT n FROM t WHERE n = 42");
             assert_eq!(
                 exchanges[2].outcome,
                 Some(Outcome::Error {
-                    code: 1146,
+                    code: "1146".into(),
                     message: "Table 'shop.missing' doesn't exist".into()
                 })
             );
@@ -221,10 +221,9 @@ fn prepared_statements() {
     );
     let exchanges = exchanges(&out);
     assert_eq!(exchanges.len(), 2);
-    assert_eq!(exchanges[0].query, "SELECT n FROM t WHERE n = ?");
-    assert!(exchanges[0].prepared);
+    assert_eq!(exchanges[0].text, "SELECT n FROM t WHERE n = ?");
     assert_eq!(exchanges[0].response_end, 4);
-    assert_eq!(exchanges[1].query, "", "closed: its text is forgotten");
+    assert_eq!(exchanges[1].text, "", "closed: its text is forgotten");
 }
 
 /// A pool's connection older than the agent (no handshake seen): an empty

@@ -53,7 +53,7 @@ fn error(code: &str, text: &str) -> Vec<u8> {
     message(b'E', &body)
 }
 
-fn exchanges(out: &Out) -> Vec<&Exchange<u32>> {
+fn exchanges(out: &Out) -> Vec<&Query<u32>> {
     out.iter()
         .filter_map(|o| match o {
             Output::Exchange(e) => Some(e),
@@ -103,7 +103,7 @@ fn simple_queries_in_any_split() {
         assert!(errors(&out).is_empty(), "split {split}: {out:?}");
         let exchanges = exchanges(&out);
         assert_eq!(exchanges.len(), 2, "split {split}");
-        assert_eq!(exchanges[0].query, "SELECT * FROM orders WHERE id = 42");
+        assert_eq!(exchanges[0].text, "SELECT * FROM orders WHERE id = 42");
         assert_eq!(exchanges[0].outcome, Some(Outcome::Ok));
         assert_eq!(exchanges[0].database.as_deref(), Some("shop"));
         assert_eq!(
@@ -177,7 +177,7 @@ fn extended_queries_pipelined() {
     assert!(
         exchanges
             .iter()
-            .all(|e| e.query == "SELECT name FROM users WHERE id = $1")
+            .all(|e| e.text == "SELECT name FROM users WHERE id = $1")
     );
     assert_eq!(exchanges[1].response_end, 4);
 

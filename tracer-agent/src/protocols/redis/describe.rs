@@ -7,9 +7,9 @@ use std::net::SocketAddr;
 
 use tracer_common::Source;
 
-use super::{Command, CommandSummary, Output, RedisConnection, Reply, looks_like_command};
+use super::{Command, CommandSummary, Exchange, RedisConnection, Reply, looks_like_command};
 use crate::protocols::{
-    self, ChunkMeta, Exchange, ParseError, Parser, Protocol, RequestStart, Sink, Stream, db,
+    self, ChunkMeta, Parser, Protocol, db,
     describe::{AttributeValue, Attributes, Describe, ProtocolFacts, SpanKind, SpanStatus},
     http::{fixed, owned},
 };
@@ -37,67 +37,25 @@ impl Protocol for Redis {
     }
 
     fn parser(&self, next_index: u64, _source: Source) -> Box<dyn Parser> {
-        Box::new(RedisParser(RedisConnection::resuming(next_index)))
+        Box::new(db::DbParser::new(
+            RedisConnection::resuming(next_index),
+            &FACTS,
+            describe,
+        ))
     }
 }
 
-#[derive(Debug)]
-struct RedisParser(RedisConnection<ChunkMeta>);
-
-impl Parser for RedisParser {
-    fn feed(
-        &mut self,
-        stream: Stream,
-        captured: &[u8],
-        uncaptured: u64,
-        meta: ChunkMeta,
-        out: &mut Vec<protocols::Output>,
-    ) {
-        self.0
-            .feed(stream, captured, uncaptured, meta, &mut Converted(out));
-    }
-
-    fn close(&mut self, out: &mut Vec<protocols::Output>) {
-        self.0.close(&mut Converted(out));
-    }
-
-    fn pending_requests(&self) -> usize {
-        self.0.pending_requests()
-    }
-
-    fn resumable_at(&self) -> Option<u64> {
-        self.0.is_idle().then(|| self.0.next_index())
-    }
-}
-
-struct Converted<'a>(&'a mut Vec<protocols::Output>);
-
-impl Sink<Output<ChunkMeta>> for Converted<'_> {
-    fn push(&mut self, output: Output<ChunkMeta>) {
-        self.0.push(match output {
-            Output::Request(start) => protocols::Output::Request(RequestStart {
-                index: start.index,
-                trace_context: None,
-                start: start.start,
-                offset: start.offset,
-                multiplexed: false,
-            }),
-            Output::Exchange(exchange) => protocols::Output::Exchange(Exchange {
-                index: exchange.index,
-                request_start: exchange.request_start,
-                response_end: exchange.response_end,
-                description: Box::new(RedisExchange {
-                    summary: CommandSummary::of(&exchange.command),
-                    command: exchange.command,
-                    reply: exchange.reply,
-                    database: exchange.database,
-                }),
-            }),
-            Output::Error(error) => protocols::Output::Error(ParseError {
-                protocol: FACTS.name,
-                message: error.to_string(),
-            }),
-        });
+fn describe(exchange: Exchange<ChunkMeta>) -> protocols::Exchange {
+    protocols::Exchange {
+        index: exchange.index,
+        request_start: exchange.request_start,
+        response_end: exchange.response_end,
+        description: Box::new(RedisExchange {
+            summary: CommandSummary::of(&exchange.command),
+            command: exchange.command,
+            reply: exchange.reply,
+            database: exchange.database,
+        }),
     }
 }
 
