@@ -27,8 +27,9 @@ use tracer_common::{DEFAULT_CAPTURE, InjectMode, KernelOffsets, MAX_CAPTURE};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Traces the HTTP/1.x, HTTP/2 and gRPC requests (clear text, or HTTPS through
-/// OpenSSL 3) that every process on this machine serves or makes, with no
-/// change to those processes, and prints one span per request.
+/// OpenSSL 3) that every process on this machine serves or makes, and its
+/// Redis, PostgreSQL and MySQL/MariaDB calls, with no change to those
+/// processes, and prints one span per request or database command.
 ///
 /// Needs root (or CAP_BPF and CAP_PERFMON) and a kernel with BTF (Linux 5.8+).
 /// Stop it with Ctrl-C or SIGTERM: spans already seen are written before it exits.
