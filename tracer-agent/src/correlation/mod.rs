@@ -168,7 +168,7 @@ pub struct Correlator {
     orphans_order: VecDeque<WireKey>,
     /// Orphans whose exchange ended before their caller showed up (a fast
     /// server answers before a TLS library's write returns): their span
-    /// waits a batch in the pipeline, and can still be adopted.
+    /// waits in the pipeline (`pipeline::HOLD`), and can still be adopted.
     ended_orphans: HashMap<WireKey, SpanIds>,
     ended_orphans_order: VecDeque<WireKey>,
     /// Spans of ended orphans adopted since the last `settle`: their ids now.
