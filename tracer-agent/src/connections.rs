@@ -137,6 +137,15 @@ pub enum Outcome {
     Closed(u64),
 }
 
+/// A connection the kernel can skip, named so that a newer connection
+/// reusing its `struct sock` address is not mistaken for it: its ports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NotParsed {
+    pub sock_id: u64,
+    pub local_port: u16,
+    pub remote_port: u16,
+}
+
 /// What handling a batch of events produced.
 #[derive(Debug, Default)]
 pub struct Handled {
@@ -145,7 +154,7 @@ pub struct Handled {
     pub parse_errors: Vec<ParseError>,
     /// Connections whose socket bytes were just found not to be a protocol
     /// the agent parses: the kernel can skip their syscalls from now on.
-    pub not_parsed: Vec<u64>,
+    pub not_parsed: Vec<NotParsed>,
     /// Connections dropped to stay within the table's limit.
     pub evicted: u64,
 }
@@ -317,9 +326,11 @@ impl ConnectionTable {
                 attempts,
             );
             match layer {
-                Layer::Other if event.source == Source::Socket => {
-                    out.not_parsed.push(event.sock_id)
-                }
+                Layer::Other if event.source == Source::Socket => out.not_parsed.push(NotParsed {
+                    sock_id: event.sock_id,
+                    local_port: conn.info.local.port(),
+                    remote_port: conn.info.remote.port(),
+                }),
                 Layer::Parsing { requests, .. } => {
                     conn.info.role = match requests {
                         Direction::Ingress => Role::Server,
@@ -474,6 +485,10 @@ mod tests {
             })
             .collect()
     }
+
+    fn not_parsed(out: &Handled) -> Vec<u64> {
+        out.not_parsed.iter().map(|n| n.sock_id).collect()
+    }
     const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
 
     #[test]
@@ -521,7 +536,11 @@ mod tests {
             );
         }
         assert!(exchanges(&out).is_empty() && out.parse_errors.is_empty());
-        assert_eq!(out.not_parsed, [1], "reported once, for the kernel to skip");
+        assert_eq!(
+            not_parsed(&out),
+            [1],
+            "reported once, for the kernel to skip"
+        );
     }
 
     /// A database's client gets the spans; its server's side of the same
@@ -544,7 +563,7 @@ mod tests {
             }
         }
         assert_eq!(exchanges(&out).len(), 1);
-        assert_eq!(out.not_parsed, [2, 3]);
+        assert_eq!(not_parsed(&out), [2, 3]);
     }
 
     /// A TLS connection: its ciphertext is no protocol (the kernel may skip
@@ -565,7 +584,7 @@ mod tests {
                 &mut out,
             );
         }
-        assert_eq!(out.not_parsed, [1]);
+        assert_eq!(not_parsed(&out), [1]);
         table.handle(
             tls(data(1, Role::Server, Direction::Ingress, GET)),
             &mut out,
@@ -574,7 +593,7 @@ mod tests {
         assert_eq!(exchanges(&out).len(), 1);
         assert_eq!(exchanges(&out)[0].connection.sock_id, 1);
         assert_eq!(
-            out.not_parsed,
+            not_parsed(&out),
             [1],
             "plaintext is never reported as not parsed"
         );

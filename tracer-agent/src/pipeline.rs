@@ -150,8 +150,10 @@ async fn process(
         for error in &handled.parse_errors {
             tracing::debug!("parse error: {error}");
         }
-        for sock_id in &handled.not_parsed {
-            if let Err(e) = ignored_sockets.ignore(*sock_id) {
+        for socket in &handled.not_parsed {
+            if let Err(e) =
+                ignored_sockets.ignore(socket.sock_id, (socket.local_port, socket.remote_port))
+            {
                 tracing::debug!("cannot tell the kernel to skip a socket: {e}");
             }
         }

@@ -12,8 +12,7 @@ pub struct SocketState {
     /// IPv4 addresses in the first 4 bytes.
     pub local_addr: [u8; 16],
     pub remote_addr: [u8; 16],
-    /// `AF_INET` / `AF_INET6`; 0: the addresses are not read yet (the agent
-    /// marked a socket ignored that the kernel had forgotten).
+    /// `AF_INET` / `AF_INET6`.
     pub family: u16,
     pub local_port: u16,
     pub remote_port: u16,

@@ -41,8 +41,9 @@ pub static BLOCKED_AT_ATTACH: HashMap<u64, u8> =
 /// `struct sock` address: one lookup per syscall instead of a map per fact
 /// and the addresses read again. Written at accept/connect (or at the first
 /// syscall seen on an older connection), removed at close; the agent marks
-/// connections it does not parse (TLS, databases, …) `ignored`. LRU:
-/// sockets of connections whose close was not seen age out.
+/// connections it does not parse (TLS ciphertext, a database server's
+/// side) `ignored`. LRU: sockets of connections whose close was not seen
+/// age out.
 #[map]
 pub static SOCKETS: LruHashMap<u64, SocketState> = LruHashMap::with_max_entries(MAX_SOCKETS, 0);
 

@@ -114,18 +114,11 @@ pub fn remember_socket(config: &Config, sock: u64, role: Role) -> Option<&'stati
 
 /// The state of `sock`, in the map (read it at once: another CPU may reuse
 /// an LRU entry). A socket seen for the first time (a connection older than
-/// the agent), or one the agent marked before the kernel had its addresses,
-/// gets them read once, here.
+/// the agent) gets its addresses read once, here.
 #[inline(always)]
 pub fn socket_state(config: &Config, sock: u64) -> Option<&'static mut SocketState> {
     match SOCKETS.get_ptr_mut(sock) {
-        Some(state) => {
-            let state = unsafe { &mut *state };
-            if state.family == 0 {
-                read_addresses(config, sock, state);
-            }
-            Some(state)
-        }
+        Some(state) => Some(unsafe { &mut *state }),
         None => remember_socket(config, sock, Role::Unknown),
     }
 }

@@ -311,13 +311,24 @@ impl LocalAddresses {
 /// socket's state over at accept/connect and forgets it at close).
 pub struct IgnoredSockets(HashMap<MapData, u64, SocketState>);
 
+/// `BPF_EXIST` (linux/bpf.h): update an entry only if it is there.
+const BPF_EXIST: u64 = 2;
+
 impl IgnoredSockets {
-    pub fn ignore(&mut self, sock_id: u64) -> Result<(), aya::maps::MapError> {
-        // A socket the kernel already forgot gets a state with no addresses
-        // (family 0): the kernel reads them if it sees the socket again.
-        let mut state = self.0.get(&sock_id, 0).unwrap_or_default();
+    /// Marks the connection on `sock_id` with these `ports` (local, remote)
+    /// if the kernel still has it. The agent reads events behind the
+    /// kernel: by now the connection may be closed and its `struct sock`
+    /// reused by a newer one (other ports), which must not be skipped; a
+    /// closed one needs no mark.
+    pub fn ignore(&mut self, sock_id: u64, ports: (u16, u16)) -> Result<(), aya::maps::MapError> {
+        let Ok(mut state) = self.0.get(&sock_id, 0) else {
+            return Ok(());
+        };
+        if (state.local_port, state.remote_port) != ports {
+            return Ok(());
+        }
         state.ignored = 1;
-        self.0.insert(sock_id, state, 0)
+        self.0.insert(sock_id, state, BPF_EXIST)
     }
 }
 
