@@ -70,6 +70,34 @@ pub enum Output<M, X> {
     Error(DbParseError),
 }
 
+/// Where a connection stands after bytes were lost. Either way, the next
+/// write that starts a command starts afresh (clients write whole
+/// commands).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Sync {
+    InStep,
+    /// The command stream's framing was lost: answers to the commands read
+    /// before still come first and in order, and are matched; answers past
+    /// them answer commands never read, and are passed over.
+    RequestsLost,
+    /// The answer stream's framing was lost: nothing is read of it until
+    /// the next command.
+    ResponsesLost,
+}
+
+impl Sync {
+    /// `stream`'s framing was lost: counted. A loss of answers outranks one
+    /// of commands (it is the one the next command must resolve).
+    pub fn lose<M, X>(&mut self, stream: Stream, out: &mut impl Sink<Output<M, X>>) {
+        out.push(Output::Error(DbParseError::SyncLost(stream)));
+        *self = match stream {
+            Stream::Requests if *self == Sync::InStep => Sync::RequestsLost,
+            Stream::Requests => *self,
+            Stream::Responses => Sync::ResponsesLost,
+        };
+    }
+}
+
 /// Why a database parser could not follow its bytes; each is counted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum DbParseError {

@@ -30,7 +30,7 @@ pub use describe::Postgres;
 pub use super::db::SqlOutcome as Outcome;
 use super::{
     Sink, Stream,
-    db::{self, Connection, DbParseError as ParseError, Query, RequestStart},
+    db::{self, Connection, DbParseError as ParseError, Query, RequestStart, Sync},
 };
 
 /// Bytes kept of a kept message body (a query text, an error).
@@ -189,16 +189,6 @@ enum Awaiting<M> {
     Sync,
 }
 
-/// Where the connection stands after bytes were lost (see `redis::Sync`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Sync {
-    InStep,
-    QueriesLost,
-    AnswersLost,
-    /// The socket went to TLS: its bytes are ciphertext.
-    Encrypted,
-}
-
 /// The PostgreSQL state of one connection.
 #[derive(Debug)]
 pub struct PostgresConnection<M> {
@@ -214,6 +204,8 @@ pub struct PostgresConnection<M> {
     skipping_to_sync: bool,
     /// The client asked for TLS; the server's one-byte answer comes next.
     tls_requested: bool,
+    /// The server accepted TLS: the socket's bytes are ciphertext.
+    encrypted: bool,
     sync: Sync,
     /// The client's first bytes were seen (they say whether the session
     /// starts here).
@@ -244,6 +236,7 @@ impl<M: Copy> PostgresConnection<M> {
             batch_start: None,
             skipping_to_sync: false,
             tls_requested: false,
+            encrypted: false,
             sync: Sync::InStep,
             started: false,
             last_response: None,
@@ -264,7 +257,7 @@ impl<M: Copy> PostgresConnection<M> {
             self.started = true;
             self.requests.untyped_next = looks_like_client_start(data) == Some(true);
         }
-        if matches!(self.sync, Sync::QueriesLost | Sync::AnswersLost) {
+        if self.sync != Sync::InStep {
             // A client writes whole messages: a write that starts with a
             // query starts afresh.
             if !data
@@ -274,7 +267,7 @@ impl<M: Copy> PostgresConnection<M> {
                 return;
             }
             self.requests.reset();
-            if self.sync == Sync::AnswersLost {
+            if self.sync == Sync::ResponsesLost {
                 self.responses.reset();
                 self.resolve_lost_answers(out);
             }
@@ -289,7 +282,7 @@ impl<M: Copy> PostgresConnection<M> {
                         Stream::Requests,
                         "message length out of range",
                     )));
-                    self.lose(Stream::Requests, out);
+                    self.sync.lose(Stream::Requests, out);
                     return;
                 }
             }
@@ -297,7 +290,7 @@ impl<M: Copy> PostgresConnection<M> {
         match self.requests.skip(uncaptured) {
             Ok(Some(message)) => self.frontend(message, meta, out),
             Ok(None) => {}
-            Err(()) => self.lose(Stream::Requests, out),
+            Err(()) => self.sync.lose(Stream::Requests, out),
         }
     }
 
@@ -309,7 +302,7 @@ impl<M: Copy> PostgresConnection<M> {
         out: &mut impl Sink<Output<M>>,
     ) {
         self.last_response = Some(meta);
-        if self.sync == Sync::AnswersLost || !self.started {
+        if self.sync == Sync::ResponsesLost || !self.started {
             return;
         }
         let mut data = data;
@@ -317,7 +310,7 @@ impl<M: Copy> PostgresConnection<M> {
             // The answer to SSLRequest/GSSENCRequest is one untyped byte.
             self.tls_requested = false;
             if matches!(data[0], b'S' | b'G') {
-                self.sync = Sync::Encrypted;
+                self.encrypted = true;
                 self.awaiting.clear();
                 return;
             }
@@ -332,7 +325,7 @@ impl<M: Copy> PostgresConnection<M> {
                         Stream::Responses,
                         "message length out of range",
                     )));
-                    self.lose(Stream::Responses, out);
+                    self.sync.lose(Stream::Responses, out);
                     return;
                 }
             }
@@ -340,7 +333,7 @@ impl<M: Copy> PostgresConnection<M> {
         match self.responses.skip(uncaptured) {
             Ok(Some(message)) => self.backend(message, meta, out),
             Ok(None) => {}
-            Err(()) => self.lose(Stream::Responses, out),
+            Err(()) => self.sync.lose(Stream::Responses, out),
         }
     }
 
@@ -560,15 +553,6 @@ impl<M: Copy> PostgresConnection<M> {
         }
     }
 
-    fn lose(&mut self, stream: Stream, out: &mut impl Sink<Output<M>>) {
-        out.push(Output::Error(ParseError::SyncLost(stream)));
-        self.sync = match stream {
-            Stream::Requests if self.sync == Sync::InStep => Sync::QueriesLost,
-            Stream::Requests => self.sync,
-            Stream::Responses => Sync::AnswersLost,
-        };
-    }
-
     /// The query stream is found again after the answers were lost. One
     /// query was waiting: its answer ended before this query was written,
     /// at the last bytes seen of them. More: their answers cannot be told
@@ -616,6 +600,7 @@ impl<M: Copy> Connection<M> for PostgresConnection<M> {
             && self.portals.is_empty()
             && self.database.is_none()
             && self.sync == Sync::InStep
+            && !self.encrypted
             && self.started
             && !self.tls_requested
     }
@@ -632,7 +617,7 @@ impl<M: Copy> Connection<M> for PostgresConnection<M> {
         meta: M,
         out: &mut impl Sink<Output<M>>,
     ) {
-        if self.sync == Sync::Encrypted {
+        if self.encrypted {
             return;
         }
         self.latest = Some(meta);

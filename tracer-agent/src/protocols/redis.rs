@@ -27,7 +27,7 @@ pub use describe::{Redis, RedisExchange};
 
 use super::{
     Sink, Stream,
-    db::{self, Connection, DbParseError as ParseError, RequestStart},
+    db::{self, Connection, DbParseError as ParseError, RequestStart, Sync},
 };
 
 /// A line (type byte, length or simple string) longer than this is an error.
@@ -340,21 +340,6 @@ struct Pending<M> {
     start: M,
 }
 
-/// Where the connection stands after bytes were lost. Either way, the
-/// next write that starts with a command starts afresh (a client writes
-/// whole commands).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Sync {
-    InStep,
-    /// The command stream's framing was lost: replies to the commands read
-    /// before still come first and in order, and are matched; replies past
-    /// them answer commands never read, and are passed over.
-    CommandsLost,
-    /// The reply stream's framing was lost: nothing is read of it until
-    /// the next command (`resolve_lost_replies`).
-    RepliesLost,
-}
-
 /// The Redis state of one connection.
 #[derive(Debug)]
 pub struct RedisConnection<M> {
@@ -408,7 +393,7 @@ impl<M: Copy> RedisConnection<M> {
                 return;
             }
             self.requests.reset();
-            if self.sync == Sync::RepliesLost {
+            if self.sync == Sync::ResponsesLost {
                 self.responses.reset();
                 self.resolve_lost_replies(out);
             }
@@ -420,7 +405,7 @@ impl<M: Copy> RedisConnection<M> {
                 Decoded::Value(value) => self.command(value, meta, out),
                 Decoded::Invalid(why) => {
                     out.push(Output::Error(ParseError::Invalid(Stream::Requests, why)));
-                    self.lose(Stream::Requests, out);
+                    self.sync.lose(Stream::Requests, out);
                     return;
                 }
             }
@@ -428,7 +413,7 @@ impl<M: Copy> RedisConnection<M> {
         match self.requests.skip(uncaptured) {
             Ok(Some(value)) => self.command(value, meta, out),
             Ok(None) => {}
-            Err(()) => self.lose(Stream::Requests, out),
+            Err(()) => self.sync.lose(Stream::Requests, out),
         }
     }
 
@@ -470,7 +455,7 @@ impl<M: Copy> RedisConnection<M> {
         out: &mut impl Sink<Output<M>>,
     ) {
         self.last_response = Some(meta);
-        if self.sync == Sync::RepliesLost {
+        if self.sync == Sync::ResponsesLost {
             return;
         }
         let mut pos = 0;
@@ -484,7 +469,7 @@ impl<M: Copy> RedisConnection<M> {
                 }
                 Decoded::Invalid(why) => {
                     out.push(Output::Error(ParseError::Invalid(Stream::Responses, why)));
-                    self.lose(Stream::Responses, out);
+                    self.sync.lose(Stream::Responses, out);
                     return;
                 }
             }
@@ -492,7 +477,7 @@ impl<M: Copy> RedisConnection<M> {
         match self.responses.skip(uncaptured) {
             Ok(Some(value)) => self.reply(value, meta, out),
             Ok(None) => {}
-            Err(()) => self.lose(Stream::Responses, out),
+            Err(()) => self.sync.lose(Stream::Responses, out),
         }
     }
 
@@ -532,15 +517,6 @@ impl<M: Copy> RedisConnection<M> {
     }
 
     /// A direction's framing is lost (see `Sync`).
-    fn lose(&mut self, stream: Stream, out: &mut impl Sink<Output<M>>) {
-        out.push(Output::Error(ParseError::SyncLost(stream)));
-        self.sync = match stream {
-            Stream::Requests if self.sync == Sync::InStep => Sync::CommandsLost,
-            Stream::Requests => self.sync,
-            Stream::Responses => Sync::RepliesLost,
-        };
-    }
-
     /// The command stream is found again after a loss. One command was
     /// waiting: its reply ended before this command was written (a client
     /// that does not pipeline), at the last reply bytes seen. More: their

@@ -280,6 +280,10 @@ fn tls_accepted_stops_the_socket_parser() {
         &mut out,
     );
     assert!(out.iter().all(|o| matches!(o, Output::Request(_))) && errors(&out).is_empty());
+    assert!(
+        !conn.is_idle(),
+        "a parser that knows it reads ciphertext is kept"
+    );
     // Refused: the start-up message follows in clear.
     let mut conn = PostgresConnection::default();
     let mut out = Out::new();
