@@ -606,11 +606,8 @@ fn http2_front_makes_whole_traces() {
 /// gRPC over h2c (Python grpcio, `grpc_echo.py`): a server span per call,
 /// named by its method, with `rpc.*` attributes and the status from its
 /// trailers: unary, server streaming, an error, and eight streams at once
-/// on one connection.
-///
-/// The client's side is not asserted: grpcio writes a call's frames with
-/// up to 24 iovecs in one `sendmsg`, past the 16 the kernel copies from, so
-/// the client direction loses frame sync (counted as a parse error).
+/// on one connection; each the child of the client's span of the same call
+/// (grpcio writes a call's frames as up to 24 iovecs in one `sendmsg`).
 #[test]
 fn grpc_calls_make_rpc_spans() {
     require_root();
@@ -654,6 +651,25 @@ fn grpc_calls_make_rpc_spans() {
         ("demo.Echo/Fail", 1),
     ]);
     assert_eq!(calls, expected);
+    let clients: Vec<&SpanRecord> = run
+        .spans
+        .iter()
+        .filter(|s| s.service == "grpc-client" && s.kind == CLIENT)
+        .collect();
+    assert_eq!(clients.len(), 11, "{clients:#?}\n{}", run.stderr);
+    for server in run.spans.iter().filter(|s| s.service == "grpc-server") {
+        let client = clients
+            .iter()
+            .find(|c| c.span_id == server.parent_span_id)
+            .unwrap_or_else(|| panic!("no client span is the parent of {server:#?}"));
+        assert_eq!(client.name, server.name);
+        assert_eq!(client.trace_id, server.trace_id);
+        assert_eq!(
+            client.int("rpc.grpc.status_code"),
+            server.int("rpc.grpc.status_code")
+        );
+    }
+    assert_eq!(run.summary("parse_errors"), 0, "{}", run.stderr);
 }
 
 /// curl → nginx → svc-a → svc-b.

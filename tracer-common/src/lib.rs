@@ -31,9 +31,10 @@ pub const MAX_CAPTURE: usize = 8 * 1024;
 /// Default payload prefix captured per syscall.
 pub const DEFAULT_CAPTURE: u32 = 4096;
 
-/// How many iovec entries of a readv/writev/recvmsg/sendmsg are copied from.
-/// Bytes in later entries are still counted in `SocketEvent::bytes`.
-pub const MAX_IOVECS: u32 = 16;
+/// How many iovec entries of a readv/writev/recvmsg/sendmsg are copied from:
+/// the kernel's own limit (`UIO_MAXIOV`), so every entry is. The copy stops
+/// at the capture length.
+pub const MAX_IOVECS: u32 = 1024;
 
 /// Threads that can be inside a traced syscall at once (per-thread map size).
 pub const MAX_IN_FLIGHT: u32 = 16 * 1024;

@@ -7,7 +7,7 @@ use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     helpers::{
         bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_user,
-        generated,
+        generated::{self, bpf_loop},
     },
 };
 use tracer_common::{
@@ -15,7 +15,7 @@ use tracer_common::{
     Syscall, event::SOCKET_EVENT_SIZE,
 };
 
-use crate::maps::{EVENTS, EventBuffer, SCRATCH, count};
+use crate::maps::{EVENTS, EventBuffer, IOVEC_COPY, IovecCopy, SCRATCH, count};
 
 /// Byte offset of `msg_iov` / `msg_iovlen` in the user-space `struct msghdr`
 /// (64-bit ABI: `msg_name` 8, `msg_namelen` 4 + 4 padding).
@@ -116,40 +116,55 @@ pub fn capture_buffer(buffer: &mut EventBuffer, src: u64, limit: usize) -> usize
     copy_user(buffer, 0, src, limit)
 }
 
-/// Copies the first `limit` bytes spread over a user iovec array.
+/// Copies the first `limit` bytes spread over a user iovec array (into the
+/// scratch buffer's payload). A `bpf_loop` of one call per iovec: runtimes
+/// write a message's frames as many small iovecs (grpcio up to 24; the
+/// kernel accepts `MAX_IOVECS`), and an unrolled loop is verified once per
+/// iteration.
 #[inline(always)]
-pub fn capture_iovecs(buffer: &mut EventBuffer, iov: u64, iov_count: u64, limit: usize) -> usize {
-    let mut copied = 0usize;
-    for i in 0..MAX_IOVECS as u64 {
-        if i >= iov_count || copied >= limit {
-            break;
-        }
-        let Ok(base) = (unsafe { bpf_probe_read_user((iov + 16 * i) as *const u64) }) else {
-            count(Counter::PayloadReadFailed, 1);
-            break;
-        };
-        let Ok(len) = (unsafe { bpf_probe_read_user((iov + 16 * i + 8) as *const u64) }) else {
-            count(Counter::PayloadReadFailed, 1);
-            break;
-        };
-        let want = core::cmp::min(len as usize, limit - copied);
-        let got = copy_user(buffer, copied, base, want);
-        if got < want {
-            copied += got;
-            break;
-        }
-        copied += got;
+pub fn capture_iovecs(iov: u64, iov_count: u64, limit: usize) -> usize {
+    let loops = core::cmp::min(iov_count, MAX_IOVECS as u64) as u32;
+    let Some(copy) = IOVEC_COPY.get_ptr_mut(0) else {
+        return 0;
+    };
+    let copy = unsafe { &mut *copy };
+    *copy = IovecCopy {
+        iov,
+        limit: limit as u64,
+        copied: 0,
+    };
+    if loops == 0 || limit == 0 {
+        return 0;
     }
-    copied
+    unsafe { bpf_loop(loops, copy_iovec as *mut c_void, core::ptr::null_mut(), 0) };
+    copy.copied as usize
+}
+
+/// `bpf_loop` callback: copies iovec `i`, up to the limit. Stops (returns 1)
+/// at the limit or at a read that failed or came short.
+extern "C" fn copy_iovec(i: u64, _: *mut c_void) -> i64 {
+    let (Some(copy), Some(buffer)) = (IOVEC_COPY.get_ptr_mut(0), SCRATCH.get_ptr_mut(0)) else {
+        return 1;
+    };
+    let copy = unsafe { &mut *copy };
+    let Ok([base, len]) = (unsafe { bpf_probe_read_user((copy.iov + 16 * i) as *const [u64; 2]) })
+    else {
+        count(Counter::PayloadReadFailed, 1);
+        return 1;
+    };
+    let want = core::cmp::min(len, copy.limit.saturating_sub(copy.copied)) as usize;
+    let got = copy_user(unsafe { &mut *buffer }, copy.copied as usize, base, want);
+    copy.copied += got as u64;
+    (got < want || copy.copied >= copy.limit) as i64
 }
 
 /// Copies the first `limit` bytes of the iovecs a user `struct msghdr` names.
 #[inline(always)]
-pub fn capture_msghdr(buffer: &mut EventBuffer, msghdr: u64, limit: usize) -> usize {
+pub fn capture_msghdr(msghdr: u64, limit: usize) -> usize {
     let iov = unsafe { bpf_probe_read_user((msghdr + MSGHDR_IOV) as *const u64) };
     let iov_count = unsafe { bpf_probe_read_user((msghdr + MSGHDR_IOVLEN) as *const u64) };
     match (iov, iov_count) {
-        (Ok(iov), Ok(iov_count)) => capture_iovecs(buffer, iov, iov_count, limit),
+        (Ok(iov), Ok(iov_count)) => capture_iovecs(iov, iov_count, limit),
         _ => {
             count(Counter::PayloadReadFailed, 1);
             0

@@ -194,6 +194,22 @@ pub static NEW_SOCKET: PerCpuArray<SocketState> = PerCpuArray::with_max_entries(
 #[map]
 pub static SCRATCH: PerCpuArray<EventBuffer> = PerCpuArray::with_max_entries(1, 0);
 
+/// Per-CPU state of the iovec copy in progress (`capture::capture_iovecs`):
+/// in a map, not on the stack, so that the verifier does not follow each
+/// `bpf_loop` iteration's exact count (it would never converge).
+#[map]
+pub static IOVEC_COPY: PerCpuArray<IovecCopy> = PerCpuArray::with_max_entries(1, 0);
+
+/// An iovec array being copied into the scratch buffer's payload.
+#[repr(C)]
+pub struct IovecCopy {
+    /// The user address of the array.
+    pub iov: u64,
+    /// Bytes to copy at most, and copied so far.
+    pub limit: u64,
+    pub copied: u64,
+}
+
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::SLOTS, 0);
 

@@ -269,9 +269,9 @@ pub fn send_data(
     let limit = core::cmp::min(moved as u64, config.capture_bytes as u64) as usize;
     let captured = match syscall {
         Syscall::Readv | Syscall::Writev => {
-            capture_iovecs(buffer, in_flight.user_ptr, in_flight.iov_count, limit)
+            capture_iovecs(in_flight.user_ptr, in_flight.iov_count, limit)
         }
-        Syscall::Recvmsg | Syscall::Sendmsg => capture_msghdr(buffer, in_flight.user_ptr, limit),
+        Syscall::Recvmsg | Syscall::Sendmsg => capture_msghdr(in_flight.user_ptr, limit),
         Syscall::Sendfile => 0,
         _ => capture_buffer(buffer, in_flight.user_ptr, limit),
     };
