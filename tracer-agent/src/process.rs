@@ -1,5 +1,7 @@
 //! Who a process is, for the span's resource: `service.name` from its
-//! `OTEL_SERVICE_NAME`, else its executable's name; its container, if any.
+//! `OTEL_SERVICE_NAME`, else from what it runs (the script or module of an
+//! interpreter, the jar or main class of a JVM), else its executable's
+//! name; its container, if any.
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -67,6 +69,15 @@ impl ProcessCache {
             .ok()
             .and_then(|environ| env_value(&environ, b"OTEL_SERVICE_NAME"))
             .filter(|name| !name.is_empty())
+            .or_else(|| {
+                let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
+                let args: Vec<String> = cmdline
+                    .split(|b| *b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                program_name(&executable_name, &args)
+            })
             .unwrap_or_else(|| executable_name.clone());
         let container_id = std::fs::read_to_string(dir.join("cgroup"))
             .ok()
@@ -79,6 +90,105 @@ impl ProcessCache {
             go: crate::loader::go_binary::is_go_executable(&dir.join("exe")),
         }
     }
+}
+
+/// What an interpreter or a JVM runs, named as a person would name the
+/// service: `python3 auth.py` → `auth`, `python -m shop.api` → `shop.api`,
+/// `node payment.js` → `payment`, `java -jar ledger.jar` → `ledger`,
+/// `java -cp lib com.shop.Ledger` → `Ledger`. A script with a name every
+/// project uses (`main.py`, `index.js`) is named after its directory.
+/// `None` for other executables, and for code given inline (`python -c`).
+fn program_name(executable: &str, args: &[String]) -> Option<String> {
+    let runtime = if executable.starts_with("python") || executable.starts_with("pypy") {
+        Runtime::Python
+    } else if matches!(executable, "node" | "nodejs" | "bun" | "deno") {
+        Runtime::Node
+    } else if executable == "java" {
+        Runtime::Java
+    } else if executable.starts_with("ruby")
+        || executable.starts_with("perl")
+        || executable.starts_with("php")
+    {
+        Runtime::Other
+    } else {
+        return None;
+    };
+    let mut rest = args.iter().skip(1).map(String::as_str);
+    while let Some(arg) = rest.next() {
+        match (runtime, arg) {
+            (Runtime::Python, "-m") => return rest.next().map(str::to_string),
+            (Runtime::Python, "-c")
+            | (Runtime::Node | Runtime::Other, "-e" | "--eval" | "-p" | "--print") => {
+                return None;
+            }
+            (Runtime::Java, "-jar") => {
+                return rest
+                    .next()
+                    .map(|jar| strip_version(file_stem(jar)).to_string());
+            }
+            // Options that take the next argument as their value.
+            (Runtime::Python, "-W" | "-X" | "--check-hash-based-pycs")
+            | (Runtime::Node, "-r" | "--require" | "--import" | "--loader" | "--env-file")
+            | (Runtime::Java, "-cp" | "-classpath" | "--class-path" | "-p" | "--module-path") => {
+                rest.next();
+            }
+            // Node's `deno run` / `bun run` subcommand.
+            (Runtime::Node, "run") => {}
+            (Runtime::Java, "-m" | "--module") => {
+                let module = rest.next()?;
+                return Some(module.split('/').next().unwrap_or(module).to_string());
+            }
+            (_, option) if option.starts_with('-') => {}
+            (Runtime::Java, class) => {
+                return class.rsplit('.').next().map(str::to_string);
+            }
+            (_, script) => return Some(script_name(script)),
+        }
+    }
+    None
+}
+
+#[derive(Clone, Copy)]
+enum Runtime {
+    Python,
+    Node,
+    Java,
+    Other,
+}
+
+/// A script's name without its extension; its directory's when the name
+/// is one every project uses.
+fn script_name(path: &str) -> String {
+    const GENERIC: [&str; 9] = [
+        "main", "index", "app", "server", "run", "manage", "__main__", "start", "wsgi",
+    ];
+    let stem = file_stem(path);
+    if GENERIC.contains(&stem) {
+        let parent = std::path::Path::new(path)
+            .parent()
+            .and_then(|dir| dir.file_name())
+            .map(|dir| dir.to_string_lossy().into_owned());
+        if let Some(parent) = parent.filter(|p| !p.is_empty() && p != "src" && p != "bin") {
+            return parent;
+        }
+    }
+    stem.to_string()
+}
+
+/// The last path component without its extension.
+fn file_stem(path: &str) -> &str {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    match name.rsplit_once('.') {
+        Some((stem, _)) if !stem.is_empty() => stem,
+        _ => name,
+    }
+}
+
+/// `ledger-1.4.2` → `ledger`: a jar's version is not part of its name.
+fn strip_version(name: &str) -> &str {
+    name.match_indices('-')
+        .find(|(i, _)| name[i + 1..].starts_with(|c: char| c.is_ascii_digit()))
+        .map_or(name, |(i, _)| &name[..i])
 }
 
 /// The value of `name` in a NUL-separated environment block.
@@ -113,6 +223,57 @@ mod tests {
             env_value(b"OTEL_SERVICE_NAMESPACE=x\0", b"OTEL_SERVICE_NAME"),
             None
         );
+    }
+
+    #[test]
+    fn services_are_named_after_what_they_run() {
+        let name = |exe: &str, cmd: &str| {
+            let args: Vec<String> = cmd.split(' ').map(str::to_string).collect();
+            program_name(exe, &args)
+        };
+        let cases = [
+            ("python3.11", "python3 auth.py", Some("auth")),
+            (
+                "python3.11",
+                "python3 -u /srv/shop/payment.py 8080",
+                Some("payment"),
+            ),
+            (
+                "python3.11",
+                "python -m shop.api --port 1",
+                Some("shop.api"),
+            ),
+            (
+                "python3.11",
+                "python3 -X dev -W ignore srv/orders/main.py",
+                Some("orders"),
+            ),
+            ("python3.11", "python3 -c print(1)", None),
+            ("python3.11", "python3", None),
+            ("node", "node payment.js", Some("payment")),
+            (
+                "node",
+                "node --require ./otel.js /app/cart/index.js",
+                Some("cart"),
+            ),
+            ("node", "node -e 1", None),
+            (
+                "java",
+                "java -Xmx1g -jar /opt/ledger-1.4.2.jar",
+                Some("ledger"),
+            ),
+            ("java", "java -cp lib/* com.shop.Ledger", Some("Ledger")),
+            (
+                "java",
+                "java -m shop.ledger/com.shop.Main",
+                Some("shop.ledger"),
+            ),
+            ("nginx", "nginx -g daemon off;", None),
+            ("ruby3.1", "ruby src/main.rb", Some("main")),
+        ];
+        for (exe, cmd, expected) in cases {
+            assert_eq!(name(exe, cmd).as_deref(), expected, "{cmd}");
+        }
     }
 
     #[test]
