@@ -147,6 +147,8 @@ struct Inbound {
     ids: SpanIds,
     /// TCP sequence number of its first byte.
     seq: u32,
+    /// The address it came from.
+    caller: SocketAddr,
     /// The trace context header it arrived with.
     header: Option<RemoteContext>,
     /// One of several that may be in flight on its connection (HTTP/2).
@@ -221,7 +223,8 @@ impl Correlator {
                     }
                     parent
                 });
-                let forwarded = header.and_then(|h| self.forwarded_from(&h, context));
+                let call = (connection.local, seq);
+                let forwarded = header.and_then(|h| self.forwarded_from(&h, context, call));
                 let sdk = header.filter(|_| forwarded.is_none());
                 let ids = if let Some(remote) = sdk {
                     // The SDK's span is on the wire: the callee hangs under it.
@@ -291,6 +294,7 @@ impl Correlator {
                     Inbound {
                         ids,
                         seq,
+                        caller: connection.remote,
                         header,
                         multiplexed,
                     },
@@ -473,18 +477,21 @@ impl Correlator {
     /// application's SDK), the inbound request it came with: the one the
     /// kernel tied the call to, else the only one being served with that
     /// header. `Some(None)`: forwarded, from a request not known for sure.
+    /// `call` (its source address and first byte) is never forwarded from
+    /// itself: its callee on this node may have read it before the agent
+    /// saw it written (a write's event comes at the syscall's end).
     fn forwarded_from(
         &self,
         header: &RemoteContext,
         context: Option<RequestContext>,
+        call: (SocketAddr, u32),
     ) -> Option<Option<SpanIds>> {
         if let Some(inbound) = context.and_then(|context| self.inbound_request(context)) {
             return (inbound.header == Some(*header)).then_some(Some(inbound.ids));
         }
-        let mut with_header = self
-            .inbound
-            .values()
-            .filter(|inbound| inbound.header == Some(*header));
+        let mut with_header = self.inbound.values().filter(|inbound| {
+            inbound.header == Some(*header) && (inbound.caller, inbound.seq) != call
+        });
         let first = with_header.next()?;
         Some(with_header.next().is_none().then_some(first.ids))
     }

@@ -375,6 +375,22 @@ fn forwarded_traceparent_keeps_the_proxys_client_span() {
     }
 }
 
+/// The callee on this node read the request before the agent saw its
+/// caller write it: the caller's SDK header is still the SDK's, not one
+/// the caller forwarded from the callee's own request.
+#[test]
+fn a_call_read_before_it_was_seen_written_is_not_forwarded_from_itself() {
+    let mut c = Correlator::new();
+    let callee = started(9, Role::Server, 0, 42, None, TRACEPARENT);
+    start(&mut c, &callee);
+    let call = started(8, Role::Client, 0, 42, None, TRACEPARENT);
+    start(&mut c, &call);
+    assert_eq!(completed(&mut c, &call), None, "the SDK reports this call");
+    assert_eq!(c.links.left_to_sdk, 1);
+    let callee_ids = ids_of(&mut c, &callee);
+    assert_eq!(callee_ids.parent_span_id.unwrap()[..2], [0x00, 0xf0]);
+}
+
 /// Without the kernel's context, a forwarded header names its request only
 /// while one request being served carries it.
 #[test]
