@@ -128,6 +128,27 @@ fn unwritable_export_file_is_a_clear_error() {
 }
 
 #[test]
+fn bad_owners_file_is_a_clear_error() {
+    let dir = tracer_tests::temp_dir("owners");
+    let path = dir.join("owners.toml");
+    std::fs::write(&path, "[[team]]\nname = \"x\"\nservices = [\"a[\"]\n").unwrap();
+    let output = agent(&["--owners", path.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains("the owners file") && err.contains("a["),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    let output = agent(&["--owners", "/nonexistent/owners.toml"]);
+    let err = stderr(&output);
+    assert!(
+        err.contains("cannot read the owners file /nonexistent/owners.toml"),
+        "{err}"
+    );
+}
+
+#[test]
 fn overload_threshold_above_the_ring_is_a_clear_error() {
     require_root();
     let output = agent(&["--ring-buffer-mib", "1", "--overload-kib", "2048"]);

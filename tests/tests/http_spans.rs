@@ -177,6 +177,68 @@ fn python_keep_alive_server() {
     assert_durations(&spans, &observed);
 }
 
+/// Each service's team: the owners file's first matching rule, else the
+/// process's OTEL_RESOURCE_ATTRIBUTES, else "unowned"; on the spans'
+/// resource and as the duration metrics' label.
+#[test]
+fn services_are_owned_by_teams() {
+    require_root();
+    let dir = temp_dir("owners");
+    let owners = dir.join("owners.toml");
+    std::fs::write(
+        &owners,
+        "[[team]]\nname = \"storefront\"\nservices = [\"shop-*\"]\n",
+    )
+    .unwrap();
+    let (shop, billing, stock) = (free_port(), free_port(), free_port());
+    let _shop = python_server(shop, "shop-web");
+    let _billing = Process::spawn_until(
+        Command::new("python3")
+            .arg(servers_dir().join("http11_server.py"))
+            .arg(billing.to_string())
+            .env("OTEL_SERVICE_NAME", "billing")
+            .env(
+                "OTEL_RESOURCE_ATTRIBUTES",
+                "deployment.environment=test,team=payments",
+            ),
+        "ready",
+    );
+    let _stock = python_server(stock, "stock");
+    let agent = Agent::start(&["--owners", owners.to_str().unwrap()]);
+    let urls: Vec<String> = [shop, billing, stock]
+        .iter()
+        .map(|port| format!("http://127.0.0.1:{port}/hello"))
+        .collect();
+    curl(&[], &urls);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let addr = agent.http_addr.clone().expect("the agent serves metrics");
+    let scrape = Command::new("curl")
+        .args(["-s", &format!("http://{addr}/metrics")])
+        .output()
+        .expect("run curl");
+    let metrics = String::from_utf8_lossy(&scrape.stdout).into_owned();
+    let run = agent.stop();
+    assert!(run.status.success(), "agent failed: {}", run.stderr);
+    for (port, service, team) in [
+        (shop, "shop-web", "storefront"),
+        (billing, "billing", "payments"),
+        (stock, "stock", "unowned"),
+    ] {
+        let spans = run.spans_on_port(port);
+        let servers = of_kind(&spans, SERVER);
+        assert_eq!(servers.len(), 1, "{servers:#?}");
+        assert_eq!(servers[0].resource["team"]["stringValue"], team);
+        let series = format!("service_name=\"{service}\",team=\"{team}\"");
+        assert!(
+            metrics.lines().any(
+                |l| l.starts_with("http_server_request_duration_seconds_count{")
+                    && l.contains(&series)
+            ),
+            "no {series} series:\n{metrics}"
+        );
+    }
+}
+
 /// A Node.js server (one event loop) with curl as keep-alive client.
 #[test]
 fn node_server_with_keep_alive_client() {

@@ -12,6 +12,7 @@ pub mod export;
 pub mod loader;
 pub mod memory;
 pub mod metrics;
+pub mod owners;
 pub mod pipeline;
 pub mod process;
 pub mod protocols;

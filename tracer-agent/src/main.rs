@@ -11,6 +11,7 @@ use tracer_agent::{
     },
     loader::{self, LoadOptions, TRACEPOINTS},
     metrics::Metrics,
+    owners::Owners,
     pipeline::{self, KernelLists, PipelineOptions},
     stats::Stats,
     viewer::{
@@ -40,6 +41,15 @@ struct Cli {
     /// Default: every process except the agent itself.
     #[arg(long = "pid", value_name = "PID", value_delimiter = ',')]
     pids: Vec<u32>,
+
+    /// Which team owns which service: a TOML file of `[[team]]` tables, each
+    /// with a `name` and `services` (service.name globs) and/or `cgroups`
+    /// (cgroup path globs); the first match wins. Without a match, a
+    /// process's OTEL_RESOURCE_ATTRIBUTES `team` (else `service.namespace`)
+    /// names it, else it is "unowned". Spans carry it as the `team`
+    /// resource attribute, the duration metrics as a `team` label.
+    #[arg(long, value_name = "PATH")]
+    owners: Option<PathBuf>,
 
     /// Also write spans to PATH as OTLP/JSON lines: one ExportTraceServiceRequest
     /// per line, as the OpenTelemetry Collector's file exporter writes them.
@@ -274,6 +284,10 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
             ring_buffer_bytes / 1024
         ),
     };
+    let owners = match &cli.owners {
+        Some(path) => Owners::load(path)?,
+        None => Owners::default(),
+    };
     let stats = Arc::new(Stats::default());
     let mut exporters: Vec<Box<dyn Exporter>> = Vec::new();
     if !cli.quiet {
@@ -406,6 +420,7 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
             exporters,
             metrics,
             store,
+            owners,
         },
         shutdown,
         stats.clone(),

@@ -54,6 +54,7 @@ struct CachedSeries {
     metric: &'static DurationMetric,
     kind: SpanKind,
     service: String,
+    team: String,
     /// The span attribute each label was read from, as it was.
     values: Vec<Option<AttributeValue>>,
     histogram: Histogram,
@@ -89,7 +90,8 @@ impl Metrics {
     pub fn new(stats: Arc<Stats>, kernel: Option<Arc<KernelCounters>>) -> Self {
         let registry = Registry::new();
         let histogram = |metric: &DurationMetric, (name, help): (&str, &str)| {
-            let labels: Vec<&str> = std::iter::once("service_name")
+            let labels: Vec<&str> = ["service_name", "team"]
+                .into_iter()
                 .chain(metric.labels.iter().map(|label| label.name))
                 .collect();
             let histogram = HistogramVec::new(
@@ -211,11 +213,14 @@ impl Metrics {
             let Some(metric) = span.protocol.duration_metric else {
                 continue;
             };
-            let service = span.process.service_name.as_str();
+            let (service, team) = (
+                span.process.service_name.as_str(),
+                span.process.team.as_str(),
+            );
             let values = || metric.labels.iter().map(|l| span.attribute(l.attribute));
             let mut hasher = foldhash::fast::FixedState::default().build_hasher();
             (metric as *const DurationMetric as usize).hash(&mut hasher);
-            (span.kind as u8, service).hash(&mut hasher);
+            (span.kind as u8, service, team).hash(&mut hasher);
             values().for_each(|value| value.hash(&mut hasher));
             let hash = hasher.finish();
             let seconds = span.duration_ns() as f64 / 1e9;
@@ -224,6 +229,7 @@ impl Metrics {
                     std::ptr::eq(c.metric, metric)
                         && c.kind == span.kind
                         && c.service == service
+                        && c.team == team
                         && c.values
                             .iter()
                             .zip(values())
@@ -247,6 +253,7 @@ impl Metrics {
                 metric,
                 kind: span.kind,
                 service: service.to_string(),
+                team: team.to_string(),
                 values: values().map(Option::<&AttributeValue>::cloned).collect(),
                 histogram,
             });
@@ -269,7 +276,7 @@ impl Metrics {
             SpanKind::Client => &durations.client,
         };
         let service = span.process.service_name.as_str();
-        let mut values = vec![service.to_string()];
+        let mut values = vec![service.to_string(), span.process.team.clone()];
         for label in metric.labels {
             let text = span.attribute_text(label.attribute);
             values.push(match label.fold {
@@ -427,6 +434,7 @@ mod tests {
                 service_name: "shop".into(),
                 executable_name: "python3".into(),
                 container_id: None,
+                team: "unowned".into(),
                 go: false,
             }),
             tid: 7,
@@ -447,15 +455,15 @@ mod tests {
         assert!(
             text.contains(
                 "http_server_request_duration_seconds_count{http_request_method=\"GET\",\
-             http_response_status_code=\"200\",http_route=\"/orders/{id}\",service_name=\"shop\"} 2"
+             http_response_status_code=\"200\",http_route=\"/orders/{id}\",service_name=\"shop\",team=\"unowned\"} 2"
             ),
             "{text}"
         );
         assert!(text.contains(
             "http_server_request_duration_seconds_bucket{http_request_method=\"GET\",\
-             http_response_status_code=\"200\",http_route=\"/orders/{id}\",service_name=\"shop\",le=\"0.005\"} 1"
+             http_response_status_code=\"200\",http_route=\"/orders/{id}\",service_name=\"shop\",team=\"unowned\",le=\"0.005\"} 1"
         ), "{text}");
-        assert!(text.contains("http_client_request_duration_seconds_count{http_request_method=\"GET\",http_response_status_code=\"503\",http_route=\"/stock\",service_name=\"shop\"} 1"), "{text}");
+        assert!(text.contains("http_client_request_duration_seconds_count{http_request_method=\"GET\",http_response_status_code=\"503\",http_route=\"/stock\",service_name=\"shop\",team=\"unowned\"} 1"), "{text}");
         assert!(text.contains("tracer_spans_produced_total 3"), "{text}");
         // Read twice: counters stay at the value, not doubled.
         assert!(metrics.render().contains("tracer_spans_produced_total 3"));

@@ -33,6 +33,7 @@ use crate::{
     loader::IgnoredSockets,
     memory,
     metrics::Metrics,
+    owners::Owners,
     process::ProcessCache,
     spans::{Span, SpanBuilder},
     stats::Stats,
@@ -56,6 +57,8 @@ pub struct PipelineOptions {
     pub metrics: Option<Arc<Metrics>>,
     /// The viewer's recent traces (none: no endpoint).
     pub store: Option<Arc<TraceStore>>,
+    /// Which team owns each service (`--owners`).
+    pub owners: Owners,
 }
 
 /// Batches of spans in flight to the export stage before the first stage
@@ -89,6 +92,7 @@ pub async fn run(
         span_tx,
         kernel_lists,
         ConnectionTable::new(options.max_connections),
+        ProcessCache::new("/proc", options.owners),
         options.idle_timeout,
         stats.clone(),
     ));
@@ -111,11 +115,12 @@ async fn process(
         processes_seen,
     }: KernelLists,
     mut table: ConnectionTable,
+    processes: ProcessCache,
     idle_timeout: Duration,
     stats: Arc<Stats>,
 ) -> std::io::Result<()> {
     let clock = Clock::now();
-    let mut builder = SpanBuilder::new(clock, ProcessCache::default());
+    let mut builder = SpanBuilder::new(clock, processes);
     let mut correlator = Correlator::new();
     // Processes already sent.
     let mut seen = foldhash::HashSet::default();

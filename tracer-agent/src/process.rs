@@ -1,13 +1,16 @@
 //! Who a process is, for the span's resource: `service.name` from its
 //! `OTEL_SERVICE_NAME`, else from what it runs (the script or module of an
 //! interpreter, the jar or main class of a JVM), else its executable's
-//! name; its container, if any.
+//! name; its container, if any; its team (`owners`).
 
 use std::{path::PathBuf, sync::Arc};
 
 use foldhash::HashMap;
 
-use crate::events::{Comm, comm_text};
+use crate::{
+    events::{Comm, comm_text},
+    owners::Owners,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProcessInfo {
@@ -15,6 +18,8 @@ pub struct ProcessInfo {
     pub service_name: String,
     pub executable_name: String,
     pub container_id: Option<String>,
+    /// The team that owns it (`owners`).
+    pub team: String,
     /// A Go program: its goroutines move between threads, so the thread
     /// that writes a call does not tell which request it is for.
     pub go: bool,
@@ -27,19 +32,21 @@ const MAX_CACHED: usize = 4096;
 #[derive(Debug)]
 pub struct ProcessCache {
     proc_root: PathBuf,
+    owners: Owners,
     entries: HashMap<(u32, Comm), Arc<ProcessInfo>>,
 }
 
 impl Default for ProcessCache {
     fn default() -> Self {
-        Self::new("/proc")
+        Self::new("/proc", Owners::default())
     }
 }
 
 impl ProcessCache {
-    pub fn new(proc_root: impl Into<PathBuf>) -> Self {
+    pub fn new(proc_root: impl Into<PathBuf>, owners: Owners) -> Self {
         ProcessCache {
             proc_root: proc_root.into(),
+            owners,
             entries: HashMap::default(),
         }
     }
@@ -65,9 +72,8 @@ impl ProcessCache {
             .ok()
             .and_then(|exe| exe.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| comm.to_string());
-        let service_name = std::fs::read(dir.join("environ"))
-            .ok()
-            .and_then(|environ| env_value(&environ, b"OTEL_SERVICE_NAME"))
+        let environ = std::fs::read(dir.join("environ")).unwrap_or_default();
+        let service_name = env_value(&environ, b"OTEL_SERVICE_NAME")
             .filter(|name| !name.is_empty())
             .or_else(|| {
                 let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
@@ -79,14 +85,18 @@ impl ProcessCache {
                 program_name(&executable_name, &args)
             })
             .unwrap_or_else(|| executable_name.clone());
-        let container_id = std::fs::read_to_string(dir.join("cgroup"))
-            .ok()
-            .and_then(|cgroup| container_id(&cgroup));
+        let cgroup = std::fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+        let team = self.owners.team(
+            &service_name,
+            &cgroup,
+            env_value(&environ, b"OTEL_RESOURCE_ATTRIBUTES").as_deref(),
+        );
         ProcessInfo {
             pid,
             service_name,
             executable_name,
-            container_id,
+            container_id: container_id(&cgroup),
+            team,
             go: crate::loader::go_binary::is_go_executable(&dir.join("exe")),
         }
     }

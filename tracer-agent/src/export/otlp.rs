@@ -538,6 +538,7 @@ mod tests {
                 service_name: "svc".into(),
                 executable_name: "svc".into(),
                 container_id: None,
+                team: "unowned".into(),
                 go: false,
             }),
             tid: 1,

@@ -60,6 +60,7 @@ fn resource(process: &ProcessInfo, host_name: &str) -> Resource {
         string("service.name", &process.service_name),
         int("process.pid", process.pid as i64),
         string("process.executable.name", &process.executable_name),
+        string("team", &process.team),
         string("host.name", host_name),
         string("telemetry.sdk.name", "tracer-agent"),
     ];

@@ -28,6 +28,8 @@ pub fn write_export_request(spans: &[Span], host_name: &str, out: &mut Vec<u8>) 
         out.push(b',');
         string_attribute(out, "process.executable.name", &process.executable_name);
         out.push(b',');
+        string_attribute(out, "team", &process.team);
+        out.push(b',');
         string_attribute(out, "host.name", host_name);
         out.push(b',');
         string_attribute(out, "telemetry.sdk.name", "tracer-agent");
@@ -162,6 +164,7 @@ mod tests {
             service_name: service.into(),
             executable_name: "python3".into(),
             container_id: container.map(Into::into),
+            team: "unowned".into(),
             go: false,
         })
     }

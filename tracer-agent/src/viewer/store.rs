@@ -586,6 +586,7 @@ mod tests {
                 service_name: service.into(),
                 executable_name: service.into(),
                 container_id: None,
+                team: "unowned".into(),
                 go: false,
             }),
             tid: 1,
