@@ -35,6 +35,8 @@ async function main() {
         kind: r.dataset.kind,
         depth: Number(r.dataset.depth),
         duration: r.children[2].textContent.trim(),
+        criticalMs: Number(r.dataset.criticalMs),
+        criticalMarks: r.querySelectorAll(".crit").length,
       })));
     const details = await page.locator("#waterfall .attrs").first().textContent();
     await page.click("#tab-map");

@@ -422,7 +422,25 @@ fn viewer_shows_a_trace_waterfall_in_chromium() {
     let trace_id = shown["traceId"].as_str().expect("trace id");
     let (status, body) = http_get(&format!("http://{addr}/api/traces/{trace_id}"), &[]);
     assert_eq!(status, 200);
-    assert_eq!(json(&body)["spans"].as_array().map(Vec::len), Some(6));
+    let trace = json(&body);
+    assert_eq!(trace["spans"].as_array().map(Vec::len), Some(6));
+    // The critical path covers the root span's time once; in a chain every
+    // server span is on it, and the page marks it on their bars.
+    let root_ms = trace["spans"][0]["duration_ms"].as_f64().expect("root");
+    let path_ms: f64 = trace["critical_path"]
+        .as_array()
+        .expect("critical path")
+        .iter()
+        .filter_map(|s| s["duration_ms"].as_f64())
+        .sum();
+    assert!(
+        (path_ms - root_ms).abs() < 0.01,
+        "{path_ms} vs {root_ms}: {trace:#}"
+    );
+    for span in spans.iter().filter(|s| s["kind"] == "server") {
+        assert!(span["criticalMs"].as_f64() > Some(0.0), "{span}");
+        assert!(span["criticalMarks"].as_i64() > Some(0), "{span}");
+    }
     let edges: Vec<(String, String)> = shown["edges"]
         .as_array()
         .expect("edges")

@@ -6,11 +6,12 @@
 //! | `/` | the viewer page |
 //! | `/metrics` | Prometheus text format |
 //! | `/api/traces?service=&min_duration_ms=&errors=true&limit=` | recent traces, newest first |
-//! | `/api/traces/{trace_id}` | one trace's spans |
+//! | `/api/traces/{trace_id}` | one trace's spans, and its critical path |
 //! | `/api/services` | each service's request and error rates |
 //! | `/api/dependencies` | calls between services (the service map) |
 //! | `/api/store` | the trace store's size and limits |
 
+pub mod critical_path;
 pub mod store;
 
 use std::sync::Arc;

@@ -20,6 +20,7 @@ use std::{
 use foldhash::HashMap;
 use serde::Serialize;
 
+use super::critical_path::{Segment, SpanTimes, Timing, critical_path};
 use crate::{
     protocols::trace_context::parse_hex,
     spans::{AttributeValue, Span, SpanKind, SpanStatus, Text, hex},
@@ -145,6 +146,11 @@ pub struct SpanView {
     /// From the trace's first span.
     pub offset_ms: f64,
     pub duration_ms: f64,
+    /// Its time minus its children's (overlaps counted once).
+    pub self_ms: f64,
+    /// Its own time on the trace's critical path (0: off the path). For a
+    /// client span, the gap around its server span.
+    pub critical_path_ms: f64,
     pub error: bool,
     pub status_message: String,
     pub attributes: BTreeMap<&'static str, serde_json::Value>,
@@ -156,6 +162,20 @@ pub struct TraceView {
     pub start_unix_ms: f64,
     pub duration_ms: f64,
     pub spans: Vec<SpanView>,
+    /// What decided the trace's end-to-end time, in time order.
+    pub critical_path: Vec<SegmentView>,
+}
+
+/// A stretch of the critical path: one span's own time, or the gap between
+/// a client span and its server span (`gap`: network, queueing, a proxy).
+#[derive(Debug, Serialize)]
+pub struct SegmentView {
+    pub span_id: String,
+    pub service: String,
+    pub name: String,
+    pub offset_ms: f64,
+    pub duration_ms: f64,
+    pub gap: bool,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -307,13 +327,34 @@ impl TraceStore {
         let spans = &inner.traces.get(id)?.spans;
         let start = spans.iter().map(|s| s.start_unix_ns).min().unwrap_or(0);
         let end = spans.iter().map(|s| s.end_unix_ns).max().unwrap_or(start);
-        let mut views: Vec<SpanView> = spans.iter().map(|s| span_view(s, start)).collect();
+        let (path, times) = critical_path_of(spans);
+        let ms = |ns: u64| ns as f64 / 1e6;
+        let mut views: Vec<SpanView> = spans
+            .iter()
+            .zip(&times)
+            .map(|(s, t)| span_view(s, start, t))
+            .collect();
         views.sort_by(|a, b| a.offset_ms.total_cmp(&b.offset_ms));
+        let critical_path = path
+            .iter()
+            .map(|segment| {
+                let span = &spans[segment.span];
+                SegmentView {
+                    span_id: hex(&span.span_id),
+                    service: span.process.service_name.clone(),
+                    name: span.name.clone(),
+                    offset_ms: ms(segment.start.saturating_sub(start)),
+                    duration_ms: ms(segment.end - segment.start),
+                    gap: segment.gap,
+                }
+            })
+            .collect();
         Some(TraceView {
             trace_id: hex(id),
             start_unix_ms: start as f64 / 1e6,
             duration_ms: end.saturating_sub(start) as f64 / 1e6,
             spans: views,
+            critical_path,
         })
     }
 
@@ -492,7 +533,31 @@ fn summary(id: &TraceId, spans: &[Span]) -> TraceSummary {
     }
 }
 
-fn span_view(span: &Span, trace_start: u64) -> SpanView {
+/// The critical path from the trace's root (its earliest span whose
+/// parent is not in it), and each span's self and critical-path times.
+fn critical_path_of(spans: &[Span]) -> (Vec<Segment>, Vec<SpanTimes>) {
+    let index: HashMap<[u8; 8], usize> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.span_id, i))
+        .collect();
+    let timings: Vec<Timing> = spans
+        .iter()
+        .map(|s| Timing {
+            start: s.start_unix_ns,
+            end: s.end_unix_ns.max(s.start_unix_ns),
+            parent: s.parent_span_id.and_then(|p| index.get(&p).copied()),
+            client: s.kind == SpanKind::Client,
+        })
+        .collect();
+    let root = (0..spans.len())
+        .filter(|&i| timings[i].parent.is_none())
+        .min_by_key(|&i| timings[i].start)
+        .unwrap_or(0);
+    critical_path(&timings, root)
+}
+
+fn span_view(span: &Span, trace_start: u64, times: &SpanTimes) -> SpanView {
     SpanView {
         span_id: hex(&span.span_id),
         parent_span_id: span.parent_span_id.map(|p| hex(&p)),
@@ -507,6 +572,8 @@ fn span_view(span: &Span, trace_start: u64) -> SpanView {
         start_unix_ns: span.start_unix_ns.to_string(),
         offset_ms: span.start_unix_ns.saturating_sub(trace_start) as f64 / 1e6,
         duration_ms: span.duration_ns() as f64 / 1e6,
+        self_ms: times.self_ns as f64 / 1e6,
+        critical_path_ms: times.critical_ns as f64 / 1e6,
         error: is_error(span),
         status_message: match &span.status {
             SpanStatus::Error(message) => message.clone(),
@@ -663,6 +730,25 @@ mod tests {
         assert!(view.spans[2].error);
         assert_eq!(view.spans[3].attributes["server.port"], 5432);
         assert!(store.trace(&[9; 16]).is_none());
+        // Each span starts 1 ms after its parent and lasts 10 ms: the path
+        // steps down each millisecond, and the call to the database (no
+        // server span of its own) holds the rest of the root's 10 ms.
+        let path: Vec<(&str, bool, f64)> = view
+            .critical_path
+            .iter()
+            .map(|s| (s.name.as_str(), s.gap, (s.duration_ms * 1e3).round() / 1e3))
+            .collect();
+        assert_eq!(
+            path,
+            [
+                ("GET /1", false, 1.0),
+                ("GET /2", true, 1.0),
+                ("GET /3", false, 1.0),
+                ("GET /4", true, 7.0)
+            ]
+        );
+        assert!((view.spans[0].self_ms - 1.0).abs() < 1e-9);
+        assert!((view.spans[3].critical_path_ms - 7.0).abs() < 1e-9);
     }
 
     #[test]
