@@ -44,7 +44,13 @@ async function main() {
     await page.screenshot({ path: `${outDir}/viewer-service-map.png`, fullPage: true });
     const edges = await page.$$eval("#map-graph .edge", (gs) =>
       gs.map((g) => ({ caller: g.dataset.caller, callee: g.dataset.callee, label: g.textContent.trim() })));
-    console.log(JSON.stringify({ traceId, spans, details, edges, errors }));
+    await page.click("#tab-bottlenecks");
+    await page.selectOption("#bn-quantile", "0");
+    await page.locator("#bottleneck-list tr.bottleneck").first().waitFor({ timeout: 10000 });
+    await page.screenshot({ path: `${outDir}/viewer-bottlenecks.png`, fullPage: true });
+    const bottlenecks = await page.$$eval("#bottleneck-list tr.bottleneck", (rows) =>
+      rows.map((r) => ({ service: r.dataset.service, operation: r.dataset.operation, share: Number(r.dataset.share) })));
+    console.log(JSON.stringify({ traceId, spans, details, edges, bottlenecks, errors }));
   } finally {
     await browser.close();
   }

@@ -374,6 +374,7 @@ fn viewer_shows_a_trace_waterfall_in_chromium() {
         "viewer-traces.png",
         "viewer-waterfall.png",
         "viewer-service-map.png",
+        "viewer-bottlenecks.png",
     ] {
         let size = std::fs::metadata(out.join(png))
             .map(|m| m.len())
@@ -458,6 +459,19 @@ fn viewer_shows_a_trace_waterfall_in_chromium() {
             "service map lacks {caller} → {callee}: {edges:?}"
         );
     }
+    // The bottleneck page ranks where the traces' critical-path time went:
+    // shares that add up to the whole, the chain's services among them.
+    let ranked = shown["bottlenecks"].as_array().expect("bottlenecks");
+    let shares: f64 = ranked.iter().filter_map(|b| b["share"].as_f64()).sum();
+    assert!((shares - 1.0).abs() < 1e-6, "{ranked:?}");
+    for service in ["svc-a", "svc-b", "svc-c"] {
+        assert!(ranked.iter().any(|b| b["service"] == service), "{ranked:?}");
+    }
+    let (status, body) = http_get(
+        &format!("http://{addr}/api/bottlenecks"),
+        &[("quantile", "2")],
+    );
+    assert_eq!(status, 400, "{body}");
     let (status, body) = http_get(&format!("http://{addr}/api/traces/{}", "0".repeat(32)), &[]);
     assert_eq!(status, 404, "{body}");
     let (status, body) = http_get(

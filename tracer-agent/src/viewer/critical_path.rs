@@ -9,6 +9,34 @@
 //! between it and its server span (network, queueing, a proxy's
 //! buffering), kept as its own kind of segment.
 
+use foldhash::HashMap;
+
+use crate::spans::{Span, SpanKind};
+
+/// The critical path from the trace's root (its earliest span whose
+/// parent is not in it), and each span's self and critical-path times.
+pub fn of_trace(spans: &[Span]) -> (Vec<Segment>, Vec<SpanTimes>) {
+    let index: HashMap<[u8; 8], usize> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.span_id, i))
+        .collect();
+    let timings: Vec<Timing> = spans
+        .iter()
+        .map(|s| Timing {
+            start: s.start_unix_ns,
+            end: s.end_unix_ns.max(s.start_unix_ns),
+            parent: s.parent_span_id.and_then(|p| index.get(&p).copied()),
+            client: s.kind == SpanKind::Client,
+        })
+        .collect();
+    let root = (0..spans.len())
+        .filter(|&i| timings[i].parent.is_none())
+        .min_by_key(|&i| timings[i].start)
+        .unwrap_or(0);
+    critical_path(&timings, root)
+}
+
 /// What the walk needs of a span (times in ns).
 #[derive(Clone, Copy, Debug)]
 pub struct Timing {

@@ -7,10 +7,12 @@
 //! | `/metrics` | Prometheus text format |
 //! | `/api/traces?service=&min_duration_ms=&errors=true&limit=` | recent traces, newest first |
 //! | `/api/traces/{trace_id}` | one trace's spans, and its critical path |
+//! | `/api/bottlenecks?window_s=&quantile=&errors=&service=&operation=` | where critical-path time goes and errors start, ranked |
 //! | `/api/services` | each service's request and error rates |
 //! | `/api/dependencies` | calls between services (the service map) |
 //! | `/api/store` | the trace store's size and limits |
 
+pub mod bottlenecks;
 pub mod critical_path;
 pub mod store;
 
@@ -27,6 +29,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
+use bottlenecks::BottleneckQuery;
 use store::{TraceFilter, TraceStore, parse_trace_id};
 
 const PAGE: &str = include_str!("index.html");
@@ -47,6 +50,7 @@ pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, store: Arc<Trac
         .route("/metrics", get(metrics_text))
         .route("/api/traces", get(traces))
         .route("/api/traces/{trace_id}", get(trace))
+        .route("/api/bottlenecks", get(bottlenecks))
         .route("/api/services", get(services))
         .route("/api/dependencies", get(dependencies))
         .route("/api/store", get(store_usage))
@@ -121,6 +125,71 @@ async fn traces(State(shared): State<Shared>, Query(query): Query<ListQuery>) ->
         limit,
     };
     Json(shared.store.traces(&filter)).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+struct BottleneckParams {
+    window_s: Option<String>,
+    quantile: Option<String>,
+    errors: Option<String>,
+    service: Option<String>,
+    operation: Option<String>,
+}
+
+/// Seconds of traces a bottleneck query looks at unless told.
+const DEFAULT_WINDOW_S: f64 = 300.0;
+
+async fn bottlenecks(
+    State(shared): State<Shared>,
+    Query(params): Query<BottleneckParams>,
+) -> Response {
+    if !shared.store.enabled() {
+        return store_off();
+    }
+    let window_s = match number(
+        "window_s",
+        params.window_s.as_deref(),
+        DEFAULT_WINDOW_S,
+        |v| v > 0.0,
+    ) {
+        Ok(v) => v,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let quantile = match number("quantile", params.quantile.as_deref(), 0.0, |v| {
+        (0.0..=1.0).contains(&v)
+    }) {
+        Ok(v) => v,
+        Err(message) => return error(StatusCode::BAD_REQUEST, message),
+    };
+    let query = BottleneckQuery {
+        quantile,
+        errors_only: matches!(params.errors.as_deref(), Some("true" | "1")),
+        entry_service: params.service.filter(|s| !s.is_empty()),
+        entry_operation: params.operation.filter(|s| !s.is_empty()),
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let window_ns = (window_s * 1e9) as u64;
+    Json(shared.store.bottlenecks(window_ns, now, &query)).into_response()
+}
+
+/// A query parameter's number: `default` when absent, an error message when
+/// not a number or not `valid`.
+fn number(
+    name: &str,
+    text: Option<&str>,
+    default: f64,
+    valid: fn(f64) -> bool,
+) -> Result<f64, String> {
+    match text.filter(|t| !t.is_empty()) {
+        None => Ok(default),
+        Some(t) => t
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && valid(*v))
+            .ok_or_else(|| format!("{name}={t:?} is out of range")),
+    }
 }
 
 async fn trace(State(shared): State<Shared>, Path(trace_id): Path<String>) -> Response {

@@ -20,7 +20,10 @@ use std::{
 use foldhash::HashMap;
 use serde::Serialize;
 
-use super::critical_path::{Segment, SpanTimes, Timing, critical_path};
+use super::{
+    bottlenecks::{Bottleneck, BottleneckQuery, rank},
+    critical_path::{SpanTimes, of_trace},
+};
 use crate::{
     protocols::trace_context::parse_hex,
     spans::{AttributeValue, Span, SpanKind, SpanStatus, Text, hex},
@@ -322,12 +325,37 @@ impl TraceStore {
             .collect()
     }
 
+    /// Where the critical-path time of the traces that ended in the last
+    /// `window_ns` before `now_unix_ns` went, ranked, beside the window
+    /// before it.
+    pub fn bottlenecks(
+        &self,
+        window_ns: u64,
+        now_unix_ns: u64,
+        query: &BottleneckQuery,
+    ) -> Vec<Bottleneck> {
+        let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let since = now_unix_ns.saturating_sub(window_ns);
+        let before = since.saturating_sub(window_ns);
+        let ended = |from: u64, until: u64| {
+            inner
+                .traces
+                .values()
+                .map(|t| t.spans.as_slice())
+                .filter(move |spans| {
+                    let end = spans.iter().map(|s| s.end_unix_ns).max().unwrap_or(0);
+                    from <= end && end < until
+                })
+        };
+        rank(ended(since, u64::MAX), ended(before, since), query)
+    }
+
     pub fn trace(&self, id: &TraceId) -> Option<TraceView> {
         let inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let spans = &inner.traces.get(id)?.spans;
         let start = spans.iter().map(|s| s.start_unix_ns).min().unwrap_or(0);
         let end = spans.iter().map(|s| s.end_unix_ns).max().unwrap_or(start);
-        let (path, times) = critical_path_of(spans);
+        let (path, times) = of_trace(spans);
         let ms = |ns: u64| ns as f64 / 1e6;
         let mut views: Vec<SpanView> = spans
             .iter()
@@ -531,30 +559,6 @@ fn summary(id: &TraceId, spans: &[Span]) -> TraceSummary {
         root_name: root.map_or_else(String::new, |s| s.name.clone()),
         services,
     }
-}
-
-/// The critical path from the trace's root (its earliest span whose
-/// parent is not in it), and each span's self and critical-path times.
-fn critical_path_of(spans: &[Span]) -> (Vec<Segment>, Vec<SpanTimes>) {
-    let index: HashMap<[u8; 8], usize> = spans
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (s.span_id, i))
-        .collect();
-    let timings: Vec<Timing> = spans
-        .iter()
-        .map(|s| Timing {
-            start: s.start_unix_ns,
-            end: s.end_unix_ns.max(s.start_unix_ns),
-            parent: s.parent_span_id.and_then(|p| index.get(&p).copied()),
-            client: s.kind == SpanKind::Client,
-        })
-        .collect();
-    let root = (0..spans.len())
-        .filter(|&i| timings[i].parent.is_none())
-        .min_by_key(|&i| timings[i].start)
-        .unwrap_or(0);
-    critical_path(&timings, root)
 }
 
 fn span_view(span: &Span, trace_start: u64, times: &SpanTimes) -> SpanView {
