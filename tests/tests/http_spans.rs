@@ -236,6 +236,12 @@ fn services_are_owned_by_teams() {
             ),
             "no {series} series:\n{metrics}"
         );
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("service_self_time_seconds_count{") && l.contains(&series)),
+            "no self-time series {series}:\n{metrics}"
+        );
     }
 }
 

@@ -20,7 +20,7 @@ use crate::{
         PROTOCOLS,
         describe::{AttributeValue, DurationMetric},
     },
-    spans::{Span, SpanKind},
+    spans::{Span, SpanKind, self_time_ns},
     stats::Stats,
 };
 
@@ -37,7 +37,25 @@ pub struct Metrics {
     /// Routes seen per service and the histogram of each series seen,
     /// behind one lock: the export task is their only writer.
     series: Mutex<Series>,
+    self_times: Mutex<SelfTimes>,
     health: Health,
+}
+
+/// Calls waiting for their parent span, at most; past this they are
+/// forgotten (their parents' self-time then counts them as its own).
+const MAX_WAITING_CALLS: usize = 16_384;
+
+/// Server spans' own time (their duration minus that of the calls they
+/// made), per service and operation: the latency a service adds itself,
+/// for alerts that end-to-end durations cannot express.
+struct SelfTimes {
+    histogram: HistogramVec,
+    /// Calls' (start, end) by their parent span: calls end before their
+    /// request, so they come in the same batch or an earlier one.
+    calls: foldhash::HashMap<[u8; 8], Vec<(u64, u64)>>,
+    /// By a hash of (service, team, operation): each series' histogram.
+    series: foldhash::HashMap<u64, Vec<(String, String, String, Histogram)>>,
+    cached: usize,
 }
 
 struct Durations {
@@ -197,16 +215,45 @@ impl Metrics {
             stats,
             kernel,
         };
+        let self_time = HistogramVec::new(
+            HistogramOpts::new(
+                "service_self_time_seconds",
+                "A server span's own time: its duration minus that of the calls it made \
+                 (overlapping calls counted once), by service and operation (span name).",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &["service_name", "team", "operation"],
+        )
+        .expect("valid histogram options");
+        registry
+            .register(Box::new(self_time.clone()))
+            .expect("each metric registered once");
         Metrics {
             registry,
             durations,
             series: Mutex::new(Series::default()),
+            self_times: Mutex::new(SelfTimes {
+                histogram: self_time,
+                calls: foldhash::HashMap::default(),
+                series: foldhash::HashMap::default(),
+                cached: 0,
+            }),
             health,
         }
     }
 
-    /// Adds each span's duration to its protocol's histogram.
+    /// Adds each span's duration to its protocol's histogram, and each
+    /// server span's own time to `service_self_time_seconds`.
     pub fn record(&self, spans: &[Span]) {
+        self.record_durations(spans);
+        let mut self_times = self.self_times.lock().unwrap_or_else(|e| e.into_inner());
+        let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+        self_times.record(spans, &mut series.folded);
+    }
+
+    fn record_durations(&self, spans: &[Span]) {
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
         let series = &mut *series;
         for span in spans {
@@ -301,6 +348,68 @@ impl Metrics {
 
 /// `value` of the folded label `label`, or `OTHER_ROUTE` once the service
 /// has `MAX_ROUTES_PER_SERVICE` others.
+impl SelfTimes {
+    fn record(
+        &mut self,
+        spans: &[Span],
+        folded: &mut HashMap<(&'static str, String), HashSet<String>>,
+    ) {
+        for call in spans.iter().filter(|s| s.kind == SpanKind::Client) {
+            let Some(parent) = call.parent_span_id else {
+                continue;
+            };
+            if self.calls.len() >= MAX_WAITING_CALLS {
+                self.calls.clear();
+            }
+            let interval = (call.start_unix_ns, call.end_unix_ns);
+            self.calls.entry(parent).or_default().push(interval);
+        }
+        for span in spans.iter().filter(|s| s.kind == SpanKind::Server) {
+            let calls = self.calls.remove(&span.span_id).unwrap_or_default();
+            let own = self_time_ns(span.start_unix_ns, span.end_unix_ns, calls.into_iter());
+            self.histogram_of(span, folded).observe(own as f64 / 1e9);
+        }
+    }
+
+    fn histogram_of(
+        &mut self,
+        span: &Span,
+        folded: &mut HashMap<(&'static str, String), HashSet<String>>,
+    ) -> Histogram {
+        let (service, team) = (
+            span.process.service_name.as_str(),
+            span.process.team.as_str(),
+        );
+        let hash =
+            foldhash::fast::FixedState::default().hash_one((service, team, span.name.as_str()));
+        let found = self.series.get(&hash).and_then(|entries| {
+            entries
+                .iter()
+                .find(|(s, t, o, _)| s == service && t == team && *o == span.name)
+        });
+        if let Some((_, _, _, histogram)) = found {
+            return histogram.clone();
+        }
+        // Span names come from the bytes: bounded per service like routes.
+        let operation = bounded(folded, "operation", service, span.name.clone());
+        let histogram = self
+            .histogram
+            .with_label_values(&[service, team, &operation]);
+        if self.cached >= MAX_CACHED_SERIES {
+            self.series.clear();
+            self.cached = 0;
+        }
+        self.cached += 1;
+        self.series.entry(hash).or_default().push((
+            service.to_string(),
+            team.to_string(),
+            span.name.clone(),
+            histogram.clone(),
+        ));
+        histogram
+    }
+}
+
 fn bounded(
     folded: &mut HashMap<(&'static str, String), HashSet<String>>,
     label: &'static str,
@@ -467,6 +576,44 @@ mod tests {
         assert!(text.contains("tracer_spans_produced_total 3"), "{text}");
         // Read twice: counters stay at the value, not doubled.
         assert!(metrics.render().contains("tracer_spans_produced_total 3"));
+    }
+
+    /// A request of 100 ms that made calls at 10–30 ms and 20–50 ms (one
+    /// of them in the batch before) spent 60 ms of its own.
+    #[test]
+    fn self_time_is_the_request_minus_its_calls() {
+        let metrics = Metrics::new(Arc::new(Stats::default()), None);
+        let call = |id: u8, from_ms: u64, to_ms: u64| Span {
+            span_id: [id; 8],
+            parent_span_id: Some([2; 8]),
+            start_unix_ns: 1_000 + from_ms * 1_000_000,
+            end_unix_ns: 1_000 + to_ms * 1_000_000,
+            ..span(SpanKind::Client, "/stock", 200, 0)
+        };
+        metrics.record(&[call(3, 10, 30)]);
+        let request = Span {
+            name: "GET /orders/{id}".into(),
+            ..span(SpanKind::Server, "/orders/1", 200, 100_000_000)
+        };
+        metrics.record(&[request, call(4, 20, 50)]);
+        let text = metrics.render();
+        let series = "operation=\"GET /orders/{id}\",service_name=\"shop\",team=\"unowned\"";
+        assert!(
+            text.contains(&format!("service_self_time_seconds_sum{{{series}}} 0.06")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "service_self_time_seconds_bucket{{{series},le=\"0.05\"}} 0"
+            )),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "service_self_time_seconds_bucket{{{series},le=\"0.075\"}} 1"
+            )),
+            "{text}"
+        );
     }
 
     #[test]

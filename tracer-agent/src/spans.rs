@@ -158,6 +158,26 @@ impl SpanBuilder {
 }
 
 /// Ids as lower-case hex, as W3C and OTLP/JSON write them.
+/// A span's own time: `start..end` minus its children's intervals (clipped
+/// to it, overlaps counted once).
+pub fn self_time_ns(start: u64, end: u64, children: impl Iterator<Item = (u64, u64)>) -> u64 {
+    let mut covered: Vec<(u64, u64)> = children
+        .map(|(s, e)| (s.max(start), e.min(end)))
+        .filter(|(s, e)| e > s)
+        .collect();
+    covered.sort_unstable();
+    let mut total = 0;
+    let mut reach = start;
+    for (s, e) in covered {
+        let s = s.max(reach);
+        if e > s {
+            total += e - s;
+            reach = e;
+        }
+    }
+    end.saturating_sub(start).saturating_sub(total)
+}
+
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -11,7 +11,7 @@
 
 use foldhash::HashMap;
 
-use crate::spans::{Span, SpanKind};
+use crate::spans::{Span, SpanKind, self_time_ns};
 
 /// The critical path from the trace's root (its earliest span whose
 /// parent is not in it), and each span's self and critical-path times.
@@ -82,7 +82,11 @@ pub fn critical_path(spans: &[Timing], root: usize) -> (Vec<Segment>, Vec<SpanTi
         .iter()
         .enumerate()
         .map(|(i, span)| SpanTimes {
-            self_ns: self_time(span, children[i].iter().map(|&c| &spans[c])),
+            self_ns: self_time_ns(
+                span.start,
+                span.end,
+                children[i].iter().map(|&c| (spans[c].start, spans[c].end)),
+            ),
             critical_ns: 0,
         })
         .collect();
@@ -160,25 +164,6 @@ fn walk(
             return;
         }
     }
-}
-
-/// `span`'s time not covered by any of its `children` (clipped to it).
-fn self_time<'a>(span: &Timing, children: impl Iterator<Item = &'a Timing>) -> u64 {
-    let mut covered: Vec<(u64, u64)> = children
-        .map(|c| (c.start.max(span.start), c.end.min(span.end)))
-        .filter(|(start, end)| end > start)
-        .collect();
-    covered.sort_unstable();
-    let mut total = 0;
-    let mut reach = span.start;
-    for (start, end) in covered {
-        let start = start.max(reach);
-        if end > start {
-            total += end - start;
-            reach = end;
-        }
-    }
-    span.end.saturating_sub(span.start).saturating_sub(total)
 }
 
 #[cfg(test)]
