@@ -2,7 +2,7 @@
 
 `call(host, port, path, headers)` GETs over a keep-alive connection kept per
 thread and per peer (one closed by the other side is reopened once);
-`Handler` is a quiet HTTP/1.1 handler with `answer(body)`; `serve(port,
+`Handler` is a quiet HTTP/1.1 handler with `answer(body, status)`; `serve(port,
 handler)` runs a ThreadingHTTPServer and prints "ready" once it listens.
 """
 import http.client
@@ -34,8 +34,8 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *args):
         pass
 
-    def answer(self, body):
-        self.send_response(200)
+    def answer(self, body, status=200):
+        self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

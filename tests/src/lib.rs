@@ -169,6 +169,23 @@ pub fn node_server(port: u16) -> Process {
     )
 }
 
+/// GET `url` with `query` pairs (URL-encoded by curl); the status and body.
+pub fn http_get(url: &str, query: &[(&str, &str)]) -> (u16, String) {
+    let mut cmd = Command::new("curl");
+    cmd.args(["--silent", "--get", "--write-out", "\n%{http_code}"]);
+    for (key, value) in query {
+        cmd.arg("--data-urlencode").arg(format!("{key}={value}"));
+    }
+    let output = cmd.arg(url).output().expect("run curl");
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (status.trim().parse().unwrap_or(0), body.to_string())
+}
+
+pub fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
+}
+
 /// The running agent.
 pub struct Agent {
     child: Child,

@@ -10,27 +10,10 @@ use std::{
 
 use serde_json::Value;
 use tracer_tests::{
-    Agent, Process, curl, free_port, python_server, require_root,
+    Agent, Process, curl, free_port, http_get, json, python_server, require_root,
     services::{Hop, chain, drive},
     temp_dir, test_tools_dir,
 };
-
-/// GET `url` with `query` pairs (URL-encoded by curl); the status and body.
-fn http_get(url: &str, query: &[(&str, &str)]) -> (u16, String) {
-    let mut cmd = Command::new("curl");
-    cmd.args(["--silent", "--get", "--write-out", "\n%{http_code}"]);
-    for (key, value) in query {
-        cmd.arg("--data-urlencode").arg(format!("{key}={value}"));
-    }
-    let output = cmd.arg(url).output().expect("run curl");
-    let text = String::from_utf8_lossy(&output.stdout).into_owned();
-    let (body, status) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (status.trim().parse().unwrap_or(0), body.to_string())
-}
-
-fn json(body: &str) -> Value {
-    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
-}
 
 /// Polls `check` every half second until it returns `Some`, or fails after `limit`.
 fn wait_for<T>(what: &str, limit: Duration, mut check: impl FnMut() -> Option<T>) -> T {
