@@ -108,6 +108,27 @@ fn the_slow_hop_and_the_failing_hop_are_named() {
         "{failing:#?}"
     );
 
+    // The service table (and map) name each service's team.
+    let (status, body) = http_get(&format!("http://{addr}/api/services"), &[]);
+    assert_eq!(status, 200, "{body}");
+    let services = json(&body);
+    let team_of = |name: &str| {
+        services
+            .as_array()
+            .and_then(|all| all.iter().find(|s| s["name"] == name))
+            .map(|s| s["team"].clone())
+    };
+    assert_eq!(
+        team_of("svc-c"),
+        Some(Value::from("ledger-team")),
+        "{services:#}"
+    );
+    assert_eq!(
+        team_of("svc-a"),
+        Some(Value::from("platform")),
+        "{services:#}"
+    );
+
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-output/diagnosis");
     std::fs::create_dir_all(&out).expect("create screenshot directory");
     let output = Command::new("node")

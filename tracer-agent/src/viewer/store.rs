@@ -142,6 +142,7 @@ pub struct SpanView {
     pub name: String,
     pub kind: &'static str,
     pub service: String,
+    pub team: String,
     pub pid: u32,
     pub tid: u32,
     /// Exact start, as a string: nanoseconds do not fit a JSON number.
@@ -184,6 +185,8 @@ pub struct SegmentView {
 #[derive(Debug, Serialize, PartialEq)]
 pub struct ServiceView {
     pub name: String,
+    /// The team that owns it (`--owners`).
+    pub team: String,
     /// Requests it served (server spans) and made (client spans).
     pub requests_served: u64,
     pub requests_made: u64,
@@ -391,7 +394,8 @@ impl TraceStore {
         let window_s = inner.window_s();
         /// Requests each kept trace stands for (its weight), summed.
         #[derive(Default)]
-        struct Tally {
+        struct Tally<'a> {
+            team: &'a str,
             served: f64,
             made: f64,
             errors: f64,
@@ -403,6 +407,7 @@ impl TraceStore {
                 let tally = by_service
                     .entry(span.process.service_name.as_str())
                     .or_default();
+                tally.team = &span.process.team;
                 match span.kind {
                     SpanKind::Server => {
                         tally.served += trace.weight;
@@ -421,6 +426,7 @@ impl TraceStore {
                 tally.durations_ms.sort_by(f64::total_cmp);
                 ServiceView {
                     name: name.to_string(),
+                    team: tally.team.to_string(),
                     requests_served: tally.served.round() as u64,
                     requests_made: tally.made.round() as u64,
                     errors: tally.errors.round() as u64,
@@ -571,6 +577,7 @@ fn span_view(span: &Span, trace_start: u64, times: &SpanTimes) -> SpanView {
             SpanKind::Client => "client",
         },
         service: span.process.service_name.clone(),
+        team: span.process.team.clone(),
         pid: span.process.pid,
         tid: span.tid,
         start_unix_ns: span.start_unix_ns.to_string(),
