@@ -4,56 +4,40 @@
 // reads its waterfall; screenshots both.
 //
 // Usage: node bottlenecks.js URL QUANTILE OUT_DIR
-// Needs NODE_PATH to hold playwright-core and CHROMIUM to name the browser.
+// Needs NODE_PATH to hold playwright-core.
 "use strict";
-const { chromium } = require("playwright-core");
+const { run } = require("./page.js");
 
-async function main() {
-  const [url, quantile, outDir] = process.argv.slice(2);
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu"],
-  });
-  try {
-    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-    const errors = [];
-    page.on("pageerror", (e) => errors.push(String(e)));
-    await page.goto(url + "#bottlenecks");
-    const rows = page.locator("#bottleneck-list tr.bottleneck");
-    await rows.first().waitFor({ timeout: 10000 });
-    // Options the page offers; the test's quantile is one of them.
-    await page.selectOption("#bn-quantile", quantile);
-    await page.waitForFunction(
-      (q) => document.querySelector("#bn-quantile").value === q &&
-        document.querySelectorAll("#bottleneck-list tr.bottleneck").length > 0,
-      quantile);
-    await page.waitForTimeout(500);
-    await page.screenshot({ path: `${outDir}/bottlenecks.png`, fullPage: true });
-    const ranked = await page.$$eval("#bottleneck-list tr.bottleneck", (trs) =>
-      trs.map((r) => ({
-        service: r.dataset.service,
-        operation: r.dataset.operation,
-        share: Number(r.dataset.share),
-        team: r.children[1].textContent.trim(),
-        errorsStarted: Number(r.children[6].textContent.trim()),
-      })));
-    await rows.first().locator("a").first().click();
-    await page.locator("#waterfall .span-row").first().waitFor({ timeout: 10000 });
-    await page.screenshot({ path: `${outDir}/bottleneck-trace.png`, fullPage: true });
-    const waterfall = await page.$$eval("#waterfall .span-row", (trs) =>
-      trs.map((r) => ({
-        service: r.dataset.service,
-        kind: r.dataset.kind,
-        criticalMs: Number(r.dataset.criticalMs),
-        criticalMarks: r.querySelectorAll(".crit").length,
-      })));
-    console.log(JSON.stringify({ ranked, waterfall, hash: await page.evaluate(() => location.hash), errors }));
-  } finally {
-    await browser.close();
-  }
-}
-
-main().catch((e) => {
-  console.error(String(e && e.stack || e));
-  process.exit(1);
+const [url, quantile, outDir] = process.argv.slice(2);
+run(async (page, errors) => {
+  await page.goto(url + "#bottlenecks");
+  const rows = page.locator("#bottleneck-list tr.bottleneck");
+  await rows.first().waitFor({ timeout: 10000 });
+  // Options the page offers; the test's quantile is one of them.
+  await page.selectOption("#bn-quantile", quantile);
+  await page.waitForFunction(
+    (q) => document.querySelector("#bn-quantile").value === q &&
+      document.querySelectorAll("#bottleneck-list tr.bottleneck").length > 0,
+    quantile);
+  await page.waitForTimeout(500);
+  await page.screenshot({ path: `${outDir}/bottlenecks.png`, fullPage: true });
+  const ranked = await page.$$eval("#bottleneck-list tr.bottleneck", (trs) =>
+    trs.map((r) => ({
+      service: r.dataset.service,
+      operation: r.dataset.operation,
+      share: Number(r.dataset.share),
+      team: r.children[1].textContent.trim(),
+      errorsStarted: Number(r.children[6].textContent.trim()),
+    })));
+  await rows.first().locator("a").first().click();
+  await page.locator("#waterfall .span-row").first().waitFor({ timeout: 10000 });
+  await page.screenshot({ path: `${outDir}/bottleneck-trace.png`, fullPage: true });
+  const waterfall = await page.$$eval("#waterfall .span-row", (trs) =>
+    trs.map((r) => ({
+      service: r.dataset.service,
+      kind: r.dataset.kind,
+      criticalMs: Number(r.dataset.criticalMs),
+      criticalMarks: r.querySelectorAll(".crit").length,
+    })));
+  return { ranked, waterfall, hash: await page.evaluate(() => location.hash), errors };
 });

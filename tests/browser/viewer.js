@@ -3,60 +3,44 @@
 // prints what it shows as JSON; screenshots every page it visits.
 //
 // Usage: node viewer.js URL PATH_MARKER OUT_DIR
-// Needs NODE_PATH to hold playwright-core and CHROMIUM to name the browser.
+// Needs NODE_PATH to hold playwright-core.
 "use strict";
-const { chromium } = require("playwright-core");
+const { run } = require("./page.js");
 
-async function main() {
-  const [url, marker, outDir] = process.argv.slice(2);
-  const browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    args: ["--no-sandbox", "--disable-gpu"],
-  });
-  try {
-    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-    const errors = [];
-    page.on("pageerror", (e) => errors.push(String(e)));
-    await page.goto(url);
-    // The list refreshes every 5 s; the trace may need a refresh to appear.
-    const row = page.locator(".trace-row", { hasText: marker }).first();
-    await row.waitFor({ timeout: 20000 });
-    await page.screenshot({ path: `${outDir}/viewer-traces.png`, fullPage: true });
-    const traceId = await row.getAttribute("data-trace-id");
-    await row.click();
-    await page.locator("#waterfall .span-row").first().waitFor({ timeout: 10000 });
-    // Details of the first span open on a click.
-    await page.locator("#waterfall .span-row").first().click();
-    await page.screenshot({ path: `${outDir}/viewer-waterfall.png`, fullPage: true });
-    const spans = await page.$$eval("#waterfall .span-row", (rows) =>
-      rows.map((r) => ({
-        service: r.dataset.service,
-        name: r.dataset.name,
-        kind: r.dataset.kind,
-        depth: Number(r.dataset.depth),
-        duration: r.children[2].textContent.trim(),
-        criticalMs: Number(r.dataset.criticalMs),
-        criticalMarks: r.querySelectorAll(".crit").length,
-      })));
-    const details = await page.locator("#waterfall .attrs").first().textContent();
-    await page.click("#tab-map");
-    await page.locator("#map-graph svg .node").first().waitFor({ timeout: 10000 });
-    await page.screenshot({ path: `${outDir}/viewer-service-map.png`, fullPage: true });
-    const edges = await page.$$eval("#map-graph .edge", (gs) =>
-      gs.map((g) => ({ caller: g.dataset.caller, callee: g.dataset.callee, label: g.textContent.trim() })));
-    await page.click("#tab-bottlenecks");
-    await page.selectOption("#bn-quantile", "0");
-    await page.locator("#bottleneck-list tr.bottleneck").first().waitFor({ timeout: 10000 });
-    await page.screenshot({ path: `${outDir}/viewer-bottlenecks.png`, fullPage: true });
-    const bottlenecks = await page.$$eval("#bottleneck-list tr.bottleneck", (rows) =>
-      rows.map((r) => ({ service: r.dataset.service, operation: r.dataset.operation, share: Number(r.dataset.share) })));
-    console.log(JSON.stringify({ traceId, spans, details, edges, bottlenecks, errors }));
-  } finally {
-    await browser.close();
-  }
-}
-
-main().catch((e) => {
-  console.error(String(e && e.stack || e));
-  process.exit(1);
+const [url, marker, outDir] = process.argv.slice(2);
+run(async (page, errors) => {
+  await page.goto(url);
+  // The list refreshes every 5 s; the trace may need a refresh to appear.
+  const row = page.locator(".trace-row", { hasText: marker }).first();
+  await row.waitFor({ timeout: 20000 });
+  await page.screenshot({ path: `${outDir}/viewer-traces.png`, fullPage: true });
+  const traceId = await row.getAttribute("data-trace-id");
+  await row.click();
+  await page.locator("#waterfall .span-row").first().waitFor({ timeout: 10000 });
+  // Details of the first span open on a click.
+  await page.locator("#waterfall .span-row").first().click();
+  await page.screenshot({ path: `${outDir}/viewer-waterfall.png`, fullPage: true });
+  const spans = await page.$$eval("#waterfall .span-row", (rows) =>
+    rows.map((r) => ({
+      service: r.dataset.service,
+      name: r.dataset.name,
+      kind: r.dataset.kind,
+      depth: Number(r.dataset.depth),
+      duration: r.children[2].textContent.trim(),
+      criticalMs: Number(r.dataset.criticalMs),
+      criticalMarks: r.querySelectorAll(".crit").length,
+    })));
+  const details = await page.locator("#waterfall .attrs").first().textContent();
+  await page.click("#tab-map");
+  await page.locator("#map-graph svg .node").first().waitFor({ timeout: 10000 });
+  await page.screenshot({ path: `${outDir}/viewer-service-map.png`, fullPage: true });
+  const edges = await page.$$eval("#map-graph .edge", (gs) =>
+    gs.map((g) => ({ caller: g.dataset.caller, callee: g.dataset.callee, label: g.textContent.trim() })));
+  await page.click("#tab-bottlenecks");
+  await page.selectOption("#bn-quantile", "0");
+  await page.locator("#bottleneck-list tr.bottleneck").first().waitFor({ timeout: 10000 });
+  await page.screenshot({ path: `${outDir}/viewer-bottlenecks.png`, fullPage: true });
+  const bottlenecks = await page.$$eval("#bottleneck-list tr.bottleneck", (rows) =>
+    rows.map((r) => ({ service: r.dataset.service, operation: r.dataset.operation, share: Number(r.dataset.share) })));
+  return { traceId, spans, details, edges, bottlenecks, errors };
 });

@@ -186,6 +186,28 @@ pub fn json(body: &str) -> serde_json::Value {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"))
 }
 
+/// Runs `tests/browser/SCRIPT` (playwright-core in the test tools, driving
+/// Debian's Chromium) with `args` then `out` (where it keeps screenshots);
+/// what it printed, as JSON.
+pub fn browser(script: &str, args: &[String], out: &Path) -> Value {
+    std::fs::create_dir_all(out).expect("create screenshot directory");
+    let output = Command::new("node")
+        .arg(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("browser")
+                .join(script),
+        )
+        .args(args)
+        .arg(out)
+        .env("NODE_PATH", test_tools_dir().join("browser/node_modules"))
+        .output()
+        .expect("run node (cargo xtask setup --test-deps installs playwright-core)");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{script} failed: {stderr}");
+    println!("screenshots in {}", out.display());
+    json(&String::from_utf8_lossy(&output.stdout))
+}
+
 /// The running agent.
 pub struct Agent {
     child: Child,
@@ -295,6 +317,18 @@ impl Agent {
     pub fn resume(&self) {
         // SAFETY: sending a signal to our own child process.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGCONT) };
+    }
+
+    /// Its Prometheus text, once the spans made so far reached the metrics
+    /// (the pipeline holds spans 100 ms before passing them on).
+    pub fn metrics(&self) -> String {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        let addr = self.http_addr.as_deref().expect("the agent serves metrics");
+        let scrape = Command::new("curl")
+            .args(["-s", &format!("http://{addr}/metrics")])
+            .output()
+            .expect("run curl");
+        String::from_utf8_lossy(&scrape.stdout).into_owned()
     }
 
     /// Stops it with SIGINT (as Ctrl-C would) and reads what it exported.

@@ -211,15 +211,7 @@ fn redis_commands_make_client_spans() {
         .output()
         .expect("run redis-benchmark");
     assert!(benchmark.status.success(), "{benchmark:?}");
-    // The durations in Prometheus: spans reach the metrics once the
-    // pipeline has held them (100 ms).
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let addr = agent.http_addr.clone().expect("the agent serves metrics");
-    let scrape = Command::new("curl")
-        .args(["-s", &format!("http://{addr}/metrics")])
-        .output()
-        .expect("run curl");
-    let metrics = String::from_utf8_lossy(&scrape.stdout);
+    let metrics = agent.metrics();
     let gets = metrics
         .lines()
         .find(|l| {

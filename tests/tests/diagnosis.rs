@@ -6,8 +6,7 @@ use std::{path::Path, process::Command};
 
 use serde_json::Value;
 use tracer_tests::{
-    Agent, Process, curl, free_port, http_get, json, require_root, servers_dir, temp_dir,
-    test_tools_dir,
+    Agent, Process, browser, curl, free_port, http_get, json, require_root, servers_dir, temp_dir,
 };
 
 /// svc-a → svc-b → svc-c → svc-d; svc-c takes 60 ms more on `/slow/`
@@ -130,19 +129,11 @@ fn the_slow_hop_and_the_failing_hop_are_named() {
     );
 
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-output/diagnosis");
-    std::fs::create_dir_all(&out).expect("create screenshot directory");
-    let output = Command::new("node")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/bottlenecks.js"))
-        .arg(format!("http://{addr}/"))
-        .arg("0.9")
-        .arg(&out)
-        .env("NODE_PATH", test_tools_dir().join("browser/node_modules"))
-        .output()
-        .expect("run node");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "browser script failed: {stderr}");
-    let shown = json(&String::from_utf8_lossy(&output.stdout));
-    println!("screenshots in {}", out.display());
+    let shown = browser(
+        "bottlenecks.js",
+        &[format!("http://{addr}/"), "0.9".to_string()],
+        &out,
+    );
     assert_eq!(shown["errors"], Value::Array(vec![]), "page errors");
     assert_eq!(shown["ranked"][0]["service"], "svc-c", "{shown:#}");
     assert_eq!(shown["ranked"][0]["team"], "ledger-team", "{shown:#}");

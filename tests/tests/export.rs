@@ -10,7 +10,7 @@ use std::{
 
 use serde_json::Value;
 use tracer_tests::{
-    Agent, Process, curl, free_port, http_get, json, python_server, require_root,
+    Agent, Process, browser, curl, free_port, http_get, json, python_server, require_root,
     services::{Hop, chain, drive},
     temp_dir, test_tools_dir,
 };
@@ -339,20 +339,11 @@ fn viewer_shows_a_trace_waterfall_in_chromium() {
 
     // Kept after the run: target/test-output/viewer/*.png.
     let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/test-output/viewer");
-    std::fs::create_dir_all(&out).expect("create screenshot directory");
-    let tools = test_tools_dir();
-    let output = Command::new("node")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("browser/viewer.js"))
-        .arg(format!("http://{addr}/"))
-        .arg(format!("/req/{marker}"))
-        .arg(&out)
-        .env("NODE_PATH", tools.join("browser/node_modules"))
-        .output()
-        .expect("run node");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "browser script failed: {stderr}");
-    let shown = json(&String::from_utf8_lossy(&output.stdout));
-    println!("screenshots in {}", out.display());
+    let shown = browser(
+        "viewer.js",
+        &[format!("http://{addr}/"), format!("/req/{marker}")],
+        &out,
+    );
     for png in [
         "viewer-traces.png",
         "viewer-waterfall.png",

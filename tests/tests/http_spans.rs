@@ -210,13 +210,7 @@ fn services_are_owned_by_teams() {
         .map(|port| format!("http://127.0.0.1:{port}/hello"))
         .collect();
     curl(&[], &urls);
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let addr = agent.http_addr.clone().expect("the agent serves metrics");
-    let scrape = Command::new("curl")
-        .args(["-s", &format!("http://{addr}/metrics")])
-        .output()
-        .expect("run curl");
-    let metrics = String::from_utf8_lossy(&scrape.stdout).into_owned();
+    let metrics = agent.metrics();
     let run = agent.stop();
     assert!(run.status.success(), "agent failed: {}", run.stderr);
     for (port, service, team) in [
