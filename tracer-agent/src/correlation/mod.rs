@@ -274,7 +274,11 @@ impl Correlator {
                     self.links.by_connection += 1;
                     SpanIds::child_of(client.trace_id, client.span_id)
                 } else if let Some(remote) = header {
+                    // Its caller on this node, if it has one, may still come
+                    // (a write's event is sent at the syscall's end): that
+                    // caller's span, a proxy's, is its parent then.
                     self.links.by_header += 1;
+                    remember(&mut self.orphans, &mut self.orphans_order, wire, key);
                     SpanIds::child_of(remote.trace_id, remote.span_id)
                 } else {
                     self.links.roots += 1;
@@ -535,39 +539,60 @@ impl Correlator {
     /// request seen first: make it the orphan's parent, and its trace the
     /// orphan's subtree's.
     fn adopt(&mut self, wire: WireKey, client: SpanIds) -> bool {
-        let replaced = if let Some(key) = self.orphans.remove(&wire) {
+        // The orphan was a root (its trace becomes the client's), or the
+        // child of the span its header named (a forwarded header: the trace
+        // is the client's already, only the parent changes).
+        if let Some(key) = self.orphans.remove(&wire) {
             let Some(ids) = self.active.get_mut(&key) else {
                 return false;
             };
-            let replaced = ids.trace_id;
-            ids.trace_id = client.trace_id;
+            let before = *ids;
             ids.parent_span_id = Some(client.span_id);
+            if before.parent_span_id.is_none() {
+                ids.trace_id = client.trace_id;
+            }
             if let Some(inbound) = self.inbound.get_mut(&key) {
                 inbound.ids = *ids;
             }
-            replaced
+            self.adopted_from(before, client);
         } else if let Some(ended) = self.ended_orphans.remove(&wire) {
+            let was_root = ended.parent_span_id.is_none();
             let adopted = SpanIds {
-                trace_id: client.trace_id,
+                trace_id: if was_root {
+                    client.trace_id
+                } else {
+                    ended.trace_id
+                },
                 span_id: ended.span_id,
                 parent_span_id: Some(client.span_id),
             };
             self.late_adoptions.insert(ended.span_id, adopted);
-            ended.trace_id
+            // Held spans get their new ids when the pipeline next settles.
+            self.retraced = true;
+            self.adopted_from(ended, client);
         } else {
             return false;
-        };
-        remember(
-            &mut self.adopted,
-            &mut self.adopted_order,
-            replaced,
-            client.trace_id,
-        );
-        self.retraced = true;
-        self.links.roots = self.links.roots.saturating_sub(1);
+        }
+        true
+    }
+
+    /// Counts an adoption of the orphan that had ids `before`; a root's
+    /// trace (and what else was made in it) moves to the client's.
+    fn adopted_from(&mut self, before: SpanIds, client: SpanIds) {
+        if before.parent_span_id.is_none() {
+            remember(
+                &mut self.adopted,
+                &mut self.adopted_order,
+                before.trace_id,
+                client.trace_id,
+            );
+            self.retraced = true;
+            self.links.roots = self.links.roots.saturating_sub(1);
+        } else {
+            self.links.by_header = self.links.by_header.saturating_sub(1);
+        }
         self.links.by_connection += 1;
         self.links.adopted += 1;
-        true
     }
 }
 

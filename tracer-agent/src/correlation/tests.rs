@@ -392,6 +392,32 @@ fn a_call_read_before_it_was_seen_written_is_not_forwarded_from_itself() {
     assert_eq!(callee_ids.parent_span_id.unwrap()[..2], [0x00, 0xf0]);
 }
 
+/// A proxy forwards its caller's header, and its callee on this node reads
+/// the call before the agent sees the proxy write it: the callee, first
+/// linked by the header, becomes the proxy's client span's child when that
+/// comes, in the header's trace.
+#[test]
+fn a_callee_seen_before_its_proxy_call_is_adopted_by_it() {
+    let mut c = Correlator::new();
+    let proxy_in = started(7, Role::Server, 0, 500, None, TRACEPARENT);
+    start(&mut c, &proxy_in);
+    let callee = started(9, Role::Server, 0, 42, None, TRACEPARENT);
+    start(&mut c, &callee);
+    let proxy_call = started(8, Role::Client, 0, 42, Some((7, 500)), TRACEPARENT);
+    start(&mut c, &proxy_call);
+    let call_ids = ids_of(&mut c, &proxy_call);
+    let callee_ids = ids_of(&mut c, &callee);
+    assert_eq!(callee_ids.parent_span_id, Some(call_ids.span_id));
+    assert_eq!(callee_ids.trace_id[..2], [0x4b, 0xf9]);
+    assert_eq!(call_ids.trace_id, callee_ids.trace_id);
+    assert_eq!(
+        (c.links.by_header, c.links.adopted),
+        (1, 1),
+        "{:?}",
+        c.links
+    );
+}
+
 /// Without the kernel's context, a forwarded header names its request only
 /// while one request being served carries it.
 #[test]
