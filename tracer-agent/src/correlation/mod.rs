@@ -263,8 +263,10 @@ impl Correlator {
                     self.local_root()
                 };
                 let wire = (connection.local, connection.remote, seq);
-                if !self.adopt(wire, ids) {
-                    self.wait_for_server(wire, ids);
+                let mut ids = ids;
+                match self.adopt(wire, ids) {
+                    Some(trace_id) => ids.trace_id = trace_id,
+                    None => self.wait_for_server(wire, ids),
                 }
                 ids
             }
@@ -535,64 +537,72 @@ impl Correlator {
         remember(&mut self.waiting, &mut self.waiting_order, key, ids);
     }
 
-    /// The client request `ids` on `wire` is the caller of an orphaned server
-    /// request seen first: make it the orphan's parent, and its trace the
-    /// orphan's subtree's.
-    fn adopt(&mut self, wire: WireKey, client: SpanIds) -> bool {
-        // The orphan was a root (its trace becomes the client's), or the
-        // child of the span its header named (a forwarded header: the trace
-        // is the client's already, only the parent changes).
-        if let Some(key) = self.orphans.remove(&wire) {
-            let Some(ids) = self.active.get_mut(&key) else {
-                return false;
-            };
-            let before = *ids;
-            ids.parent_span_id = Some(client.span_id);
-            if before.parent_span_id.is_none() {
-                ids.trace_id = client.trace_id;
-            }
-            if let Some(inbound) = self.inbound.get_mut(&key) {
-                inbound.ids = *ids;
-            }
-            self.adopted_from(before, client);
-        } else if let Some(ended) = self.ended_orphans.remove(&wire) {
-            let was_root = ended.parent_span_id.is_none();
-            let adopted = SpanIds {
-                trace_id: if was_root {
-                    client.trace_id
-                } else {
-                    ended.trace_id
-                },
-                span_id: ended.span_id,
-                parent_span_id: Some(client.span_id),
-            };
-            self.late_adoptions.insert(ended.span_id, adopted);
-            // Held spans get their new ids when the pipeline next settles.
-            self.retraced = true;
-            self.adopted_from(ended, client);
+    /// The client request `client` on `wire` is the caller of an orphaned
+    /// server request seen first: make it the orphan's parent, in one trace.
+    /// Returns the trace the client is in then (none: no orphan).
+    ///
+    /// A root orphan's trace becomes the client's, unless the orphan's
+    /// trace is on the wire already (its calls left the node in it) and
+    /// the client's is this node's own: then the client's trace joins the
+    /// orphan's, as `join_wire_trace` does. An orphan linked by a header
+    /// (forwarded by a proxy) is in the client's trace already: only its
+    /// parent changes.
+    fn adopt(&mut self, wire: WireKey, client: SpanIds) -> Option<[u8; 16]> {
+        let (key, before) = if let Some(key) = self.orphans.remove(&wire) {
+            (Some(key), *self.active.get(&key)?)
         } else {
-            return false;
+            (None, self.ended_orphans.remove(&wire)?)
+        };
+        let was_root = before.parent_span_id.is_none();
+        let joins_wire = was_root
+            && before.trace_id != client.trace_id
+            && self.local_traces.contains_key(&before.trace_id)
+            && self.is_local_trace(&client.trace_id);
+        let trace_id = match (was_root, joins_wire) {
+            (true, false) => client.trace_id,
+            _ => before.trace_id,
+        };
+        let adopted = SpanIds {
+            trace_id,
+            span_id: before.span_id,
+            parent_span_id: Some(client.span_id),
+        };
+        match key {
+            Some(key) => {
+                self.active.insert(key, adopted);
+                if let Some(inbound) = self.inbound.get_mut(&key) {
+                    inbound.ids = adopted;
+                }
+            }
+            // Ended: its held span gets the new ids when the pipeline settles.
+            None => {
+                self.late_adoptions.insert(before.span_id, adopted);
+            }
         }
-        true
-    }
-
-    /// Counts an adoption of the orphan that had ids `before`; a root's
-    /// trace (and what else was made in it) moves to the client's.
-    fn adopted_from(&mut self, before: SpanIds, client: SpanIds) {
-        if before.parent_span_id.is_none() {
+        self.retraced = true;
+        if joins_wire {
+            remember(
+                &mut self.adopted,
+                &mut self.adopted_order,
+                client.trace_id,
+                trace_id,
+            );
+        } else if was_root {
             remember(
                 &mut self.adopted,
                 &mut self.adopted_order,
                 before.trace_id,
-                client.trace_id,
+                trace_id,
             );
-            self.retraced = true;
+        }
+        if was_root {
             self.links.roots = self.links.roots.saturating_sub(1);
         } else {
             self.links.by_header = self.links.by_header.saturating_sub(1);
         }
         self.links.by_connection += 1;
         self.links.adopted += 1;
+        Some(trace_id)
     }
 }
 

@@ -479,6 +479,31 @@ fn a_root_request_joins_the_trace_its_call_put_on_the_wire() {
     assert_eq!(outbound_ids.parent_span_id, Some(inbound_ids.span_id));
 }
 
+/// The caller's event comes after its callee's request went off the node
+/// in the wire's trace: the late caller joins that trace (the next node's
+/// spans are in it), not the other way round.
+#[test]
+fn a_late_caller_joins_the_trace_its_callee_put_on_the_wire() {
+    let mut c = Correlator::new();
+    let inbound = started(7, Role::Server, 0, 500, None, "");
+    start(&mut c, &inbound);
+    let outbound = injected(
+        started(8, Role::Client, 0, 42, Some((7, 500)), ""),
+        [5; 16],
+        [6; 8],
+    );
+    start(&mut c, &outbound);
+    let caller = started(6, Role::Client, 0, 500, None, "");
+    start(&mut c, &caller);
+    let caller_ids = ids_of(&mut c, &caller);
+    let inbound_ids = ids_of(&mut c, &inbound);
+    let outbound_ids = ids_of(&mut c, &outbound);
+    assert_eq!(inbound_ids.parent_span_id, Some(caller_ids.span_id));
+    assert_eq!(outbound_ids.trace_id, [5; 16]);
+    assert_eq!(inbound_ids.trace_id, [5; 16]);
+    assert_eq!(caller_ids.trace_id, [5; 16]);
+}
+
 /// A request that continues a trace received in a header keeps it: that
 /// trace's ids were made elsewhere.
 #[test]
