@@ -251,8 +251,14 @@ impl Agent {
     /// metrics on a free port unless `args` name one) and waits until its
     /// programs are attached.
     pub fn start(args: &[&str]) -> Agent {
+        Agent::start_with_env(args, &[])
+    }
+
+    /// `start` with these environment variables set.
+    pub fn start_with_env(args: &[&str], env: &[(&str, String)]) -> Agent {
         let export = temp_dir("agent").join("spans.jsonl");
         let mut command = Command::new(agent_binary());
+        command.envs(env.iter().map(|(k, v)| (k, v)));
         command.args(["--quiet", "--export-file"]).arg(&export);
         if !args.contains(&"--metrics-addr") {
             command.args(["--metrics-addr", "127.0.0.1:0"]);

@@ -160,6 +160,25 @@ fn start_nginx(listen: u16, upstream: u16, front: Front) -> Process {
     } else {
         format!("listen 127.0.0.1:{listen};")
     };
+    let servers = format!(
+        "upstream backend {{ server 127.0.0.1:{upstream}; keepalive 8; }}
+    server {{
+        {listen_directive}
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }}
+    }}"
+    );
+    run_nginx(&dir, &servers, listen)
+}
+
+/// nginx (one process, no master) with `http_blocks` (upstreams, servers)
+/// in its `http` block and everything it writes in `dir`; returns once it
+/// accepts connections on `listen`.
+pub fn run_nginx(dir: &std::path::Path, http_blocks: &str, listen: u16) -> Process {
+    let d = dir.display();
     let config = format!(
         "master_process off;
 error_log stderr warn;
@@ -172,22 +191,14 @@ http {{
     fastcgi_temp_path {d}/fastcgi;
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
-    upstream backend {{ server 127.0.0.1:{upstream}; keepalive 8; }}
-    server {{
-        {listen_directive}
-        location / {{
-            proxy_pass http://backend;
-            proxy_http_version 1.1;
-            proxy_set_header Connection \"\";
-        }}
-    }}
+    {http_blocks}
 }}
 "
     );
     std::fs::write(dir.join("nginx.conf"), config).expect("write nginx.conf");
     let child = Command::new("/usr/sbin/nginx")
         .arg("-p")
-        .arg(&dir)
+        .arg(dir)
         .arg("-c")
         .arg(dir.join("nginx.conf"))
         .args(["-g", "daemon off;"])

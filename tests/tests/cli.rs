@@ -96,11 +96,42 @@ fn bad_export_settings_are_clear_errors() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("key=value"), "{}", stderr(&output));
 
-    let output = agent(&["--otlp-endpoint", "https://collector:4318"]);
+    let output = agent(&[
+        "--otlp-endpoint",
+        "https://collector:4318",
+        "--otlp-certificate",
+        "/nonexistent/ca.pem",
+    ]);
     assert_eq!(output.status.code(), Some(1));
     let err = stderr(&output);
-    assert!(err.contains("TLS is not supported yet"), "{err}");
+    assert!(
+        err.contains("cannot read the OTLP CA certificate file /nonexistent/ca.pem"),
+        "{err}"
+    );
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+
+    let output = agent(&[
+        "--otlp-endpoint",
+        "https://collector:4318",
+        "--otlp-client-certificate",
+        "/etc/hostname",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains("needs both a client certificate and its key"),
+        "{err}"
+    );
+
+    let output = agent(&[
+        "--otlp-endpoint",
+        "https://collector:4318",
+        "--otlp-certificate",
+        "/etc/hostname",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(err.contains("is not PEM"), "{err}");
 }
 
 #[test]

@@ -11,7 +11,7 @@ use std::{
 use serde_json::Value;
 use tracer_tests::{
     Agent, Process, browser, curl, free_port, http_get, json, python_server, require_root,
-    services::{Hop, chain, drive},
+    services::{Hop, chain, drive, run_nginx},
     temp_dir, test_tools_dir,
 };
 
@@ -243,6 +243,201 @@ fn otlp_reaches_phoenix_and_survives_its_restart() {
             .all(|s| attribute(s, "user_agent.original")
                 .is_none_or(|ua| !ua.starts_with("tracer-agent/"))),
         "an export traced itself"
+    );
+}
+
+/// A certificate authority of the test's own, the certificates it signs,
+/// and an unrelated one (`openssl`, EC keys).
+struct TestPki {
+    dir: std::path::PathBuf,
+}
+
+impl TestPki {
+    fn new(dir: std::path::PathBuf) -> TestPki {
+        let pki = TestPki { dir };
+        for ca in ["ca", "other-ca"] {
+            pki.openssl(&[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN=tracer test {ca}"),
+                "-keyout",
+                &pki.path(&format!("{ca}.key")),
+                "-out",
+                &pki.path(&format!("{ca}.pem")),
+            ]);
+        }
+        pki.sign(
+            "server",
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth",
+        );
+        pki.sign("client", "extendedKeyUsage=clientAuth");
+        pki
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).display().to_string()
+    }
+
+    /// `name.pem` and `name.key`, signed by `ca` with these extensions.
+    fn sign(&self, name: &str, extensions: &str) {
+        std::fs::write(self.dir.join(format!("{name}.ext")), extensions).expect("write ext");
+        self.openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            &format!("/CN={name}"),
+            "-keyout",
+            &self.path(&format!("{name}.key")),
+            "-out",
+            &self.path(&format!("{name}.csr")),
+        ]);
+        self.openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &self.path(&format!("{name}.csr")),
+            "-CA",
+            &self.path("ca.pem"),
+            "-CAkey",
+            &self.path("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            &self.path(&format!("{name}.ext")),
+            "-out",
+            &self.path(&format!("{name}.pem")),
+        ]);
+    }
+
+    fn openssl(&self, args: &[&str]) {
+        let made = Command::new("openssl")
+            .args(args)
+            .output()
+            .expect("run openssl (Debian: apt-get install openssl)");
+        assert!(made.status.success(), "openssl {args:?}: {made:?}");
+    }
+}
+
+/// OTLP/HTTP over TLS and OTLP/gRPC over mutual TLS reach Phoenix through
+/// nginx terminating TLS with the test's own CA (given by flag, then by the
+/// standard variables); a CA that did not sign the endpoint's certificate
+/// fails on one line that says so, and the spans wait in the queue.
+#[test]
+fn otlp_over_tls_and_mutual_tls_reaches_phoenix() {
+    require_root();
+    let phoenix = Phoenix::start(temp_dir("phoenix"));
+    let pki = TestPki::new(temp_dir("pki"));
+    let (https_port, grpc_mtls_port) = (free_port(), free_port());
+    let nginx_dir = temp_dir("nginx-otlp-tls");
+    let _nginx = run_nginx(
+        &nginx_dir,
+        &format!(
+            "ssl_certificate {server_pem};
+    ssl_certificate_key {server_key};
+    server {{
+        listen 127.0.0.1:{https_port} ssl;
+        location / {{ proxy_pass http://127.0.0.1:{http}; }}
+    }}
+    server {{
+        listen 127.0.0.1:{grpc_mtls_port} ssl http2;
+        ssl_verify_client on;
+        ssl_client_certificate {ca};
+        location / {{ grpc_pass grpc://127.0.0.1:{grpc}; }}
+    }}",
+            server_pem = pki.path("server.pem"),
+            server_key = pki.path("server.key"),
+            ca = pki.path("ca.pem"),
+            http = phoenix.http_port,
+            grpc = phoenix.grpc_port,
+        ),
+        grpc_mtls_port,
+    );
+    let port = free_port();
+    let _server = python_server(port, "inventory");
+    let request = |tag: &str| {
+        let paths: Vec<String> = (0..3).map(|i| format!("/hello-tls/{tag}{i}")).collect();
+        let urls: Vec<String> = paths
+            .iter()
+            .map(|p| format!("http://127.0.0.1:{port}{p}"))
+            .collect();
+        curl(&[], &urls);
+        paths
+    };
+
+    let https_endpoint = format!("https://127.0.0.1:{https_port}");
+    let agent = Agent::start(&[
+        "--otlp-endpoint",
+        &https_endpoint,
+        "--otlp-certificate",
+        &pki.path("ca.pem"),
+        "--otlp-batch-delay-ms",
+        "200",
+    ]);
+    let over_https = request("https");
+    assert_pairs(&phoenix.wait_for_requests(&over_https), &over_https);
+    let run = agent.stop();
+    assert!(run.stderr.contains("otlp: exported="), "{}", run.stderr);
+
+    // gRPC with a client certificate, all from the standard variables.
+    let agent = Agent::start_with_env(
+        &["--otlp-batch-delay-ms", "200"],
+        &[
+            (
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+                format!("https://127.0.0.1:{grpc_mtls_port}"),
+            ),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into()),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", pki.path("ca.pem")),
+            (
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE",
+                pki.path("client.pem"),
+            ),
+            ("OTEL_EXPORTER_OTLP_CLIENT_KEY", pki.path("client.key")),
+        ],
+    );
+    let over_mtls = request("mtls");
+    assert_pairs(&phoenix.wait_for_requests(&over_mtls), &over_mtls);
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+
+    let agent = Agent::start(&[
+        "--otlp-endpoint",
+        &https_endpoint,
+        "--otlp-certificate",
+        &pki.path("other-ca.pem"),
+        "--otlp-batch-delay-ms",
+        "200",
+    ]);
+    let addr = agent.http_addr.clone().expect("metrics address");
+    request("wrong-ca");
+    wait_for("the export fails", Duration::from_secs(30), || {
+        (metric(&addr, "tracer_export_failures_total{exporter=\"otlp\"}") > 0).then_some(())
+    });
+    let run = agent.stop();
+    let failure: Vec<&str> = run
+        .stderr
+        .lines()
+        .filter(|l| l.contains("OTLP export to"))
+        .collect();
+    assert_eq!(failure.len(), 1, "{}", run.stderr);
+    assert!(
+        failure[0].contains("invalid peer certificate")
+            && failure[0].contains("--otlp-certificate"),
+        "{}",
+        failure[0]
     );
 }
 

@@ -6,7 +6,7 @@ use tracer_agent::{
     export::{
         Exporter,
         file::FileExporter,
-        otlp::{OtlpExporter, OtlpOptions, Protocol, parse_headers},
+        otlp::{OtlpExporter, OtlpOptions, Protocol, TlsFiles, parse_headers},
         stdout::StdoutExporter,
     },
     loader::{self, LoadOptions, TRACEPOINTS},
@@ -59,10 +59,32 @@ struct Cli {
     /// Send spans to this OpenTelemetry (OTLP) endpoint: for grpc the server
     /// (http://HOST:4317), for http/* the base URL (http://HOST:4318, to
     /// which /v1/traces is added). OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, a full
-    /// traces URL, wins over this. Unset: no OTLP export. TLS (https) is not
-    /// supported yet: send to a Collector on the node or cluster over http.
+    /// traces URL, wins over this. Unset: no OTLP export. https:// uses TLS,
+    /// trusting the system's certificate authorities unless --otlp-certificate
+    /// names others.
     #[arg(long, value_name = "URL", env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
     otlp_endpoint: Option<String>,
+
+    /// PEM file of the certificate authorities that signed the OTLP
+    /// endpoint's certificate, trusted instead of the system's (a private
+    /// CA). OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE wins over this.
+    #[arg(long, value_name = "PATH", env = "OTEL_EXPORTER_OTLP_CERTIFICATE")]
+    otlp_certificate: Option<PathBuf>,
+
+    /// Mutual TLS: the agent's PEM certificate (chain) for the OTLP endpoint,
+    /// with --otlp-client-key. OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE
+    /// wins over this.
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"
+    )]
+    otlp_client_certificate: Option<PathBuf>,
+
+    /// Mutual TLS: the PEM private key of --otlp-client-certificate.
+    /// OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY wins over this.
+    #[arg(long, value_name = "PATH", env = "OTEL_EXPORTER_OTLP_CLIENT_KEY")]
+    otlp_client_key: Option<PathBuf>,
 
     /// OTLP transport: grpc, http/protobuf or http/json.
     #[arg(
@@ -519,7 +541,21 @@ fn otlp_options(cli: &Cli) -> anyhow::Result<Option<OtlpOptions>> {
         batch_delay: Duration::from_millis(cli.otlp_batch_delay_ms),
         shutdown_timeout: Duration::from_secs(10),
         host_name: host_name(),
+        tls: TlsFiles {
+            ca_file: traces_path("CERTIFICATE", &cli.otlp_certificate),
+            client_certificate: traces_path("CLIENT_CERTIFICATE", &cli.otlp_client_certificate),
+            client_key: traces_path("CLIENT_KEY", &cli.otlp_client_key),
+        },
     }))
+}
+
+/// A file named by `OTEL_EXPORTER_OTLP_TRACES_<NAME>`, else by the flag (or
+/// its general variable).
+fn traces_path(name: &str, flag: &Option<PathBuf>) -> Option<PathBuf> {
+    std::env::var_os(format!("OTEL_EXPORTER_OTLP_TRACES_{name}"))
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| flag.clone())
 }
 
 fn host_name() -> String {

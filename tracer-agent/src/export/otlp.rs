@@ -8,6 +8,7 @@
 
 use std::{
     collections::VecDeque,
+    path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -18,7 +19,7 @@ use std::{
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use prost::Message;
 use tokio::{sync::Notify, task::JoinHandle, time::Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::{
     Exporter, OWN_USER_AGENT, ShutdownFuture, otlp_convert::export_request,
@@ -68,6 +69,64 @@ pub struct OtlpOptions {
     /// How long shutdown keeps trying to send what is queued.
     pub shutdown_timeout: Duration,
     pub host_name: String,
+    /// Certificates for an `https://` endpoint.
+    pub tls: TlsFiles,
+}
+
+/// PEM files for TLS to an `https://` endpoint, as the OTLP exporter
+/// variables name them (`OTEL_EXPORTER_OTLP_CERTIFICATE`,
+/// `..._CLIENT_CERTIFICATE`, `..._CLIENT_KEY`).
+#[derive(Clone, Debug, Default)]
+pub struct TlsFiles {
+    /// The certificate authorities trusted instead of the system's roots.
+    pub ca_file: Option<PathBuf>,
+    /// This agent's certificate and its key, for mutual TLS: both or neither.
+    pub client_certificate: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+/// The contents of [`TlsFiles`], read and checked at start-up.
+struct TlsPem {
+    ca: Option<Vec<u8>>,
+    /// Certificate (chain) and key.
+    identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl TlsFiles {
+    fn is_empty(&self) -> bool {
+        self.ca_file.is_none() && self.client_certificate.is_none() && self.client_key.is_none()
+    }
+
+    fn read(&self) -> anyhow::Result<TlsPem> {
+        fn read_pem(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+            let bytes = std::fs::read(path).map_err(|e| {
+                anyhow::anyhow!("cannot read the OTLP {what} {}: {e}", path.display())
+            })?;
+            if !bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+                anyhow::bail!(
+                    "the OTLP {what} {} is not PEM (no -----BEGIN line)",
+                    path.display()
+                );
+            }
+            Ok(bytes)
+        }
+        let ca = match &self.ca_file {
+            Some(path) => Some(read_pem(path, "CA certificate file")?),
+            None => None,
+        };
+        let identity = match (&self.client_certificate, &self.client_key) {
+            (Some(cert), Some(key)) => Some((
+                read_pem(cert, "client certificate")?,
+                read_pem(key, "client key")?,
+            )),
+            (None, None) => None,
+            (Some(_), None) | (None, Some(_)) => anyhow::bail!(
+                "mutual TLS to the OTLP endpoint needs both a client certificate and its key \
+                 (--otlp-client-certificate and --otlp-client-key)"
+            ),
+        };
+        Ok(TlsPem { ca, identity })
+    }
 }
 
 impl OtlpOptions {
@@ -314,8 +373,9 @@ async fn send_with_retry(
                 failures += 1;
                 if failures == 1 {
                     tracing::warn!(
-                        "OTLP export to {} failed, retrying with backoff (spans wait in the queue): {e}",
-                        options.endpoint
+                        "OTLP export to {} failed, retrying with backoff (spans wait in the queue): {e}{}",
+                        options.endpoint,
+                        tls_hint(&e)
                     );
                 } else {
                     tracing::debug!("OTLP export attempt {failures} failed: {e}");
@@ -364,35 +424,71 @@ enum Transport {
 impl Transport {
     fn new(options: &OtlpOptions) -> anyhow::Result<Self> {
         let endpoint = &options.endpoint;
-        if endpoint.starts_with("https://") {
-            anyhow::bail!(
-                "OTLP endpoint {endpoint}: TLS is not supported yet; send to an OpenTelemetry \
-                 Collector over http:// (on this node or in the cluster) and let it forward"
-            );
-        }
-        if !endpoint.starts_with("http://") {
-            anyhow::bail!("OTLP endpoint {endpoint:?} must start with http://");
-        }
+        let tls = if endpoint.starts_with("https://") {
+            Some(options.tls.read()?)
+        } else if endpoint.starts_with("http://") {
+            if !options.tls.is_empty() {
+                tracing::warn!(
+                    "OTLP endpoint {endpoint} is plain http: the TLS certificate files given are \
+                     not used (write https:// to use TLS)"
+                );
+            }
+            None
+        } else {
+            anyhow::bail!("OTLP endpoint {endpoint:?} must start with http:// or https://");
+        };
         Ok(match options.protocol {
             Protocol::Grpc => {
-                let channel = Endpoint::from_shared(endpoint.clone())
+                let mut channel = Endpoint::from_shared(endpoint.clone())
                     .map_err(|e| anyhow::anyhow!("OTLP endpoint {endpoint:?}: {e}"))?
                     .connect_timeout(options.timeout)
                     .timeout(options.timeout)
                     .user_agent(OWN_USER_AGENT)
-                    .map_err(|e| anyhow::anyhow!("OTLP user agent: {e}"))?
-                    .connect_lazy();
-                Transport::Grpc(TraceServiceClient::new(channel))
+                    .map_err(|e| anyhow::anyhow!("OTLP user agent: {e}"))?;
+                if let Some(tls) = tls {
+                    let mut config = ClientTlsConfig::new();
+                    config = match tls.ca {
+                        Some(ca) => {
+                            config.ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                        }
+                        None => config.with_native_roots(),
+                    };
+                    if let Some((cert, key)) = tls.identity {
+                        config = config.identity(tonic::transport::Identity::from_pem(cert, key));
+                    }
+                    channel = channel
+                        .tls_config(config)
+                        .map_err(|e| anyhow::anyhow!("OTLP TLS settings: {}", error_chain(&e)))?;
+                }
+                Transport::Grpc(TraceServiceClient::new(channel.connect_lazy()))
             }
             Protocol::HttpProtobuf | Protocol::HttpJson => {
                 reqwest::Url::parse(endpoint)
                     .map_err(|e| anyhow::anyhow!("OTLP endpoint {endpoint:?}: {e}"))?;
+                let mut client = reqwest::Client::builder()
+                    .timeout(options.timeout)
+                    .user_agent(OWN_USER_AGENT);
+                if let Some(tls) = tls {
+                    if let Some(ca) = tls.ca {
+                        client = client.tls_built_in_root_certs(false);
+                        for cert in reqwest::Certificate::from_pem_bundle(&ca).map_err(|e| {
+                            anyhow::anyhow!("OTLP CA certificate file: {}", error_chain(&e))
+                        })? {
+                            client = client.add_root_certificate(cert);
+                        }
+                    }
+                    if let Some((cert, key)) = tls.identity {
+                        let identity = reqwest::Identity::from_pem(&[cert, key].join(&b"\n"[..]))
+                            .map_err(|e| {
+                            anyhow::anyhow!("OTLP client certificate or key: {}", error_chain(&e))
+                        })?;
+                        client = client.identity(identity);
+                    }
+                }
                 Transport::Http(
-                    reqwest::Client::builder()
-                        .timeout(options.timeout)
-                        .user_agent(OWN_USER_AGENT)
+                    client
                         .build()
-                        .map_err(|e| anyhow::anyhow!("OTLP HTTP client: {e}"))?,
+                        .map_err(|e| anyhow::anyhow!("OTLP HTTP client: {}", error_chain(&e)))?,
                 )
             }
         })
@@ -474,7 +570,13 @@ impl Transport {
 
 fn grpc_error(status: tonic::Status) -> SendError {
     use tonic::Code;
-    let message = format!("{:?}: {}", status.code(), status.message());
+    // The causes say why a connection failed (refused, certificate unknown).
+    let mut message = format!("{:?}: {}", status.code(), status.message());
+    let mut source = std::error::Error::source(&status);
+    while let Some(cause) = source {
+        message += &format!(": {cause}");
+        source = cause.source();
+    }
     // The codes the OTLP/gRPC specification says to retry.
     match status.code() {
         Code::Cancelled
@@ -494,6 +596,16 @@ fn log_partial_success(partial: Option<(i64, String)>) {
         && (rejected > 0 || !message.is_empty())
     {
         tracing::warn!("OTLP backend rejected {rejected} spans of a batch: {message}");
+    }
+}
+
+/// What to check when TLS failed: which certificate settings to look at.
+fn tls_hint(error: &str) -> &'static str {
+    if error.contains("certificate") || error.contains("TLS") || error.contains("tls") {
+        " (check --otlp-certificate: the CA that signed the endpoint's certificate; and \
+         --otlp-client-certificate/--otlp-client-key if it asks for one)"
+    } else {
+        ""
     }
 }
 
@@ -556,6 +668,7 @@ mod tests {
             batch_delay: Duration::from_millis(20),
             shutdown_timeout: Duration::from_secs(5),
             host_name: "node".into(),
+            tls: TlsFiles::default(),
         }
     }
 
