@@ -135,6 +135,48 @@ fn bad_export_settings_are_clear_errors() {
 }
 
 #[test]
+fn bad_viewer_settings_are_clear_errors() {
+    let output = agent(&["--viewer-token-file", "/nonexistent/token"]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains("cannot read the viewer's token file /nonexistent/token"),
+        "{err}"
+    );
+
+    let output = agent(&["--viewer-tls-certificate", "/etc/hostname"]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains("needs both --viewer-tls-certificate and --viewer-tls-key"),
+        "{err}"
+    );
+
+    let output = agent(&[
+        "--viewer-tls-certificate",
+        "/etc/hostname",
+        "--viewer-tls-key",
+        "/etc/hostname",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(
+        err.contains("cannot use the viewer's TLS certificate"),
+        "{err}"
+    );
+
+    let output = agent(&[
+        "--metrics-addr",
+        "none",
+        "--viewer-token-file",
+        "/etc/hostname",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let err = stderr(&output);
+    assert!(err.contains("no viewer is served"), "{err}");
+}
+
+#[test]
 fn taken_metrics_port_is_a_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();

@@ -651,3 +651,90 @@ fn viewer_shows_a_trace_waterfall_in_chromium() {
     let run = agent.stop();
     assert!(run.status.success(), "{}", run.stderr);
 }
+
+/// The viewer on an address of its own, over TLS and behind a token: no
+/// token is a 401 that asks for Basic authentication, a bearer token or
+/// the Basic password opens it, a client that does not trust the CA is
+/// refused; /metrics on its own address stays open and serves nothing else.
+#[test]
+fn viewer_behind_token_and_tls_while_metrics_stays_open() {
+    require_root();
+    let pki = TestPki::new(temp_dir("pki"));
+    let token_file = pki.dir.join("viewer-token");
+    std::fs::write(&token_file, "open-sesame-42\n").expect("write token");
+    let (metrics_port, viewer_port) = (free_port(), free_port());
+    let agent = Agent::start(&[
+        "--metrics-addr",
+        &format!("127.0.0.1:{metrics_port}"),
+        "--viewer-addr",
+        &format!("127.0.0.1:{viewer_port}"),
+        "--viewer-token-file",
+        token_file.to_str().expect("utf-8 path"),
+        "--viewer-tls-certificate",
+        &pki.path("server.pem"),
+        "--viewer-tls-key",
+        &pki.path("server.key"),
+    ]);
+    let ca = pki.path("ca.pem");
+    // curl's exit code and the HTTP status it saw.
+    let fetch = |args: &[&str], url: String| -> (i32, String) {
+        let output = Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+            .args(args)
+            .arg(url)
+            .output()
+            .expect("run curl");
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+        )
+    };
+    let viewer = |path: &str| format!("https://127.0.0.1:{viewer_port}{path}");
+    assert_eq!(fetch(&["--cacert", &ca], viewer("/api/store")).1, "401");
+    let challenge = Command::new("curl")
+        .args(["-s", "-D", "-", "-o", "/dev/null", "--cacert", &ca])
+        .arg(viewer("/"))
+        .output()
+        .expect("run curl");
+    assert!(
+        String::from_utf8_lossy(&challenge.stdout)
+            .to_ascii_lowercase()
+            .contains("www-authenticate: basic"),
+        "{challenge:?}"
+    );
+    let bearer = "Authorization: Bearer open-sesame-42";
+    assert_eq!(
+        fetch(&["--cacert", &ca, "-H", bearer], viewer("/api/store")).1,
+        "200"
+    );
+    assert_eq!(
+        fetch(
+            &["--cacert", &ca, "-H", "Authorization: Bearer open-sesame-4"],
+            viewer("/api/store")
+        )
+        .1,
+        "401"
+    );
+    assert_eq!(
+        fetch(&["--cacert", &ca, "-u", "me:open-sesame-42"], viewer("/")).1,
+        "200"
+    );
+    // A client that trusts another CA does not get through the handshake.
+    let (code, _) = fetch(
+        &["--cacert", &pki.path("other-ca.pem"), "-H", bearer],
+        viewer("/"),
+    );
+    assert_eq!(code, 60, "curl: certificate not verified");
+
+    let metrics = |path: &str| format!("http://127.0.0.1:{metrics_port}{path}");
+    assert_eq!(fetch(&[], metrics("/metrics")).1, "200");
+    assert_eq!(fetch(&["-H", bearer], metrics("/api/store")).1, "404");
+    let run = agent.stop();
+    assert!(
+        run.stderr.contains(&format!(
+            "trace viewer on https://127.0.0.1:{viewer_port}/ (token required)"
+        )),
+        "{}",
+        run.stderr
+    );
+}

@@ -15,7 +15,8 @@ use tracer_agent::{
     pipeline::{self, KernelLists, PipelineOptions},
     stats::Stats,
     viewer::{
-        self,
+        self, Parts,
+        access::{self, Access},
         store::{StoreLimits, TraceStore},
     },
 };
@@ -130,11 +131,35 @@ struct Cli {
     )]
     otlp_batch_delay_ms: u64,
 
-    /// Where to serve Prometheus metrics (/metrics) and the built-in trace
-    /// viewer (/ and /api/...), or "none". The default listens on this host
-    /// only; use 0.0.0.0:9464 to let a Prometheus elsewhere scrape it.
+    /// Where to serve Prometheus metrics (/metrics) and, unless --viewer-addr
+    /// moves it, the built-in trace viewer (/ and /api/...), or "none". The
+    /// default listens on this host only; use 0.0.0.0:9464 to let a
+    /// Prometheus elsewhere scrape it.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9464", value_parser = parse_listen_addr)]
     metrics_addr: ListenAddr,
+
+    /// Serve the trace viewer and its API on this address of its own
+    /// (HOST:PORT), leaving only /metrics on --metrics-addr.
+    #[arg(long, value_name = "ADDR")]
+    viewer_addr: Option<SocketAddr>,
+
+    /// Require this token (the file's first line) for the viewer and its
+    /// API: `Authorization: Bearer TOKEN`, or HTTP Basic authentication with
+    /// any user name and the token as password (browsers ask for it).
+    /// /metrics never requires it. Set it before exposing the viewer beyond
+    /// this host: the traces show URLs and database statements.
+    #[arg(long, value_name = "PATH", env = "TRACER_VIEWER_TOKEN_FILE")]
+    viewer_token_file: Option<PathBuf>,
+
+    /// Serve the viewer over TLS (HTTPS) with this PEM certificate (chain),
+    /// with --viewer-tls-key. When the viewer shares --metrics-addr,
+    /// /metrics is HTTPS too.
+    #[arg(long, value_name = "PATH")]
+    viewer_tls_certificate: Option<PathBuf>,
+
+    /// The PEM private key of --viewer-tls-certificate.
+    #[arg(long, value_name = "PATH")]
+    viewer_tls_key: Option<PathBuf>,
 
     /// Traces the viewer keeps at most (the oldest are evicted); 0 turns the
     /// trace store off.
@@ -255,6 +280,120 @@ fn parse_listen_addr(value: &str) -> Result<ListenAddr, String> {
         .map_err(|_| format!("{value:?} is not HOST:PORT (e.g. 127.0.0.1:9464) or none"))
 }
 
+/// The listening sockets of /metrics and the viewer, and how the viewer is
+/// protected.
+struct Endpoints {
+    listeners: Vec<(tokio::net::TcpListener, Parts)>,
+    access: Access,
+    tls: Option<access::TlsConfig>,
+}
+
+impl Endpoints {
+    /// None when nothing is served.
+    async fn open(cli: &Cli) -> anyhow::Result<Option<Endpoints>> {
+        let bind = |addr: SocketAddr, what: &'static str, flag: &'static str| async move {
+            tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot listen on {addr} for {what}: {e} (choose another with {flag} \
+                     HOST:PORT{})",
+                    if flag == "--metrics-addr" {
+                        ", or --metrics-addr none"
+                    } else {
+                        ""
+                    }
+                )
+            })
+        };
+        let mut listeners = Vec::new();
+        match (&cli.metrics_addr, cli.viewer_addr) {
+            (ListenAddr::At(metrics), None) => listeners.push((
+                bind(*metrics, "metrics and the viewer", "--metrics-addr").await?,
+                Parts::MetricsAndViewer,
+            )),
+            (metrics, Some(viewer)) => {
+                if let ListenAddr::At(metrics) = metrics {
+                    listeners.push((
+                        bind(*metrics, "metrics", "--metrics-addr").await?,
+                        Parts::Metrics,
+                    ));
+                }
+                listeners.push((
+                    bind(viewer, "the viewer", "--viewer-addr").await?,
+                    Parts::Viewer,
+                ));
+            }
+            (ListenAddr::Off, None) => {
+                if cli.viewer_token_file.is_some() || cli.viewer_tls_certificate.is_some() {
+                    anyhow::bail!(
+                        "the viewer's token or TLS settings are given but no viewer is served \
+                         (--metrics-addr none and no --viewer-addr)"
+                    );
+                }
+                return Ok(None);
+            }
+        }
+        let access = match &cli.viewer_token_file {
+            Some(path) => Access::from_token_file(path)?,
+            None => Access::default(),
+        };
+        let tls = match (&cli.viewer_tls_certificate, &cli.viewer_tls_key) {
+            (Some(certificate), Some(key)) => Some(access::tls_config(certificate, key).await?),
+            (None, None) => None,
+            _ => anyhow::bail!(
+                "the viewer's TLS needs both --viewer-tls-certificate and --viewer-tls-key"
+            ),
+        };
+        Ok(Some(Endpoints {
+            listeners,
+            access,
+            tls,
+        }))
+    }
+
+    fn addresses(&self) -> anyhow::Result<Vec<SocketAddr>> {
+        Ok(self
+            .listeners
+            .iter()
+            .map(|(listener, _)| listener.local_addr())
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Starts serving; whether /metrics is among what is served.
+    fn serve(self, metrics: &Arc<Metrics>, store: &Arc<TraceStore>) -> anyhow::Result<bool> {
+        let mut serves_metrics = false;
+        for (listener, parts) in self.listeners {
+            let addr = listener.local_addr()?;
+            let tls = (parts != Parts::Metrics)
+                .then(|| self.tls.clone())
+                .flatten();
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let token = if self.access.requires_token() {
+                " (token required)"
+            } else {
+                ""
+            };
+            match parts {
+                Parts::MetricsAndViewer => tracing::info!(
+                    "metrics on {scheme}://{addr}/metrics, trace viewer on {scheme}://{addr}/{token}"
+                ),
+                Parts::Metrics => tracing::info!("metrics on {scheme}://{addr}/metrics"),
+                Parts::Viewer => tracing::info!("trace viewer on {scheme}://{addr}/{token}"),
+            }
+            if parts != Parts::Metrics && !addr.ip().is_loopback() && !self.access.requires_token()
+            {
+                tracing::warn!(
+                    "the trace viewer on {addr} answers anyone who reaches it, and traces show \
+                     URLs and database statements: set --viewer-token-file (and TLS) to protect it"
+                );
+            }
+            serves_metrics |= parts != Parts::Viewer;
+            let app = viewer::router(parts, metrics.clone(), store.clone(), &self.access);
+            tokio::spawn(viewer::serve(listener, app, tls));
+        }
+        Ok(serves_metrics)
+    }
+}
+
 /// Header pairs as one flag value (clap would take a bare `Vec` as a list of values).
 #[derive(Clone, Debug)]
 struct Headers(Vec<(String, String)>);
@@ -328,17 +467,8 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
             stats.exporter("otlp"),
         )?));
     }
-    // Bound before the programs load, so a taken port fails at once.
-    let listener = match cli.metrics_addr {
-        ListenAddr::Off => None,
-        ListenAddr::At(addr) => Some(tokio::net::TcpListener::bind(addr).await.map_err(|e| {
-            anyhow::anyhow!(
-                "cannot listen on {addr} for metrics and the viewer: {e} \
-                 (choose another with --metrics-addr HOST:PORT, or --metrics-addr none)"
-            )
-        })?),
-    };
-
+    // Bound and read before the programs load, so a mistake fails at once.
+    let endpoints = Endpoints::open(&cli).await?;
     let loader::Loaded {
         probes,
         events,
@@ -359,21 +489,22 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
     if let Some(destination) = otlp_destination {
         tracing::info!("exporting spans over OTLP to {destination}");
     }
-    let (metrics, store) = match listener {
+    let (metrics, store) = match endpoints {
         None => (None, None),
-        Some(listener) => {
+        Some(endpoints) => {
             let metrics = Arc::new(Metrics::new(stats.clone(), Some(probes.kernel_counters())));
-            let addr = listener.local_addr()?;
             let store = Arc::new(TraceStore::new(
                 StoreLimits {
                     max_traces: cli.viewer_max_traces,
                     max_bytes: cli.viewer_max_mib.saturating_mul(1024 * 1024),
                 },
-                Some(addr),
+                endpoints.addresses()?,
             ));
-            tracing::info!("metrics on http://{addr}/metrics, trace viewer on http://{addr}/");
-            tokio::spawn(viewer::serve(listener, metrics.clone(), store.clone()));
-            (Some(metrics), store.enabled().then_some(store))
+            let serves_metrics = endpoints.serve(&metrics, &store)?;
+            (
+                serves_metrics.then_some(metrics),
+                store.enabled().then_some(store),
+            )
         }
     };
 

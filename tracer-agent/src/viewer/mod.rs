@@ -11,7 +11,12 @@
 //! | `/api/services` | each service's request and error rates |
 //! | `/api/dependencies` | calls between services (the service map) |
 //! | `/api/store` | the trace store's size and limits |
+//!
+//! `/metrics` may be served on an address of its own, apart from the viewer
+//! (`--viewer-addr`); the viewer and its API may require a token and be
+//! served over TLS (`access.rs`), `/metrics` never requires the token.
 
+pub mod access;
 pub mod bottlenecks;
 pub mod critical_path;
 pub mod store;
@@ -43,19 +48,51 @@ struct Shared {
     store: Arc<TraceStore>,
 }
 
-/// Serves until the task is dropped.
-pub async fn serve(listener: TcpListener, metrics: Arc<Metrics>, store: Arc<TraceStore>) {
-    let app = Router::new()
-        .route("/", get(page))
+/// Which of the endpoint's parts one address serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Parts {
+    MetricsAndViewer,
+    Metrics,
+    Viewer,
+}
+
+/// The routes of `parts`; the viewer's behind `access`'s token if it has one.
+pub fn router(
+    parts: Parts,
+    metrics: Arc<Metrics>,
+    store: Arc<TraceStore>,
+    access: &access::Access,
+) -> Router {
+    let shared = Shared { metrics, store };
+    let metrics_routes = Router::new()
         .route("/metrics", get(metrics_text))
-        .route("/api/traces", get(traces))
-        .route("/api/traces/{trace_id}", get(trace))
-        .route("/api/bottlenecks", get(bottlenecks))
-        .route("/api/services", get(services))
-        .route("/api/dependencies", get(dependencies))
-        .route("/api/store", get(store_usage))
-        .with_state(Shared { metrics, store });
-    if let Err(e) = axum::serve(listener, app).await {
+        .with_state(shared.clone());
+    let viewer_routes = access.guard(
+        Router::new()
+            .route("/", get(page))
+            .route("/api/traces", get(traces))
+            .route("/api/traces/{trace_id}", get(trace))
+            .route("/api/bottlenecks", get(bottlenecks))
+            .route("/api/services", get(services))
+            .route("/api/dependencies", get(dependencies))
+            .route("/api/store", get(store_usage))
+            .with_state(shared),
+    );
+    match parts {
+        Parts::MetricsAndViewer => metrics_routes.merge(viewer_routes),
+        Parts::Metrics => metrics_routes,
+        Parts::Viewer => viewer_routes,
+    }
+}
+
+/// Serves `app` on `listener` (over TLS when `access` has a certificate)
+/// until the task is dropped.
+pub async fn serve(listener: TcpListener, app: Router, tls: Option<access::TlsConfig>) {
+    let result = match tls {
+        None => axum::serve(listener, app).await,
+        Some(tls) => access::serve_tls(listener, app, tls).await,
+    };
+    if let Err(e) = result {
         tracing::warn!("the metrics and viewer endpoint stopped: {e}");
     }
 }

@@ -45,9 +45,9 @@ pub struct StoreLimits {
 
 pub struct TraceStore {
     limits: StoreLimits,
-    /// The viewer's own address: calls to it (the page polling the API) are
-    /// not stored, or the list would fill with them.
-    own_endpoint: Option<SocketAddr>,
+    /// The agent's own addresses (viewer, metrics): calls to them (the page
+    /// polling the API, scrapes) are not stored, or the list would fill with them.
+    own_endpoints: Vec<SocketAddr>,
     inner: Mutex<Inner>,
 }
 
@@ -225,23 +225,23 @@ pub struct StoreUsage {
 }
 
 impl TraceStore {
-    pub fn new(limits: StoreLimits, own_endpoint: Option<SocketAddr>) -> Self {
+    pub fn new(limits: StoreLimits, own_endpoints: Vec<SocketAddr>) -> Self {
         TraceStore {
             limits,
-            own_endpoint,
+            own_endpoints,
             inner: Mutex::new(Inner::default()),
         }
     }
 
     fn is_call_to_viewer(&self, span: &Span) -> bool {
-        let Some(own) = self.own_endpoint else {
-            return false;
-        };
-        let peer_port = matches!(span.attribute("network.peer.port"),
-            Some(AttributeValue::Int(port)) if *port == i64::from(own.port()));
-        let peer_ip = matches!(span.attribute("network.peer.address"),
-            Some(AttributeValue::Str(ip)) if own.ip().is_unspecified() || *ip == own.ip().to_string());
-        span.kind == SpanKind::Client && peer_port && peer_ip
+        span.kind == SpanKind::Client
+            && self.own_endpoints.iter().any(|own| {
+                let peer_port = matches!(span.attribute("network.peer.port"),
+                    Some(AttributeValue::Int(port)) if *port == i64::from(own.port()));
+                let peer_ip = matches!(span.attribute("network.peer.address"),
+                    Some(AttributeValue::Str(ip)) if own.ip().is_unspecified() || *ip == own.ip().to_string());
+                peer_port && peer_ip
+            })
     }
 
     pub fn enabled(&self) -> bool {
@@ -677,7 +677,7 @@ mod tests {
                 max_traces,
                 max_bytes,
             },
-            None,
+            Vec::new(),
         )
     }
 
@@ -814,7 +814,7 @@ mod tests {
                 max_traces: 10,
                 max_bytes: 1 << 20,
             },
-            Some("127.0.0.1:9464".parse().unwrap()),
+            vec!["127.0.0.1:9464".parse().unwrap()],
         );
         let mut poll = span(1, 1, None, SpanKind::Client, "chromium");
         poll.attributes = vec![
