@@ -251,13 +251,30 @@ impl Agent {
     /// metrics on a free port unless `args` name one) and waits until its
     /// programs are attached.
     pub fn start(args: &[&str]) -> Agent {
-        Agent::start_with_env(args, &[])
+        Agent::launch(&[], args, &[])
     }
 
     /// `start` with these environment variables set.
     pub fn start_with_env(args: &[&str], env: &[(&str, String)]) -> Agent {
+        Agent::launch(&[], args, env)
+    }
+
+    /// `start`, the agent run by `wrapper`: a command line that ends where
+    /// the agent's begins (`setpriv ... --`) and execs it.
+    pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Agent {
+        Agent::launch(wrapper, args, &[])
+    }
+
+    fn launch(wrapper: &[&str], args: &[&str], env: &[(&str, String)]) -> Agent {
         let export = temp_dir("agent").join("spans.jsonl");
-        let mut command = Command::new(agent_binary());
+        let mut command = match wrapper.split_first() {
+            Some((program, wrapper_args)) => {
+                let mut command = Command::new(program);
+                command.args(wrapper_args).arg(agent_binary());
+                command
+            }
+            None => Command::new(agent_binary()),
+        };
         command.envs(env.iter().map(|(k, v)| (k, v)));
         command.args(["--quiet", "--export-file"]).arg(&export);
         if !args.contains(&"--metrics-addr") {

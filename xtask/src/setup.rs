@@ -44,6 +44,10 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
     ("pg_ctlcluster", "postgresql"),
     ("mariadbd", "mariadb-server"),
     ("mariadb", "mariadb-client"),
+    // The deployment tests: the unit file's check, and the capability
+    // bounding set the agent runs under.
+    ("systemd-analyze", "systemd"),
+    ("setpriv", "util-linux"),
 ];
 
 /// Debian packages `cargo xtask bench` drives: the load generator of the
@@ -72,6 +76,11 @@ const PSYCOPG_VERSION: &str = "3.2.3";
 /// The MySQL client of the traced service in the database tests (PyPI;
 /// server-side prepared statements).
 const MYSQL_CONNECTOR_VERSION: &str = "9.1.0";
+/// Validates the Kubernetes manifests against the API schemas, offline (PyPI).
+const KUBERNETES_VALIDATE_VERSION: &str = "1.37.0";
+/// Renders and lints the Helm chart with Helm's own Go SDK, offline (PyPI;
+/// Debian has no helm).
+const HELM_PYTHON_SDK_VERSION: &str = "0.2.2";
 /// Drives the Debian chromium from the viewer test (npm; no browser download).
 const PLAYWRIGHT_CORE_VERSION: &str = "1.65.1";
 
@@ -92,6 +101,14 @@ pub fn run(test_deps: bool) -> Result<()> {
             &format!("mysql-connector-python=={MYSQL_CONNECTOR_VERSION}"),
         )?;
         ensure_playwright_core()?;
+        ensure_venv_package(
+            "kubernetes",
+            &format!("kubernetes-validate=={KUBERNETES_VALIDATE_VERSION}"),
+        )?;
+        ensure_venv_package(
+            "kubernetes",
+            &format!("helm-python-sdk=={HELM_PYTHON_SDK_VERSION}"),
+        )?;
     }
     Ok(())
 }

@@ -1,0 +1,142 @@
+//! The ways to deploy the agent (deploy/): the systemd unit verifies and
+//! its capability set is enough to trace; the Helm chart lints, renders and,
+//! like the plain manifest, validates against the Kubernetes schemas.
+
+use std::{path::PathBuf, process::Command};
+
+use tracer_tests::{
+    Agent, agent_binary, curl, free_port, python_server, require_root, temp_dir, test_tools_dir,
+};
+
+fn deploy_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../deploy")
+}
+
+fn unit_file() -> String {
+    std::fs::read_to_string(deploy_dir().join("systemd/tracer-agent.service"))
+        .expect("read the unit file")
+}
+
+/// The unit's `CapabilityBoundingSet`, without the `CAP_` prefixes.
+fn unit_capabilities() -> Vec<String> {
+    unit_file()
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit bounds the capabilities")
+        .split_whitespace()
+        .map(|cap| cap.trim_start_matches("CAP_").to_string())
+        .collect()
+}
+
+#[test]
+fn systemd_unit_verifies() {
+    let dir = temp_dir("systemd");
+    // The unit names the installed binary; the test's stands in for it.
+    let unit = unit_file().replace(
+        "/usr/local/bin/tracer-agent",
+        agent_binary().to_str().expect("utf-8 path"),
+    );
+    let path = dir.join("tracer-agent.service");
+    std::fs::write(&path, unit).expect("write unit");
+    let output = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("run systemd-analyze (cargo xtask setup --test-deps installs it)");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    // Unknown keys and bad values are warnings with a zero exit.
+    assert!(stderr.trim().is_empty(), "systemd-analyze verify: {stderr}");
+
+    // The environment file sets only variables the agent reads.
+    let help = Command::new(agent_binary())
+        .arg("--help")
+        .output()
+        .expect("run tracer-agent --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    let env = std::fs::read_to_string(deploy_dir().join("systemd/tracer-agent.env"))
+        .expect("read the environment file");
+    for line in env.lines().map(str::trim) {
+        let setting = line.trim_start_matches('#');
+        let Some((name, _)) = setting.split_once('=') else {
+            continue;
+        };
+        if !name.chars().all(|c| c.is_ascii_uppercase() || c == '_') {
+            continue; // a comment's text
+        }
+        assert!(
+            name == "TRACER_AGENT_ARGS" || help.contains(&format!("env: {name}")),
+            "{name} in tracer-agent.env is not read by the agent"
+        );
+    }
+    assert!(unit_file().contains("$TRACER_AGENT_ARGS"));
+}
+
+/// Under exactly the unit's capability set (what the DaemonSet adds too),
+/// the agent loads everything: HTTP spans, and TLS uprobes attached.
+#[test]
+fn the_documented_capabilities_are_enough() {
+    require_root();
+    let caps = unit_capabilities();
+    let bounding: String = caps
+        .iter()
+        .map(|cap| format!(",+{}", cap.to_ascii_lowercase()))
+        .collect();
+    let port = free_port();
+    let _server = python_server(port, "capabilities");
+    let agent = Agent::start_wrapped(
+        &[
+            "setpriv",
+            "--no-new-privs",
+            "--inh-caps=-all",
+            &format!("--bounding-set=-all{bounding}"),
+            "--",
+        ],
+        &[],
+    );
+    let urls: Vec<String> = (0..3)
+        .map(|i| format!("http://127.0.0.1:{port}/caps/{i}"))
+        .collect();
+    curl(&[], &urls);
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    assert_eq!(
+        run.spans_on_port(port).len(),
+        6,
+        "a client and a server span per request:\n{}",
+        run.stderr
+    );
+    assert!(
+        run.stderr.contains("reading TLS plaintext through"),
+        "TLS uprobes attached:\n{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(" WARN "), "{}", run.stderr);
+}
+
+#[test]
+fn kubernetes_manifests_and_chart_validate() {
+    let venv = test_tools_dir().join("kubernetes");
+    let output = Command::new(venv.join("bin/python"))
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("deploy/check_kubernetes.py"))
+        .arg(deploy_dir())
+        .output()
+        .expect("run check_kubernetes.py (cargo xtask setup --test-deps installs its tools)");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // The DaemonSet adds the capabilities the unit bounds the agent to.
+    let manifest = std::fs::read_to_string(deploy_dir().join("kubernetes/tracer-agent.yaml"))
+        .expect("read the plain manifest");
+    let added = manifest
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("add: ["))
+        .expect("capabilities.add")
+        .trim_end_matches(']');
+    let added: Vec<String> = added.split(',').map(|c| c.trim().to_string()).collect();
+    assert_eq!(added, unit_capabilities());
+}
