@@ -259,18 +259,18 @@ impl Agent {
         Agent::launch(&[], args, env)
     }
 
-    /// `start`, the agent run by `wrapper`: a command line that ends where
-    /// the agent's begins (`setpriv ... --`) and execs it.
-    pub fn start_wrapped(wrapper: &[&str], args: &[&str]) -> Agent {
-        Agent::launch(wrapper, args, &[])
+    /// `start` with the agent run by `command` (`setpriv ... -- AGENT`,
+    /// `podman run ... IMAGE`), which must end where the agent's flags begin.
+    pub fn start_as(command: &[&str], args: &[&str]) -> Agent {
+        Agent::launch(command, args, &[])
     }
 
-    fn launch(wrapper: &[&str], args: &[&str], env: &[(&str, String)]) -> Agent {
+    fn launch(runner: &[&str], args: &[&str], env: &[(&str, String)]) -> Agent {
         let export = temp_dir("agent").join("spans.jsonl");
-        let mut command = match wrapper.split_first() {
-            Some((program, wrapper_args)) => {
+        let mut command = match runner.split_first() {
+            Some((program, runner_args)) => {
                 let mut command = Command::new(program);
-                command.args(wrapper_args).arg(agent_binary());
+                command.args(runner_args);
                 command
             }
             None => Command::new(agent_binary()),

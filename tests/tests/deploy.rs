@@ -84,13 +84,14 @@ fn the_documented_capabilities_are_enough() {
         .collect();
     let port = free_port();
     let _server = python_server(port, "capabilities");
-    let agent = Agent::start_wrapped(
+    let agent = Agent::start_as(
         &[
             "setpriv",
             "--no-new-privs",
             "--inh-caps=-all",
             &format!("--bounding-set=-all{bounding}"),
             "--",
+            agent_binary().to_str().expect("utf-8 path"),
         ],
         &[],
     );
@@ -139,4 +140,82 @@ fn kubernetes_manifests_and_chart_validate() {
         .trim_end_matches(']');
     let added: Vec<String> = added.split(',').map(|c| c.trim().to_string()).collect();
     assert_eq!(added, unit_capabilities());
+}
+
+/// Removes the container when the test ends, even if it failed (killing the
+/// `podman run` client leaves the container running).
+struct Container(String);
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        let _ = Command::new("podman")
+            .args(["rm", "--force", "--ignore", &self.0])
+            .output();
+    }
+}
+
+/// The image `cargo xtask image` built, run as the README says (host PID
+/// and network namespaces, the documented capabilities only, the host
+/// paths the DaemonSet mounts), traces a server on the host like the bare
+/// binary does.
+#[test]
+fn the_image_traces_host_processes() {
+    require_root();
+    let image = std::env::var("TRACER_IMAGE").expect(
+        "TRACER_IMAGE names the image to test: `cargo xtask test` builds it \
+         (or `cargo xtask image`, then TRACER_IMAGE=localhost/tracer-agent:VERSION)",
+    );
+    let caps = unit_capabilities().join(",");
+    let name = format!("tracer-agent-test-{}", std::process::id());
+    let _container = Container(name.clone());
+    let port = free_port();
+    let _server = python_server(port, "on-the-host");
+    let agent = Agent::start_as(
+        &[
+            "podman",
+            // crun refuses this machine kind's hybrid cgroup layout; runc runs it.
+            "--runtime",
+            "runc",
+            "run",
+            "--rm",
+            "--name",
+            &name,
+            "--pid=host",
+            "--network=host",
+            "--cap-drop=all",
+            &format!("--cap-add={caps}"),
+            "--security-opt",
+            "seccomp=unconfined",
+            // This sandbox cannot raise resource limits; podman's defaults
+            // are above them.
+            "--ulimit",
+            "nofile=16384:16384",
+            "--ulimit",
+            "nproc=4096:4096",
+            "-v",
+            "/sys/kernel/btf:/sys/kernel/btf:ro",
+            "-v",
+            "/sys/kernel/tracing:/sys/kernel/tracing:ro",
+            "-v",
+            "/sys/fs/cgroup:/sys/fs/cgroup:ro",
+            // Where the harness asks the agent to write its spans.
+            "-v",
+            "/tmp:/tmp",
+            &image,
+        ],
+        &[],
+    );
+    let urls: Vec<String> = (0..3)
+        .map(|i| format!("http://127.0.0.1:{port}/from-the-image/{i}"))
+        .collect();
+    curl(&[], &urls);
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    let spans = run.spans_on_port(port);
+    assert_eq!(spans.len(), 6, "{}", run.stderr);
+    let services: Vec<&str> = spans.iter().map(|s| s.service.as_str()).collect();
+    assert!(
+        services.contains(&"on-the-host") && services.contains(&"curl"),
+        "the host processes' own service names: {services:?}"
+    );
 }

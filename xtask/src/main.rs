@@ -3,6 +3,7 @@
 //! nothing done by hand.
 
 mod bench;
+mod image;
 mod setup;
 
 use std::{
@@ -30,10 +31,11 @@ enum Task {
     /// Debian packages the tests drive (curl, nodejs, nginx, iproute2,
     /// prometheus, chromium, golang-go, openssl, nghttp2-client,
     /// redis-server, redis-tools, postgresql, postgresql-client,
-    /// mariadb-server, mariadb-client), cargo-fuzz, and in
-    /// ~/.cache/tracer-tests Arize Phoenix, opentelemetry-sdk, grpcio,
-    /// aiohttp, redis-py, psycopg and mysql-connector-python (pip) and
-    /// playwright-core (npm).
+    /// mariadb-server, mariadb-client, systemd, util-linux), cargo-fuzz,
+    /// and in ~/.cache/tracer-tests Arize Phoenix, opentelemetry-sdk,
+    /// grpcio, aiohttp, redis-py, psycopg, mysql-connector-python,
+    /// kubernetes-validate and helm-python-sdk (pip) and playwright-core
+    /// (npm).
     Setup {
         #[arg(long)]
         test_deps: bool,
@@ -45,9 +47,12 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// The whole test suite: formatting, clippy, unit tests, and the
-    /// privileged tests that load the real programs (needs root).
+    /// The whole test suite: formatting, clippy, unit tests, the container
+    /// image, and the privileged tests that load the real programs (needs root).
     Test,
+    /// Build the container image (static binary on scratch, with buildah;
+    /// installs musl-tools, buildah and podman if missing).
+    Image(image::ImageArgs),
     /// Fuzz the protocol parsers (libFuzzer, nightly) for a while.
     Fuzz {
         /// How long each target runs.
@@ -75,6 +80,7 @@ fn main() -> Result<()> {
             run_agent(&args)
         }
         Task::Test => test(),
+        Task::Image(args) => image::build(&args).map(|_| ()),
         Task::Fuzz { seconds } => {
             setup::run(true)?;
             fuzz(seconds)
@@ -182,8 +188,12 @@ fn test() -> Result<()> {
             ])
             .args(["-Z", "build-std=core", "--", "-D", "warnings"]),
     )?;
-    // The privileged tests run the debug agent binary.
+    // The privileged tests run the debug agent binary, and the image.
     build_agent(false)?;
+    let image = image::build(&image::ImageArgs {
+        tag: None,
+        archive: None,
+    })?;
     run_checked(cargo().args([
         "test",
         "--workspace",
@@ -206,6 +216,7 @@ fn test() -> Result<()> {
                 "--test-threads=1",
             ])
             .env("TRACER_AGENT_BIN", agent_binary(false))
+            .env("TRACER_IMAGE", image)
             .env("TRACER_TEST_TOOLS", setup::test_tools_dir()),
     )
 }

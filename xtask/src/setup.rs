@@ -58,6 +58,18 @@ const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("redis-benchmark", "redis-tools"),
 ];
 
+/// Debian packages `cargo xtask image` uses: the C compiler for musl (the
+/// allocator and ring are C), the image builder, and `podman` and `runc`
+/// that the image test runs it with.
+const IMAGE_PACKAGES: &[(&str, &str)] = &[
+    ("musl-gcc", "musl-tools"),
+    ("buildah", "buildah"),
+    ("podman", "podman"),
+    // crun refuses this machine kind's hybrid cgroup layout.
+    ("runc", "runc"),
+    ("strip", "binutils"),
+];
+
 /// The asyncio front service of the trace tests and the accuracy benchmark (PyPI).
 const AIOHTTP_VERSION: &str = "3.14.5";
 
@@ -111,6 +123,12 @@ pub fn run(test_deps: bool) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// What `cargo xtask image` needs.
+pub fn image_tools() -> Result<()> {
+    run(false)?;
+    ensure_packages(IMAGE_PACKAGES)
 }
 
 /// What the benchmark needs beyond the tests' tools.
