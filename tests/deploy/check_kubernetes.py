@@ -125,7 +125,15 @@ def main():
     everything = render(chart, EVERYTHING)
     validate(everything, "chart with every option", problems)
     kinds = {d["kind"] for d in yaml.safe_load_all(everything) if d}
-    for kind in ["DaemonSet", "ServiceAccount", "ConfigMap", "Service", "ServiceMonitor"]:
+    for kind in [
+        "DaemonSet",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "Service",
+        "ServiceMonitor",
+    ]:
         if kind not in kinds:
             problems.append(f"chart with every option: no {kind}")
 

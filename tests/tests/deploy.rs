@@ -149,7 +149,7 @@ struct Container(String);
 impl Drop for Container {
     fn drop(&mut self) {
         let _ = Command::new("podman")
-            .args(["rm", "--force", "--ignore", &self.0])
+            .args(["rm", "--force", "--time", "0", "--ignore", &self.0])
             .output();
     }
 }
@@ -217,5 +217,113 @@ fn the_image_traces_host_processes() {
     assert!(
         services.contains(&"on-the-host") && services.contains(&"curl"),
         "the host processes' own service names: {services:?}"
+    );
+}
+
+/// A server in a real container (podman, the host's root as its overlay
+/// root, so nothing is pulled) whose id a recorded pod list names: its
+/// spans carry the pod, namespace, container, node and Deployment, its team
+/// comes from the pod's `team` label, and the duration metrics get the
+/// namespace; the host's curl gets none of it.
+#[test]
+fn kubernetes_metadata_from_a_recorded_pod_list() {
+    require_root();
+    let python = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("run python3");
+    let python = String::from_utf8_lossy(&python.stdout).trim().to_string();
+    let name = format!("tracer-pod-test-{}", std::process::id());
+    let _container = Container(name.clone());
+    let port = free_port();
+    let _server = tracer_tests::Process::spawn_until(
+        Command::new("podman")
+            .args(["--runtime", "runc", "run", "--rm", "--name", &name])
+            .args(["--network=host", "--ulimit", "nofile=16384:16384"])
+            .args([
+                "--ulimit",
+                "nproc=4096:4096",
+                "-e",
+                "OTEL_SERVICE_NAME=checkout",
+            ])
+            .args(["--rootfs", "/:O", &python])
+            .arg(tracer_tests::servers_dir().join("http11_server.py"))
+            .arg(port.to_string()),
+        "ready",
+    );
+    let inspect = Command::new("podman")
+        .args(["inspect", "--format", "{{.Id}}", &name])
+        .output()
+        .expect("podman inspect");
+    let id = String::from_utf8_lossy(&inspect.stdout).trim().to_string();
+    assert_eq!(id.len(), 64, "a container id: {inspect:?}");
+
+    let pods = temp_dir("pods").join("pods.json");
+    let pod_list = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "List",
+        "items": [{
+            "metadata": {
+                "name": "checkout-7d9f8b6c5-x2x4z",
+                "namespace": "shop",
+                "uid": "5f0c7a52-0d7e-4bd4-9d53-3b1c0e6f4b21",
+                "labels": {"app": "checkout", "pod-template-hash": "7d9f8b6c5", "team": "payments"},
+                "ownerReferences": [{
+                    "apiVersion": "apps/v1", "kind": "ReplicaSet",
+                    "name": "checkout-7d9f8b6c5", "controller": true
+                }]
+            },
+            "spec": {"nodeName": "node-1", "containers": [{"name": "web"}]},
+            "status": {
+                "phase": "Running",
+                "containerStatuses": [{"name": "web", "containerID": format!("containerd://{id}")}]
+            }
+        }]
+    });
+    std::fs::write(&pods, pod_list.to_string()).expect("write the pod list");
+    let agent = Agent::start(&["--kubernetes-pods-file", pods.to_str().expect("utf-8 path")]);
+    let urls: Vec<String> = (0..3)
+        .map(|i| format!("http://127.0.0.1:{port}/in-a-pod/{i}"))
+        .collect();
+    curl(&[], &urls);
+    let metrics = agent.metrics();
+    let run = agent.stop();
+    let spans = run.spans_on_port(port);
+    assert_eq!(spans.len(), 6, "{}", run.stderr);
+    let resource = |span: &tracer_tests::SpanRecord, key: &str| {
+        span.resource
+            .get(key)
+            .and_then(|v| v["stringValue"].as_str())
+            .map(str::to_string)
+    };
+    let servers: Vec<_> = spans
+        .iter()
+        .filter(|s| s.kind == tracer_tests::SERVER)
+        .collect();
+    assert_eq!(servers.len(), 3);
+    for server in servers {
+        assert_eq!(server.service, "checkout");
+        for (key, value) in [
+            ("k8s.pod.name", "checkout-7d9f8b6c5-x2x4z"),
+            ("k8s.namespace.name", "shop"),
+            ("k8s.container.name", "web"),
+            ("k8s.node.name", "node-1"),
+            ("k8s.deployment.name", "checkout"),
+            ("container.id", id.as_str()),
+            ("team", "payments"),
+        ] {
+            assert_eq!(resource(server, key).as_deref(), Some(value), "{key}");
+        }
+    }
+    for client in spans.iter().filter(|s| s.kind == tracer_tests::CLIENT) {
+        assert_eq!(
+            resource(client, "k8s.pod.name"),
+            None,
+            "curl runs on the host"
+        );
+    }
+    assert!(
+        metrics.contains("k8s_namespace_name=\"shop\",service_name=\"checkout\",team=\"payments\""),
+        "{metrics}"
     );
 }

@@ -9,6 +9,7 @@ use tracer_agent::{
         otlp::{OtlpExporter, OtlpOptions, Protocol, TlsFiles, parse_headers},
         stdout::StdoutExporter,
     },
+    kubernetes::{PodSource, Pods},
     loader::{self, LoadOptions, TRACEPOINTS},
     metrics::Metrics,
     owners::Owners,
@@ -173,6 +174,20 @@ struct Cli {
     #[arg(long, value_name = "MIB", default_value_t = 8)]
     viewer_max_mib: usize,
 
+    /// Name the pod, namespace, container and workload of each span's
+    /// process (k8s.* resource attributes) from this node's pod list:
+    /// `auto` fetches it from the API server when the agent runs in a pod
+    /// with a service account (the node from K8S_NODE_NAME, else the host
+    /// name), every 30 s; `off` never.
+    #[arg(long, value_name = "MODE", value_enum, default_value = "auto")]
+    kubernetes: KubernetesMode,
+
+    /// Read the pod list from this file instead of the API server: the
+    /// API's PodList JSON (`kubectl get pods -o json`), read again every
+    /// 30 s.
+    #[arg(long, value_name = "PATH")]
+    kubernetes_pods_file: Option<PathBuf>,
+
     /// Do not print a line per span on stdout.
     #[arg(long, short)]
     quiet: bool,
@@ -245,6 +260,12 @@ struct Cli {
     /// debug, trace). RUST_LOG overrides it.
     #[arg(long, value_name = "LEVEL", default_value = "info")]
     log_level: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum KubernetesMode {
+    Auto,
+    Off,
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -469,6 +490,15 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
     }
     // Bound and read before the programs load, so a mistake fails at once.
     let endpoints = Endpoints::open(&cli).await?;
+    let pod_source = match (&cli.kubernetes_pods_file, cli.kubernetes) {
+        (Some(path), _) => Some(PodSource::File(path.clone())),
+        (None, KubernetesMode::Auto) => PodSource::in_cluster(),
+        (None, KubernetesMode::Off) => None,
+    };
+    let pods = match pod_source {
+        Some(source) => Some(Pods::start(source).await?),
+        None => None,
+    };
     let loader::Loaded {
         probes,
         events,
@@ -492,7 +522,11 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
     let (metrics, store) = match endpoints {
         None => (None, None),
         Some(endpoints) => {
-            let metrics = Arc::new(Metrics::new(stats.clone(), Some(probes.kernel_counters())));
+            let metrics = Arc::new(Metrics::new(
+                stats.clone(),
+                Some(probes.kernel_counters()),
+                pods.is_some(),
+            ));
             let store = Arc::new(TraceStore::new(
                 StoreLimits {
                     max_traces: cli.viewer_max_traces,
@@ -574,6 +608,7 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
             metrics,
             store,
             owners,
+            pods,
         },
         shutdown,
         stats.clone(),

@@ -38,6 +38,8 @@ pub struct Metrics {
     /// behind one lock: the export task is their only writer.
     series: Mutex<Series>,
     self_times: Mutex<SelfTimes>,
+    /// How many of `PROCESS_LABELS` the span metrics have.
+    process_labels: usize,
     health: Health,
 }
 
@@ -50,11 +52,13 @@ const MAX_WAITING_CALLS: usize = 16_384;
 /// for alerts that end-to-end durations cannot express.
 struct SelfTimes {
     histogram: HistogramVec,
+    /// How many of `PROCESS_LABELS` it has.
+    process_labels: usize,
     /// Calls' (start, end) by their parent span: calls end before their
     /// request, so they come in the same batch or an earlier one.
     calls: foldhash::HashMap<[u8; 8], Vec<(u64, u64)>>,
-    /// By a hash of (service, team, operation): each series' histogram.
-    series: foldhash::HashMap<u64, Vec<(String, String, String, Histogram)>>,
+    /// By a hash of (process labels, operation): each series' histogram.
+    series: foldhash::HashMap<u64, Vec<([String; 3], String, Histogram)>>,
     cached: usize,
 }
 
@@ -67,12 +71,33 @@ struct Durations {
 /// Series kept at most in the lookup cache; past this it starts over.
 const MAX_CACHED_SERIES: usize = 16_384;
 
+/// The labels every span metric starts with: who served or made it; the
+/// namespace only on Kubernetes (elsewhere the metrics are as they were).
+const PROCESS_LABELS: [&str; 3] = ["service_name", "team", "k8s_namespace_name"];
+
+/// How many of `PROCESS_LABELS` the metrics have.
+fn process_label_count(kubernetes: bool) -> usize {
+    if kubernetes { 3 } else { 2 }
+}
+
+/// The values of `PROCESS_LABELS` for `span` (no namespace off Kubernetes).
+fn process_labels(span: &Span) -> [&str; 3] {
+    let process = &span.process;
+    [
+        process.service_name.as_str(),
+        process.team.as_str(),
+        process
+            .pod
+            .as_ref()
+            .map_or("", |pod| pod.namespace.as_str()),
+    ]
+}
+
 /// One cached series: what it is for, and its histogram.
 struct CachedSeries {
     metric: &'static DurationMetric,
     kind: SpanKind,
-    service: String,
-    team: String,
+    process: [String; 3],
     /// The span attribute each label was read from, as it was.
     values: Vec<Option<AttributeValue>>,
     histogram: Histogram,
@@ -105,11 +130,14 @@ struct Health {
 }
 
 impl Metrics {
-    pub fn new(stats: Arc<Stats>, kernel: Option<Arc<KernelCounters>>) -> Self {
+    /// `kubernetes`: the span metrics get a `k8s_namespace_name` label.
+    pub fn new(stats: Arc<Stats>, kernel: Option<Arc<KernelCounters>>, kubernetes: bool) -> Self {
+        let process_labels = process_label_count(kubernetes);
         let registry = Registry::new();
         let histogram = |metric: &DurationMetric, (name, help): (&str, &str)| {
-            let labels: Vec<&str> = ["service_name", "team"]
-                .into_iter()
+            let labels: Vec<&str> = PROCESS_LABELS[..process_labels]
+                .iter()
+                .copied()
                 .chain(metric.labels.iter().map(|label| label.name))
                 .collect();
             let histogram = HistogramVec::new(
@@ -224,7 +252,7 @@ impl Metrics {
             .buckets(vec![
                 0.001, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0,
             ]),
-            &["service_name", "team", "operation"],
+            &[&PROCESS_LABELS[..process_labels], &["operation"]].concat(),
         )
         .expect("valid histogram options");
         registry
@@ -234,8 +262,10 @@ impl Metrics {
             registry,
             durations,
             series: Mutex::new(Series::default()),
+            process_labels,
             self_times: Mutex::new(SelfTimes {
                 histogram: self_time,
+                process_labels,
                 calls: foldhash::HashMap::default(),
                 series: foldhash::HashMap::default(),
                 cached: 0,
@@ -260,14 +290,11 @@ impl Metrics {
             let Some(metric) = span.protocol.duration_metric else {
                 continue;
             };
-            let (service, team) = (
-                span.process.service_name.as_str(),
-                span.process.team.as_str(),
-            );
+            let process = process_labels(span);
             let values = || metric.labels.iter().map(|l| span.attribute(l.attribute));
             let mut hasher = foldhash::fast::FixedState::default().build_hasher();
             (metric as *const DurationMetric as usize).hash(&mut hasher);
-            (span.kind as u8, service, team).hash(&mut hasher);
+            (span.kind as u8, process).hash(&mut hasher);
             values().for_each(|value| value.hash(&mut hasher));
             let hash = hasher.finish();
             let seconds = span.duration_ns() as f64 / 1e9;
@@ -275,8 +302,7 @@ impl Metrics {
                 entries.iter().find(|c| {
                     std::ptr::eq(c.metric, metric)
                         && c.kind == span.kind
-                        && c.service == service
-                        && c.team == team
+                        && c.process == process
                         && c.values
                             .iter()
                             .zip(values())
@@ -299,8 +325,7 @@ impl Metrics {
             series.cache.entry(hash).or_default().push(CachedSeries {
                 metric,
                 kind: span.kind,
-                service: service.to_string(),
-                team: team.to_string(),
+                process: process.map(str::to_string),
                 values: values().map(Option::<&AttributeValue>::cloned).collect(),
                 histogram,
             });
@@ -322,8 +347,12 @@ impl Metrics {
             SpanKind::Server => durations.server.as_ref()?,
             SpanKind::Client => &durations.client,
         };
-        let service = span.process.service_name.as_str();
-        let mut values = vec![service.to_string(), span.process.team.clone()];
+        let process = process_labels(span);
+        let service = process[0];
+        let mut values: Vec<String> = process[..self.process_labels]
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
         for label in metric.labels {
             let text = span.attribute_text(label.attribute);
             values.push(match label.fold {
@@ -376,33 +405,28 @@ impl SelfTimes {
         span: &Span,
         folded: &mut HashMap<(&'static str, String), HashSet<String>>,
     ) -> Histogram {
-        let (service, team) = (
-            span.process.service_name.as_str(),
-            span.process.team.as_str(),
-        );
-        let hash =
-            foldhash::fast::FixedState::default().hash_one((service, team, span.name.as_str()));
+        let process = process_labels(span);
+        let hash = foldhash::fast::FixedState::default().hash_one((process, span.name.as_str()));
         let found = self.series.get(&hash).and_then(|entries| {
             entries
                 .iter()
-                .find(|(s, t, o, _)| s == service && t == team && *o == span.name)
+                .find(|(p, o, _)| *p == process && *o == span.name)
         });
-        if let Some((_, _, _, histogram)) = found {
+        if let Some((_, _, histogram)) = found {
             return histogram.clone();
         }
         // Span names come from the bytes: bounded per service like routes.
-        let operation = bounded(folded, "operation", service, span.name.clone());
+        let operation = bounded(folded, "operation", process[0], span.name.clone());
         let histogram = self
             .histogram
-            .with_label_values(&[service, team, &operation]);
+            .with_label_values(&[&process[..self.process_labels], &[operation.as_str()]].concat());
         if self.cached >= MAX_CACHED_SERIES {
             self.series.clear();
             self.cached = 0;
         }
         self.cached += 1;
         self.series.entry(hash).or_default().push((
-            service.to_string(),
-            team.to_string(),
+            process.map(str::to_string),
             span.name.clone(),
             histogram.clone(),
         ));
@@ -543,6 +567,7 @@ mod tests {
                 service_name: "shop".into(),
                 executable_name: "python3".into(),
                 container_id: None,
+                pod: None,
                 team: "unowned".into(),
                 go: false,
             }),
@@ -553,7 +578,7 @@ mod tests {
     #[test]
     fn histograms_by_route_with_ids_folded() {
         let stats = Arc::new(Stats::default());
-        let metrics = Metrics::new(stats.clone(), None);
+        let metrics = Metrics::new(stats.clone(), None, false);
         metrics.record(&[
             span(SpanKind::Server, "/orders/1", 200, 3_000_000),
             span(SpanKind::Server, "/orders/2", 200, 30_000_000),
@@ -582,7 +607,7 @@ mod tests {
     /// of them in the batch before) spent 60 ms of its own.
     #[test]
     fn self_time_is_the_request_minus_its_calls() {
-        let metrics = Metrics::new(Arc::new(Stats::default()), None);
+        let metrics = Metrics::new(Arc::new(Stats::default()), None, false);
         let call = |id: u8, from_ms: u64, to_ms: u64| Span {
             span_id: [id; 8],
             parent_span_id: Some([2; 8]),
@@ -617,8 +642,40 @@ mod tests {
     }
 
     #[test]
+    fn on_kubernetes_the_namespace_is_a_label() {
+        let metrics = Metrics::new(Arc::new(Stats::default()), None, true);
+        let mut in_pod = span(SpanKind::Server, "/orders/1", 200, 3_000_000);
+        in_pod.name = "GET /orders/{id}".into();
+        Arc::make_mut(&mut in_pod.process).pod = Some(Arc::new(crate::kubernetes::PodContainer {
+            pod_name: "shop-1".into(),
+            namespace: "shop".into(),
+            pod_uid: "u".into(),
+            container_name: "web".into(),
+            node_name: None,
+            workload: None,
+            team_label: None,
+        }));
+        let on_the_host = span(SpanKind::Server, "/orders/2", 200, 3_000_000);
+        metrics.record(&[in_pod, on_the_host]);
+        let text = metrics.render();
+        let route = "http_route=\"/orders/{id}\"";
+        for namespace in ["shop", ""] {
+            let line = format!(
+                "http_server_request_duration_seconds_count{{http_request_method=\"GET\",\
+                 http_response_status_code=\"200\",{route},k8s_namespace_name=\"{namespace}\",\
+                 service_name=\"shop\",team=\"unowned\"}} 1"
+            );
+            assert!(text.contains(&line), "{line}\n{text}");
+        }
+        assert!(
+            text.contains("service_self_time_seconds_count{k8s_namespace_name=\"shop\""),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn routes_per_service_are_bounded() {
-        let metrics = Metrics::new(Arc::new(Stats::default()), None);
+        let metrics = Metrics::new(Arc::new(Stats::default()), None, false);
         let spans: Vec<Span> = (0..MAX_ROUTES_PER_SERVICE + 50)
             .map(|i| {
                 span(

@@ -1,7 +1,8 @@
 //! Which team owns a service, for the `team` resource attribute and the
 //! duration metrics' `team` label: the first rule of the `--owners` file
-//! that matches the process, else its `OTEL_RESOURCE_ATTRIBUTES` (`team`,
-//! else `service.namespace`), else `unowned`.
+//! that matches the process, else on Kubernetes its pod's `team` label, else
+//! its `OTEL_RESOURCE_ATTRIBUTES` (`team`, else `service.namespace`), else
+//! `unowned`.
 //!
 //! The file is TOML, one `[[team]]` table per team:
 //!
@@ -10,6 +11,8 @@
 //! name = "payments"
 //! services = ["payment*", "ledger"]   # service.name globs
 //! cgroups = ["*/payments.slice/*"]    # cgroup path globs (containers, units)
+//! namespaces = ["payments-*"]         # Kubernetes namespace globs
+//! workloads = ["checkout"]            # Deployment, DaemonSet, ... name globs
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -17,6 +20,8 @@ use std::path::{Path, PathBuf};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
 use thiserror::Error;
+
+use crate::kubernetes::PodContainer;
 
 /// The team of a service no rule or attribute names.
 pub const UNOWNED: &str = "unowned";
@@ -47,6 +52,10 @@ struct TeamRule {
     services: Vec<String>,
     #[serde(default)]
     cgroups: Vec<String>,
+    #[serde(default)]
+    namespaces: Vec<String>,
+    #[serde(default)]
+    workloads: Vec<String>,
 }
 
 /// A team and what it owns.
@@ -55,6 +64,8 @@ struct Rule {
     team: String,
     services: GlobSet,
     cgroups: GlobSet,
+    namespaces: GlobSet,
+    workloads: GlobSet,
 }
 
 /// The ownership rules, in the file's order.
@@ -102,6 +113,8 @@ impl Owners {
                 Ok(Rule {
                     services: globs(&rule.name, &rule.services)?,
                     cgroups: globs(&rule.name, &rule.cgroups)?,
+                    namespaces: globs(&rule.name, &rule.namespaces)?,
+                    workloads: globs(&rule.name, &rule.workloads)?,
                     team: rule.name,
                 })
             })
@@ -110,17 +123,31 @@ impl Owners {
     }
 
     /// The team of the process named `service`, in cgroup `cgroup` (its
-    /// `/proc/PID/cgroup` text), with `resource_attributes` (the value of
-    /// its `OTEL_RESOURCE_ATTRIBUTES`).
-    pub fn team(&self, service: &str, cgroup: &str, resource_attributes: Option<&str>) -> String {
+    /// `/proc/PID/cgroup` text) and on Kubernetes in `pod`, with
+    /// `resource_attributes` (the value of its `OTEL_RESOURCE_ATTRIBUTES`).
+    pub fn team(
+        &self,
+        service: &str,
+        cgroup: &str,
+        pod: Option<&PodContainer>,
+        resource_attributes: Option<&str>,
+    ) -> String {
         let cgroup_paths = || cgroup.lines().filter_map(|l| l.splitn(3, ':').nth(2));
         self.rules
             .iter()
             .find(|rule| {
                 rule.services.is_match(service)
                     || cgroup_paths().any(|path| rule.cgroups.is_match(path))
+                    || pod.is_some_and(|pod| {
+                        rule.namespaces.is_match(&pod.namespace)
+                            || pod
+                                .workload
+                                .as_ref()
+                                .is_some_and(|(_, name)| rule.workloads.is_match(name))
+                    })
             })
             .map(|rule| rule.team.clone())
+            .or_else(|| pod.and_then(|pod| pod.team_label.clone()))
             .or_else(|| resource_attributes.and_then(team_attribute))
             .unwrap_or_else(|| UNOWNED.to_string())
     }
@@ -178,11 +205,14 @@ mod tests {
     #[test]
     fn the_first_matching_rule_names_the_team() {
         let owners = Owners::parse(FILE).expect("valid");
-        assert_eq!(owners.team("payment-api", "", None), "payments");
-        assert_eq!(owners.team("ledger", "", Some("team=other")), "payments");
-        assert_eq!(owners.team("cart", "", None), "storefront");
+        assert_eq!(owners.team("payment-api", "", None, None), "payments");
+        assert_eq!(
+            owners.team("ledger", "", None, Some("team=other")),
+            "payments"
+        );
+        assert_eq!(owners.team("cart", "", None, None), "storefront");
         let none = Owners::parse("").expect("an empty file is valid");
-        assert_eq!(none.team("cart", "", None), UNOWNED);
+        assert_eq!(none.team("cart", "", None, None), UNOWNED);
     }
 
     #[test]
@@ -192,14 +222,17 @@ mod tests {
         )
         .expect("valid");
         let cgroup = "0::/system.slice/shop-web.service\n";
-        assert_eq!(owners.team("python3.11", cgroup, None), "shop");
-        assert_eq!(owners.team("python3.11", "0::/user.slice\n", None), UNOWNED);
+        assert_eq!(owners.team("python3.11", cgroup, None, None), "shop");
+        assert_eq!(
+            owners.team("python3.11", "0::/user.slice\n", None, None),
+            UNOWNED
+        );
     }
 
     #[test]
     fn resource_attributes_name_the_team_without_a_rule() {
         let owners = Owners::default();
-        let team = |attributes| owners.team("svc", "", Some(attributes));
+        let team = |attributes| owners.team("svc", "", None, Some(attributes));
         assert_eq!(
             team("deployment.environment=prod,team=check%20out"),
             "check out"
@@ -208,6 +241,29 @@ mod tests {
         assert_eq!(team("service.namespace=shop, team=ops"), "ops");
         assert_eq!(team("team="), UNOWNED);
         assert_eq!(team("garbage"), UNOWNED);
+    }
+
+    #[test]
+    fn kubernetes_namespaces_workloads_and_team_labels() {
+        let owners = Owners::parse(
+            "[[team]]\nname = \"payments\"\nnamespaces = [\"pay-*\"]\n\
+             [[team]]\nname = \"web\"\nworkloads = [\"storefront\"]\n",
+        )
+        .expect("valid");
+        let pod = |namespace: &str, workload: &str, label: Option<&str>| PodContainer {
+            pod_name: "p".into(),
+            namespace: namespace.into(),
+            pod_uid: "u".into(),
+            container_name: "c".into(),
+            node_name: None,
+            workload: Some(("k8s.deployment.name", workload.into())),
+            team_label: label.map(Into::into),
+        };
+        let team = |pod: &PodContainer| owners.team("svc", "", Some(pod), Some("team=env"));
+        assert_eq!(team(&pod("pay-eu", "api", None)), "payments");
+        assert_eq!(team(&pod("shop", "storefront", None)), "web");
+        assert_eq!(team(&pod("shop", "cart", Some("carts"))), "carts");
+        assert_eq!(team(&pod("shop", "cart", None)), "env");
     }
 
     #[test]

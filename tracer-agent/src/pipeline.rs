@@ -30,6 +30,7 @@ use crate::{
     correlation::Correlator,
     events::{EventReader, Wake},
     export::{Exporter, is_own_export},
+    kubernetes::Pods,
     loader::IgnoredSockets,
     memory,
     metrics::Metrics,
@@ -59,6 +60,8 @@ pub struct PipelineOptions {
     pub store: Option<Arc<TraceStore>>,
     /// Which team owns each service (`--owners`).
     pub owners: Owners,
+    /// This node's pods, on Kubernetes.
+    pub pods: Option<Arc<Pods>>,
 }
 
 /// Batches of spans in flight to the export stage before the first stage
@@ -92,7 +95,7 @@ pub async fn run(
         span_tx,
         kernel_lists,
         ConnectionTable::new(options.max_connections),
-        ProcessCache::new("/proc", options.owners),
+        ProcessCache::new("/proc", options.owners, options.pods),
         options.idle_timeout,
         stats.clone(),
     ));

@@ -1,7 +1,8 @@
 //! Who a process is, for the span's resource: `service.name` from its
 //! `OTEL_SERVICE_NAME`, else from what it runs (the script or module of an
 //! interpreter, the jar or main class of a JVM), else its executable's
-//! name; its container, if any; its team (`owners`).
+//! name; its container, if any, and on Kubernetes the pod it is in
+//! (`kubernetes`); its team (`owners`).
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -9,6 +10,7 @@ use foldhash::HashMap;
 
 use crate::{
     events::{Comm, comm_text},
+    kubernetes::{PodContainer, Pods},
     owners::Owners,
 };
 
@@ -18,11 +20,25 @@ pub struct ProcessInfo {
     pub service_name: String,
     pub executable_name: String,
     pub container_id: Option<String>,
+    /// Its pod and container on Kubernetes.
+    pub pod: Option<Arc<PodContainer>>,
     /// The team that owns it (`owners`).
     pub team: String,
     /// A Go program: its goroutines move between threads, so the thread
     /// that writes a call does not tell which request it is for.
     pub go: bool,
+}
+
+impl ProcessInfo {
+    /// The resource attributes only some processes have: the container,
+    /// the pod.
+    pub fn optional_attributes(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        self.container_id
+            .as_deref()
+            .map(|id| ("container.id", id))
+            .into_iter()
+            .chain(self.pod.iter().flat_map(|pod| pod.attributes()))
+    }
 }
 
 /// Most processes remembered; past this the cache starts over.
@@ -33,35 +49,44 @@ const MAX_CACHED: usize = 4096;
 pub struct ProcessCache {
     proc_root: PathBuf,
     owners: Owners,
-    entries: HashMap<(u32, Comm), Arc<ProcessInfo>>,
+    pods: Option<Arc<Pods>>,
+    /// Each with the pod list's generation it was read at.
+    entries: HashMap<(u32, Comm), (Arc<ProcessInfo>, u64)>,
 }
 
 impl Default for ProcessCache {
     fn default() -> Self {
-        Self::new("/proc", Owners::default())
+        Self::new("/proc", Owners::default(), None)
     }
 }
 
 impl ProcessCache {
-    pub fn new(proc_root: impl Into<PathBuf>, owners: Owners) -> Self {
+    pub fn new(proc_root: impl Into<PathBuf>, owners: Owners, pods: Option<Arc<Pods>>) -> Self {
         ProcessCache {
             proc_root: proc_root.into(),
             owners,
+            pods,
             entries: HashMap::default(),
         }
     }
 
     /// The process `pid`, whose thread that made the event is named `comm`.
-    /// Keying by `comm` too notices a reused pid or an exec.
+    /// Keying by `comm` too notices a reused pid or an exec. A container
+    /// not in the pod list when it was read (a pod just started) is looked
+    /// up again once the list was fetched again.
     pub fn get(&mut self, pid: u32, comm: &Comm) -> Arc<ProcessInfo> {
-        if let Some(info) = self.entries.get(&(pid, *comm)) {
+        let generation = self.pods.as_ref().map_or(0, |pods| pods.generation());
+        if let Some((info, read_at)) = self.entries.get(&(pid, *comm))
+            && (info.pod.is_some() || info.container_id.is_none() || *read_at == generation)
+        {
             return info.clone();
         }
         if self.entries.len() >= MAX_CACHED {
             self.entries.clear();
         }
         let info = Arc::new(self.read(pid, &comm_text(comm)));
-        self.entries.insert((pid, *comm), info.clone());
+        self.entries
+            .insert((pid, *comm), (info.clone(), generation));
         info
     }
 
@@ -86,16 +111,23 @@ impl ProcessCache {
             })
             .unwrap_or_else(|| executable_name.clone());
         let cgroup = std::fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+        let container_id = container_id(&cgroup);
+        let pod = container_id
+            .as_deref()
+            .zip(self.pods.as_ref())
+            .and_then(|(id, pods)| pods.container(id));
         let team = self.owners.team(
             &service_name,
             &cgroup,
+            pod.as_deref(),
             env_value(&environ, b"OTEL_RESOURCE_ATTRIBUTES").as_deref(),
         );
         ProcessInfo {
             pid,
             service_name,
             executable_name,
-            container_id: container_id(&cgroup),
+            container_id,
+            pod,
             team,
             go: crate::loader::go_binary::is_go_executable(&dir.join("exe")),
         }

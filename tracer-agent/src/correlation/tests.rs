@@ -202,6 +202,7 @@ fn span(ids: SpanIds) -> Span {
             service_name: "s".into(),
             executable_name: "s".into(),
             container_id: None,
+            pod: None,
             team: "unowned".into(),
             go: false,
         }),

@@ -89,6 +89,7 @@ mod tests {
                 service_name: "shop".into(),
                 executable_name: "python3".into(),
                 container_id: None,
+                pod: None,
                 team: "unowned".into(),
                 go: false,
             }),

@@ -650,6 +650,7 @@ mod tests {
                 service_name: "svc".into(),
                 executable_name: "svc".into(),
                 container_id: None,
+                pod: None,
                 team: "unowned".into(),
                 go: false,
             }),

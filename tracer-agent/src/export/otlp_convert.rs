@@ -64,9 +64,11 @@ fn resource(process: &ProcessInfo, host_name: &str) -> Resource {
         string("host.name", host_name),
         string("telemetry.sdk.name", "tracer-agent"),
     ];
-    if let Some(id) = &process.container_id {
-        attributes.push(string("container.id", id));
-    }
+    attributes.extend(
+        process
+            .optional_attributes()
+            .map(|(key, value)| string(key, value)),
+    );
     Resource {
         attributes,
         ..Default::default()

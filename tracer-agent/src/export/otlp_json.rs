@@ -33,9 +33,9 @@ pub fn write_export_request(spans: &[Span], host_name: &str, out: &mut Vec<u8>) 
         string_attribute(out, "host.name", host_name);
         out.push(b',');
         string_attribute(out, "telemetry.sdk.name", "tracer-agent");
-        if let Some(id) = &process.container_id {
+        for (key, value) in process.optional_attributes() {
             out.push(b',');
-            string_attribute(out, "container.id", id);
+            string_attribute(out, key, value);
         }
         out.extend_from_slice(b"],\"droppedAttributesCount\":0,\"entityRefs\":[]},\"scopeSpans\":[{\"scope\":{\"name\":\"tracer-agent\",\"version\":\"");
         out.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());
@@ -164,6 +164,7 @@ mod tests {
             service_name: service.into(),
             executable_name: "python3".into(),
             container_id: container.map(Into::into),
+            pod: None,
             team: "unowned".into(),
             go: false,
         })
@@ -193,7 +194,16 @@ mod tests {
     #[test]
     fn equals_the_serde_encoding() {
         let shop = process(42, "shop", None);
-        let other = process(7, "a\"b\\c\u{1}\u{7f}é\n", Some("c0ffee"));
+        let mut other = process(7, "a\"b\\c\u{1}\u{7f}é\n", Some("c0ffee"));
+        Arc::make_mut(&mut other).pod = Some(Arc::new(crate::kubernetes::PodContainer {
+            pod_name: "checkout-7d9f8b6c5-x2x4z".into(),
+            namespace: "shop".into(),
+            pod_uid: "a1b2".into(),
+            container_name: "web".into(),
+            node_name: None,
+            workload: Some(("k8s.deployment.name", "checkout".into())),
+            team_label: None,
+        }));
         let mut client = span(
             &other,
             "GET /x?q=\"\t\r\u{8}\u{c}\u{1f}ü",

@@ -274,6 +274,7 @@ mod tests {
                 service_name: shape.service.into(),
                 executable_name: "x".into(),
                 container_id: None,
+                pod: None,
                 team: format!("team-{}", shape.service),
                 go: false,
             }),

@@ -664,6 +664,7 @@ mod tests {
                 service_name: service.into(),
                 executable_name: service.into(),
                 container_id: None,
+                pod: None,
                 team: "unowned".into(),
                 go: false,
             }),
