@@ -482,6 +482,60 @@ mod tests {
         assert!(parse_pod_list(b"{}").unwrap().is_empty());
     }
 
+    /// A CA certificate, standing in for the cluster's (the test server
+    /// below speaks plain HTTP).
+    const CLUSTER_CA: &str = "-----BEGIN CERTIFICATE-----\nMIIBgTCCASegAwIBAgIUOxQw4JmGiuJoV6V8YmAclVdjbKAwCgYIKoZIzj0EAwIw\nFTETMBEGA1UEAwwKZml4dHVyZS1jYTAgFw0yNjEyMDIwNzQwNTZaGA8yMTI2MTEw\nODA3NDA1NlowFTETMBEGA1UEAwwKZml4dHVyZS1jYTBZMBMGByqGSM49AgEGCCqG\nSM49AwEHA0IABJeXg1NmjgF54ncsmvi76Rwq7epTggKyGzm7zY9MQU2zCzKrOD0L\nW8LbaJ7d0S0FK4uAPDQuqWija3FS9MKLwCujUzBRMB0GA1UdDgQWBBSOSQz30gFd\nuWsXri+lFU6oxLTOmDAfBgNVHSMEGDAWgBSOSQz30gFduWsXri+lFU6oxLTOmDAP\nBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gAMEUCIFAXHh613295vUpihP3W\nGckknSN+q7PJcPu9lQq/hWvgAiEAgBQjDZBYPndtmYj7WzjXLdLfPAdISkIsfCfc\n9SU+l90=\n-----END CERTIFICATE-----\n";
+
+    /// The API server is asked for this node's pods with the token read
+    /// from its file; a refusal says which permission is missing.
+    #[tokio::test]
+    async fn the_api_server_is_asked_for_this_nodes_pods() {
+        use axum::{Router, http::HeaderMap, http::StatusCode, routing::get};
+        let dir = std::env::temp_dir().join(format!("service-account-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("token"), "tok3n\n").unwrap();
+        std::fs::write(dir.join("ca.crt"), CLUSTER_CA).unwrap();
+        let list = pod_list();
+        let app = Router::new().route(
+            "/api/v1/pods",
+            get(
+                move |headers: HeaderMap, query: axum::extract::RawQuery| async move {
+                    let authorized = headers["authorization"] == "Bearer tok3n";
+                    let this_node =
+                        query.0.as_deref() == Some("fieldSelector=spec.nodeName%3Dnode-1");
+                    match (authorized, this_node) {
+                        (true, true) => (StatusCode::OK, list.clone()),
+                        (true, false) => (StatusCode::BAD_REQUEST, String::new()),
+                        (false, _) => (StatusCode::FORBIDDEN, String::new()),
+                    }
+                },
+            ),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let source = |node: &str| PodSource::ApiServer {
+            url: format!("http://{addr}"),
+            node_name: node.into(),
+            token_file: dir.join("token"),
+            ca_file: dir.join("ca.crt"),
+        };
+        let client = client(&source("node-1")).unwrap();
+        let containers = fetch(&source("node-1"), &client).await.unwrap();
+        assert_eq!(containers[ID_WEB].pod_name, "checkout-7d9f8b6c5-x2x4z");
+        assert!(fetch(&source("node-2"), &client).await.is_err());
+        std::fs::write(dir.join("token"), "stale").unwrap();
+        let err = fetch(&source("node-1"), &client)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("403") && err.contains("get/list on pods"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[tokio::test]
     async fn a_pod_list_file_is_read_at_start() {
         let path = std::env::temp_dir().join(format!("pods-{}.json", std::process::id()));
