@@ -222,9 +222,10 @@ fn the_image_traces_host_processes() {
 
 /// A server in a real container (podman, the host's root as its overlay
 /// root, so nothing is pulled) whose id a recorded pod list names: its
-/// spans carry the pod, namespace, container, node and Deployment, its team
-/// comes from the pod's `team` label, and the duration metrics get the
-/// namespace; the host's curl gets none of it.
+/// spans carry the pod, namespace, container, node and Deployment, it is
+/// named after the Deployment (it has no OTEL_SERVICE_NAME), its team comes
+/// from the pod's `team` label, and the duration metrics get the namespace;
+/// the host's curl gets none of it.
 #[test]
 fn kubernetes_metadata_from_a_recorded_pod_list() {
     require_root();
@@ -240,12 +241,7 @@ fn kubernetes_metadata_from_a_recorded_pod_list() {
         Command::new("podman")
             .args(["--runtime", "runc", "run", "--rm", "--name", &name])
             .args(["--network=host", "--ulimit", "nofile=16384:16384"])
-            .args([
-                "--ulimit",
-                "nproc=4096:4096",
-                "-e",
-                "OTEL_SERVICE_NAME=checkout",
-            ])
+            .args(["--ulimit", "nproc=4096:4096"])
             .args(["--rootfs", "/:O", &python])
             .arg(tracer_tests::servers_dir().join("http11_server.py"))
             .arg(port.to_string()),

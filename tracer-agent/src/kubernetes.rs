@@ -42,9 +42,22 @@ pub struct PodContainer {
     pub workload: Option<(&'static str, String)>,
     /// The pod's `team` label, which names its owners (`owners`).
     pub team_label: Option<String>,
+    /// The pod's `app.kubernetes.io/name` label.
+    pub app_label: Option<String>,
 }
 
 impl PodContainer {
+    /// The service a process of this container is, without an
+    /// `OTEL_SERVICE_NAME`: the pod's `app.kubernetes.io/name` label, else
+    /// the workload's name (all replicas are one service), else the
+    /// container's name.
+    pub fn service_name(&self) -> &str {
+        self.app_label
+            .as_deref()
+            .or(self.workload.as_ref().map(|(_, name)| name.as_str()))
+            .unwrap_or(&self.container_name)
+    }
+
     /// Its `k8s.*` resource attributes.
     pub fn attributes(&self) -> impl Iterator<Item = (&'static str, &str)> {
         [
@@ -171,6 +184,7 @@ pub fn parse_pod_list(json: &[u8]) -> Result<HashMap<String, Arc<PodContainer>>,
                     node_name: pod.spec.node_name.clone(),
                     workload: workload.clone(),
                     team_label: pod.metadata.labels.get("team").cloned(),
+                    app_label: pod.metadata.labels.get("app.kubernetes.io/name").cloned(),
                 }),
             );
         }
@@ -436,8 +450,11 @@ mod tests {
                 node_name: Some("node-1".into()),
                 workload: Some(("k8s.deployment.name", "checkout".into())),
                 team_label: Some("payments".into()),
+                app_label: None,
             }
         );
+        assert_eq!(web.service_name(), "checkout", "the Deployment");
+        assert_eq!(containers[ID_AGENT].service_name(), "tracer-agent");
         assert_eq!(containers[ID_SIDECAR].container_name, "envoy");
         assert_eq!(containers[ID_INIT].container_name, "migrate");
         assert_eq!(

@@ -654,6 +654,7 @@ mod tests {
             node_name: None,
             workload: None,
             team_label: None,
+            app_label: None,
         }));
         let on_the_host = span(SpanKind::Server, "/orders/2", 200, 3_000_000);
         metrics.record(&[in_pod, on_the_host]);

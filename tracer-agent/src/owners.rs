@@ -258,6 +258,7 @@ mod tests {
             node_name: None,
             workload: Some(("k8s.deployment.name", workload.into())),
             team_label: label.map(Into::into),
+            app_label: None,
         };
         let team = |pod: &PodContainer| owners.team("svc", "", Some(pod), Some("team=env"));
         assert_eq!(team(&pod("pay-eu", "api", None)), "payments");

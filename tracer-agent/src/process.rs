@@ -1,5 +1,6 @@
 //! Who a process is, for the span's resource: `service.name` from its
-//! `OTEL_SERVICE_NAME`, else from what it runs (the script or module of an
+//! `OTEL_SERVICE_NAME`, else on Kubernetes from its pod (`kubernetes`), else
+//! from what it runs (the script or module of an
 //! interpreter, the jar or main class of a JVM), else its executable's
 //! name; its container, if any, and on Kubernetes the pod it is in
 //! (`kubernetes`); its team (`owners`).
@@ -98,8 +99,15 @@ impl ProcessCache {
             .and_then(|exe| exe.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| comm.to_string());
         let environ = std::fs::read(dir.join("environ")).unwrap_or_default();
+        let cgroup = std::fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
+        let container_id = container_id(&cgroup);
+        let pod = container_id
+            .as_deref()
+            .zip(self.pods.as_ref())
+            .and_then(|(id, pods)| pods.container(id));
         let service_name = env_value(&environ, b"OTEL_SERVICE_NAME")
             .filter(|name| !name.is_empty())
+            .or_else(|| pod.as_ref().map(|pod| pod.service_name().to_string()))
             .or_else(|| {
                 let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
                 let args: Vec<String> = cmdline
@@ -110,12 +118,6 @@ impl ProcessCache {
                 program_name(&executable_name, &args)
             })
             .unwrap_or_else(|| executable_name.clone());
-        let cgroup = std::fs::read_to_string(dir.join("cgroup")).unwrap_or_default();
-        let container_id = container_id(&cgroup);
-        let pod = container_id
-            .as_deref()
-            .zip(self.pods.as_ref())
-            .and_then(|(id, pods)| pods.container(id));
         let team = self.owners.team(
             &service_name,
             &cgroup,

@@ -203,6 +203,7 @@ mod tests {
             node_name: None,
             workload: Some(("k8s.deployment.name", "checkout".into())),
             team_label: None,
+            app_label: None,
         }));
         let mut client = span(
             &other,
