@@ -496,6 +496,18 @@ fn key_values(list: &Value) -> HashMap<String, Value> {
         .unwrap_or_default()
 }
 
+/// Three GETs of `prefix0`..`prefix2` to 127.0.0.1:`port` (curl, one
+/// connection); their paths.
+pub fn three_requests(port: u16, prefix: &str) -> Vec<String> {
+    let paths: Vec<String> = (0..3).map(|i| format!("{prefix}{i}")).collect();
+    let urls: Vec<String> = paths
+        .iter()
+        .map(|p| format!("http://127.0.0.1:{port}{p}"))
+        .collect();
+    curl(&[], &urls);
+    paths
+}
+
 /// Runs curl on `urls` (one keep-alive connection) with `extra` arguments.
 /// Returns the total time curl observed per transfer, in seconds.
 pub fn curl(extra: &[&str], urls: &[String]) -> Vec<f64> {

@@ -5,7 +5,8 @@
 use std::{path::PathBuf, process::Command};
 
 use tracer_tests::{
-    Agent, agent_binary, curl, free_port, python_server, require_root, temp_dir, test_tools_dir,
+    Agent, agent_binary, free_port, python_server, require_root, temp_dir, test_tools_dir,
+    three_requests,
 };
 
 fn deploy_dir() -> PathBuf {
@@ -95,10 +96,7 @@ fn the_documented_capabilities_are_enough() {
         ],
         &[],
     );
-    let urls: Vec<String> = (0..3)
-        .map(|i| format!("http://127.0.0.1:{port}/caps/{i}"))
-        .collect();
-    curl(&[], &urls);
+    three_requests(port, "/caps/");
     let run = agent.stop();
     assert!(run.status.success(), "{}", run.stderr);
     assert_eq!(
@@ -205,10 +203,7 @@ fn the_image_traces_host_processes() {
         ],
         &[],
     );
-    let urls: Vec<String> = (0..3)
-        .map(|i| format!("http://127.0.0.1:{port}/from-the-image/{i}"))
-        .collect();
-    curl(&[], &urls);
+    three_requests(port, "/from-the-image/");
     let run = agent.stop();
     assert!(run.status.success(), "{}", run.stderr);
     let spans = run.spans_on_port(port);
@@ -278,10 +273,7 @@ fn kubernetes_metadata_from_a_recorded_pod_list() {
     });
     std::fs::write(&pods, pod_list.to_string()).expect("write the pod list");
     let agent = Agent::start(&["--kubernetes-pods-file", pods.to_str().expect("utf-8 path")]);
-    let urls: Vec<String> = (0..3)
-        .map(|i| format!("http://127.0.0.1:{port}/in-a-pod/{i}"))
-        .collect();
-    curl(&[], &urls);
+    three_requests(port, "/in-a-pod/");
     let metrics = agent.metrics();
     let run = agent.stop();
     let spans = run.spans_on_port(port);

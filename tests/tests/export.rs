@@ -12,7 +12,7 @@ use serde_json::Value;
 use tracer_tests::{
     Agent, Process, browser, curl, free_port, http_get, json, python_server, require_root,
     services::{Hop, chain, drive, run_nginx},
-    temp_dir, test_tools_dir,
+    temp_dir, test_tools_dir, three_requests,
 };
 
 /// Polls `check` every half second until it returns `Some`, or fails after `limit`.
@@ -172,15 +172,7 @@ fn otlp_reaches_phoenix_and_survives_its_restart() {
     let mut phoenix = Phoenix::start(temp_dir("phoenix"));
     let port = free_port();
     let _server = python_server(port, "inventory");
-    let request = |tag: &str| {
-        let paths: Vec<String> = (0..3).map(|i| format!("/hello-phoenix/{tag}{i}")).collect();
-        let urls: Vec<String> = paths
-            .iter()
-            .map(|p| format!("http://127.0.0.1:{port}{p}"))
-            .collect();
-        curl(&[], &urls);
-        paths
-    };
+    let request = |tag: &str| three_requests(port, &format!("/hello-phoenix/{tag}"));
 
     let http_endpoint = format!("http://127.0.0.1:{}", phoenix.http_port);
     let agent = Agent::start(&[
@@ -367,15 +359,7 @@ fn otlp_over_tls_and_mutual_tls_reaches_phoenix() {
     );
     let port = free_port();
     let _server = python_server(port, "inventory");
-    let request = |tag: &str| {
-        let paths: Vec<String> = (0..3).map(|i| format!("/hello-tls/{tag}{i}")).collect();
-        let urls: Vec<String> = paths
-            .iter()
-            .map(|p| format!("http://127.0.0.1:{port}{p}"))
-            .collect();
-        curl(&[], &urls);
-        paths
-    };
+    let request = |tag: &str| three_requests(port, &format!("/hello-tls/{tag}"));
 
     let https_endpoint = format!("https://127.0.0.1:{https_port}");
     let agent = Agent::start(&[
