@@ -8,6 +8,7 @@
 //! Without Kubernetes nothing is fetched and nothing changes.
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
     sync::{
         Arc, RwLock,
@@ -40,20 +41,21 @@ pub struct PodContainer {
     /// The controller that made the pod: (`k8s.deployment.name` or
     /// `k8s.daemonset.name`, ..., its name).
     pub workload: Option<(&'static str, String)>,
-    /// The pod's `team` label, which names its owners (`owners`).
-    pub team_label: Option<String>,
-    /// The pod's `app.kubernetes.io/name` label.
-    pub app_label: Option<String>,
+    /// The pod's labels (its `team` label names its owners, `owners`).
+    pub labels: BTreeMap<String, String>,
 }
 
 impl PodContainer {
+    pub fn label(&self, name: &str) -> Option<&str> {
+        self.labels.get(name).map(String::as_str)
+    }
+
     /// The service a process of this container is, without an
     /// `OTEL_SERVICE_NAME`: the pod's `app.kubernetes.io/name` label, else
     /// the workload's name (all replicas are one service), else the
     /// container's name.
     pub fn service_name(&self) -> &str {
-        self.app_label
-            .as_deref()
+        self.label("app.kubernetes.io/name")
             .or(self.workload.as_ref().map(|(_, name)| name.as_str()))
             .unwrap_or(&self.container_name)
     }
@@ -107,7 +109,7 @@ struct Metadata {
     #[serde(default)]
     uid: String,
     #[serde(default)]
-    labels: std::collections::HashMap<String, String>,
+    labels: BTreeMap<String, String>,
     #[serde(default)]
     owner_references: Vec<OwnerReference>,
 }
@@ -183,8 +185,7 @@ pub fn parse_pod_list(json: &[u8]) -> Result<HashMap<String, Arc<PodContainer>>,
                     container_name: status.name.clone(),
                     node_name: pod.spec.node_name.clone(),
                     workload: workload.clone(),
-                    team_label: pod.metadata.labels.get("team").cloned(),
-                    app_label: pod.metadata.labels.get("app.kubernetes.io/name").cloned(),
+                    labels: pod.metadata.labels.clone(),
                 }),
             );
         }
@@ -449,8 +450,14 @@ mod tests {
                 container_name: "web".into(),
                 node_name: Some("node-1".into()),
                 workload: Some(("k8s.deployment.name", "checkout".into())),
-                team_label: Some("payments".into()),
-                app_label: None,
+                labels: [
+                    ("app", "checkout"),
+                    ("pod-template-hash", "7d9f8b6c5"),
+                    ("team", "payments"),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             }
         );
         assert_eq!(web.service_name(), "checkout", "the Deployment");

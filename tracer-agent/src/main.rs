@@ -44,9 +44,12 @@ struct Cli {
     #[arg(long = "pid", value_name = "PID", value_delimiter = ',')]
     pids: Vec<u32>,
 
-    /// Which team owns which service: a TOML file of `[[team]]` tables, each
-    /// with a `name` and `services` (service.name globs) and/or `cgroups`
-    /// (cgroup path globs); the first match wins. Without a match, a
+    /// Which team owns which service: a TOML file of `[[team]]` tables (or
+    /// YAML, .yaml/.yml: a `team:` list), each with a `name` and any of
+    /// `services` (service.name globs), `cgroups` (cgroup path globs),
+    /// `namespaces` and `workloads` (Kubernetes namespace and Deployment/...
+    /// name globs), `pod_labels` (label = value glob, all must match); the
+    /// first match wins. Without a match, the pod's `team` label, else the
     /// process's OTEL_RESOURCE_ATTRIBUTES `team` (else `service.namespace`)
     /// names it, else it is "unowned". Spans carry it as the `team`
     /// resource attribute, the duration metrics as a `team` label.

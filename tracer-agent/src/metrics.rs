@@ -653,8 +653,7 @@ mod tests {
             container_name: "web".into(),
             node_name: None,
             workload: None,
-            team_label: None,
-            app_label: None,
+            labels: Default::default(),
         }));
         let on_the_host = span(SpanKind::Server, "/orders/2", 200, 3_000_000);
         metrics.record(&[in_pod, on_the_host]);

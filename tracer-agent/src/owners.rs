@@ -13,7 +13,10 @@
 //! cgroups = ["*/payments.slice/*"]    # cgroup path globs (containers, units)
 //! namespaces = ["payments-*"]         # Kubernetes namespace globs
 //! workloads = ["checkout"]            # Deployment, DaemonSet, ... name globs
+//! pod_labels = { "app.kubernetes.io/part-of" = "pay*" }  # all must match
 //! ```
+//!
+//! or the same in YAML (a `.yaml`/`.yml` file): `team:` a list of tables.
 
 use std::path::{Path, PathBuf};
 
@@ -56,6 +59,9 @@ struct TeamRule {
     namespaces: Vec<String>,
     #[serde(default)]
     workloads: Vec<String>,
+    /// Pod label → value glob; a pod matches when it has all of them.
+    #[serde(default)]
+    pod_labels: std::collections::BTreeMap<String, String>,
 }
 
 /// A team and what it owns.
@@ -66,6 +72,7 @@ struct Rule {
     cgroups: GlobSet,
     namespaces: GlobSet,
     workloads: GlobSet,
+    pod_labels: Vec<(String, globset::GlobMatcher)>,
 }
 
 /// The ownership rules, in the file's order.
@@ -80,10 +87,31 @@ impl Owners {
             path: path.to_path_buf(),
             source,
         })?;
-        Self::parse(&text).map_err(|reason| OwnersError::Invalid {
+        let yaml = matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        );
+        let parsed = if yaml {
+            Self::parse_yaml(&text)
+        } else {
+            Self::parse(&text)
+        };
+        parsed.map_err(|reason| OwnersError::Invalid {
             path: path.to_path_buf(),
             reason,
         })
+    }
+
+    fn parse_yaml(text: &str) -> Result<Self, String> {
+        // An empty document is no rules, as an empty TOML file is.
+        if text.trim().is_empty() {
+            return Ok(Owners::default());
+        }
+        let file: OwnersFile = serde_yaml_ng::from_str(text).map_err(|e| match e.location() {
+            Some(at) => format!("line {}: {e}", at.line()),
+            None => e.to_string(),
+        })?;
+        Self::from_file(file)
     }
 
     fn parse(text: &str) -> Result<Self, String> {
@@ -94,6 +122,10 @@ impl Owners {
                 .map_or(0, |span| text[..span.start].lines().count().max(1));
             format!("line {line}: {}", e.message().trim())
         })?;
+        Self::from_file(file)
+    }
+
+    fn from_file(file: OwnersFile) -> Result<Self, String> {
         let globs = |team: &str, patterns: &[String]| {
             let mut set = GlobSetBuilder::new();
             for pattern in patterns {
@@ -115,6 +147,20 @@ impl Owners {
                     cgroups: globs(&rule.name, &rule.cgroups)?,
                     namespaces: globs(&rule.name, &rule.namespaces)?,
                     workloads: globs(&rule.name, &rule.workloads)?,
+                    pod_labels: rule
+                        .pod_labels
+                        .iter()
+                        .map(|(label, pattern)| {
+                            Glob::new(pattern)
+                                .map(|glob| (label.clone(), glob.compile_matcher()))
+                                .map_err(|e| {
+                                    format!(
+                                        "team {}: label {label:?} pattern {pattern:?}: {e}",
+                                        rule.name
+                                    )
+                                })
+                        })
+                        .collect::<Result<_, _>>()?,
                     team: rule.name,
                 })
             })
@@ -144,10 +190,14 @@ impl Owners {
                                 .workload
                                 .as_ref()
                                 .is_some_and(|(_, name)| rule.workloads.is_match(name))
+                            || (!rule.pod_labels.is_empty()
+                                && rule.pod_labels.iter().all(|(label, value)| {
+                                    pod.label(label).is_some_and(|v| value.is_match(v))
+                                }))
                     })
             })
             .map(|rule| rule.team.clone())
-            .or_else(|| pod.and_then(|pod| pod.team_label.clone()))
+            .or_else(|| pod.and_then(|pod| pod.label("team")).map(str::to_string))
             .or_else(|| resource_attributes.and_then(team_attribute))
             .unwrap_or_else(|| UNOWNED.to_string())
     }
@@ -247,7 +297,8 @@ mod tests {
     fn kubernetes_namespaces_workloads_and_team_labels() {
         let owners = Owners::parse(
             "[[team]]\nname = \"payments\"\nnamespaces = [\"pay-*\"]\n\
-             [[team]]\nname = \"web\"\nworkloads = [\"storefront\"]\n",
+             [[team]]\nname = \"web\"\nworkloads = [\"storefront\"]\n\
+             [[team]]\nname = \"platform\"\npod_labels = { team = \"infra*\", tier = \"core\" }\n",
         )
         .expect("valid");
         let pod = |namespace: &str, workload: &str, label: Option<&str>| PodContainer {
@@ -257,14 +308,33 @@ mod tests {
             container_name: "c".into(),
             node_name: None,
             workload: Some(("k8s.deployment.name", workload.into())),
-            team_label: label.map(Into::into),
-            app_label: None,
+            labels: label
+                .map(|team| [("team".to_string(), team.to_string())].into())
+                .unwrap_or_default(),
         };
         let team = |pod: &PodContainer| owners.team("svc", "", Some(pod), Some("team=env"));
         assert_eq!(team(&pod("pay-eu", "api", None)), "payments");
         assert_eq!(team(&pod("shop", "storefront", None)), "web");
         assert_eq!(team(&pod("shop", "cart", Some("carts"))), "carts");
         assert_eq!(team(&pod("shop", "cart", None)), "env");
+        // Every label of the rule must match.
+        let mut core = pod("ops", "dns", Some("infra-net"));
+        assert_eq!(team(&core), "infra-net", "no tier label: the team label");
+        core.labels.insert("tier".into(), "core".into());
+        assert_eq!(team(&core), "platform");
+    }
+
+    #[test]
+    fn yaml_files_say_the_same() {
+        let owners = Owners::parse_yaml(
+            "team:\n  - name: payments\n    services: [\"payment*\"]\n    pod_labels:\n      \
+             app.kubernetes.io/part-of: \"pay*\"\n",
+        )
+        .expect("valid");
+        assert_eq!(owners.team("payment-api", "", None, None), "payments");
+        let err = Owners::parse_yaml("team:\n  - name: x\n    services: 3\n").unwrap_err();
+        assert!(err.starts_with("line 3"), "{err}");
+        assert!(Owners::parse_yaml("").expect("empty").rules.is_empty());
     }
 
     #[test]
@@ -273,8 +343,8 @@ mod tests {
         assert!(err.contains("team x") && err.contains("a["), "{err}");
         let err = Owners::parse("[[team]]\nservices = [\"a\"]\n").unwrap_err();
         assert!(err.contains("name"), "{err}");
-        let err = Owners::parse("[[team]]\nname = \"x\"\nlabels = []\n").unwrap_err();
-        assert!(err.contains("labels"), "{err}");
+        let err = Owners::parse("[[team]]\nname = \"x\"\nowners = []\n").unwrap_err();
+        assert!(err.contains("owners"), "{err}");
         let err = Owners::load(Path::new("/nonexistent/owners.toml")).unwrap_err();
         assert!(
             err.to_string().contains("/nonexistent/owners.toml"),

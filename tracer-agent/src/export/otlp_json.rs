@@ -202,8 +202,7 @@ mod tests {
             container_name: "web".into(),
             node_name: None,
             workload: Some(("k8s.deployment.name", "checkout".into())),
-            team_label: None,
-            app_label: None,
+            labels: Default::default(),
         }));
         let mut client = span(
             &other,
