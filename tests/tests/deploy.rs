@@ -140,6 +140,28 @@ fn kubernetes_manifests_and_chart_validate() {
     assert_eq!(added, unit_capabilities());
 }
 
+/// The test's HTTP server in a container named `name` on the host's
+/// network: podman with the host's root as its overlay root (nothing is
+/// pulled), no OTEL_SERVICE_NAME.
+fn server_in_container(name: &str, port: u16) -> tracer_tests::Process {
+    let python = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("run python3");
+    let python = String::from_utf8_lossy(&python.stdout).trim().to_string();
+    tracer_tests::Process::spawn_until(
+        Command::new("podman")
+            // crun refuses this machine kind's hybrid cgroup layout; runc runs it.
+            .args(["--runtime", "runc", "run", "--rm", "--name", name])
+            .args(["--network=host", "--ulimit", "nofile=16384:16384"])
+            .args(["--ulimit", "nproc=4096:4096"])
+            .args(["--rootfs", "/:O", &python])
+            .arg(tracer_tests::servers_dir().join("http11_server.py"))
+            .arg(port.to_string()),
+        "ready",
+    )
+}
+
 /// Removes the container when the test ends, even if it failed (killing the
 /// `podman run` client leaves the container running).
 struct Container(String);
@@ -224,24 +246,10 @@ fn the_image_traces_host_processes() {
 #[test]
 fn kubernetes_metadata_from_a_recorded_pod_list() {
     require_root();
-    let python = Command::new("python3")
-        .args(["-c", "import sys; print(sys.executable)"])
-        .output()
-        .expect("run python3");
-    let python = String::from_utf8_lossy(&python.stdout).trim().to_string();
     let name = format!("tracer-pod-test-{}", std::process::id());
     let _container = Container(name.clone());
     let port = free_port();
-    let _server = tracer_tests::Process::spawn_until(
-        Command::new("podman")
-            .args(["--runtime", "runc", "run", "--rm", "--name", &name])
-            .args(["--network=host", "--ulimit", "nofile=16384:16384"])
-            .args(["--ulimit", "nproc=4096:4096"])
-            .args(["--rootfs", "/:O", &python])
-            .arg(tracer_tests::servers_dir().join("http11_server.py"))
-            .arg(port.to_string()),
-        "ready",
-    );
+    let _server = server_in_container(&name, port);
     let inspect = Command::new("podman")
         .args(["inspect", "--format", "{{.Id}}", &name])
         .output()
@@ -314,4 +322,25 @@ fn kubernetes_metadata_from_a_recorded_pod_list() {
         metrics.contains("k8s_namespace_name=\"shop\",service_name=\"checkout\",team=\"payments\""),
         "{metrics}"
     );
+}
+
+/// Off Kubernetes, a container's name names a service that has no
+/// OTEL_SERVICE_NAME (Podman's state; Docker's is read the same way).
+#[test]
+fn a_containers_name_names_its_service() {
+    require_root();
+    let name = format!("inventory-{}", std::process::id());
+    let _container = Container(name.clone());
+    let port = free_port();
+    let _server = server_in_container(&name, port);
+    let agent = Agent::start(&[]);
+    three_requests(port, "/named/");
+    let run = agent.stop();
+    let servers: Vec<_> = run
+        .spans_on_port(port)
+        .into_iter()
+        .filter(|s| s.kind == tracer_tests::SERVER)
+        .collect();
+    assert_eq!(servers.len(), 3, "{}", run.stderr);
+    assert!(servers.iter().all(|s| s.service == name), "{servers:?}");
 }

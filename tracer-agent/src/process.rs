@@ -1,6 +1,6 @@
 //! Who a process is, for the span's resource: `service.name` from its
 //! `OTEL_SERVICE_NAME`, else on Kubernetes from its pod (`kubernetes`), else
-//! from what it runs (the script or module of an
+//! a Docker or Podman container's name, else from what it runs (the script or module of an
 //! interpreter, the jar or main class of a JVM), else its executable's
 //! name; its container, if any, and on Kubernetes the pod it is in
 //! (`kubernetes`); its team (`owners`).
@@ -108,6 +108,11 @@ impl ProcessCache {
         let service_name = env_value(&environ, b"OTEL_SERVICE_NAME")
             .filter(|name| !name.is_empty())
             .or_else(|| pod.as_ref().map(|pod| pod.service_name().to_string()))
+            .or_else(|| {
+                container_id
+                    .as_deref()
+                    .and_then(|id| container_name(std::path::Path::new("/"), id))
+            })
             .or_else(|| {
                 let cmdline = std::fs::read(dir.join("cmdline")).ok()?;
                 let args: Vec<String> = cmdline
@@ -243,6 +248,53 @@ fn env_value(environ: &[u8], name: &[u8]) -> Option<String> {
     })
 }
 
+/// The name a person gave container `id` (64 hex digits), from the
+/// runtime's files under `root`: Docker's `config.v2.json` (its Compose
+/// service if it has one), else Podman's `containers.json`.
+fn container_name(root: &std::path::Path, id: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct DockerConfig {
+        #[serde(rename = "Name")]
+        name: String,
+        #[serde(rename = "Config")]
+        config: Option<DockerLabels>,
+    }
+    #[derive(serde::Deserialize)]
+    struct DockerLabels {
+        #[serde(rename = "Labels", default)]
+        labels: Option<HashMap<String, String>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct PodmanContainer {
+        id: String,
+        #[serde(default)]
+        names: Vec<String>,
+    }
+    let docker = root
+        .join("var/lib/docker/containers")
+        .join(id)
+        .join("config.v2.json");
+    if let Some(config) = std::fs::read(docker)
+        .ok()
+        .and_then(|json| serde_json::from_slice::<DockerConfig>(&json).ok())
+    {
+        let compose_service = config
+            .config
+            .and_then(|c| c.labels)
+            .and_then(|mut labels| labels.remove("com.docker.compose.service"));
+        return compose_service
+            .or_else(|| Some(config.name.trim_start_matches('/').to_string()))
+            .filter(|name| !name.is_empty());
+    }
+    let podman = root.join("var/lib/containers/storage/overlay-containers/containers.json");
+    let containers: Vec<PodmanContainer> =
+        serde_json::from_slice(&std::fs::read(podman).ok()?).ok()?;
+    containers
+        .into_iter()
+        .find(|c| c.id == id)
+        .and_then(|c| c.names.into_iter().next())
+}
+
 /// A 64-hex-digit container id in a cgroup path (docker, containerd, cri-o).
 fn container_id(cgroup: &str) -> Option<String> {
     cgroup.lines().rev().find_map(|line| {
@@ -318,6 +370,37 @@ mod tests {
         for (exe, cmd, expected) in cases {
             assert_eq!(name(exe, cmd).as_deref(), expected, "{cmd}");
         }
+    }
+
+    #[test]
+    fn container_names_from_docker_and_podman() {
+        let root = std::env::temp_dir().join(format!("runtimes-{}", std::process::id()));
+        let (web, worker, db) = ("a".repeat(64), "b".repeat(64), "c".repeat(64));
+        let docker = root.join("var/lib/docker/containers");
+        std::fs::create_dir_all(docker.join(&web)).unwrap();
+        std::fs::create_dir_all(docker.join(&worker)).unwrap();
+        std::fs::write(
+            docker.join(&web).join("config.v2.json"),
+            r#"{"Name":"/shop-web-1","Config":{"Labels":{"com.docker.compose.service":"web"}}}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            docker.join(&worker).join("config.v2.json"),
+            r#"{"Name":"/worker","Config":{"Labels":null}}"#,
+        )
+        .unwrap();
+        let podman = root.join("var/lib/containers/storage/overlay-containers");
+        std::fs::create_dir_all(&podman).unwrap();
+        std::fs::write(
+            podman.join("containers.json"),
+            format!(r#"[{{"id":"{db}","names":["orders-db"],"image":""}}]"#),
+        )
+        .unwrap();
+        assert_eq!(container_name(&root, &web).as_deref(), Some("web"));
+        assert_eq!(container_name(&root, &worker).as_deref(), Some("worker"));
+        assert_eq!(container_name(&root, &db).as_deref(), Some("orders-db"));
+        assert_eq!(container_name(&root, &"d".repeat(64)), None);
+        std::fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
