@@ -54,6 +54,8 @@ const TEST_PACKAGES: &[(&str, &str)] = &[
 /// nginx cost case, and the Redis case's server and load generator.
 const BENCH_PACKAGES: &[(&str, &str)] = &[
     ("wrk", "wrk"),
+    // The HTTP/2 load of the nginx case.
+    ("h2load", "nghttp2-client"),
     ("redis-server", "redis-server"),
     ("redis-benchmark", "redis-tools"),
 ];

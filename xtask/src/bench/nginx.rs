@@ -9,7 +9,10 @@
 //! `--export-file`; `--otlp-endpoint` to a local sink; `--no-tls` (what the
 //! TLS probes cost clear-text traffic). Then the same nginx over HTTPS:
 //! without the agent, defaults (plaintext read through OpenSSL's uprobes),
-//! and `--no-tls` (the ciphertext only).
+//! and `--no-tls` (the ciphertext only). Then over HTTP/2 in clear text
+//! (h2c with prior knowledge), loaded by h2load with 8 connections of 4
+//! concurrent streams each: without the agent, and defaults (frames and
+//! HPACK parsed, a span per stream).
 //!
 //! Per configuration: throughput and p50/p99 latency as ratios to the rounds
 //! without the agent; the agent's CPU (from `/proc`, after start-up) and the
@@ -35,6 +38,9 @@ use super::{Agent, Summary, free_port, median};
 
 /// Concurrent keep-alive connections of the load, as in the issue's case.
 const CONNECTIONS: u32 = 32;
+/// The HTTP/2 load: as many requests in flight, four streams per connection.
+const H2_CONNECTIONS: u32 = 8;
+const H2_STREAMS: u32 = 4;
 
 pub fn measure(rounds: usize, seconds: u32) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("tracer-bench-nginx-{}", std::process::id()));
@@ -67,8 +73,8 @@ struct Round {
 }
 
 fn measure_in(dir: &Path, rounds: usize, seconds: u32) -> Result<()> {
-    let (port, tls_port) = (free_port()?, free_port()?);
-    let mut nginx = Nginx::start_with_tls(dir, port, Some(tls_port), 1024)?;
+    let (port, tls_port, h2c_port) = (free_port()?, free_port()?, free_port()?);
+    let mut nginx = Nginx::start_with_ports(dir, port, Some((tls_port, h2c_port)), 1024)?;
     let sink = OtlpSink::start()?;
     let export_file = dir.join("spans.jsonl");
     let agent = |args: &[&str]| Some(args.iter().map(|a| a.to_string()).collect());
@@ -114,22 +120,45 @@ fn measure_in(dir: &Path, rounds: usize, seconds: u32) -> Result<()> {
             agent_args: agent(&["--no-tls"]),
         },
     ];
-    let cases = [
+    let http2 = [
+        Configuration {
+            name: "without agent",
+            agent_args: None,
+        },
+        Configuration {
+            name: "agent, defaults (HTTP/2 frames and HPACK parsed)",
+            agent_args: agent(&[]),
+        },
+    ];
+    let cases: [(&str, String, &[Configuration], LoadTool); 3] = [
         (
             "nginx case (HTTP)",
             format!("http://127.0.0.1:{port}/1k.bin"),
             &http[..],
+            LoadTool::Wrk,
         ),
         (
             "nginx case over HTTPS (TLS 1.3, OpenSSL 3 at both ends)",
             format!("https://127.0.0.1:{tls_port}/1k.bin"),
             &https[..],
+            LoadTool::Wrk,
+        ),
+        (
+            "nginx case over HTTP/2 (h2c)",
+            format!("http://127.0.0.1:{h2c_port}/1k.bin"),
+            &http2[..],
+            LoadTool::H2load,
         ),
     ];
-    for (title, url, configurations) in cases {
+    for (title, url, configurations, load) in cases {
         // Warm nginx and the page cache; not measured.
-        wrk(&url, 1)?;
-        measure_case(title, &url, configurations, rounds, seconds, &export_file)?;
+        load.run(&url, 1)?;
+        let case = Case {
+            title,
+            url: &url,
+            load,
+        };
+        measure_case(&case, configurations, rounds, seconds, &export_file)?;
     }
     nginx.stop();
     println!(
@@ -139,10 +168,39 @@ fn measure_in(dir: &Path, rounds: usize, seconds: u32) -> Result<()> {
     Ok(())
 }
 
-/// Rounds of each configuration against `url`, then their table.
+/// What drives the load against a URL.
+#[derive(Clone, Copy)]
+enum LoadTool {
+    Wrk,
+    H2load,
+}
+
+impl LoadTool {
+    fn run(self, url: &str, seconds: u32) -> Result<Load> {
+        match self {
+            LoadTool::Wrk => wrk(url, seconds),
+            LoadTool::H2load => h2load(url, seconds),
+        }
+    }
+
+    fn describe(self) -> String {
+        match self {
+            LoadTool::Wrk => format!("wrk -c {CONNECTIONS} keep-alive"),
+            LoadTool::H2load => format!("h2load -c {H2_CONNECTIONS} -m {H2_STREAMS}"),
+        }
+    }
+}
+
+/// One table: a URL and the load against it.
+struct Case<'a> {
+    title: &'a str,
+    url: &'a str,
+    load: LoadTool,
+}
+
+/// Rounds of each configuration against the case's URL, then their table.
 fn measure_case(
-    title: &str,
-    url: &str,
+    case: &Case,
     configurations: &[Configuration],
     rounds: usize,
     seconds: u32,
@@ -163,7 +221,7 @@ fn measure_case(
                 }
             };
             let cpu_before = agent.as_ref().map(Agent::cpu_seconds).transpose()?;
-            let load = wrk(url, seconds)?;
+            let load = case.load.run(case.url, seconds)?;
             let mut result = Round {
                 rate: load.requests / load.seconds,
                 p50_ms: load.p50_ms,
@@ -192,7 +250,7 @@ fn measure_case(
             let _ = std::fs::remove_file(export_file);
         }
     }
-    print_table(title, configurations, &results, rounds, seconds);
+    print_table(case, configurations, &results, rounds, seconds);
     print_programs(&mut programs, default_requests);
     Ok(())
 }
@@ -207,7 +265,7 @@ fn add_program_times(totals: &mut Vec<(String, f64)>, summary: &Summary) {
 }
 
 fn print_table(
-    title: &str,
+    case: &Case,
     configurations: &[Configuration],
     results: &[Vec<Round>],
     rounds: usize,
@@ -220,9 +278,17 @@ fn print_table(
     let base_rate = column(0, |r| r.rate);
     let base_p50 = column(0, |r| r.p50_ms);
     let base_p99 = column(0, |r| r.p99_ms);
+    let note = match case.load {
+        LoadTool::Wrk => "",
+        LoadTool::H2load => {
+            " (h2load reports no percentiles: its mean request time stands in both columns)"
+        }
+    };
     println!(
-        "\n{title}: wrk -c {CONNECTIONS} keep-alive → nginx (1 worker, 1 KiB file), \
-         {rounds} rounds × {seconds} s per configuration, medians"
+        "\n{}: {} → nginx (1 worker, 1 KiB file), \
+         {rounds} rounds × {seconds} s per configuration, medians{note}",
+        case.title,
+        case.load.describe()
     );
     println!(
         "| configuration | req/s | throughput ratio | p50 ms (ratio) | p99 ms (ratio) \
@@ -305,6 +371,56 @@ fn wrk(url: &str, seconds: u32) -> Result<Load> {
     parse_wrk(&text).with_context(|| format!("cannot read wrk's report:\n{text}"))
 }
 
+fn h2load(url: &str, seconds: u32) -> Result<Load> {
+    let output = Command::new("h2load")
+        .args([
+            "-c",
+            &H2_CONNECTIONS.to_string(),
+            "-m",
+            &H2_STREAMS.to_string(),
+        ])
+        .args(["-D", &seconds.to_string(), url])
+        .output()
+        .context("cannot run h2load (cargo xtask setup --test-deps installs nghttp2-client)")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "h2load failed: {text}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    parse_h2load(&text).with_context(|| format!("cannot read h2load's report:\n{text}"))
+}
+
+/// Reads `finished in 5.00s, ...`, `requests: N total, N started, N done,
+/// N succeeded, ...` and the mean of `time for request:`; h2load gives no
+/// percentiles, so the mean stands in for both.
+fn parse_h2load(text: &str) -> Option<Load> {
+    let mut seconds = None;
+    let mut succeeded = None;
+    let mut mean = None;
+    for line in text.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("finished in ") {
+            seconds = duration_ms(rest.split(',').next()?).map(|ms| ms / 1e3);
+        } else if let Some(rest) = line.strip_prefix("requests:") {
+            succeeded = rest
+                .split(',')
+                .find_map(|part| part.trim().strip_suffix(" succeeded"))
+                .and_then(|n| n.trim().parse::<f64>().ok());
+        } else if let Some(rest) = line.strip_prefix("time for request:") {
+            // min, max, mean, sd, +/- sd
+            mean = rest.split_whitespace().nth(2).and_then(duration_ms);
+        }
+    }
+    let mean = mean?;
+    Some(Load {
+        requests: succeeded.filter(|n| *n > 0.0)?,
+        seconds: seconds?,
+        p50_ms: mean,
+        p99_ms: mean,
+    })
+}
+
 /// Reads `N requests in 5.00s`, and the 50% and 99% lines of `--latency`.
 fn parse_wrk(text: &str) -> Option<Load> {
     let mut load = Load {
@@ -347,27 +463,29 @@ pub(super) struct Nginx(Child);
 impl Nginx {
     /// nginx on 127.0.0.1:`port`, open to `connections` at once.
     pub(super) fn start(dir: &Path, port: u16, connections: u32) -> Result<Nginx> {
-        Nginx::start_with_tls(dir, port, None, connections)
+        Nginx::start_with_ports(dir, port, None, connections)
     }
 
-    /// `start`, and serving the same over HTTPS on `tls_port` with a
-    /// self-signed certificate made for it.
-    fn start_with_tls(
+    /// `start`, and serving the same over HTTPS on the first of `more_ports`
+    /// with a self-signed certificate made for it, and over HTTP/2 in clear
+    /// text (prior knowledge) on the second.
+    fn start_with_ports(
         dir: &Path,
         port: u16,
-        tls_port: Option<u16>,
+        more_ports: Option<(u16, u16)>,
         connections: u32,
     ) -> Result<Nginx> {
         let root: PathBuf = dir.join("www");
         std::fs::create_dir_all(&root)?;
         std::fs::write(root.join("1k.bin"), [b'x'; 1024])?;
         let d = dir.display();
-        let tls_listen = match tls_port {
+        let tls_listen = match more_ports {
             None => String::new(),
-            Some(tls_port) => {
+            Some((tls_port, h2c_port)) => {
                 make_certificate(dir)?;
                 format!(
                     "listen 127.0.0.1:{tls_port} ssl;
+        listen 127.0.0.1:{h2c_port} http2;
         ssl_certificate {d}/cert.pem;
         ssl_certificate_key {d}/key.pem;"
                 )
@@ -517,6 +635,21 @@ fn serve_otlp(stream: TcpStream, bytes: &AtomicU64) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_an_h2load_report() {
+        let report = "finished in 5.00s, 61234.40 req/s, 70.12MB/s
+requests: 306172 total, 306172 started, 306172 done, 306170 succeeded, 2 failed, 0 errored, 0 timeout
+status codes: 306170 2xx, 0 3xx, 0 4xx, 0 5xx
+                     min         max         mean         sd        +/- sd
+time for request:      112us     12.31ms       512us       201us    91.02%
+";
+        let load = parse_h2load(report).expect("a report");
+        assert_eq!(load.requests, 306170.0);
+        assert_eq!(load.seconds, 5.0);
+        assert!((load.p50_ms - 0.512).abs() < 1e-9);
+        assert!(parse_h2load("garbage").is_none());
+    }
 
     #[test]
     fn reads_a_wrk_report() {
