@@ -6,6 +6,7 @@ pub mod file;
 pub mod otlp;
 pub mod otlp_convert;
 pub mod otlp_json;
+pub mod otlp_proto;
 pub mod stdout;
 
 use std::{future::Future, pin::Pin, sync::atomic::Ordering};

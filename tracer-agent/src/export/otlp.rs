@@ -17,13 +17,11 @@ use std::{
 };
 
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
-use prost::Message;
 use tokio::{sync::Notify, task::JoinHandle, time::Instant};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::{
-    Exporter, OWN_USER_AGENT, ShutdownFuture, otlp_convert::export_request,
-    otlp_json::write_export_request,
+    Exporter, OWN_USER_AGENT, ShutdownFuture, otlp_convert::export_request, otlp_json, otlp_proto,
 };
 use crate::{spans::Span, stats::ExporterStats};
 
@@ -526,15 +524,21 @@ impl Transport {
                     _ => "application/x-protobuf",
                 };
                 let body = body
-                    .get_or_insert_with(|| match options.protocol {
-                        Protocol::HttpJson => {
-                            let mut json = Vec::new();
-                            write_export_request(batch, &options.host_name, &mut json);
-                            json.into()
+                    .get_or_insert_with(|| {
+                        let mut encoded = Vec::new();
+                        match options.protocol {
+                            Protocol::HttpJson => otlp_json::write_export_request(
+                                batch,
+                                &options.host_name,
+                                &mut encoded,
+                            ),
+                            _ => otlp_proto::write_export_request(
+                                batch,
+                                &options.host_name,
+                                &mut encoded,
+                            ),
                         }
-                        _ => export_request(batch, &options.host_name)
-                            .encode_to_vec()
-                            .into(),
+                        encoded.into()
                     })
                     .clone();
                 let mut post = client
@@ -626,6 +630,7 @@ mod tests {
 
     use axum::{Router, body::Bytes, http::StatusCode, routing::post};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
 
     use super::*;
     use crate::{

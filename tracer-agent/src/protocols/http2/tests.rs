@@ -12,15 +12,30 @@ fn frame(kind: u8, flags: u8, stream_id: u32, payload: &[u8]) -> Vec<u8> {
     out
 }
 
-fn block(encoder: &mut fluke_hpack::Encoder<'_>, fields: &[(&str, &str)]) -> Vec<u8> {
-    encoder.encode(fields.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+/// A header block as peers write them: Huffman-coded values, fields
+/// added to the dynamic table and indexed when repeated.
+fn block(encoder: &mut httlib_hpack::Encoder<'_>, fields: &[(&str, &str)]) -> Vec<u8> {
+    use httlib_hpack::Encoder;
+    let mut out = Vec::new();
+    for (name, value) in fields {
+        let flags = Encoder::HUFFMAN_VALUE | Encoder::WITH_INDEXING | Encoder::BEST_FORMAT;
+        encoder
+            .encode(
+                (name.as_bytes().to_vec(), value.as_bytes().to_vec(), flags),
+                &mut out,
+            )
+            .expect("encodable field");
+    }
+    out
 }
 
 /// A client's bytes for GET `paths` on streams 1, 3, …, and the server's
 /// answers (200, a body of 5 bytes each), as two byte streams.
 fn conversation(paths: &[&str], content_type: Option<&str>) -> (Vec<u8>, Vec<u8>) {
-    let (mut client_hpack, mut server_hpack) =
-        (fluke_hpack::Encoder::new(), fluke_hpack::Encoder::new());
+    let (mut client_hpack, mut server_hpack) = (
+        httlib_hpack::Encoder::with_dynamic_size(4096),
+        httlib_hpack::Encoder::with_dynamic_size(4096),
+    );
     let mut client = PREFACE.to_vec();
     client.extend(frame(4, 0, 0, &[]));
     let mut server = frame(4, 0, 0, &[]);

@@ -1,0 +1,231 @@
+//! Spans → OTLP protobuf bytes, written straight from the spans: the same
+//! bytes `prost` makes of `otlp_convert::export_request`, without building
+//! the generated messages first (their strings and vectors were half of
+//! what OTLP export cost per span). Field numbers are the OTLP protos'.
+
+use super::otlp_convert::by_process;
+use crate::{
+    process::ProcessInfo,
+    spans::{AttributeValue, Span, SpanKind, SpanStatus},
+};
+
+const VARINT: u32 = 0;
+const FIXED64: u32 = 1;
+const LEN: u32 = 2;
+
+/// An `ExportTraceServiceRequest` for `spans`, appended to `out`.
+pub fn write_export_request(spans: &[Span], host_name: &str, out: &mut Vec<u8>) {
+    for (process, spans) in by_process(spans) {
+        // ExportTraceServiceRequest.resource_spans
+        nested(out, 1, |out| {
+            // ResourceSpans.resource
+            nested(out, 1, |out| write_resource(process, host_name, out));
+            // ResourceSpans.scope_spans
+            nested(out, 2, |out| {
+                // ScopeSpans.scope: InstrumentationScope name, version
+                nested(out, 1, |out| {
+                    string_field(out, 1, "tracer-agent");
+                    string_field(out, 2, env!("CARGO_PKG_VERSION"));
+                });
+                for span in spans {
+                    // ScopeSpans.spans
+                    nested(out, 2, |out| write_span(span, out));
+                }
+            });
+        });
+    }
+}
+
+fn write_resource(process: &ProcessInfo, host_name: &str, out: &mut Vec<u8>) {
+    // Resource.attributes, in `otlp_convert::resource`'s order.
+    string_attribute(out, 1, "service.name", &process.service_name);
+    int_attribute(out, 1, "process.pid", i64::from(process.pid));
+    string_attribute(out, 1, "process.executable.name", &process.executable_name);
+    string_attribute(out, 1, "team", &process.team);
+    string_attribute(out, 1, "host.name", host_name);
+    string_attribute(out, 1, "telemetry.sdk.name", "tracer-agent");
+    for (key, value) in process.optional_attributes() {
+        string_attribute(out, 1, key, value);
+    }
+}
+
+fn write_span(span: &Span, out: &mut Vec<u8>) {
+    bytes_field(out, 1, &span.trace_id);
+    bytes_field(out, 2, &span.span_id);
+    if let Some(parent) = &span.parent_span_id {
+        bytes_field(out, 4, parent);
+    }
+    string_field(out, 5, &span.name);
+    // Span.kind: SERVER 2, CLIENT 3.
+    let kind = match span.kind {
+        SpanKind::Server => 2,
+        SpanKind::Client => 3,
+    };
+    key(out, 6, VARINT);
+    varint(out, kind);
+    fixed64_field(out, 7, span.start_unix_ns);
+    fixed64_field(out, 8, span.end_unix_ns);
+    for (name, value) in &span.attributes {
+        match value {
+            AttributeValue::Str(s) => string_attribute(out, 9, name, s),
+            AttributeValue::Int(i) => int_attribute(out, 9, name, *i),
+        }
+    }
+    int_attribute(out, 9, "thread.id", i64::from(span.tid));
+    // Span.status, present even when unset (as `otlp_convert` makes it).
+    nested(out, 15, |out| {
+        if let SpanStatus::Error(message) = &span.status {
+            string_field(out, 2, message);
+            // Status.code: ERROR 2
+            key(out, 3, VARINT);
+            varint(out, 2);
+        }
+    });
+}
+
+/// A `KeyValue` with a string `AnyValue`, as field `field`.
+fn string_attribute(out: &mut Vec<u8>, field: u32, name: &str, value: &str) {
+    nested(out, field, |out| {
+        string_field(out, 1, name);
+        // KeyValue.value: AnyValue.string_value (a oneof: written even if empty)
+        nested(out, 2, |out| {
+            key(out, 1, LEN);
+            varint(out, value.len() as u64);
+            out.extend_from_slice(value.as_bytes());
+        });
+    });
+}
+
+/// A `KeyValue` with an int `AnyValue`, as field `field`.
+fn int_attribute(out: &mut Vec<u8>, field: u32, name: &str, value: i64) {
+    nested(out, field, |out| {
+        string_field(out, 1, name);
+        nested(out, 2, |out| {
+            key(out, 3, VARINT);
+            varint(out, value as u64);
+        });
+    });
+}
+
+/// A length-delimited field whose contents `body` writes: written in
+/// place, then its length inserted before it (messages here are small,
+/// the move is cheap).
+fn nested(out: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
+    key(out, field, LEN);
+    let start = out.len();
+    body(out);
+    let mut length = Vec::with_capacity(10);
+    varint(&mut length, (out.len() - start) as u64);
+    out.splice(start..start, length);
+}
+
+/// A string field, left out when empty (proto3's default).
+fn string_field(out: &mut Vec<u8>, field: u32, value: &str) {
+    bytes_field(out, field, value.as_bytes());
+}
+
+fn bytes_field(out: &mut Vec<u8>, field: u32, value: &[u8]) {
+    if value.is_empty() {
+        return;
+    }
+    key(out, field, LEN);
+    varint(out, value.len() as u64);
+    out.extend_from_slice(value);
+}
+
+fn fixed64_field(out: &mut Vec<u8>, field: u32, value: u64) {
+    if value == 0 {
+        return;
+    }
+    key(out, field, FIXED64);
+    out.extend_from_slice(&value.to_le_bytes());
+}
+
+fn key(out: &mut Vec<u8>, field: u32, wire_type: u32) {
+    varint(out, u64::from(field << 3 | wire_type));
+}
+
+fn varint(out: &mut Vec<u8>, mut value: u64) {
+    while value >= 0x80 {
+        out.push(value as u8 | 0x80);
+        value >>= 7;
+    }
+    out.push(value as u8);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use prost::Message;
+
+    use super::*;
+    use crate::export::otlp_convert::export_request;
+
+    fn process(pid: u32, service: &str, container: Option<&str>) -> Arc<ProcessInfo> {
+        Arc::new(ProcessInfo {
+            pid,
+            service_name: service.into(),
+            executable_name: "python3".into(),
+            container_id: container.map(Into::into),
+            pod: container.map(|_| {
+                Arc::new(crate::kubernetes::PodContainer {
+                    pod_name: "shop-1".into(),
+                    namespace: "shop".into(),
+                    pod_uid: "u".into(),
+                    container_name: "web".into(),
+                    node_name: Some("node-1".into()),
+                    workload: Some(("k8s.deployment.name", "shop".into())),
+                    labels: Default::default(),
+                })
+            }),
+            team: "unowned".into(),
+            go: false,
+        })
+    }
+
+    fn span(process: &Arc<ProcessInfo>, name: &str, status: SpanStatus) -> Span {
+        Span {
+            trace_id: [0xab; 16],
+            span_id: [1, 2, 3, 4, 5, 6, 7, 8],
+            parent_span_id: None,
+            name: name.into(),
+            kind: SpanKind::Server,
+            start_unix_ns: 1_700_000_000_000_000_000,
+            end_unix_ns: u64::MAX,
+            attributes: vec![
+                ("url.path", AttributeValue::Str(name.to_string().into())),
+                ("http.response.status_code", AttributeValue::Int(-500)),
+                ("empty", AttributeValue::Str("".into())),
+            ],
+            status,
+            protocol: &crate::protocols::http1::FACTS,
+            process: process.clone(),
+            tid: 43,
+        }
+    }
+
+    /// Byte for byte what prost makes of the generated messages.
+    #[test]
+    fn equals_the_prost_encoding() {
+        let shop = process(42, "shop", None);
+        let other = process(7, "ü\"", Some("c0ffee"));
+        let mut client = span(&other, "GET /x", SpanStatus::Unset);
+        client.kind = SpanKind::Client;
+        client.parent_span_id = Some([9; 8]);
+        client.start_unix_ns = 0;
+        let long = "x".repeat(300);
+        let spans = [
+            span(&shop, "GET /", SpanStatus::Error("500 boom".into())),
+            client,
+            span(&shop, "", SpanStatus::Error(String::new())),
+            span(&shop, &long, SpanStatus::Unset),
+        ];
+        for batch in [&spans[..], &spans[..1], &[]] {
+            let mut direct = Vec::new();
+            write_export_request(batch, "node-1", &mut direct);
+            let prost = export_request(batch, "node-1").encode_to_vec();
+            assert_eq!(direct, prost);
+        }
+    }
+}
