@@ -56,3 +56,59 @@ fn count_write(name: &str, stats: &ExporterStats, spans: usize, result: std::io:
         }
     }
 }
+
+/// Spans for the encoders' tests: a process with a pod when it has a
+/// container, a span with text, int and empty attributes.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::sync::Arc;
+
+    use crate::{
+        kubernetes::PodContainer,
+        process::ProcessInfo,
+        spans::{AttributeValue, Span, SpanKind, SpanStatus},
+    };
+
+    pub fn process(pid: u32, service: &str, container: Option<&str>) -> Arc<ProcessInfo> {
+        Arc::new(ProcessInfo {
+            pid,
+            service_name: service.into(),
+            executable_name: "python3".into(),
+            container_id: container.map(Into::into),
+            pod: container.map(|_| {
+                Arc::new(PodContainer {
+                    pod_name: "checkout-7d9f8b6c5-x2x4z".into(),
+                    namespace: "shop".into(),
+                    pod_uid: "u".into(),
+                    container_name: "web".into(),
+                    node_name: Some("node-1".into()),
+                    workload: Some(("k8s.deployment.name", "checkout".into())),
+                    labels: Default::default(),
+                })
+            }),
+            team: "unowned".into(),
+            go: false,
+        })
+    }
+
+    pub fn span(process: &Arc<ProcessInfo>, name: &str, status: SpanStatus) -> Span {
+        Span {
+            trace_id: [0xab; 16],
+            span_id: [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef],
+            parent_span_id: None,
+            name: name.into(),
+            kind: SpanKind::Server,
+            start_unix_ns: 1_700_000_000_000_000_000,
+            end_unix_ns: u64::MAX,
+            attributes: vec![
+                ("url.path", AttributeValue::Str(name.to_string().into())),
+                ("http.response.status_code", AttributeValue::Int(-500)),
+                ("empty", AttributeValue::Str("".into())),
+            ],
+            status,
+            protocol: &crate::protocols::http1::FACTS,
+            process: process.clone(),
+            tid: 43,
+        }
+    }
+}

@@ -153,57 +153,17 @@ fn string(out: &mut Vec<u8>, text: &str) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::{export::otlp_convert::export_request, process::ProcessInfo};
-
-    fn process(pid: u32, service: &str, container: Option<&str>) -> Arc<ProcessInfo> {
-        Arc::new(ProcessInfo {
-            pid,
-            service_name: service.into(),
-            executable_name: "python3".into(),
-            container_id: container.map(Into::into),
-            pod: None,
-            team: "unowned".into(),
-            go: false,
-        })
-    }
-
-    fn span(process: &Arc<ProcessInfo>, name: &str, status: SpanStatus) -> Span {
-        Span {
-            trace_id: [0xab; 16],
-            span_id: [0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef],
-            parent_span_id: None,
-            name: name.into(),
-            kind: SpanKind::Server,
-            start_unix_ns: 1_700_000_000_000_000_000,
-            end_unix_ns: u64::MAX,
-            attributes: vec![
-                ("url.path", AttributeValue::Str(name.to_string().into())),
-                ("http.response.status_code", AttributeValue::Int(-500)),
-            ],
-            status,
-            protocol: &crate::protocols::http1::FACTS,
-            process: process.clone(),
-            tid: 43,
-        }
-    }
+    use crate::export::{
+        fixtures::{process, span},
+        otlp_convert::export_request,
+    };
 
     /// Byte for byte what serde_json makes of the OTLP messages.
     #[test]
     fn equals_the_serde_encoding() {
         let shop = process(42, "shop", None);
-        let mut other = process(7, "a\"b\\c\u{1}\u{7f}é\n", Some("c0ffee"));
-        Arc::make_mut(&mut other).pod = Some(Arc::new(crate::kubernetes::PodContainer {
-            pod_name: "checkout-7d9f8b6c5-x2x4z".into(),
-            namespace: "shop".into(),
-            pod_uid: "a1b2".into(),
-            container_name: "web".into(),
-            node_name: None,
-            workload: Some(("k8s.deployment.name", "checkout".into())),
-            labels: Default::default(),
-        }));
+        let other = process(7, "a\"b\\c\u{1}\u{7f}é\n", Some("c0ffee"));
         let mut client = span(
             &other,
             "GET /x?q=\"\t\r\u{8}\u{c}\u{1f}ü",

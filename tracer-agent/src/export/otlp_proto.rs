@@ -155,55 +155,13 @@ fn varint(out: &mut Vec<u8>, mut value: u64) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use prost::Message;
 
     use super::*;
-    use crate::export::otlp_convert::export_request;
-
-    fn process(pid: u32, service: &str, container: Option<&str>) -> Arc<ProcessInfo> {
-        Arc::new(ProcessInfo {
-            pid,
-            service_name: service.into(),
-            executable_name: "python3".into(),
-            container_id: container.map(Into::into),
-            pod: container.map(|_| {
-                Arc::new(crate::kubernetes::PodContainer {
-                    pod_name: "shop-1".into(),
-                    namespace: "shop".into(),
-                    pod_uid: "u".into(),
-                    container_name: "web".into(),
-                    node_name: Some("node-1".into()),
-                    workload: Some(("k8s.deployment.name", "shop".into())),
-                    labels: Default::default(),
-                })
-            }),
-            team: "unowned".into(),
-            go: false,
-        })
-    }
-
-    fn span(process: &Arc<ProcessInfo>, name: &str, status: SpanStatus) -> Span {
-        Span {
-            trace_id: [0xab; 16],
-            span_id: [1, 2, 3, 4, 5, 6, 7, 8],
-            parent_span_id: None,
-            name: name.into(),
-            kind: SpanKind::Server,
-            start_unix_ns: 1_700_000_000_000_000_000,
-            end_unix_ns: u64::MAX,
-            attributes: vec![
-                ("url.path", AttributeValue::Str(name.to_string().into())),
-                ("http.response.status_code", AttributeValue::Int(-500)),
-                ("empty", AttributeValue::Str("".into())),
-            ],
-            status,
-            protocol: &crate::protocols::http1::FACTS,
-            process: process.clone(),
-            tid: 43,
-        }
-    }
+    use crate::export::{
+        fixtures::{process, span},
+        otlp_convert::export_request,
+    };
 
     /// Byte for byte what prost makes of the generated messages.
     #[test]
