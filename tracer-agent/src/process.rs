@@ -30,15 +30,42 @@ pub struct ProcessInfo {
     pub go: bool,
 }
 
+/// A resource attribute's value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResourceValue<'a> {
+    Str(&'a str),
+    Int(i64),
+}
+
 impl ProcessInfo {
-    /// The resource attributes only some processes have: the container,
-    /// the pod.
-    pub fn optional_attributes(&self) -> impl Iterator<Item = (&'static str, &str)> {
-        self.container_id
-            .as_deref()
-            .map(|id| ("container.id", id))
-            .into_iter()
-            .chain(self.pod.iter().flat_map(|pod| pod.attributes()))
+    /// The span resource's attributes, in the order every exporter writes
+    /// them: who the process is, on `host_name`, then its container and pod
+    /// when it has them.
+    pub fn resource_attributes<'a>(
+        &'a self,
+        host_name: &'a str,
+    ) -> impl Iterator<Item = (&'static str, ResourceValue<'a>)> {
+        use ResourceValue::{Int, Str};
+        [
+            ("service.name", Str(&self.service_name)),
+            ("process.pid", Int(i64::from(self.pid))),
+            ("process.executable.name", Str(&self.executable_name)),
+            ("team", Str(&self.team)),
+            ("host.name", Str(host_name)),
+            ("telemetry.sdk.name", Str("tracer-agent")),
+        ]
+        .into_iter()
+        .chain(
+            self.container_id
+                .as_deref()
+                .map(|id| ("container.id", Str(id))),
+        )
+        .chain(
+            self.pod
+                .iter()
+                .flat_map(|pod| pod.attributes())
+                .map(|(key, value)| (key, Str(value))),
+        )
     }
 }
 

@@ -13,7 +13,7 @@ use opentelemetry_proto::tonic::{
 };
 
 use crate::{
-    process::ProcessInfo,
+    process::{ProcessInfo, ResourceValue},
     spans::{AttributeValue, Span, SpanKind, SpanStatus},
 };
 
@@ -56,21 +56,14 @@ pub fn export_request(spans: &[Span], host_name: &str) -> ExportTraceServiceRequ
 }
 
 fn resource(process: &ProcessInfo, host_name: &str) -> Resource {
-    let mut attributes = vec![
-        string("service.name", &process.service_name),
-        int("process.pid", process.pid as i64),
-        string("process.executable.name", &process.executable_name),
-        string("team", &process.team),
-        string("host.name", host_name),
-        string("telemetry.sdk.name", "tracer-agent"),
-    ];
-    attributes.extend(
-        process
-            .optional_attributes()
-            .map(|(key, value)| string(key, value)),
-    );
     Resource {
-        attributes,
+        attributes: process
+            .resource_attributes(host_name)
+            .map(|(key, value)| match value {
+                ResourceValue::Str(text) => string(key, text),
+                ResourceValue::Int(number) => int(key, number),
+            })
+            .collect(),
         ..Default::default()
     }
 }

@@ -11,7 +11,10 @@
 use std::io::Write as _;
 
 use super::otlp_convert::by_process;
-use crate::spans::{AttributeValue, Span, SpanKind, SpanStatus};
+use crate::{
+    process::ResourceValue,
+    spans::{AttributeValue, Span, SpanKind, SpanStatus},
+};
 
 /// Appends the request for `spans` (grouped by process, as `export_request`
 /// groups them) to `out`, without a trailing newline.
@@ -22,20 +25,14 @@ pub fn write_export_request(spans: &[Span], host_name: &str, out: &mut Vec<u8>) 
             out.push(b',');
         }
         out.extend_from_slice(b"{\"resource\":{\"attributes\":[");
-        string_attribute(out, "service.name", &process.service_name);
-        out.push(b',');
-        int_attribute(out, "process.pid", process.pid as i64);
-        out.push(b',');
-        string_attribute(out, "process.executable.name", &process.executable_name);
-        out.push(b',');
-        string_attribute(out, "team", &process.team);
-        out.push(b',');
-        string_attribute(out, "host.name", host_name);
-        out.push(b',');
-        string_attribute(out, "telemetry.sdk.name", "tracer-agent");
-        for (key, value) in process.optional_attributes() {
-            out.push(b',');
-            string_attribute(out, key, value);
+        for (j, (key, value)) in process.resource_attributes(host_name).enumerate() {
+            if j > 0 {
+                out.push(b',');
+            }
+            match value {
+                ResourceValue::Str(text) => string_attribute(out, key, text),
+                ResourceValue::Int(number) => int_attribute(out, key, number),
+            }
         }
         out.extend_from_slice(b"],\"droppedAttributesCount\":0,\"entityRefs\":[]},\"scopeSpans\":[{\"scope\":{\"name\":\"tracer-agent\",\"version\":\"");
         out.extend_from_slice(env!("CARGO_PKG_VERSION").as_bytes());

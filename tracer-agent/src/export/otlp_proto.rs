@@ -5,7 +5,7 @@
 
 use super::otlp_convert::by_process;
 use crate::{
-    process::ProcessInfo,
+    process::{ProcessInfo, ResourceValue},
     spans::{AttributeValue, Span, SpanKind, SpanStatus},
 };
 
@@ -37,15 +37,12 @@ pub fn write_export_request(spans: &[Span], host_name: &str, out: &mut Vec<u8>) 
 }
 
 fn write_resource(process: &ProcessInfo, host_name: &str, out: &mut Vec<u8>) {
-    // Resource.attributes, in `otlp_convert::resource`'s order.
-    string_attribute(out, 1, "service.name", &process.service_name);
-    int_attribute(out, 1, "process.pid", i64::from(process.pid));
-    string_attribute(out, 1, "process.executable.name", &process.executable_name);
-    string_attribute(out, 1, "team", &process.team);
-    string_attribute(out, 1, "host.name", host_name);
-    string_attribute(out, 1, "telemetry.sdk.name", "tracer-agent");
-    for (key, value) in process.optional_attributes() {
-        string_attribute(out, 1, key, value);
+    // Resource.attributes
+    for (key, value) in process.resource_attributes(host_name) {
+        match value {
+            ResourceValue::Str(text) => string_attribute(out, 1, key, text),
+            ResourceValue::Int(number) => int_attribute(out, 1, key, number),
+        }
     }
 }
 
