@@ -355,12 +355,8 @@ fn client(source: &PodSource) -> anyhow::Result<reqwest::Client> {
         let pem = std::fs::read(ca_file).map_err(|e| {
             anyhow::anyhow!("cannot read the cluster's CA {}: {e}", ca_file.display())
         })?;
-        builder = builder.tls_built_in_root_certs(false);
-        for certificate in reqwest::Certificate::from_pem_bundle(&pem)
-            .map_err(|e| anyhow::anyhow!("the cluster's CA {}: {e}", ca_file.display()))?
-        {
-            builder = builder.add_root_certificate(certificate);
-        }
+        builder = crate::http_client::trusting_only(builder, &pem)
+            .map_err(|e| anyhow::anyhow!("the cluster's CA {}: {e}", ca_file.display()))?;
     }
     Ok(builder.build()?)
 }

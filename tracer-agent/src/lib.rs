@@ -9,6 +9,7 @@ pub mod connections;
 pub mod correlation;
 pub mod events;
 pub mod export;
+pub mod http_client;
 pub mod kubernetes;
 pub mod loader;
 pub mod memory;

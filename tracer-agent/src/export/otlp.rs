@@ -23,7 +23,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use super::{
     Exporter, OWN_USER_AGENT, ShutdownFuture, otlp_convert::export_request, otlp_json, otlp_proto,
 };
-use crate::{spans::Span, stats::ExporterStats};
+use crate::{http_client, spans::Span, stats::ExporterStats};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
@@ -468,12 +468,9 @@ impl Transport {
                     .user_agent(OWN_USER_AGENT);
                 if let Some(tls) = tls {
                     if let Some(ca) = tls.ca {
-                        client = client.tls_built_in_root_certs(false);
-                        for cert in reqwest::Certificate::from_pem_bundle(&ca).map_err(|e| {
+                        client = http_client::trusting_only(client, &ca).map_err(|e| {
                             anyhow::anyhow!("OTLP CA certificate file: {}", error_chain(&e))
-                        })? {
-                            client = client.add_root_certificate(cert);
-                        }
+                        })?;
                     }
                     if let Some((cert, key)) = tls.identity {
                         let identity = reqwest::Identity::from_pem(&[cert, key].join(&b"\n"[..]))
@@ -575,12 +572,12 @@ impl Transport {
 fn grpc_error(status: tonic::Status) -> SendError {
     use tonic::Code;
     // The causes say why a connection failed (refused, certificate unknown).
-    let mut message = format!("{:?}: {}", status.code(), status.message());
-    let mut source = std::error::Error::source(&status);
-    while let Some(cause) = source {
-        message += &format!(": {cause}");
-        source = cause.source();
-    }
+    let message = format!(
+        "{:?}: {}{}",
+        status.code(),
+        status.message(),
+        causes(&status)
+    );
     // The codes the OTLP/gRPC specification says to retry.
     match status.code() {
         Code::Cancelled
@@ -615,7 +612,12 @@ fn tls_hint(error: &str) -> &'static str {
 
 /// An error and its causes on one line ("connection refused" is a cause).
 fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
+    format!("{error}{}", causes(error))
+}
+
+/// `error`'s causes, each after ": ".
+fn causes(error: &dyn std::error::Error) -> String {
+    let mut text = String::new();
     let mut source = error.source();
     while let Some(cause) = source {
         text += &format!(": {cause}");
