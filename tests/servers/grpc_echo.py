@@ -3,7 +3,9 @@
 Usage: grpc_echo.py serve PORT     prints "ready" once it listens
        grpc_echo.py call PORT      makes the calls below, then exits
 Service demo.Echo: Say (unary, echoes), Count (server streaming, three
-answers), Fail (unary, NOT_FOUND). Messages are raw bytes: no generated code.
+answers), Fail (unary, NOT_FOUND); service demo.Any echoes any method name
+(a test names a call after the request it serves). Messages are raw bytes:
+no generated code.
 The client makes one Say, one Count and one Fail, then 8 Say calls from 8
 threads at once on the same channel (one connection: concurrent streams).
 """
@@ -35,8 +37,14 @@ def serve(port):
             "Fail": grpc.unary_unary_rpc_method_handler(fail),
         },
     )
+    class AnyMethod(grpc.GenericRpcHandler):
+        def service(self, details):
+            if details.method.startswith("/demo.Any/"):
+                return grpc.unary_unary_rpc_method_handler(say)
+            return None
+
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=8), options=OPTIONS)
-    server.add_generic_rpc_handlers((handler,))
+    server.add_generic_rpc_handlers((handler, AnyMethod()))
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     print("ready", flush=True)

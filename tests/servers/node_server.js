@@ -1,9 +1,13 @@
-// HTTP/1.1 keep-alive server on Node.js for the tests.
-// Usage: node node_server.js PORT. Routes as http11_server.py: /hello, /status/NNN,
-// POST echoes the body length. Prints "ready" once it listens.
+// HTTP/1.1 keep-alive server on Node.js for the tests; HTTPS (Node's own
+// OpenSSL) when given a certificate and its key.
+// Usage: node node_server.js PORT [CERT KEY]. Routes as http11_server.py: /hello,
+// /status/NNN, POST echoes the body length. Prints "ready" once it listens.
+const fs = require("fs");
 const http = require("http");
+const https = require("https");
 
-const server = http.createServer((req, res) => {
+const [port, cert, key] = process.argv.slice(2);
+const handler = (req, res) => {
   let length = 0;
   req.on("data", (chunk) => (length += chunk.length));
   req.on("end", () => {
@@ -22,6 +26,9 @@ const server = http.createServer((req, res) => {
       }, 1);
     }
   });
-});
+};
+const server = cert
+  ? https.createServer({ cert: fs.readFileSync(cert), key: fs.readFileSync(key) }, handler)
+  : http.createServer(handler);
 server.keepAliveTimeout = 60000;
-server.listen(Number(process.argv[2]), "127.0.0.1", () => console.log("ready"));
+server.listen(Number(port), "127.0.0.1", () => console.log("ready"));

@@ -154,25 +154,36 @@ pub fn python_leaf(port: u16, name: &str) -> Process {
 
 /// The Go front, built once per run (Debian's golang-go; standard library only).
 fn go_front() -> PathBuf {
-    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let dir = temp_dir("go-front");
-            let binary = dir.join("front_go");
-            let status = Command::new("go")
-                .arg("build")
-                .arg("-o")
-                .arg(&binary)
-                .arg(servers_dir().join("front_go/main.go"))
-                .env("GOCACHE", dir.join("cache"))
-                .env("GOPATH", dir.join("gopath"))
-                .env("GOFLAGS", "-mod=mod")
-                .status()
-                .expect("run go (cargo xtask bench installs golang-go)");
-            assert!(status.success(), "go build of the Go front failed");
-            binary
-        })
-        .clone()
+    go_program("front_go")
+}
+
+/// The Go HTTPS client (`servers/go_https_client`), built once per run.
+pub fn go_https_client() -> PathBuf {
+    go_program("go_https_client")
+}
+
+/// The Go program in `servers/NAME/main.go`, built once per run.
+fn go_program(name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<(String, PathBuf)>> = std::sync::Mutex::new(Vec::new());
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, binary)) = built.iter().find(|(built, _)| built == name) {
+        return binary.clone();
+    }
+    let dir = temp_dir(name);
+    let binary = dir.join(name);
+    let status = Command::new("go")
+        .arg("build")
+        .arg("-o")
+        .arg(&binary)
+        .arg(servers_dir().join(name).join("main.go"))
+        .env("GOCACHE", dir.join("cache"))
+        .env("GOPATH", dir.join("gopath"))
+        .env("GOFLAGS", "-mod=mod")
+        .status()
+        .expect("run go (cargo xtask setup --test-deps installs golang-go)");
+    assert!(status.success(), "go build of {name} failed");
+    built.push((name.to_string(), binary.clone()));
+    binary
 }
 
 /// Why request `marker` is not one whole, correctly parented trace (none

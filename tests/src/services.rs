@@ -135,18 +135,7 @@ fn start_nginx(listen: u16, upstream: u16, front: Front) -> Process {
     let dir = temp_dir("nginx");
     let d = dir.display();
     let listen_directive = if let Front::Https | Front::Http2 { .. } = front {
-        let made = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            ])
-            .args(["-subj", "/CN=localhost"])
-            .arg("-keyout")
-            .arg(dir.join("key.pem"))
-            .arg("-out")
-            .arg(dir.join("cert.pem"))
-            .output()
-            .expect("run openssl (Debian: apt-get install openssl)");
-        assert!(made.status.success(), "openssl req failed: {made:?}");
+        self_signed(&dir);
         let (http2, h2c) = match front {
             Front::Http2 { h2c } => (" http2", format!("listen 127.0.0.1:{h2c} http2;")),
             _ => ("", String::new()),
@@ -172,6 +161,22 @@ fn start_nginx(listen: u16, upstream: u16, front: Front) -> Process {
     }}"
     );
     run_nginx(&dir, &servers, listen)
+}
+
+/// A self-signed certificate for `localhost` in `dir`: `cert.pem`, `key.pem`.
+pub fn self_signed(dir: &std::path::Path) {
+    let made = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .output()
+        .expect("run openssl (Debian: apt-get install openssl)");
+    assert!(made.status.success(), "openssl req failed: {made:?}");
 }
 
 /// nginx (one process, no master) with `http_blocks` (upstreams, servers)

@@ -279,6 +279,44 @@ fn node_server_with_keep_alive_client() {
     assert_durations(&spans, &observed);
 }
 
+/// A Node.js HTTPS server: Node's own OpenSSL, on memory buffers (its event
+/// loop moves the ciphertext), read through the uprobes on `node`. curl
+/// keeps one connection for three requests, then opens a second: every
+/// server span says `https` and is the child of curl's span.
+#[test]
+fn node_https_server_with_curl() {
+    require_root();
+    let dir = temp_dir("node-https");
+    tracer_tests::services::self_signed(&dir);
+    let port = free_port();
+    let agent = Agent::start(&[]);
+    let _server = Process::spawn_until(
+        Command::new("node")
+            .arg(servers_dir().join("node_server.js"))
+            .arg(port.to_string())
+            .args([dir.join("cert.pem"), dir.join("key.pem")]),
+        "ready",
+    );
+    let base = format!("https://127.0.0.1:{port}");
+    let urls: Vec<String> = (0..3).map(|i| format!("{base}/items/{i}")).collect();
+    curl(&["--insecure"], &urls);
+    curl(&["--insecure"], &[format!("{base}/items/3")]);
+    let run = agent.stop();
+    assert!(run.status.success(), "agent failed: {}", run.stderr);
+    let spans = run.spans_on_port(port);
+    let servers = of_kind(&spans, SERVER);
+    let clients = of_kind(&spans, CLIENT);
+    assert_eq!(servers.len(), 4, "{servers:#?}\n{}", run.stderr);
+    for server in &servers {
+        assert_eq!(server.str("url.scheme"), Some("https"), "{server:?}");
+        let client = clients
+            .iter()
+            .find(|c| c.span_id == server.parent_span_id)
+            .unwrap_or_else(|| panic!("no client span is the parent of {server:#?}"));
+        assert_eq!(client.str("url.path"), server.str("url.path"));
+    }
+}
+
 /// A keep-alive connection opened before the agent started is recognised on
 /// its next requests, with the right roles.
 ///

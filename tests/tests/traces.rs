@@ -13,7 +13,7 @@ use tracer_tests::{
     servers_dir,
     services::{
         Chain, Hop, chain, drive, drive_https, mixed_traces, nginx, nginx_http2, nginx_https,
-        spans_of,
+        run_nginx, self_signed, spans_of,
     },
 };
 
@@ -468,8 +468,9 @@ fn nginx_reverse_proxy_concurrency_8() {
 }
 
 /// HTTPS into nginx (OpenSSL, read through its uprobes), HTTP behind it:
-/// curl and a Python client → nginx → svc-a → svc-b, whole, the HTTPS
-/// hop's spans saying so and paired across the two processes.
+/// curl, a Python client, a Node.js client (its own OpenSSL, on memory
+/// buffers) and a Go client (`crypto/tls`) → nginx → svc-a → svc-b, whole,
+/// the HTTPS hop's spans saying so and paired across the two processes.
 #[test]
 fn https_front_makes_whole_traces() {
     require_root();
@@ -505,6 +506,21 @@ fn https_chain(agent_args: &[&str]) -> tracer_tests::AgentRun {
         .output()
         .expect("run python3");
     assert!(python_client.status.success(), "{python_client:?}");
+    let node_client = Command::new("node")
+        .arg("-e")
+        .arg(NODE_HTTPS_CLIENT)
+        .arg(proxy.to_string())
+        .env("OTEL_SERVICE_NAME", "node-client")
+        .output()
+        .expect("run node");
+    assert!(node_client.status.success(), "{node_client:?}");
+    let go_client = Command::new(runtimes::go_https_client())
+        .arg(proxy.to_string())
+        .args(GO_MARKERS)
+        .env("OTEL_SERVICE_NAME", "go-client")
+        .output()
+        .expect("run the Go HTTPS client");
+    assert!(go_client.status.success(), "{go_client:?}");
     let run = agent.stop();
     assert!(run.status.success(), "{}", run.stderr);
     for marker in &markers {
@@ -515,12 +531,20 @@ fn https_chain(agent_args: &[&str]) -> tracer_tests::AgentRun {
         }
         assert_eq!(one(&spans, "nginx", CLIENT).str("url.scheme"), Some("http"));
     }
-    for marker in ["py0", "py1"] {
-        let hops = [("py-client", CLIENT)]
+    let clients = [
+        ("py-client", ["py0", "py1"].as_slice()),
+        ("node-client", &NODE_MARKERS),
+    ];
+    for (client, markers) in clients {
+        let hops = [(client, CLIENT)]
             .into_iter()
             .chain(NGINX_CHAIN[1..].iter().copied())
             .collect::<Vec<_>>();
-        assert_path(&run.spans, marker, &hops);
+        for marker in markers {
+            assert_path(&run.spans, marker, &hops);
+            let span = one(&spans_of(&run.spans, marker), client, CLIENT);
+            assert_eq!(span.str("url.scheme"), Some("https"), "{span:?}");
+        }
     }
     assert_no_mixed_traces(&run.spans);
     run
@@ -537,6 +561,27 @@ for marker in ["py0", "py1"]:
     connection.request("GET", f"/req/{marker}")
     connection.getresponse().read()
 "#;
+
+/// Node.js's own OpenSSL (linked into `node`, on memory buffers): three
+/// requests on one kept-alive connection, then a new connection (a new
+/// `SSL*`, maybe at the freed one's address).
+const NODE_HTTPS_CLIENT: &str = r#"
+const https = require("https");
+const port = Number(process.argv[1]);
+const get = (agent, marker) => new Promise((resolve, reject) => {
+  const options = { host: "127.0.0.1", port, path: `/req/${marker}`, agent, rejectUnauthorized: false };
+  https.get(options, (response) => { response.resume(); response.on("end", resolve); }).on("error", reject);
+});
+(async () => {
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
+  for (const marker of ["node0", "node1", "node2"]) await get(agent, marker);
+  agent.destroy();
+  await get(new https.Agent({ keepAlive: false }), "node3");
+})().catch((error) => { console.error(error); process.exit(1); });
+"#;
+const NODE_MARKERS: [&str; 4] = ["node0", "node1", "node2", "node3"];
+/// Go's `crypto/tls` (`servers/go_https_client`), one kept-alive connection.
+const GO_MARKERS: [&str; 3] = ["go0", "go1", "go2"];
 
 /// HTTP/2 to nginx. curl over TLS (ALPN h2), one request at a time on one
 /// connection: whole traces. h2load, four streams at once on one h2c
@@ -670,6 +715,95 @@ fn grpc_calls_make_rpc_spans() {
         );
     }
     assert_eq!(run.summary("parse_errors"), 0, "{}", run.stderr);
+}
+
+/// curl → nginx, HTTP; nginx → a Python service, HTTPS (nginx's OpenSSL as
+/// client, Python's as server); that service → a grpcio server, gRPC over
+/// h2c on one connection its handler threads share, each call named after
+/// its request: the HTTPS hops whole; every RPC server span the child of
+/// its client span; every call under its own request, never another's
+/// (the connection is multiplexed: each write is decided by its thread).
+/// grpcio's core may write a call's frames from another of its threads,
+/// which leaves that call unlinked: most are linked, not all.
+#[test]
+fn https_middle_hop_and_grpc_last_hop_make_whole_traces() {
+    require_root();
+    // First: the service's gRPC connection, opened at its start, is parsed
+    // only from its preface (HPACK state).
+    let agent = Agent::start(&[]);
+    let python = tracer_tests::test_tools_dir().join("grpc/bin/python");
+    let grpc_port = free_port().to_string();
+    let _grpc_server = Process::spawn_until(
+        Command::new(&python)
+            .arg(servers_dir().join("grpc_echo.py"))
+            .args(["serve", &grpc_port])
+            .env("OTEL_SERVICE_NAME", "grpc-server"),
+        "ready",
+    );
+    let dir = tracer_tests::temp_dir("https-grpc");
+    self_signed(&dir);
+    let service = free_port();
+    let _service = Process::spawn_until(
+        Command::new(&python)
+            .arg(servers_dir().join("https_grpc_service.py"))
+            .args([service.to_string(), grpc_port])
+            .args([dir.join("cert.pem"), dir.join("key.pem")])
+            .env("OTEL_SERVICE_NAME", "https-svc"),
+        "ready",
+    );
+    let front = free_port();
+    let upstream = format!(
+        "upstream backend {{ server 127.0.0.1:{service}; keepalive 8; }}
+    server {{
+        listen 127.0.0.1:{front};
+        location / {{
+            proxy_pass https://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }}
+    }}"
+    );
+    let _nginx = run_nginx(&dir, &upstream, front);
+    let markers = drive(front, 2, 4);
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    let hops = [
+        ("curl", CLIENT),
+        ("nginx", SERVER),
+        ("nginx", CLIENT),
+        ("https-svc", SERVER),
+    ];
+    let mut linked = 0;
+    for marker in &markers {
+        assert_path(&run.spans, marker, &hops);
+        let spans = spans_of(&run.spans, marker);
+        let server = one(&spans, "https-svc", SERVER);
+        assert_eq!(server.str("url.scheme"), Some("https"), "{server:?}");
+        let named = |service: &str| {
+            run.spans
+                .iter()
+                .find(|s| s.service == service && s.str("rpc.method") == Some(marker))
+                .unwrap_or_else(|| panic!("request {marker}: no {service} RPC span"))
+        };
+        let (call, answer) = (named("https-svc"), named("grpc-server"));
+        assert_eq!((call.kind, answer.kind), (CLIENT, SERVER));
+        assert_eq!(answer.parent_span_id, call.span_id, "request {marker}");
+        assert_eq!(answer.trace_id, call.trace_id, "request {marker}");
+        if !call.parent_span_id.is_empty() {
+            assert_eq!(
+                call.parent_span_id, server.span_id,
+                "request {marker}: {call:#?}"
+            );
+            linked += 1;
+        }
+    }
+    eprintln!("{linked} of {} calls linked", markers.len());
+    assert!(
+        2 * linked >= markers.len(),
+        "{linked} of {} calls linked",
+        markers.len()
+    );
+    assert_no_mixed_traces(&run.spans);
 }
 
 /// curl → nginx → svc-a → svc-b.

@@ -30,7 +30,7 @@ use tracer_common::{DEFAULT_CAPTURE, InjectMode, KernelOffsets, MAX_CAPTURE};
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 /// Traces the HTTP/1.x, HTTP/2 and gRPC requests (clear text, or HTTPS through
-/// OpenSSL 3) that every process on this machine serves or makes, and its
+/// OpenSSL 3 or Go's crypto/tls) that every process on this machine serves or makes, and its
 /// Redis, PostgreSQL and MySQL/MariaDB calls, with no change to those
 /// processes, and prints one span per request or database command.
 ///
@@ -253,9 +253,10 @@ struct Cli {
     node_context_script: bool,
 
     /// Do not read TLS plaintext. By default the agent attaches uprobes to
-    /// OpenSSL 3 (libssl.so.3: the system's, and any other copy mapped by a
-    /// process running at start-up) so HTTPS traffic gives spans like
-    /// HTTP, with url.scheme=https.
+    /// OpenSSL 3 (libssl.so.3: the system's and any other copy a process
+    /// maps; executables that link it in and export it, like node) and to
+    /// Go programs' crypto/tls, so HTTPS traffic gives spans like HTTP, with
+    /// url.scheme=https.
     #[arg(long)]
     no_tls: bool,
 

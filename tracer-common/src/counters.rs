@@ -57,7 +57,8 @@ pub enum Counter {
     /// creating code could not be read. Their calls follow the thread rule.
     TasksNotFollowed = 19,
     /// TLS library reads and writes whose socket was not known (no socket
-    /// syscall during the call or an earlier one on the same session):
+    /// syscall during the call or an earlier one on the same session, no
+    /// socket write after an earlier call of a memory-buffer library):
     /// their plaintext is not sent.
     TlsSocketUnknown = 20,
     /// TLS library calls not followed because the per-thread map of calls
@@ -66,10 +67,13 @@ pub enum Counter {
     /// Socket syscalls on TLS connections whose plaintext the TLS probes
     /// send: the ciphertext is skipped.
     SkippedTlsCiphertext = 22,
+    /// TLS library calls not followed because a new session could not be
+    /// kept in the map of sessions.
+    TlsSessionsMapFull = 23,
 }
 
 impl Counter {
-    pub const ALL: [Counter; 23] = [
+    pub const ALL: [Counter; 24] = [
         Counter::EventsSent,
         Counter::EventsLostRingFull,
         Counter::InFlightMapFull,
@@ -93,6 +97,7 @@ impl Counter {
         Counter::TlsSocketUnknown,
         Counter::TlsCallsMapFull,
         Counter::SkippedTlsCiphertext,
+        Counter::TlsSessionsMapFull,
     ];
     /// Slots in the `COUNTERS` map.
     pub const SLOTS: u32 = Self::ALL.len() as u32;
@@ -122,6 +127,7 @@ impl Counter {
             Counter::TlsSocketUnknown => "tls_socket_unknown",
             Counter::TlsCallsMapFull => "tls_calls_map_full",
             Counter::SkippedTlsCiphertext => "skipped_tls_ciphertext",
+            Counter::TlsSessionsMapFull => "tls_sessions_map_full",
         }
     }
 }

@@ -14,6 +14,10 @@ pub struct GoProcess {
     /// Where the running goroutine's `g` pointer lives, relative to the
     /// thread pointer (`fsbase`): -8 for Go's own linker on amd64.
     pub tls_g_offset: i32,
+    /// The process's address of the itab of `*net.TCPConn` as a
+    /// `net.Conn`: a `crypto/tls.Conn` whose connection has it is on a TCP
+    /// socket the kernel can find (0: its TLS plaintext is not read).
+    pub tcp_conn_itab: u64,
 }
 
 impl GoProcess {
@@ -21,6 +25,7 @@ impl GoProcess {
     pub const UNSUPPORTED: GoProcess = GoProcess {
         goid_offset: 0,
         tls_g_offset: 0,
+        tcp_conn_itab: 0,
     };
 
     pub const fn followed(&self) -> bool {
@@ -31,7 +36,7 @@ impl GoProcess {
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for GoProcess {}
 
-const _: () = assert!(core::mem::size_of::<GoProcess>() == 8);
+const _: () = assert!(core::mem::size_of::<GoProcess>() == 16);
 
 /// Ranges of a Go executable's code whose `go` statements pass the request
 /// on (`GO_SPAWN_RANGES`, by pid): the program's own packages (`main` and

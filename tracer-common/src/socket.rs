@@ -29,7 +29,11 @@ pub struct SocketState {
     /// Non-zero once a TLS library's plaintext of this connection was
     /// seen: its events come from the TLS probes, its syscalls are skipped.
     pub tls: u8,
-    pub _pad: [u8; 5],
+    /// Non-zero once the client wrote the HTTP/2 preface: several calls,
+    /// from several threads, may be in flight on it at once, so each write
+    /// is decided on its own (no call is kept per connection).
+    pub multiplexed: u8,
+    pub _pad: [u8; 4],
 }
 
 /// A request as both its ends see it on this node: client and server

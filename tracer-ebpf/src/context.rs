@@ -127,10 +127,14 @@ pub fn server_done(sock: u64) {
 
 /// Thread `tid` writes a request on client connection `client` (or connects
 /// it: `connecting`): the inbound request it is made for, `sock` zero for
-/// none. A connection's later writes for the same call repeat the answer.
+/// none. A connection's later writes for the same call repeat the answer,
+/// unless it is `multiplexed` (HTTP/2: several calls from several threads
+/// at once): then each write is decided on its own, and the request does
+/// not wait for the call (which of its calls a response answers is not
+/// known).
 #[inline(always)]
-pub fn call_context(tid: u32, client: u64, connecting: bool) -> RequestContext {
-    if let Some(call) = unsafe { CALLS.get(client) } {
+pub fn call_context(tid: u32, client: u64, connecting: bool, multiplexed: bool) -> RequestContext {
+    if !multiplexed && let Some(call) = unsafe { CALLS.get(client) } {
         return *call;
     }
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
@@ -139,7 +143,7 @@ pub fn call_context(tid: u32, client: u64, connecting: bool) -> RequestContext {
         if connecting {
             return RequestContext::default();
         }
-        return goroutine_call(pid, &go, client);
+        return goroutine_call(pid, &go, client, multiplexed);
     }
     if node::scripted(pid) {
         // The script speaks just before each request is written.
@@ -150,7 +154,7 @@ pub fn call_context(tid: u32, client: u64, connecting: bool) -> RequestContext {
             count(Counter::ScriptCallsWithoutContext, 1);
             return RequestContext::default();
         };
-        return linked(client, request);
+        return linked(client, request, multiplexed);
     }
     // An asyncio task or a pool's work item says which request it serves;
     // else the thread's count.
@@ -165,11 +169,15 @@ pub fn call_context(tid: u32, client: u64, connecting: bool) -> RequestContext {
     // request where it was: the thread that handed it off goes on serving it
     // (and may hand off more).
     if call.source == CONTEXT_FROM_HANDOFF {
-        return linked(client, call);
+        return linked(client, call, multiplexed);
     }
     let Some(request) = SERVER_REQUESTS.get_ptr_mut(call.sock) else {
         return RequestContext::default();
     };
+    if multiplexed {
+        count(Counter::CallsLinked, 1);
+        return call;
+    }
     if CALLS.insert(client, call, 0).is_err() {
         return RequestContext::default();
     }
@@ -232,7 +240,7 @@ pub fn thread_choice(tid: u32, counted: bool) -> Option<RequestContext> {
 /// writing it. The request stays as it is (the thread rule's states are not
 /// used for Go).
 #[inline(always)]
-fn goroutine_call(pid: u32, go: &GoProcess, client: u64) -> RequestContext {
+fn goroutine_call(pid: u32, go: &GoProcess, client: u64, multiplexed: bool) -> RequestContext {
     let request = match config() {
         Some(config) if go.followed() => {
             running_goroutine(&config.offsets, go).and_then(|goid| live_request(pid, goid))
@@ -243,13 +251,14 @@ fn goroutine_call(pid: u32, go: &GoProcess, client: u64) -> RequestContext {
         count(Counter::GoCallsWithoutContext, 1);
         return RequestContext::default();
     };
-    linked(client, request)
+    linked(client, request, multiplexed)
 }
 
-/// A call on `client` made for `request`, for its later writes to repeat.
+/// A call on `client` made for `request`, for its later writes to repeat
+/// (not on a `multiplexed` connection).
 #[inline(always)]
-fn linked(client: u64, request: RequestContext) -> RequestContext {
-    if CALLS.insert(client, request, 0).is_err() {
+fn linked(client: u64, request: RequestContext, multiplexed: bool) -> RequestContext {
+    if !multiplexed && CALLS.insert(client, request, 0).is_err() {
         return RequestContext::default();
     }
     count(Counter::CallsLinked, 1);

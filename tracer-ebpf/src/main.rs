@@ -8,7 +8,7 @@
 //! Node.js, as the agent's script in the process tells it), `tasks` (for
 //! Python asyncio, with uprobes on `_asyncio`), `pools` (Python thread pools,
 //! with uprobes on `_queue`), `tls` (TLS plaintext, with uprobes on
-//! OpenSSL), `inject`
+//! OpenSSL), `go_tls` (the same for Go's `crypto/tls`), `inject`
 //! (`traceparent` injection: `sock_ops` + `sk_msg`), `programs` (the thin
 //! tracepoint entry points).
 #![no_std]
@@ -16,6 +16,7 @@
 
 mod capture;
 mod context;
+mod go_tls;
 mod goroutines;
 mod inject;
 mod maps;

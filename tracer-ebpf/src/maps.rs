@@ -215,9 +215,17 @@ pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::S
 
 /// The role learnt for `sock` (accept, connect, or its first HTTP message).
 /// A TLS library call in progress, by thread (pid_tgid), from its entry
-/// uprobe to its return (`tls`).
+/// uprobe to its return, or a returned call whose session's socket the
+/// thread's next socket write names (`tls`). LRU: a thread that exits
+/// before that write leaves its entry.
 #[map]
-pub static TLS_CALLS: HashMap<u64, TlsCall> = HashMap::with_max_entries(MAX_TLS_CALLS, 0);
+pub static TLS_CALLS: LruHashMap<u64, TlsCall> = LruHashMap::with_max_entries(MAX_TLS_CALLS, 0);
+
+/// Go TLS reads in progress (`go_tls`). LRU: a goroutine that never
+/// returns (its program exited) leaves its entry.
+#[map]
+pub static GO_TLS_READS: LruHashMap<GoTlsReadKey, GoTlsRead> =
+    LruHashMap::with_max_entries(MAX_TLS_CALLS, 0);
 
 /// Each TLS session's socket and plaintext offsets, by process and `SSL*`
 /// (`tls`). LRU: sessions whose process freed them age out.
@@ -271,9 +279,29 @@ pub struct TlsCall {
     pub start_ns: u64,
     /// The socket of the first socket syscall made during the call (0: none yet).
     pub sock: u64,
-    /// A `TlsCallKind` as u8.
+    /// What the call is (`tls`'s `READ`, `WRITE`, `HANDSHAKE`, `BIND`).
     pub kind: u8,
     pub _pad: [u8; 7],
+}
+
+/// A goroutine in Go's `crypto/tls.(*Conn).Read`, by process and `g`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct GoTlsReadKey {
+    pub pid: u32,
+    pub _pad: u32,
+    pub goroutine: u64,
+}
+
+/// What a Go TLS read's entry keeps for its returns.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct GoTlsRead {
+    /// The `*tls.Conn`.
+    pub conn: u64,
+    /// The plaintext buffer.
+    pub buf: u64,
+    pub start_ns: u64,
 }
 
 #[repr(C)]

@@ -73,7 +73,7 @@ fn start_of(
     let sock = tcp_sock_of_fd(&config.offsets, fd)?;
     let state = socket_state(config, sock)?;
     if config.tls_probes != 0 {
-        tls::syscall_in_call(sock);
+        tls::syscall_in_call(sock, syscall.direction() == Some(Direction::Egress));
     }
     // A connect makes a new connection: what an earlier socket at the same
     // address was (skipped, TLS) is not this one's.
@@ -337,13 +337,20 @@ fn track_context(
             if in_flight.is_call == 0 {
                 // The role was learned only now (a connection older than
                 // the agent): decide the call here.
-                buffer.header.context = context::call_context(buffer.header.tid, sock, false);
+                buffer.header.context =
+                    context::call_context(buffer.header.tid, sock, false, state.multiplexed != 0);
             } else {
                 buffer.header.context = in_flight.context;
             }
             if in_flight.span_id != [0; 8] {
                 buffer.header.trace_id = in_flight.trace_id;
                 buffer.header.span_id = in_flight.span_id;
+            }
+            if state.multiplexed == 0 && http2_preface(buffer) {
+                state.multiplexed = 1;
+                // The call this write was decided for no longer holds its
+                // request back: it goes on as if answered.
+                context::call_answered(0, sock);
             }
         }
         (Role::Client, Direction::Ingress) => {
@@ -352,6 +359,12 @@ fn track_context(
         }
         _ => {}
     }
+}
+
+/// An HTTP/2 client's connection preface (`PRI * HTTP/2.0`) starts the payload.
+#[inline(always)]
+fn http2_preface(buffer: &EventBuffer) -> bool {
+    buffer.header.captured >= 8 && buffer.payload[..8] == *b"PRI * HT"
 }
 
 /// The role of a connection opened before the agent started, from the start
@@ -427,7 +440,7 @@ fn enter_call(config: &Config, in_flight: &mut InFlight, state: &mut SocketState
     }
     in_flight.is_call = 1;
     let tid = bpf_get_current_pid_tgid() as u32;
-    in_flight.context = context::call_context(tid, in_flight.sock, false);
+    in_flight.context = context::call_context(tid, in_flight.sock, false, state.multiplexed != 0);
     if overload::call_write(config, state, in_flight.seq, in_flight.context.sock) {
         // Left out: nothing on the wire names it either.
         return;
@@ -569,7 +582,7 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
         // An event loop may write this connection's first request turns
         // later, when it serves other requests: decide now.
         let tid = bpf_get_current_pid_tgid() as u32;
-        context::call_context(tid, in_flight.sock, true);
+        context::call_context(tid, in_flight.sock, true, false);
         opened(
             in_flight.fd as i64,
             Role::Client,

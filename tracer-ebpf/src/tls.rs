@@ -1,15 +1,21 @@
 //! TLS plaintext: uprobes on OpenSSL's `SSL_read`, `SSL_write`, their
-//! `_ex` variants and `SSL_do_handshake`, attached once per library file
+//! `_ex` variants, `SSL_do_handshake` and where a connection starts
+//! (`SSL_set_connect_state`, `SSL_set_accept_state`), attached once per library file
 //! (every process that maps it, started before or after the agent).
 //!
 //! - **Which socket**: a TLS call's socket is the one of the first socket
 //!   syscall the thread makes during the call (`syscall_in_call`); a
 //!   session (`SSL*`) keeps it for calls served from the library's buffer
-//!   with no syscall. The handshake always makes syscalls, so a session
-//!   seen from its start always knows its socket.
+//!   with no syscall. A library that reads and writes memory buffers
+//!   instead (Node.js: its event loop moves the ciphertext) makes none
+//!   during any call: a call that returns with its session's socket still
+//!   unknown leaves the thread a `BIND`, and the thread's next socket write
+//!   (the ciphertext the call left, written before the event loop goes on)
+//!   names the socket. Its handshake's ciphertext is the first such write,
+//!   so a session seen from its start knows its socket either way.
 //! - **Pairing the two ends**: instead of the TCP sequence number, an event
 //!   carries the offset of its first byte in its direction's plaintext,
-//!   counted from the handshake: the same at the client's write and the
+//!   counted from the connection's start: the same at the client's write and the
 //!   server's read of a request, however the library cut it into records
 //!   or buffered them. A session whose handshake was not seen starts its
 //!   counts at a random offset, so that its requests are left unpaired
@@ -26,7 +32,7 @@ use aya_ebpf::{
     macros::{uprobe, uretprobe},
     programs::{ProbeContext, RetProbeContext},
 };
-use tracer_common::{Counter, RequestContext, Source, Syscall};
+use tracer_common::{Config, Counter, RequestContext, Source, Syscall};
 
 use crate::{
     context,
@@ -38,6 +44,8 @@ use crate::{
 const READ: u8 = 1;
 const WRITE: u8 = 2;
 const HANDSHAKE: u8 = 3;
+/// Not a call: the thread's next socket write names its session's socket.
+const BIND: u8 = 4;
 
 /// `SSL_read(ssl, buf, num)`.
 #[uprobe]
@@ -74,6 +82,44 @@ pub fn tls_handshake(ctx: ProbeContext) -> u32 {
     0
 }
 
+/// `SSL_set_connect_state(ssl)`, `SSL_set_accept_state(ssl)`: a new
+/// connection, before its handshake: its plaintext offsets start at 0, its
+/// socket is named by the first call that finds one. (A library on memory
+/// buffers, Node.js's, may never call `SSL_do_handshake`: its first read
+/// makes the handshake.)
+#[uprobe]
+pub fn tls_start(ctx: ProbeContext) -> u32 {
+    if traced().is_some() {
+        start_session(ctx.arg(0).unwrap_or(0));
+    }
+    0
+}
+
+/// A new connection's session `ssl` of the current process (a library's
+/// connection object), before its handshake: offsets at 0, socket unknown.
+#[inline(always)]
+pub fn start_session(ssl: u64) {
+    let key = session_key(ssl);
+    let session = TlsSession {
+        sock: 0,
+        written: 0,
+        read: 0,
+    };
+    if TLS_SESSIONS.insert(key, session, 0).is_err() {
+        count(Counter::TlsSessionsMapFull, 1);
+    }
+}
+
+/// The current process's session `ssl`.
+#[inline(always)]
+pub fn session_key(ssl: u64) -> TlsSessionKey {
+    TlsSessionKey {
+        pid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        _pad: 0,
+        ssl,
+    }
+}
+
 /// The return of any of them.
 #[uretprobe]
 pub fn tls_return(ctx: RetProbeContext) -> u32 {
@@ -107,16 +153,32 @@ fn enter(ctx: &ProbeContext, kind: u8, reports_moved: bool) {
     }
 }
 
-/// A socket syscall on `sock`: if the thread is inside a TLS call that has
-/// no socket yet, this is its socket.
+/// A socket syscall on `sock` (a write when `egress`): if the thread is
+/// inside a TLS call that has no socket yet, this is its socket; if a call
+/// left the thread a `BIND`, a write is its session's.
 #[inline(always)]
-pub fn syscall_in_call(sock: u64) {
-    if let Some(call) = TLS_CALLS.get_ptr_mut(bpf_get_current_pid_tgid()) {
-        let call = unsafe { &mut *call };
+pub fn syscall_in_call(sock: u64, egress: bool) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let Some(call) = TLS_CALLS.get_ptr_mut(pid_tgid) else {
+        return;
+    };
+    let call = unsafe { &mut *call };
+    if call.kind != BIND {
         if call.sock == 0 {
             call.sock = sock;
         }
+        return;
     }
+    if !egress {
+        return;
+    }
+    if let Some(session) = TLS_SESSIONS.get_ptr_mut(session_key(call.ssl)) {
+        let session = unsafe { &mut *session };
+        if session.sock == 0 {
+            session.sock = sock;
+        }
+    }
+    let _ = TLS_CALLS.remove(pid_tgid);
 }
 
 #[inline(always)]
@@ -129,33 +191,59 @@ fn returned(ctx: &RetProbeContext) {
     let Some(config) = config() else {
         return;
     };
-    let key = TlsSessionKey {
-        pid: (pid_tgid >> 32) as u32,
-        _pad: 0,
-        ssl: call.ssl,
-    };
-    let session = session(&key, call.sock, call.kind == HANDSHAKE);
-    if call.kind == HANDSHAKE {
-        return;
-    }
-    let Some(session) = session else {
-        count(Counter::TlsSocketUnknown, 1);
+    let Some(session) = session(&session_key(call.ssl), call.sock, call.kind == HANDSHAKE) else {
+        count(Counter::TlsSessionsMapFull, 1);
         return;
     };
-    // Each returns a C `int`: the upper half of the register is not its.
-    let result = ctx.ret::<i32>() as i64;
-    let moved = if call.moved_ptr != 0 {
-        if result != 1 {
-            return;
+    if session.sock == 0 {
+        let bind = TlsCall { kind: BIND, ..call };
+        if TLS_CALLS.insert(pid_tgid, bind, 0).is_err() {
+            count(Counter::TlsCallsMapFull, 1);
         }
-        unsafe { bpf_probe_read_user(call.moved_ptr as *const u64) }.unwrap_or(0) as i64
-    } else {
-        result
+    }
+    let moved = match call.kind {
+        HANDSHAKE => 0,
+        _ => moved(ctx, &call),
     };
+    let plaintext = Plaintext {
+        read: call.kind == READ,
+        buf: call.buf,
+        moved,
+        start_ns: call.start_ns,
+    };
+    send_plaintext(config, session, &plaintext);
+}
+
+/// What a TLS library call moved: `moved` bytes (0 or less: none) at `buf`,
+/// read or written, by a call that began at `start_ns`.
+pub struct Plaintext {
+    pub read: bool,
+    pub buf: u64,
+    pub moved: i64,
+    pub start_ns: u64,
+}
+
+/// Sends the `plaintext` of `session` as an event of its socket, at its
+/// offset in its direction's plaintext (the offsets go on even when the
+/// socket is not known yet, so that the next calls still pair).
+#[inline(always)]
+pub fn send_plaintext(config: &Config, session: &mut TlsSession, plaintext: &Plaintext) {
+    let moved = plaintext.moved;
     if moved <= 0 {
         return;
     }
+    let (syscall, offset) = if plaintext.read {
+        (Syscall::TlsRead, &mut session.read)
+    } else {
+        (Syscall::TlsWrite, &mut session.written)
+    };
+    let seq = *offset;
+    *offset = offset.wrapping_add(moved as u32);
     let sock = session.sock;
+    if sock == 0 {
+        count(Counter::TlsSocketUnknown, 1);
+        return;
+    }
     let Some(state) = socket_state(config, sock) else {
         return;
     };
@@ -165,18 +253,11 @@ fn returned(ctx: &RetProbeContext) {
         // request is none.
         context::server_done(sock);
     }
-    let (syscall, offset) = if call.kind == READ {
-        (Syscall::TlsRead, &mut session.read)
-    } else {
-        (Syscall::TlsWrite, &mut session.written)
-    };
-    let seq = *offset;
-    *offset = offset.wrapping_add(moved as u32);
     let in_flight = InFlight {
         sock,
-        user_ptr: call.buf,
+        user_ptr: plaintext.buf,
         iov_count: 0,
-        start_ns: call.start_ns,
+        start_ns: plaintext.start_ns,
         fd: -1,
         seq,
         syscall: syscall as u8,
@@ -191,30 +272,55 @@ fn returned(ctx: &RetProbeContext) {
     send_data(config, syscall, moved, &in_flight, state, Source::Tls);
 }
 
-/// The session `key`, on `sock` when the call found one. A handshake
-/// starts its plaintext offsets at 0 (a process may free an `SSL*` and get
-/// the same address, even the same socket address, for its next
-/// connection); a session first seen on a new socket without one, at a
-/// random point.
+/// The bytes a read or write call moved (0 or less: none).
 #[inline(always)]
-fn session(key: &TlsSessionKey, sock: u64, handshake: bool) -> Option<&'static mut TlsSession> {
-    if sock != 0 {
-        let known = TLS_SESSIONS
-            .get_ptr_mut(key)
-            .is_some_and(|session| unsafe { (*session).sock } == sock);
-        if handshake || !known {
-            let start = if handshake {
-                0
-            } else {
-                unsafe { bpf_get_prandom_u32() }
-            };
-            let session = TlsSession {
-                sock,
-                written: start,
-                read: start,
-            };
-            TLS_SESSIONS.insert(key, session, 0).ok()?;
-        }
+fn moved(ctx: &RetProbeContext, call: &TlsCall) -> i64 {
+    // Each returns a C `int`: the upper half of the register is not its.
+    let result = ctx.ret::<i32>() as i64;
+    if call.moved_ptr == 0 {
+        return result;
     }
-    Some(unsafe { &mut *TLS_SESSIONS.get_ptr_mut(key)? })
+    if result != 1 {
+        return 0;
+    }
+    unsafe { bpf_probe_read_user(call.moved_ptr as *const u64) }.unwrap_or(0) as i64
+}
+
+/// The session `key`, on `sock` when the call found one (0: the socket
+/// stays as the session knows it, maybe unknown; a session that did not
+/// know its socket takes the call's). A handshake on a known socket starts
+/// the plaintext offsets at 0 (a process may free an `SSL*` and get the
+/// same address, even the same socket address, for its next connection);
+/// a session first seen without one, or on a new socket, at a random
+/// point. A handshake on a session that has moved data but does not know
+/// the call's socket is a memory-buffer library's next connection on a
+/// reused `SSL*` that `tls_start` missed: a new session.
+#[inline(always)]
+pub fn session(key: &TlsSessionKey, sock: u64, handshake: bool) -> Option<&'static mut TlsSession> {
+    let known = unsafe { TLS_SESSIONS.get(key) }.copied();
+    let renew = match known {
+        None => true,
+        Some(session) if sock == 0 || session.sock == 0 => {
+            handshake && (session.written != 0 || session.read != 0)
+        }
+        Some(session) => handshake || session.sock != sock,
+    };
+    if renew {
+        let start = if handshake {
+            0
+        } else {
+            unsafe { bpf_get_prandom_u32() }
+        };
+        let session = TlsSession {
+            sock,
+            written: start,
+            read: start,
+        };
+        TLS_SESSIONS.insert(key, session, 0).ok()?;
+    }
+    let session = unsafe { &mut *TLS_SESSIONS.get_ptr_mut(key)? };
+    if session.sock == 0 {
+        session.sock = sock;
+    }
+    Some(session)
 }

@@ -28,6 +28,9 @@ pub struct GoBinary {
     pub tls_g_offset: i32,
     /// (program, file offset) for each uprobe to attach.
     pub probes: Vec<(GoProbe, u64)>,
+    /// Link-time address of `*net.TCPConn`'s itab as a `net.Conn`, when the
+    /// program has `crypto/tls` (whose probes are then in `probes`).
+    pub tcp_conn_itab: Option<u64>,
     /// [start, end) link-time addresses of the functions whose goroutines
     /// inherit their parent's request (`SpawnRanges`); empty when the
     /// program's own code is too scattered to list (nothing inherits).
@@ -46,16 +49,32 @@ pub enum GoProbe {
     RoundTrip,
     WriteLoop,
     RequestWrite,
+    TlsWrite,
+    TlsRead,
+    TlsReadReturn,
+    TlsStart,
 }
 
 impl GoProbe {
-    pub const ALL: [GoProbe; 5] = [
+    pub const ALL: [GoProbe; 9] = [
         GoProbe::Newproc1,
         GoProbe::Newproc1Return,
         GoProbe::RoundTrip,
         GoProbe::WriteLoop,
         GoProbe::RequestWrite,
+        GoProbe::TlsWrite,
+        GoProbe::TlsRead,
+        GoProbe::TlsReadReturn,
+        GoProbe::TlsStart,
     ];
+
+    /// Reads `crypto/tls` (off with `--no-tls`).
+    pub const fn is_tls(self) -> bool {
+        matches!(
+            self,
+            GoProbe::TlsWrite | GoProbe::TlsRead | GoProbe::TlsReadReturn | GoProbe::TlsStart
+        )
+    }
 
     pub const fn program(self) -> &'static str {
         match self {
@@ -64,6 +83,10 @@ impl GoProbe {
             GoProbe::RoundTrip => "go_round_trip",
             GoProbe::WriteLoop => "go_write_loop",
             GoProbe::RequestWrite => "go_request_write",
+            GoProbe::TlsWrite => "go_tls_write",
+            GoProbe::TlsRead => "go_tls_read",
+            GoProbe::TlsReadReturn => "go_tls_read_return",
+            GoProbe::TlsStart => "go_tls_start",
         }
     }
 }
@@ -111,6 +134,20 @@ const HTTP_CLIENT: [(GoProbe, &str); 3] = [
     (GoProbe::RequestWrite, "net/http.(*Request).write"),
 ];
 
+/// `crypto/tls`'s functions: the plaintext written, read (and its returns),
+/// and a connection's start (a program may have either handshake only).
+const TLS_WRITE: &str = "crypto/tls.(*Conn).Write";
+const TLS_READ: &str = "crypto/tls.(*Conn).Read";
+const TLS_HANDSHAKES: [&str; 2] = [
+    "crypto/tls.(*Conn).clientHandshake",
+    "crypto/tls.(*Conn).serverHandshake",
+];
+/// `*net.TCPConn`'s itab as a `net.Conn` (`go.itab.` before Go 1.20).
+const TCP_CONN_ITABS: [&str; 2] = [
+    "go:itab.*net.TCPConn,net.Conn",
+    "go.itab.*net.TCPConn,net.Conn",
+];
+
 /// Reads what the uprobes need from the Go executable at `path`.
 pub fn inspect(path: &Path) -> Result<GoBinary, Unsupported> {
     let file = std::fs::File::open(path).map_err(|e| Unsupported::Unreadable(e.to_string()))?;
@@ -126,7 +163,12 @@ pub fn inspect(path: &Path) -> Result<GoBinary, Unsupported> {
     let mut code = Vec::new();
     for symbol in elf.symbols() {
         let Ok(name) = symbol.name() else { continue };
-        if name == NEWPROC1 || HTTP_CLIENT.iter().any(|(_, wanted)| *wanted == name) {
+        let wanted = [NEWPROC1, TLS_WRITE, TLS_READ]
+            .iter()
+            .chain(&TLS_HANDSHAKES)
+            .chain(&TCP_CONN_ITABS)
+            .chain(HTTP_CLIENT.iter().map(|(_, name)| name));
+        if wanted.into_iter().any(|wanted| *wanted == name) {
             functions.insert(name.to_string(), (symbol.address(), symbol.size()));
         }
         if symbol.kind() == object::SymbolKind::Text && symbol.size() > 0 {
@@ -139,17 +181,46 @@ pub fn inspect(path: &Path) -> Result<GoBinary, Unsupported> {
         .ok_or(Unsupported::NoSymbol(NEWPROC1))?;
     let file_offset = |address: u64| file_offset(&elf, address);
     let mut probes = vec![(GoProbe::Newproc1, file_offset(newproc1)?)];
-    let newproc1_code = elf
-        .segments()
-        .find_map(|segment| segment.data_range(newproc1, newproc1_size).ok().flatten())
-        .ok_or(Unsupported::NoReturn)?;
-    let returns = uprobes::return_instructions(newproc1_code, newproc1);
-    if returns.is_empty() {
-        return Err(Unsupported::NoReturn);
-    }
-    for address in returns {
+    let returns = |address: u64, size: u64| {
+        let code = elf
+            .segments()
+            .find_map(|segment| segment.data_range(address, size).ok().flatten())?;
+        let returns = uprobes::return_instructions(code, address);
+        (!returns.is_empty()).then_some(returns)
+    };
+    for address in returns(newproc1, newproc1_size).ok_or(Unsupported::NoReturn)? {
         probes.push((GoProbe::Newproc1Return, file_offset(address)?));
     }
+    let tcp_conn_itab = TCP_CONN_ITABS
+        .iter()
+        .find_map(|name| functions.get(*name))
+        .map(|&(address, _)| address);
+    let tls = (
+        functions.get(TLS_WRITE),
+        functions.get(TLS_READ),
+        tcp_conn_itab,
+    );
+    let tcp_conn_itab = match tls {
+        (Some(&(write, _)), Some(&(read, read_size)), Some(itab)) => {
+            match returns(read, read_size) {
+                Some(read_returns) => {
+                    probes.push((GoProbe::TlsWrite, file_offset(write)?));
+                    probes.push((GoProbe::TlsRead, file_offset(read)?));
+                    for address in read_returns {
+                        probes.push((GoProbe::TlsReadReturn, file_offset(address)?));
+                    }
+                    for name in TLS_HANDSHAKES {
+                        if let Some(&(address, _)) = functions.get(name) {
+                            probes.push((GoProbe::TlsStart, file_offset(address)?));
+                        }
+                    }
+                    Some(itab)
+                }
+                None => None,
+            }
+        }
+        _ => None,
+    };
     if HTTP_CLIENT
         .iter()
         .all(|(_, name)| functions.contains_key(*name))
@@ -165,6 +236,7 @@ pub fn inspect(path: &Path) -> Result<GoBinary, Unsupported> {
         goid_offset: goid_offset(&elf)?,
         tls_g_offset: tls_g_offset(&elf)?,
         probes,
+        tcp_conn_itab,
         spawn_ranges: spawn_ranges(code),
         position_independent: elf.elf_header().e_type(endian) == object::elf::ET_DYN,
         link_base: uprobes::link_base(&elf),

@@ -2,6 +2,8 @@
 //! calls are then never tied to a request by thread), and follows their
 //! goroutines where it can: once per executable it reads what the uprobes
 //! need (`go_binary`) and attaches them, for every process of that file.
+//! The same uprobes read the plaintext of their `crypto/tls` connections
+//! (not with `--no-tls`).
 
 use std::{
     collections::HashMap as StdHashMap,
@@ -32,6 +34,8 @@ pub struct GoPrograms {
     spawn_ranges: HashMap<MapData, u32, SpawnRanges>,
     /// Why goroutines cannot be followed at all (the uprobes did not load).
     disabled: Option<String>,
+    /// Read `crypto/tls`.
+    tls: bool,
     proc_root: PathBuf,
     /// By (device, inode): what the kernel needs, or none when the
     /// executable's goroutines cannot be followed.
@@ -54,12 +58,14 @@ impl GoPrograms {
         processes: HashMap<MapData, u32, GoProcess>,
         spawn_ranges: HashMap<MapData, u32, SpawnRanges>,
         disabled: Option<String>,
+        tls: bool,
     ) -> Self {
         GoPrograms {
             ebpf,
             processes,
             spawn_ranges,
             disabled,
+            tls,
             proc_root: PathBuf::from("/proc"),
             binaries: StdHashMap::new(),
         }
@@ -80,18 +86,27 @@ impl GoPrograms {
             return false;
         };
         let mut spawn_ranges = followed.spawn_ranges;
+        let mut process = followed.process;
         if let Some(link_base) = followed.position_independent {
             match load_address(&self.proc_root, pid) {
-                Some(loaded) => spawn_ranges.load_bias = loaded.wrapping_sub(link_base & !0xfff),
-                // Not knowing where the code is, nothing inherits.
-                None => spawn_ranges.count = 0,
+                Some(loaded) => {
+                    spawn_ranges.load_bias = loaded.wrapping_sub(link_base & !0xfff);
+                    process.tcp_conn_itab =
+                        process.tcp_conn_itab.wrapping_add(spawn_ranges.load_bias);
+                }
+                // Not knowing where the code is, nothing inherits, and no
+                // TLS connection is known to be on TCP.
+                None => {
+                    spawn_ranges.count = 0;
+                    process.tcp_conn_itab = 0;
+                }
             }
         }
         // The ranges first: a goroutine started in between inherits nothing.
         let registered = self
             .spawn_ranges
             .insert(pid, spawn_ranges, 0)
-            .and_then(|()| self.processes.insert(pid, followed.process, 0));
+            .and_then(|()| self.processes.insert(pid, process, 0));
         if let Err(e) = registered {
             tracing::debug!("cannot tell the kernel about Go process {pid}: {e}");
             return false;
@@ -115,8 +130,12 @@ impl GoPrograms {
         };
         let known = match outcome {
             Ok(binary) => {
+                let tls = match (self.tls, binary.tcp_conn_itab) {
+                    (true, Some(_)) => ", reading its crypto/tls",
+                    _ => "",
+                };
                 tracing::info!(
-                    "following the goroutines of {} ({}, {} runs of its own code, pid {pid})",
+                    "following the goroutines of {} ({}, {} runs of its own code{tls}, pid {pid})",
                     name.display(),
                     binary.version,
                     binary.spawn_ranges.len()
@@ -141,6 +160,7 @@ impl GoPrograms {
                     process: GoProcess {
                         goid_offset: binary.goid_offset,
                         tls_g_offset: binary.tls_g_offset,
+                        tcp_conn_itab: binary.tcp_conn_itab.filter(|_| self.tls).unwrap_or(0),
                     },
                     spawn_ranges,
                     position_independent: binary.position_independent.then_some(binary.link_base),
@@ -164,7 +184,11 @@ impl GoPrograms {
     /// Attaches every uprobe `binary` needs to the file `exe` names.
     fn attach(&self, exe: &std::path::Path, binary: &GoBinary) -> Result<(), String> {
         let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
-        for &(probe, offset) in &binary.probes {
+        let probes = binary
+            .probes
+            .iter()
+            .filter(|(probe, _)| self.tls || !probe.is_tls());
+        for &(probe, offset) in probes {
             let location = UProbeAttachLocation::AbsoluteOffset(offset);
             uprobes::attach(&mut ebpf, probe.program(), location, exe)
                 .map_err(|e| format!("{e} (at {offset:#x})"))?;

@@ -430,27 +430,26 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
                 false
             }
         };
-    if options.tls {
-        match tls_programs::attach(&mut ebpf) {
-            Ok(files) if files.is_empty() => {
-                tracing::info!("no OpenSSL 3 library found: TLS traffic is not read")
+    // Loaded now, attached per file that exports OpenSSL, from the system's
+    // and as processes are found.
+    let tls_enabled = options.tls
+        && match tls_programs::load(&mut ebpf) {
+            None => true,
+            Some(reason) => {
+                tracing::warn!("TLS traffic is not read: {reason}");
+                false
             }
-            Ok(files) => {
-                for file in &files {
-                    tracing::info!("reading TLS plaintext through {}", file.display());
-                }
-                let mut config_map: Array<_, Config> = map_mut(&mut ebpf, "CONFIG")?;
-                let current = config_map.get(&0, 0).map_err(map_error("CONFIG"))?;
-                let with_tls = Config {
-                    tls_probes: 1,
-                    ..current
-                };
-                config_map
-                    .set(0, with_tls, 0)
-                    .map_err(map_error("CONFIG"))?;
-            }
-            Err(reason) => tracing::warn!("TLS traffic is not read: {reason}"),
-        }
+        };
+    if tls_enabled {
+        let mut config_map: Array<_, Config> = map_mut(&mut ebpf, "CONFIG")?;
+        let current = config_map.get(&0, 0).map_err(map_error("CONFIG"))?;
+        let with_tls = Config {
+            tls_probes: 1,
+            ..current
+        };
+        config_map
+            .set(0, with_tls, 0)
+            .map_err(map_error("CONFIG"))?;
     }
     // After attaching: a syscall entered from now on is seen at its enter.
     let mut blocked: HashMap<_, u64, u8> = map_mut(&mut ebpf, "BLOCKED_AT_ATTACH")?;
@@ -486,11 +485,19 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         events,
         ignored_sockets: IgnoredSockets(ignored),
         runtimes: RuntimePrograms {
-            go: GoPrograms::new(ebpf.clone(), go_processes, go_spawn_ranges, go_disabled),
+            go: GoPrograms::new(
+                ebpf.clone(),
+                go_processes,
+                go_spawn_ranges,
+                go_disabled,
+                tls_enabled,
+            ),
             python: python_disabled
                 .is_none()
                 .then(|| python_programs::PythonPrograms::new(ebpf.clone(), python_frames)),
-            node: node_enabled.then(|| node_programs::NodePrograms::new(ebpf, node_processes)),
+            node: node_enabled
+                .then(|| node_programs::NodePrograms::new(ebpf.clone(), node_processes)),
+            tls: tls_enabled.then(|| tls_programs::TlsPrograms::new(ebpf)),
             proc_root: PathBuf::from("/proc"),
             pids: (!options.pids.is_empty()).then(|| options.pids.iter().copied().collect()),
             netns_inum: netns.map(|ids| u64::from(ids.inum)),

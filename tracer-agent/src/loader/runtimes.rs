@@ -1,7 +1,8 @@
 //! Language runtimes whose requests the kernel follows with help: Go and
 //! Python asyncio (uprobes on the runtime) and Node.js (with
-//! `--node-context-script`). One thread finds their processes, at start, as
-//! they appear and as their traffic shows up, and sets each up.
+//! `--node-context-script`), and the TLS libraries processes run. One
+//! thread finds their processes, at start, as they appear and as their
+//! traffic shows up, and sets each up.
 
 use std::{
     collections::HashSet,
@@ -11,7 +12,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use super::{GoPrograms, go_binary, node_programs::NodePrograms, python_programs::PythonPrograms};
+use super::{
+    GoPrograms, go_binary, node_programs::NodePrograms, python_programs::PythonPrograms,
+    tls_programs::TlsPrograms,
+};
 
 /// How often new processes are looked for. A Go process's calls before it
 /// is found stay unlinked (the kernel's thread rule is not taken for Go); a
@@ -22,6 +26,7 @@ pub struct RuntimePrograms {
     pub(super) go: GoPrograms,
     pub(super) python: Option<PythonPrograms>,
     pub(super) node: Option<NodePrograms>,
+    pub(super) tls: Option<TlsPrograms>,
     pub(super) proc_root: PathBuf,
     /// `--pid`: only these processes are set up (none: all).
     pub(super) pids: Option<HashSet<u32>>,
@@ -42,6 +47,9 @@ impl RuntimePrograms {
             "language runtimes looked for in {} ms",
             started.elapsed().as_millis()
         );
+        if self.tls.as_ref().is_some_and(|tls| tls.attached() == 0) {
+            tracing::info!("no OpenSSL 3 found yet: TLS traffic is read once a process runs it");
+        }
         std::thread::Builder::new()
             .name("runtimes".into())
             .spawn(move || {
@@ -89,13 +97,17 @@ impl RuntimePrograms {
         std::fs::metadata(netns).is_ok_and(|metadata| metadata.ino() == inum)
     }
 
-    /// Sets up process `pid` for its runtime; a Node.js process only when
-    /// first seen by a scan (its script runs once).
+    /// Sets up process `pid` for its runtime; its TLS library and a Node.js
+    /// process only when first seen by a scan (its script runs once).
     fn add(&mut self, pid: u32, scanned: bool) {
         if !self.in_scope(pid) {
             return;
         }
-        let exe = self.proc_root.join(pid.to_string()).join("exe");
+        let dir = self.proc_root.join(pid.to_string());
+        if scanned && let Some(tls) = &mut self.tls {
+            tls.add_process(&dir);
+        }
+        let exe = dir.join("exe");
         if go_binary::is_go_executable(&exe) {
             self.go.add(pid);
             return;

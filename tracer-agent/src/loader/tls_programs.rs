@@ -1,27 +1,36 @@
-//! TLS programs: uprobes on OpenSSL 3's `libssl.so.3` (see `tracer-ebpf`'s
-//! `tls`), attached once per library file for every process that maps it,
-//! whether started before or after the agent. The files are the system's
-//! and any other copy (a container's) mapped by a process running at
-//! start-up.
+//! TLS programs: uprobes on OpenSSL 3 (see `tracer-ebpf`'s `tls`),
+//! attached once per file that exports its functions, for every process
+//! that runs it: the system's `libssl.so.3`, any other copy a process maps
+//! (a container's), and executables that link OpenSSL in and export it
+//! (Debian's `node`). Files of processes running at start-up are attached
+//! before the agent is ready; those of processes started later when the
+//! runtimes' scan finds them (within half a second), so a connection such
+//! a process opens before that is read without its start: spans, but not
+//! paired with its peer's.
 
 use std::{
     collections::HashSet,
     os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
+    sync::{Arc, Mutex},
 };
 
 use aya::{Ebpf, programs::uprobe::UProbeAttachLocation};
 
 use super::uprobes;
 
-/// (function, its entry program); every one returns to `RETURN_PROGRAM`.
-const PROBES: [(&str, &str); 5] = [
+/// (function, its entry program); the first `RETURNING` return to
+/// `RETURN_PROGRAM`.
+const PROBES: [(&str, &str); 7] = [
     ("SSL_read", "tls_read"),
     ("SSL_read_ex", "tls_read_ex"),
     ("SSL_write", "tls_write"),
     ("SSL_write_ex", "tls_write_ex"),
     ("SSL_do_handshake", "tls_handshake"),
+    ("SSL_set_connect_state", "tls_start"),
+    ("SSL_set_accept_state", "tls_start"),
 ];
+const RETURNING: usize = 5;
 const RETURN_PROGRAM: &str = "tls_return";
 
 /// The library's name as a process maps it.
@@ -35,69 +44,97 @@ const SYSTEM_DIRECTORIES: [&str; 4] = [
     "/usr/local/lib64",
 ];
 
-/// Loads the programs and attaches them to every OpenSSL 3 library found;
-/// returns the files attached to.
-pub(super) fn attach(ebpf: &mut Ebpf) -> Result<Vec<PathBuf>, String> {
+/// Executables known to link OpenSSL in, attached at start so that a
+/// process started later is read from its first connection.
+const SYSTEM_EXECUTABLES: [&str; 3] = ["/usr/bin/node", "/usr/bin/nodejs", "/usr/local/bin/node"];
+
+/// Loads the programs; the reason when the kernel refuses one.
+pub(super) fn load(ebpf: &mut Ebpf) -> Option<String> {
     let programs = PROBES.iter().map(|(_, program)| *program);
-    if let Some(reason) = uprobes::load(ebpf, programs.chain([RETURN_PROGRAM])) {
-        return Err(reason);
-    }
-    let mut attached = Vec::new();
-    for file in libraries() {
-        match attach_file(ebpf, &file) {
-            Ok(()) => attached.push(file),
-            Err(e) => tracing::warn!("TLS traffic through {} is not read: {e}", file.display()),
-        }
-    }
-    Ok(attached)
+    let unique: HashSet<&str> = programs.chain([RETURN_PROGRAM]).collect();
+    uprobes::load(ebpf, unique)
 }
 
-fn attach_file(ebpf: &mut Ebpf, file: &Path) -> Result<(), String> {
-    for (function, program) in PROBES {
-        let location = || UProbeAttachLocation::Symbol(function);
-        uprobes::attach(ebpf, program, location(), file)?;
-        uprobes::attach(ebpf, RETURN_PROGRAM, location(), file)?;
-    }
-    Ok(())
+/// The files with the uprobes, and those looked at.
+pub struct TlsPrograms {
+    ebpf: Arc<Mutex<Ebpf>>,
+    /// Files looked at (attached or not), by (device, inode): `/lib` and
+    /// `/usr/lib` are often one directory, and most processes share files.
+    looked_at: HashSet<(u64, u64)>,
+    attached: usize,
 }
 
-/// Each distinct library file once (by device and inode: `/lib` and
-/// `/usr/lib` are often one directory).
-fn libraries() -> Vec<PathBuf> {
-    let system = SYSTEM_DIRECTORIES
-        .iter()
-        .map(|dir| Path::new(dir).join(LIBRARY));
-    let mapped = mapped_libraries(Path::new("/proc"));
-    let mut seen = HashSet::new();
-    system
-        .chain(mapped)
-        .filter(|path| {
-            std::fs::metadata(path).is_ok_and(|meta| seen.insert((meta.dev(), meta.ino())))
-        })
-        .collect()
-}
-
-/// The library files processes map now, as this process can open them
-/// (through `/proc/PID/root`, so a container's own copy is found too).
-fn mapped_libraries(proc_root: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(proc_root) else {
-        return Vec::new();
-    };
-    let mut found = HashSet::new();
-    for entry in entries.flatten() {
-        let pid = entry.file_name();
-        if !pid.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
-            continue;
-        }
-        let Ok(maps) = std::fs::read_to_string(entry.path().join("maps")) else {
-            continue;
+impl TlsPrograms {
+    /// Attaches to the system's files.
+    pub(super) fn new(ebpf: Arc<Mutex<Ebpf>>) -> Self {
+        let mut programs = TlsPrograms {
+            ebpf,
+            looked_at: HashSet::new(),
+            attached: 0,
         };
-        for path in library_paths(&maps) {
-            let relative = path.trim_start_matches('/');
-            found.insert(entry.path().join("root").join(relative));
+        let libraries = SYSTEM_DIRECTORIES
+            .iter()
+            .map(|dir| Path::new(dir).join(LIBRARY));
+        let executables = SYSTEM_EXECUTABLES.iter().map(PathBuf::from);
+        for file in libraries.chain(executables) {
+            programs.add_file(&file);
+        }
+        programs
+    }
+
+    /// Attaches to the files process `dir` (`/proc/PID`) runs that export
+    /// OpenSSL: its executable and the `libssl.so.3` it maps (through
+    /// `/proc/PID/root`, so a container's own copy is found too).
+    pub fn add_process(&mut self, dir: &Path) {
+        let maps = std::fs::read_to_string(dir.join("maps")).unwrap_or_default();
+        let libraries = library_paths(&maps)
+            .map(|path| dir.join("root").join(path.trim_start_matches('/')))
+            .collect::<Vec<_>>();
+        for file in std::iter::once(dir.join("exe")).chain(libraries) {
+            self.add_file(&file);
         }
     }
-    found.into_iter().collect()
+
+    /// How many files have the uprobes.
+    pub fn attached(&self) -> usize {
+        self.attached
+    }
+
+    fn add_file(&mut self, file: &Path) {
+        let Ok(metadata) = std::fs::metadata(file) else {
+            return;
+        };
+        if !self.looked_at.insert((metadata.dev(), metadata.ino())) {
+            return;
+        }
+        let functions = PROBES.map(|(function, _)| function);
+        let Some(offsets) = uprobes::exported_offsets(file, &functions) else {
+            return;
+        };
+        // `/proc/PID/exe` names the file by a link.
+        let name = std::fs::read_link(file).unwrap_or_else(|_| file.to_path_buf());
+        let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
+        let attached =
+            PROBES
+                .iter()
+                .zip(offsets)
+                .enumerate()
+                .try_for_each(|(at, ((_, program), offset))| {
+                    let location = || UProbeAttachLocation::AbsoluteOffset(offset);
+                    uprobes::attach(&mut ebpf, program, location(), file)?;
+                    if at < RETURNING {
+                        uprobes::attach(&mut ebpf, RETURN_PROGRAM, location(), file)?;
+                    }
+                    Ok::<(), String>(())
+                });
+        match attached {
+            Ok(()) => {
+                self.attached += 1;
+                tracing::info!("reading TLS plaintext through {}", name.display());
+            }
+            Err(e) => tracing::warn!("TLS traffic through {} is not read: {e}", name.display()),
+        }
+    }
 }
 
 /// The paths of the OpenSSL 3 libraries in a `/proc/PID/maps` text.
@@ -126,14 +163,25 @@ mod tests {
         );
     }
 
-    /// This machine's own library is found once, however many processes map it.
+    /// The system's library and `node` (which links OpenSSL in and exports
+    /// it) export the functions; the agent's own executable does not.
     #[test]
-    fn each_library_file_once() {
-        let files = libraries();
-        let mut inodes = HashSet::new();
-        for file in &files {
-            let meta = std::fs::metadata(file).unwrap();
-            assert!(inodes.insert((meta.dev(), meta.ino())), "{files:?}");
+    fn exporting_files_are_recognised() {
+        let functions = PROBES.map(|(function, _)| function);
+        let library = SYSTEM_DIRECTORIES
+            .iter()
+            .map(|dir| Path::new(dir).join(LIBRARY))
+            .find(|path| path.exists())
+            .expect("libssl3 installed");
+        let offsets = uprobes::exported_offsets(&library, &functions).expect("exported");
+        assert_eq!(HashSet::<u64>::from_iter(offsets).len(), PROBES.len());
+        let node = SYSTEM_EXECUTABLES
+            .iter()
+            .find(|path| Path::new(path).exists());
+        if let Some(node) = node {
+            assert!(uprobes::exported_offsets(Path::new(node), &functions).is_some());
         }
+        let own = std::env::current_exe().unwrap();
+        assert!(uprobes::exported_offsets(&own, &functions).is_none());
     }
 }

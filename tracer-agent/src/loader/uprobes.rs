@@ -62,6 +62,33 @@ pub(super) fn file_offset<'data>(file: &impl Object<'data>, address: u64) -> Opt
     })
 }
 
+/// The file offsets of the dynamic symbols `functions` the ELF file at
+/// `path` exports (what a shared library, or an executable that exports a
+/// library it links in, offers); none unless it exports them all.
+pub(super) fn exported_offsets<const N: usize>(
+    path: &Path,
+    functions: &[&str; N],
+) -> Option<[u64; N]> {
+    let file = std::fs::File::open(path).ok()?;
+    let cache = ReadCache::new(file);
+    let elf = object::File::parse(&cache).ok()?;
+    let mut addresses = [None; N];
+    for symbol in elf.dynamic_symbols() {
+        if !symbol.is_definition() {
+            continue;
+        }
+        let Ok(name) = symbol.name() else { continue };
+        if let Some(at) = functions.iter().position(|function| *function == name) {
+            addresses[at] = Some(symbol.address());
+        }
+    }
+    let mut offsets = [0; N];
+    for (offset, address) in offsets.iter_mut().zip(addresses) {
+        *offset = file_offset(&elf, address?)?;
+    }
+    Some(offsets)
+}
+
 /// The lowest address `file` is linked at (its first loaded segment's):
 /// what its load address in a process is relative to.
 pub(super) fn link_base<'data>(file: &impl Object<'data>) -> u64 {
