@@ -1,7 +1,9 @@
 """A gRPC server and client (grpcio, plaintext h2c), for the HTTP/2 tests.
 
-Usage: grpc_echo.py serve PORT     prints "ready" once it listens
-       grpc_echo.py call PORT      makes the calls below, then exits
+Usage: grpc_echo.py serve PORT       prints "ready" once it listens
+       grpc_echo.py call PORT        makes the calls below, then exits
+       grpc_echo.py call-later PORT  one Say, "ready", then on a line from
+                                     stdin three more on the same connection
 Service demo.Echo: Say (unary, echoes), Count (server streaming, three
 answers), Fail (unary, NOT_FOUND); service demo.Any echoes any method name
 (a test names a call after the request it serves). Messages are raw bytes:
@@ -73,4 +75,14 @@ def call(port):
             thread.join()
 
 
-{"serve": serve, "call": call}[sys.argv[1]](int(sys.argv[2]))
+def call_later(port):
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=OPTIONS) as channel:
+        say = channel.unary_unary("/demo.Echo/Say")
+        say(b"before", timeout=30)
+        print("ready", flush=True)
+        sys.stdin.readline()
+        for i in range(3):
+            say(f"later {i}".encode(), timeout=30)
+
+
+{"serve": serve, "call": call, "call-later": call_later}[sys.argv[1]](int(sys.argv[2]))

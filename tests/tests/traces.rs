@@ -15,6 +15,7 @@ use tracer_tests::{
         Chain, Hop, chain, drive, drive_https, mixed_traces, nginx, nginx_http2, nginx_https,
         run_nginx, self_signed, spans_of,
     },
+    signal_go,
 };
 
 fn python_chain() -> Chain {
@@ -715,6 +716,61 @@ fn grpc_calls_make_rpc_spans() {
         );
     }
     assert_eq!(run.summary("parse_errors"), 0, "{}", run.stderr);
+}
+
+/// A gRPC connection opened before the agent (its HPACK tables' start
+/// missed): its later calls still make a server span each, the child of
+/// the client's, with the fields an empty table decodes and no status
+/// claimed that was not read; the missed start is counted.
+#[test]
+fn grpc_connection_opened_before_the_agent_yields_what_is_known() {
+    require_root();
+    let python = tracer_tests::test_tools_dir().join("grpc/bin/python");
+    let port = free_port().to_string();
+    let script = servers_dir().join("grpc_echo.py");
+    let _server = Process::spawn_until(
+        Command::new(&python)
+            .arg(&script)
+            .args(["serve", &port])
+            .env("OTEL_SERVICE_NAME", "grpc-server"),
+        "ready",
+    );
+    let mut client = Process::spawn_until(
+        Command::new(&python)
+            .arg(&script)
+            .args(["call-later", &port])
+            .env("OTEL_SERVICE_NAME", "grpc-client"),
+        "ready",
+    );
+    let agent = Agent::start(&[]);
+    signal_go(&mut client);
+    client.wait_output();
+    let run = agent.stop();
+    assert!(run.status.success(), "{}", run.stderr);
+    let servers: Vec<&SpanRecord> = run
+        .spans
+        .iter()
+        .filter(|s| s.service == "grpc-server" && s.kind == SERVER)
+        .collect();
+    assert_eq!(servers.len(), 3, "{:#?}\n{}", run.spans, run.stderr);
+    for server in servers {
+        let client = run
+            .spans
+            .iter()
+            .find(|c| c.span_id == server.parent_span_id)
+            .unwrap_or_else(|| panic!("no client span is the parent of {server:#?}"));
+        assert_eq!(
+            (client.service.as_str(), client.kind),
+            ("grpc-client", CLIENT)
+        );
+        assert_eq!(
+            server.str("http.request.method"),
+            Some("POST"),
+            "{server:#?}"
+        );
+        assert!(server.str("error.type").is_none(), "{server:#?}");
+    }
+    assert!(run.summary("parse_errors") > 0, "{}", run.stderr);
 }
 
 /// curl → nginx, HTTP; nginx → a Python service, HTTPS (nginx's OpenSSL as

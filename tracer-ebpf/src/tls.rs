@@ -155,30 +155,35 @@ fn enter(ctx: &ProbeContext, kind: u8, reports_moved: bool) {
 
 /// A socket syscall on `sock` (a write when `egress`): if the thread is
 /// inside a TLS call that has no socket yet, this is its socket; if a call
-/// left the thread a `BIND`, a write is its session's.
+/// left the thread a `BIND`, a write is its session's. Returns whether
+/// `sock` is a TLS call's: its bytes are ciphertext, from this syscall on
+/// (a handshake's reply read by a client is not the answer to its call).
 #[inline(always)]
-pub fn syscall_in_call(sock: u64, egress: bool) {
+pub fn syscall_in_call(sock: u64, egress: bool) -> bool {
     let pid_tgid = bpf_get_current_pid_tgid();
     let Some(call) = TLS_CALLS.get_ptr_mut(pid_tgid) else {
-        return;
+        return false;
     };
     let call = unsafe { &mut *call };
     if call.kind != BIND {
         if call.sock == 0 {
             call.sock = sock;
         }
-        return;
+        return call.sock == sock;
     }
     if !egress {
-        return;
-    }
-    if let Some(session) = TLS_SESSIONS.get_ptr_mut(session_key(call.ssl)) {
-        let session = unsafe { &mut *session };
-        if session.sock == 0 {
-            session.sock = sock;
-        }
+        return false;
     }
     let _ = TLS_CALLS.remove(pid_tgid);
+    let Some(session) = TLS_SESSIONS.get_ptr_mut(session_key(call.ssl)) else {
+        return false;
+    };
+    let session = unsafe { &mut *session };
+    if session.sock != 0 {
+        return false;
+    }
+    session.sock = sock;
+    true
 }
 
 #[inline(always)]

@@ -170,9 +170,12 @@ pub struct HttpExchange<'a> {
     pub scheme: &'static str,
     /// `network.protocol.version`.
     pub version: &'static str,
-    /// `None`: no response came; `no_response` says why (`error.type`, message).
+    /// `None`: no response came; `no_response` says why (`error.type`,
+    /// message). Unless `status_unknown`: a response came whose status
+    /// could not be read (HTTP/2 with its HPACK table known in part).
     pub status: Option<i64>,
     pub no_response: (&'static str, &'static str),
+    pub status_unknown: bool,
     pub request_body_bytes: u64,
     pub response_body_bytes: u64,
 }
@@ -238,6 +241,9 @@ pub fn describe_http(
         attr("http.request.body.size", size);
     }
     let Some(status) = exchange.status else {
+        if exchange.status_unknown {
+            return SpanStatus::Unset;
+        }
         let (error_type, message) = exchange.no_response;
         attr("error.type", fixed(error_type));
         return SpanStatus::Error(message.into());

@@ -3,14 +3,20 @@
 //!
 //! Pure and total like `http1`: frames are read from any split of the
 //! bytes; HEADERS and CONTINUATION payloads are decoded with HPACK, the
-//! dynamic table kept per direction; DATA is counted, never copied. Bytes
-//! lost inside a header block, or a block that does not decode, leave that
-//! direction's HPACK table unknown: from then on its streams are reported
-//! with what is still known (their timing and stream), never with a header
-//! guessed, and the loss is counted.
+//! dynamic table kept per direction; DATA is counted, never copied.
 //!
-//! A connection is recognised by the client's preface; one whose start
-//! was missed is not parsed (its HPACK tables cannot be known).
+//! A connection is recognised by the client's preface, or, when its start
+//! was missed (opened before the agent), by a request's HEADERS frame
+//! whose block starts with `:method` when decoded with an empty table.
+//! Where the table is not known whole (a start missed, a block too large
+//! or that did not decode), the decoder starts over empty at a block
+//! boundary: the entries it adds from there are the newest of the
+//! encoder's table too, at the same indexes, so what it decodes is right.
+//! A field that refers to an older entry is skipped (a reference changes
+//! no table) and the block marked partial; one that would add an entry it
+//! cannot decode ends the block there, and the decoder starts over again.
+//! Streams are reported with what is known (their timing, stream, the
+//! fields that decode), never with a header guessed; the loss is counted.
 
 mod describe;
 mod hpack;
@@ -32,7 +38,10 @@ const MAX_STREAMS: usize = 256;
 const DATA: u8 = 0;
 const HEADERS: u8 = 1;
 const RST_STREAM: u8 = 3;
+const SETTINGS: u8 = 4;
 const PUSH_PROMISE: u8 = 5;
+const PING: u8 = 6;
+const GOAWAY: u8 = 7;
 const CONTINUATION: u8 = 9;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
@@ -42,7 +51,12 @@ const PRIORITY: u8 = 0x20;
 /// The header fields kept from a block: what spans report and trace
 /// context. No other value is copied.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Fields(Vec<(&'static str, String)>);
+pub struct Fields {
+    kept: Vec<(&'static str, String)>,
+    /// The block referred to a table entry not known: the fields after
+    /// that one are missing.
+    partial: bool,
+}
 
 const KEPT_FIELDS: &[&str] = &[
     ":method",
@@ -61,7 +75,7 @@ const KEPT_FIELDS: &[&str] = &[
 
 impl Fields {
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        self.kept
             .iter()
             .find(|(key, _)| *key == name)
             .map(|(_, value)| value.as_str())
@@ -69,9 +83,14 @@ impl Fields {
 
     fn keep(&mut self, name: &[u8], value: &[u8]) {
         if let Some(kept) = KEPT_FIELDS.iter().find(|k| k.as_bytes() == name) {
-            self.0
+            self.kept
                 .push((kept, String::from_utf8_lossy(value).trim().to_string()));
         }
+    }
+
+    /// Fields after an unknown one are missing: a field's absence says nothing.
+    pub fn partial(&self) -> bool {
+        self.partial
     }
 }
 
@@ -109,10 +128,11 @@ pub struct Exchange<M> {
 /// Why bytes could not be understood; each is counted by the caller.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ParseError {
-    /// The client did not start with the preface.
-    NoPreface,
-    /// A header block did not decode, or bytes of it were not captured:
-    /// that direction's HPACK table is unknown from here on.
+    /// The client did not start with the preface: the connection's start
+    /// was missed, its HPACK tables are known only from here.
+    StartMissed,
+    /// A header block did not decode, or was not read whole: that
+    /// direction's HPACK table is known only in part from here on.
     HpackLost(Stream),
     /// A header block longer than `MAX_HEADER_BLOCK`.
     HeaderBlockTooLarge(Stream),
@@ -128,7 +148,7 @@ pub enum ParseError {
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ParseError::NoPreface => write!(f, "no client preface"),
+            ParseError::StartMissed => write!(f, "connection start missed (no client preface)"),
             ParseError::HpackLost(stream) => write!(f, "{stream:?} HPACK state lost"),
             ParseError::HeaderBlockTooLarge(stream) => {
                 write!(f, "{stream:?} header block over {MAX_HEADER_BLOCK} bytes")
@@ -171,8 +191,12 @@ struct Reader<M> {
     /// frame, where that frame started.
     block: Vec<u8>,
     block_of: Option<Block<M>>,
+    /// The block being collected cannot be decoded (too large, or framed
+    /// wrong): it is skipped, and the decoder starts over after it.
+    block_broken: bool,
     hpack: hpack::Decoder,
-    /// The HPACK table is unknown (bytes lost): blocks are not decoded.
+    /// The decoder's table is known only in part (see the module's doc):
+    /// counted once.
     hpack_lost: bool,
     /// Frame sync is lost: nothing more is read this way.
     lost: bool,
@@ -188,6 +212,7 @@ impl<M: Copy> Reader<M> {
             frame_start: None,
             block: Vec::new(),
             block_of: None,
+            block_broken: false,
             hpack: hpack::Decoder::new(),
             hpack_lost: false,
             lost: false,
@@ -282,6 +307,13 @@ impl<M: Copy> Http2Connection<M> {
         out: &mut impl Sink<Output<M>>,
     ) {
         self.latest = Some(meta);
+        let started = self.requests.preface_left == PREFACE.len();
+        if stream == Stream::Requests && started && !captured.is_empty() {
+            let shown = captured.len().min(PREFACE.len());
+            if captured[..shown] != PREFACE[..shown] {
+                self.start_missed(out);
+            }
+        }
         let mut at = 0;
         while at < captured.len() {
             let reader = self.reader(stream);
@@ -295,6 +327,15 @@ impl<M: Copy> Http2Connection<M> {
         if uncaptured > 0 {
             self.gap(stream, uncaptured, out);
         }
+    }
+
+    /// Frames came first: the tables are known only from here (both
+    /// directions' decoders start empty now).
+    fn start_missed(&mut self, out: &mut impl Sink<Output<M>>) {
+        self.requests.preface_left = 0;
+        self.requests.hpack_lost = true;
+        self.responses.hpack_lost = true;
+        out.push(Output::Error(ParseError::StartMissed));
     }
 
     /// The connection closed: open streams end without their response.
@@ -486,8 +527,9 @@ fn read<M: Copy>(
         let expected = &PREFACE[PREFACE.len() - reader.preface_left..];
         let take = expected.len().min(data.len());
         if data[..take] != expected[..take] {
+            // A preface begun, then something else: not HTTP/2.
             reader.lost = true;
-            out.push(Output::Error(ParseError::NoPreface));
+            out.push(Output::Error(ParseError::SyncLost(stream)));
             return (data.len(), none);
         }
         reader.preface_left -= take;
@@ -518,6 +560,7 @@ fn read<M: Copy>(
                 lose_hpack(reader, stream, out);
             }
             if frame.kind == HEADERS || frame.kind == PUSH_PROMISE {
+                reader.block_broken = false;
                 let (start, offset) = reader.frame_start.unwrap_or((meta, base));
                 reader.block_of = Some(Block {
                     kind: frame.kind,
@@ -539,14 +582,13 @@ fn read<M: Copy>(
     let payload = &data[..take];
     let mut event = none;
     match frame.kind {
-        HEADERS | CONTINUATION | PUSH_PROMISE => {
+        HEADERS | CONTINUATION | PUSH_PROMISE if !reader.block_broken => {
             if reader.block.len() + take > MAX_HEADER_BLOCK {
-                if !reader.block.is_empty() || !reader.hpack_lost {
-                    out.push(Output::Error(ParseError::HeaderBlockTooLarge(stream)));
-                }
+                out.push(Output::Error(ParseError::HeaderBlockTooLarge(stream)));
                 reader.block.clear();
+                reader.block_broken = true;
                 lose_hpack(reader, stream, out);
-            } else if !reader.hpack_lost {
+            } else {
                 reader.block.extend_from_slice(payload);
             }
         }
@@ -586,7 +628,7 @@ fn finish<M: Copy>(
             end_stream: true,
         },
         HEADERS | CONTINUATION | PUSH_PROMISE => {
-            if frame.kind != CONTINUATION && !reader.hpack_lost {
+            if frame.kind != CONTINUATION && !reader.block_broken {
                 // The first frame's padding and other fields are not HPACK.
                 match fragment_range(&reader.block, frame.kind, frame.flags) {
                     Some((from, to)) => {
@@ -595,6 +637,7 @@ fn finish<M: Copy>(
                     }
                     None => {
                         reader.block.clear();
+                        reader.block_broken = true;
                         lose_hpack(reader, stream, out);
                     }
                 }
@@ -606,10 +649,11 @@ fn finish<M: Copy>(
                 return Event::None;
             };
             let raw = std::mem::take(&mut reader.block);
-            let fields = decode(reader, &raw);
-            if fields.is_none() {
-                lose_hpack(reader, stream, out);
-            }
+            let fields = if reader.block_broken {
+                None
+            } else {
+                Some(decode(reader, stream, &raw, out))
+            };
             reader.block = raw;
             reader.block.clear();
             if block.kind == PUSH_PROMISE {
@@ -628,20 +672,35 @@ fn finish<M: Copy>(
     }
 }
 
-/// Decodes a header block; `None` when the table is unknown or it does not decode.
-fn decode<M>(reader: &mut Reader<M>, block: &[u8]) -> Option<Fields> {
-    if reader.hpack_lost {
-        return None;
-    }
+/// Decodes a header block: its fields, partial when it stopped at one it
+/// could not decode (then the decoder starts over: see the module's doc).
+fn decode<M>(
+    reader: &mut Reader<M>,
+    stream: Stream,
+    block: &[u8],
+    out: &mut impl Sink<Output<M>>,
+) -> Fields {
     let mut fields = Fields::default();
-    reader
-        .hpack
-        .decode(block, |name, value| fields.keep(name, value))
-        .ok()?;
-    Some(fields)
+    let keep = |name: &[u8], value: &[u8]| fields.keep(name, value);
+    let decoded = if reader.hpack_lost {
+        reader.hpack.decode_known(block, keep)
+    } else {
+        reader.hpack.decode(block, keep).map(|()| true)
+    };
+    match decoded {
+        Ok(complete) => fields.partial = !complete,
+        Err(hpack::Undecodable) => {
+            fields.partial = true;
+            lose_hpack(reader, stream, out);
+        }
+    }
+    fields
 }
 
+/// The decoder's table may differ from the encoder's: it starts over
+/// empty. The first time is counted.
 fn lose_hpack<M>(reader: &mut Reader<M>, stream: Stream, out: &mut impl Sink<Output<M>>) {
+    reader.hpack = hpack::Decoder::new();
     if !reader.hpack_lost {
         reader.hpack_lost = true;
         out.push(Output::Error(ParseError::HpackLost(stream)));
@@ -665,6 +724,41 @@ fn fragment_range(payload: &[u8], kind: u8, flags: u8) -> Option<(usize, usize)>
     }
     let to = payload.len().checked_sub(padding)?;
     (from <= to).then_some((from, to))
+}
+
+/// Whether `data` starts a connection whose start was missed: whole frames
+/// (each of a known type, no larger than the default maximum, on the
+/// stream its type allows), up to a HEADERS frame on a client stream whose
+/// pseudo-header fields are a request's (`hpack::pseudo_headers`).
+pub fn starts_midway(data: &[u8]) -> bool {
+    const DEFAULT_MAX_FRAME: usize = 16 * 1024;
+    let mut at = 0;
+    while let Some(header) = data.get(at..at + FRAME_HEADER) {
+        let length = u32::from_be_bytes([0, header[0], header[1], header[2]]) as usize;
+        let (kind, flags) = (header[3], header[4]);
+        let stream_id = u32::from_be_bytes([header[5], header[6], header[7], header[8]]);
+        let connection_frame = matches!(kind, SETTINGS | PING | GOAWAY);
+        if length > DEFAULT_MAX_FRAME
+            || kind > CONTINUATION
+            || stream_id & 0x8000_0000 != 0
+            || connection_frame != (stream_id == 0)
+        {
+            return false;
+        }
+        if kind == HEADERS {
+            let Some(payload) = data.get(at + FRAME_HEADER..at + FRAME_HEADER + length) else {
+                return false;
+            };
+            let Some((from, to)) = fragment_range(payload, HEADERS, flags) else {
+                return false;
+            };
+            return stream_id % 2 == 1
+                && flags & END_HEADERS != 0
+                && hpack::pseudo_headers(&payload[from..to]) == hpack::PseudoHeaders::Request;
+        }
+        at += FRAME_HEADER + length;
+    }
+    false
 }
 
 /// Whether `data` starts with (a prefix of) the client preface.

@@ -164,6 +164,7 @@ impl Describe for Http1Exchange {
             version: if request.version == 0 { "1.0" } else { "1.1" },
             status: self.response.as_ref().map(|r| r.status as i64),
             no_response: ("no_response", "connection closed before a response"),
+            status_unknown: false,
             request_body_bytes: self.request_body_bytes,
             response_body_bytes: self.response_body_bytes,
         };

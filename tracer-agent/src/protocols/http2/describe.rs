@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use tracer_common::Source;
 
-use super::{Fields, Http2Connection, Output, looks_like_preface};
+use super::{Fields, Http2Connection, Output, looks_like_preface, starts_midway};
 use crate::protocols::{
     self, ChunkMeta, Exchange, ParseError, Parser, Protocol, RequestStart, Sink, Stream,
     describe::{AttributeValue, Attributes, Describe, ProtocolFacts, SpanKind, SpanStatus},
@@ -37,7 +37,7 @@ impl Protocol for Http2 {
     }
 
     fn is_request_start(&self, data: &[u8]) -> bool {
-        looks_like_preface(data)
+        looks_like_preface(data) || starts_midway(data)
     }
 
     fn parser(&self, _next_index: u64, source: Source) -> Box<dyn Parser> {
@@ -163,6 +163,14 @@ impl Http2Exchange {
             .ok()
     }
 
+    /// An answer came whose fields are known only in part: a missing
+    /// status is not known, not absent.
+    fn answer_partial(&self) -> bool {
+        [&self.response, &self.trailers]
+            .into_iter()
+            .any(|fields| fields.as_ref().is_some_and(Fields::partial))
+    }
+
     /// `error.type` and message of a stream that got no answer.
     fn unanswered(&self) -> (&'static str, &'static str) {
         if self.reset {
@@ -193,6 +201,9 @@ impl Http2Exchange {
             attr("rpc.method", owned(method));
         }
         let Some(status) = self.grpc_status() else {
+            if self.answer_partial() {
+                return SpanStatus::Unset;
+            }
             attr("error.type", fixed(self.unanswered().0));
             return SpanStatus::Error("no gRPC status".into());
         };
@@ -230,6 +241,7 @@ impl Http2Exchange {
                 .and_then(|r| r.get(":status"))
                 .and_then(|s| s.parse().ok()),
             no_response: self.unanswered(),
+            status_unknown: self.answer_partial(),
             request_body_bytes: self.request_body_bytes,
             response_body_bytes: self.response_body_bytes,
         };

@@ -62,6 +62,132 @@ impl Decoder {
         }
         decoded.map(|_| ()).map_err(|_| Undecodable)
     }
+
+    /// Decodes `block` with a table known only in part (its newest
+    /// entries): a field that refers to an entry not in it is skipped (a
+    /// reference changes no table), the rest decoded. Whether none was
+    /// skipped; an error when a field that would have changed the table
+    /// could not be decoded (the table may differ from the encoder's now).
+    pub fn decode_known(
+        &mut self,
+        mut block: &[u8],
+        mut field: impl FnMut(&[u8], &[u8]),
+    ) -> Result<bool, Undecodable> {
+        let mut complete = true;
+        while !block.is_empty() {
+            let used = representation(block).ok_or(Undecodable)?;
+            let (one, rest) = block.split_at(used);
+            match self.decode(one, &mut field) {
+                Ok(()) => {}
+                Err(Undecodable) if one[0] & 0x80 != 0 => complete = false,
+                Err(Undecodable) => return Err(Undecodable),
+            }
+            block = rest;
+        }
+        Ok(complete)
+    }
+}
+
+/// What the pseudo-header fields of `block` say it is, read without a
+/// table (a connection joined midway): a request when one of them is a
+/// request's (`:authority`, `:method`, `:path`, `:scheme`, by the static
+/// table or a plain literal name) and none is `:status`; a response when
+/// one is `:status`; neither (trailers, or fields only the dynamic table
+/// knows) otherwise.
+pub fn pseudo_headers(mut block: &[u8]) -> PseudoHeaders {
+    let (mut request, mut response) = (false, false);
+    while let Some(&first) = block.first() {
+        let (name, used) = if first & 0x80 != 0 {
+            let Some((index, used)) = integer(block, 7) else {
+                break;
+            };
+            (StaticName::of(index), used)
+        } else if first & 0xe0 == 0x20 {
+            let Some((_, used)) = integer(block, 5) else {
+                break;
+            };
+            (StaticName::Other, used)
+        } else {
+            let prefix = if first & 0xc0 == 0x40 { 6 } else { 4 };
+            let Some((index, used)) = integer(block, prefix) else {
+                break;
+            };
+            let name = match index {
+                0 => StaticName::of_literal(block.get(used..).unwrap_or_default()),
+                index => StaticName::of(index),
+            };
+            let Some(total) = literal(block, prefix) else {
+                break;
+            };
+            (name, total)
+        };
+        match name {
+            StaticName::Request => request = true,
+            StaticName::Status => response = true,
+            StaticName::Other => {}
+        }
+        let Some(rest) = block.get(used..) else { break };
+        block = rest;
+    }
+    match (request, response) {
+        (_, true) => PseudoHeaders::Response,
+        (true, false) => PseudoHeaders::Request,
+        (false, false) => PseudoHeaders::Neither,
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum PseudoHeaders {
+    Request,
+    Response,
+    Neither,
+}
+
+/// A field's name as far as `pseudo_headers` cares.
+enum StaticName {
+    Request,
+    Status,
+    Other,
+}
+
+impl StaticName {
+    /// By its static table index (RFC 7541 appendix A: 1–7 are
+    /// `:authority`, `:method`, `:path`, `:scheme`; 8–14 `:status`).
+    fn of(index: usize) -> StaticName {
+        match index {
+            1..=7 => StaticName::Request,
+            8..=14 => StaticName::Status,
+            _ => StaticName::Other,
+        }
+    }
+
+    /// A literal name (a length-prefixed string, not Huffman-coded).
+    fn of_literal(string: &[u8]) -> StaticName {
+        let Some((length, used)) = integer(string, 7) else {
+            return StaticName::Other;
+        };
+        let huffman = string.first().is_some_and(|b| b & 0x80 != 0);
+        match string.get(used..used + length) {
+            Some(b":status") if !huffman => StaticName::Status,
+            Some(b":authority" | b":method" | b":path" | b":scheme") if !huffman => {
+                StaticName::Request
+            }
+            _ => StaticName::Other,
+        }
+    }
+}
+
+/// The bytes of `block`'s first representation; none when it is not whole.
+fn representation(block: &[u8]) -> Option<usize> {
+    let first = *block.first()?;
+    let used = if first & 0x80 != 0 {
+        integer(block, 7)?.1
+    } else if first & 0xe0 == 0x20 {
+        integer(block, 5)?.1
+    } else {
+        literal(block, if first & 0xc0 == 0x40 { 6 } else { 4 })?
+    };
+    (used <= block.len()).then_some(used)
 }
 
 /// Whether every representation in `block` is complete.

@@ -171,19 +171,90 @@ fn grpc_status_comes_from_trailers() {
     );
 }
 
+/// The frames of a byte stream (after the preface, if it has one).
+fn frames(bytes: &[u8]) -> Vec<&[u8]> {
+    let mut rest = bytes.strip_prefix(PREFACE).unwrap_or(bytes);
+    let mut frames = Vec::new();
+    while rest.len() >= FRAME_HEADER {
+        let length = u32::from_be_bytes([0, rest[0], rest[1], rest[2]]) as usize;
+        let (frame, tail) = rest.split_at(FRAME_HEADER + length);
+        frames.push(frame);
+        rest = tail;
+    }
+    frames
+}
+
+/// A connection joined after its first stream: its start is counted as
+/// missed; the later streams come with the fields an empty table can
+/// decode (the method and the new path, literal; not the authority, an
+/// older entry of the client's table), marked partial, never a wrong one.
 #[test]
-fn a_connection_without_the_preface_is_not_parsed() {
-    let mut conn: Http2Connection<u32> = Http2Connection::new();
-    let mut out = Out::new();
-    conn.feed(
-        Stream::Requests,
-        &frame(HEADERS, END_HEADERS, 1, &[0x82]),
-        0,
-        0,
-        &mut out,
+fn a_connection_joined_midway_yields_what_is_known() {
+    let (client, server) = conversation(&["/a", "/b", "/c"], None);
+    // Client: SETTINGS, then a HEADERS frame per stream; server: SETTINGS,
+    // then HEADERS and DATA per stream.
+    let (client, server) = (frames(&client)[2..].concat(), frames(&server)[3..].concat());
+    assert!(starts_midway(&client));
+    assert!(
+        !starts_midway(&server),
+        "a response's block starts with :status"
     );
-    assert_eq!(errors(&out), [&ParseError::NoPreface]);
-    assert!(exchanges(&out).is_empty());
+    let mut conn = Http2Connection::new();
+    let mut out = Out::new();
+    conn.feed(Stream::Requests, &client, 0, 0, &mut out);
+    conn.feed(Stream::Responses, &server, 0, 1, &mut out);
+    assert_eq!(errors(&out)[0], &ParseError::StartMissed);
+    let ex = exchanges(&out);
+    assert_eq!(ex.len(), 2);
+    for (exchange, path) in ex.iter().zip(["/b", "/c"]) {
+        let request = exchange.request.as_ref().unwrap();
+        assert_eq!(request.get(":method"), Some("GET"));
+        assert_eq!(request.get(":path"), Some(path));
+        assert_eq!(request.get(":authority"), None);
+        assert!(request.partial());
+        assert_eq!(
+            exchange.response.as_ref().unwrap().get(":status"),
+            Some("200")
+        );
+        assert_eq!(exchange.response_body_bytes, 5);
+    }
+}
+
+#[test]
+fn only_frames_that_start_a_request_are_taken_midway() {
+    let (client, _) = conversation(&["/a"], None);
+    assert!(!starts_midway(&client), "the preface is not a frame");
+    assert!(starts_midway(&frames(&client)[1..].concat()));
+    for other in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03",
+        b"*1\r\n$4\r\nPING\r\n",
+        b"\x00\x00\x00\x08\x04\xd2\x16\x2f",
+        &frame(DATA, 0, 1, b"hello"),
+        &frame(HEADERS, END_HEADERS, 1, &[0x88]),
+        &frame(HEADERS, END_HEADERS, 2, &[0x82]),
+        // Trailers: `grpc-status: 0` from the dynamic table.
+        &frame(HEADERS, END_HEADERS | END_STREAM, 1, &[0xbe]),
+    ] {
+        assert!(!starts_midway(other), "{other:?}");
+    }
+    // grpcio's later calls: their `:path` from the dynamic table first,
+    // then `:method POST` and `:scheme http` from the static one.
+    let grpc_call = [0xc4, 0xc3, 0x83, 0x86, 0xc2, 0xc1, 0xc0];
+    assert!(starts_midway(&frame(HEADERS, END_HEADERS, 5, &grpc_call)));
+    // Its first call: a literal `:path` name, not Huffman-coded.
+    let mut first_call = vec![0x40, 0x05];
+    first_call.extend_from_slice(b":path");
+    first_call.extend_from_slice(&[0x0e]);
+    first_call.extend_from_slice(b"/demo.Echo/Say");
+    assert!(starts_midway(&frame(HEADERS, END_HEADERS, 1, &first_call)));
+    // A response: `:status 200`, then a field from the dynamic table.
+    assert!(!starts_midway(&frame(
+        HEADERS,
+        END_HEADERS,
+        1,
+        &[0x88, 0xc0]
+    )));
 }
 
 /// Bytes lost inside a header block: the table is unknown from there, so
