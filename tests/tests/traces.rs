@@ -654,6 +654,8 @@ fn http2_front_makes_whole_traces() {
 /// trailers: unary, server streaming, an error, and eight streams at once
 /// on one connection; each the child of the client's span of the same call
 /// (grpcio writes a call's frames as up to 24 iovecs in one `sendmsg`).
+/// Under `--inject-traceparent all`, which leaves HTTP/2 alone: no frame
+/// gets a header, and every call succeeds.
 #[test]
 fn grpc_calls_make_rpc_spans() {
     require_root();
@@ -667,7 +669,7 @@ fn grpc_calls_make_rpc_spans() {
             .env("OTEL_SERVICE_NAME", "grpc-server"),
         "ready",
     );
-    let agent = Agent::start(&[]);
+    let agent = Agent::start(&["--inject-traceparent", "all"]);
     let client = Command::new(&python)
         .arg(&script)
         .args(["call", &port])
@@ -715,6 +717,7 @@ fn grpc_calls_make_rpc_spans() {
             server.int("rpc.grpc.status_code")
         );
     }
+    assert_eq!(run.summary("traceparent_injected"), 0, "{}", run.stderr);
     assert_eq!(run.summary("parse_errors"), 0, "{}", run.stderr);
 }
 
