@@ -499,29 +499,21 @@ fn https_chain(agent_args: &[&str]) -> tracer_tests::AgentRun {
     let _nginx = nginx_https(proxy, a);
     let agent = Agent::start(agent_args);
     let markers = drive_https(proxy, 4, 3);
-    let python_client = Command::new("python3")
-        .arg("-c")
-        .arg(PYTHON_HTTPS_CLIENT)
-        .arg(proxy.to_string())
-        .env("OTEL_SERVICE_NAME", "py-client")
-        .output()
-        .expect("run python3");
-    assert!(python_client.status.success(), "{python_client:?}");
-    let node_client = Command::new("node")
-        .arg("-e")
-        .arg(NODE_HTTPS_CLIENT)
-        .arg(proxy.to_string())
-        .env("OTEL_SERVICE_NAME", "node-client")
-        .output()
-        .expect("run node");
-    assert!(node_client.status.success(), "{node_client:?}");
-    let go_client = Command::new(runtimes::go_https_client())
-        .arg(proxy.to_string())
-        .args(GO_MARKERS)
-        .env("OTEL_SERVICE_NAME", "go-client")
-        .output()
-        .expect("run the Go HTTPS client");
-    assert!(go_client.status.success(), "{go_client:?}");
+    let port = proxy.to_string();
+    run_client(
+        Command::new("python3").args(["-c", PYTHON_HTTPS_CLIENT, &port]),
+        "py-client",
+    );
+    run_client(
+        Command::new("node").args(["-e", NODE_HTTPS_CLIENT, &port]),
+        "node-client",
+    );
+    run_client(
+        Command::new(runtimes::go_https_client())
+            .arg(&port)
+            .args(GO_MARKERS),
+        "go-client",
+    );
     let run = agent.stop();
     assert!(run.status.success(), "{}", run.stderr);
     for marker in &markers {
@@ -549,6 +541,15 @@ fn https_chain(agent_args: &[&str]) -> tracer_tests::AgentRun {
     }
     assert_no_mixed_traces(&run.spans);
     run
+}
+
+/// Runs a client to its end as service `name`.
+fn run_client(command: &mut Command, name: &str) {
+    let output = command
+        .env("OTEL_SERVICE_NAME", name)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
+    assert!(output.status.success(), "{name}: {output:?}");
 }
 
 /// Two requests on one kept-alive HTTPS connection (`ssl` module:
@@ -659,16 +660,10 @@ fn http2_front_makes_whole_traces() {
 #[test]
 fn grpc_calls_make_rpc_spans() {
     require_root();
-    let python = tracer_tests::test_tools_dir().join("grpc/bin/python");
+    let python = grpc_python();
     let port = free_port().to_string();
     let script = servers_dir().join("grpc_echo.py");
-    let _server = Process::spawn_until(
-        Command::new(&python)
-            .arg(&script)
-            .args(["serve", &port])
-            .env("OTEL_SERVICE_NAME", "grpc-server"),
-        "ready",
-    );
+    let _server = grpc_server(&port);
     let agent = Agent::start(&["--inject-traceparent", "all"]);
     let client = Command::new(&python)
         .arg(&script)
@@ -728,16 +723,10 @@ fn grpc_calls_make_rpc_spans() {
 #[test]
 fn grpc_connection_opened_before_the_agent_yields_what_is_known() {
     require_root();
-    let python = tracer_tests::test_tools_dir().join("grpc/bin/python");
+    let python = grpc_python();
     let port = free_port().to_string();
     let script = servers_dir().join("grpc_echo.py");
-    let _server = Process::spawn_until(
-        Command::new(&python)
-            .arg(&script)
-            .args(["serve", &port])
-            .env("OTEL_SERVICE_NAME", "grpc-server"),
-        "ready",
-    );
+    let _server = grpc_server(&port);
     let mut client = Process::spawn_until(
         Command::new(&python)
             .arg(&script)
@@ -790,15 +779,9 @@ fn https_middle_hop_and_grpc_last_hop_make_whole_traces() {
     // First: the service's gRPC connection, opened at its start, is parsed
     // only from its preface (HPACK state).
     let agent = Agent::start(&[]);
-    let python = tracer_tests::test_tools_dir().join("grpc/bin/python");
+    let python = grpc_python();
     let grpc_port = free_port().to_string();
-    let _grpc_server = Process::spawn_until(
-        Command::new(&python)
-            .arg(servers_dir().join("grpc_echo.py"))
-            .args(["serve", &grpc_port])
-            .env("OTEL_SERVICE_NAME", "grpc-server"),
-        "ready",
-    );
+    let _grpc_server = grpc_server(&grpc_port);
     let dir = tracer_tests::temp_dir("https-grpc");
     self_signed(&dir);
     let service = free_port();
@@ -863,6 +846,22 @@ fn https_middle_hop_and_grpc_last_hop_make_whole_traces() {
         markers.len()
     );
     assert_no_mixed_traces(&run.spans);
+}
+
+/// The Python with grpcio (`cargo xtask setup --test-deps` installs it).
+fn grpc_python() -> std::path::PathBuf {
+    tracer_tests::test_tools_dir().join("grpc/bin/python")
+}
+
+/// `grpc_echo.py serve` on `port`, as `grpc-server`.
+fn grpc_server(port: &str) -> Process {
+    Process::spawn_until(
+        Command::new(grpc_python())
+            .arg(servers_dir().join("grpc_echo.py"))
+            .args(["serve", port])
+            .env("OTEL_SERVICE_NAME", "grpc-server"),
+        "ready",
+    )
 }
 
 /// curl → nginx → svc-a → svc-b.
