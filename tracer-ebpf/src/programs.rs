@@ -351,7 +351,7 @@ fn track_context(
                 buffer.header.trace_id = in_flight.trace_id;
                 buffer.header.span_id = in_flight.span_id;
             }
-            if state.multiplexed == 0 && http2_client_bytes(buffer) {
+            if state.multiplexed == 0 && http2_preface(buffer) {
                 state.multiplexed = 1;
                 // The call this write was decided for no longer holds its
                 // request back: it goes on as if answered.
@@ -366,18 +366,12 @@ fn track_context(
     }
 }
 
-/// An HTTP/2 client's bytes start the payload: its connection preface
-/// (`PRI * HTTP/2.0`), or a frame header (a connection whose start was
-/// missed: a length up to 16 KiB, a known type, the reserved bit clear).
-/// Another protocol's write that looks like one (a MySQL packet of 256·n
-/// bytes) only has its connection's calls decided per write: fewer links,
-/// never a wrong one.
+/// An HTTP/2 client's connection preface (`PRI * HTTP/2.0`) starts the
+/// payload. (A connection older than the agent, whose preface was missed,
+/// has no role the kernel knows, so none of its writes is linked.)
 #[inline(always)]
-fn http2_client_bytes(buffer: &EventBuffer) -> bool {
-    let head = &buffer.payload;
-    buffer.header.captured >= 9
-        && (head[..8] == *b"PRI * HT"
-            || (head[0] == 0 && head[1] <= 0x40 && head[3] <= 9 && head[5] & 0x80 == 0))
+fn http2_preface(buffer: &EventBuffer) -> bool {
+    buffer.header.captured >= 8 && buffer.payload[..8] == *b"PRI * HT"
 }
 
 /// The role of a connection opened before the agent started, from the start

@@ -1,7 +1,9 @@
 //! TLS plaintext: uprobes on OpenSSL's `SSL_read`, `SSL_write`, their
 //! `_ex` variants, `SSL_do_handshake` and where a connection starts
-//! (`SSL_set_connect_state`, `SSL_set_accept_state`), attached once per library file
-//! (every process that maps it, started before or after the agent).
+//! (`SSL_set_connect_state`, `SSL_set_accept_state`), attached once per
+//! file that exports them (every process that runs it, started before or
+//! after the agent). Go's `crypto/tls` (`go_tls`) shares the sessions,
+//! offsets and events kept here.
 //!
 //! - **Which socket**: a TLS call's socket is the one of the first socket
 //!   syscall the thread makes during the call (`syscall_in_call`); a
@@ -15,15 +17,16 @@
 //!   so a session seen from its start knows its socket either way.
 //! - **Pairing the two ends**: instead of the TCP sequence number, an event
 //!   carries the offset of its first byte in its direction's plaintext,
-//!   counted from the connection's start: the same at the client's write and the
-//!   server's read of a request, however the library cut it into records
-//!   or buffered them. A session whose handshake was not seen starts its
-//!   counts at a random offset, so that its requests are left unpaired
+//!   counted from the connection's start: the same at the client's write
+//!   and the server's read of a request, however the library cut it into
+//!   records or buffered them. A session whose start was not seen starts
+//!   its counts at a random offset, so that its requests are left unpaired
 //!   rather than paired wrongly.
-//! - **One source per connection**: once a connection's plaintext is seen,
-//!   its socket syscalls (the ciphertext) are skipped, and its plaintext
-//!   events keep the kernel's count of requests (`context`) as socket
-//!   events do on clear-text connections.
+//! - **One source per connection**: a socket used inside a TLS call is
+//!   ciphertext from that syscall on: its syscalls are skipped (a
+//!   handshake's reply is not the answer to a client's call), and its
+//!   plaintext events keep the kernel's count of requests (`context`) as
+//!   socket events do on clear-text connections.
 
 use aya_ebpf::{
     helpers::{
