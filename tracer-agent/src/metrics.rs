@@ -68,6 +68,9 @@ struct Durations {
     client: HistogramVec,
 }
 
+/// Labels of a duration metric at most (a test holds every protocol's to it).
+const MAX_METRIC_LABELS: usize = 8;
+
 /// Series kept at most in the lookup cache; past this it starts over.
 const MAX_CACHED_SERIES: usize = 16_384;
 
@@ -291,11 +294,16 @@ impl Metrics {
                 continue;
             };
             let process = process_labels(span);
-            let values = || metric.labels.iter().map(|l| span.attribute(l.attribute));
+            // Looked up once: a span has a dozen attributes to search.
+            let mut found = [None; MAX_METRIC_LABELS];
+            for (value, label) in found.iter_mut().zip(metric.labels) {
+                *value = span.attribute(label.attribute);
+            }
+            let values = &found[..metric.labels.len()];
             let mut hasher = foldhash::fast::FixedState::default().build_hasher();
             (metric as *const DurationMetric as usize).hash(&mut hasher);
             (span.kind as u8, process).hash(&mut hasher);
-            values().for_each(|value| value.hash(&mut hasher));
+            values.hash(&mut hasher);
             let hash = hasher.finish();
             let seconds = span.duration_ns() as f64 / 1e9;
             let cached = series.cache.get(&hash).and_then(|entries| {
@@ -305,8 +313,8 @@ impl Metrics {
                         && c.process == process
                         && c.values
                             .iter()
-                            .zip(values())
-                            .all(|(kept, value)| kept.as_ref() == value)
+                            .zip(values)
+                            .all(|(kept, value)| kept.as_ref() == *value)
                 })
             });
             if let Some(cached) = cached {
@@ -326,7 +334,7 @@ impl Metrics {
                 metric,
                 kind: span.kind,
                 process: process.map(str::to_string),
-                values: values().map(Option::<&AttributeValue>::cloned).collect(),
+                values: values.iter().map(|value| value.cloned()).collect(),
                 histogram,
             });
         }
@@ -545,6 +553,15 @@ mod tests {
         protocols::{Protocol, http1::Http1},
         spans::{AttributeValue, SpanStatus},
     };
+
+    #[test]
+    fn every_duration_metric_has_room_for_its_labels() {
+        for protocol in crate::protocols::PROTOCOLS {
+            if let Some(metric) = protocol.facts().duration_metric {
+                assert!(metric.labels.len() <= MAX_METRIC_LABELS);
+            }
+        }
+    }
 
     fn span(kind: SpanKind, path: &str, status: i64, duration_ns: u64) -> Span {
         Span {

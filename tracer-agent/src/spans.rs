@@ -157,7 +157,6 @@ impl SpanBuilder {
     }
 }
 
-/// Ids as lower-case hex, as W3C and OTLP/JSON write them.
 /// A span's own time: `start..end` minus its children's intervals (clipped
 /// to it, overlaps counted once).
 pub fn self_time_ns(start: u64, end: u64, children: impl Iterator<Item = (u64, u64)>) -> u64 {
@@ -193,7 +192,7 @@ mod tests {
         connections::ConnectionInfo,
         protocols::{
             ChunkMeta, Exchange,
-            http1::{Headers, Http1Exchange, RequestHead, ResponseHead},
+            http1::{Http1Exchange, RequestHead, ResponseHead},
         },
     };
 
@@ -213,17 +212,8 @@ mod tests {
                 request_start: meta(1_000),
                 response_end: meta(5_000),
                 description: Box::new(Http1Exchange {
-                    request: Arc::new(RequestHead {
-                        method: method.into(),
-                        target: target.into(),
-                        version: 1,
-                        headers: Headers::default(),
-                    }),
-                    response: status.map(|status| ResponseHead {
-                        status,
-                        version: 1,
-                        headers: Headers::default(),
-                    }),
+                    request: Arc::new(RequestHead::new(method, target, 1, std::iter::empty())),
+                    response: status.map(|status| ResponseHead::new(status, 1, std::iter::empty())),
                     request_body_bytes: 0,
                     response_body_bytes: 12,
                     secure: false,

@@ -76,12 +76,7 @@ fn completed(correlator: &mut Correlator, request: &StartedRequest) -> Option<Sp
             request_start: request.start.start,
             response_end: request.start.start,
             description: Box::new(Http1Exchange {
-                request: std::sync::Arc::new(RequestHead {
-                    method: "GET".into(),
-                    target: "/x".into(),
-                    version: 1,
-                    headers: Default::default(),
-                }),
+                request: std::sync::Arc::new(RequestHead::new("GET", "/x", 1, std::iter::empty())),
                 response: None,
                 request_body_bytes: 0,
                 response_body_bytes: 0,

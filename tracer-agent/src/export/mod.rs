@@ -2,16 +2,23 @@
 //! became of them in its `ExporterStats`, and is shut down (what is left
 //! written or sent) before the agent exits.
 
+pub mod encoded;
 pub mod file;
 pub mod otlp;
-pub mod otlp_convert;
+#[cfg(test)]
+mod otlp_convert;
 pub mod otlp_json;
 pub mod otlp_proto;
 pub mod stdout;
 
-use std::{future::Future, pin::Pin, sync::atomic::Ordering};
+use std::{
+    collections::BTreeMap,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, atomic::Ordering},
+};
 
-use crate::{spans::Span, stats::ExporterStats};
+use crate::{process::ProcessInfo, spans::Span, stats::ExporterStats};
 
 /// The User-Agent of the agent's own OTLP/HTTP requests. A collector on a
 /// traced node would otherwise yield a server span for each export, which
@@ -25,6 +32,31 @@ pub fn is_own_export(span: &Span) -> bool {
             span.attribute("user_agent.original"),
             Some(crate::spans::AttributeValue::Str(agent)) if agent == OWN_USER_AGENT
         )
+}
+
+/// A process and its items (spans, or their encodings).
+pub type ProcessGroup<'a, T> = (&'a Arc<ProcessInfo>, Vec<T>);
+
+/// Items (spans, or their encodings) grouped by the process (resource)
+/// they belong to, in (pid, service name) order; each group keeps the
+/// items' order.
+pub fn by_process<'a, T>(
+    items: impl IntoIterator<Item = (&'a Arc<ProcessInfo>, T)>,
+) -> impl Iterator<Item = ProcessGroup<'a, T>> {
+    let mut groups: BTreeMap<(u32, &str), ProcessGroup<T>> = BTreeMap::new();
+    for (process, item) in items {
+        groups
+            .entry((process.pid, process.service_name.as_str()))
+            .or_insert_with(|| (process, Vec::new()))
+            .1
+            .push(item);
+    }
+    groups.into_values()
+}
+
+/// The spans of `spans` by process.
+pub fn spans_by_process(spans: &[Span]) -> impl Iterator<Item = (&Arc<ProcessInfo>, Vec<&Span>)> {
+    by_process(spans.iter().map(|span| (&span.process, span)))
 }
 
 pub type ShutdownFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;

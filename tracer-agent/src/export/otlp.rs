@@ -1,13 +1,12 @@
 //! OTLP export to any OpenTelemetry backend, over gRPC or HTTP (protobuf or
-//! JSON). Spans wait in a bounded queue; a background task sends them in
-//! batches (by size or after a delay) and retries with backoff while the
-//! backend is down or slow, so a backend that comes back receives what was
-//! queued. Spans are dropped only when the queue is full, when the backend
+//! JSON). Spans wait in a bounded queue, encoded as they arrive; a
+//! background task sends them in batches (by size or after a delay) and
+//! retries with backoff while the backend is down or slow, so a backend that
+//! comes back receives what was queued. Spans are dropped only when the queue is full, when the backend
 //! rejects them as malformed, or when shutdown time runs out, and each drop
 //! is counted.
 
 use std::{
-    collections::VecDeque,
     path::{Path, PathBuf},
     sync::{
         Arc, Mutex,
@@ -16,12 +15,17 @@ use std::{
     time::Duration,
 };
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
+use bytes::Bytes;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceResponse;
 use tokio::{sync::Notify, task::JoinHandle, time::Instant};
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::{
+    codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder},
+    transport::{Channel, ClientTlsConfig, Endpoint},
+};
 
 use super::{
-    Exporter, OWN_USER_AGENT, ShutdownFuture, otlp_convert::export_request, otlp_json, otlp_proto,
+    Exporter, OWN_USER_AGENT, ShutdownFuture,
+    encoded::{Format, SpanQueue},
 };
 use crate::{http_client, spans::Span, stats::ExporterStats};
 
@@ -30,6 +34,15 @@ pub enum Protocol {
     Grpc,
     HttpProtobuf,
     HttpJson,
+}
+
+impl Protocol {
+    fn format(self) -> Format {
+        match self {
+            Protocol::Grpc | Protocol::HttpProtobuf => Format::Protobuf,
+            Protocol::HttpJson => Format::Json,
+        }
+    }
 }
 
 impl std::str::FromStr for Protocol {
@@ -187,7 +200,7 @@ fn percent_decode(text: &str) -> Result<String, String> {
 /// Spans waiting to be sent, shared by the pipeline (which adds) and the
 /// sender task (which takes).
 struct Queue {
-    spans: Mutex<VecDeque<Span>>,
+    spans: Mutex<SpanQueue>,
     /// Woken when a full batch is waiting or shutdown begins.
     wake: Notify,
     /// Set at shutdown: until when to keep trying.
@@ -197,8 +210,12 @@ struct Queue {
 }
 
 impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, SpanQueue> {
+        self.spans.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn len(&self) -> usize {
-        self.spans.lock().map(|q| q.len()).unwrap_or(0)
+        self.lock().len()
     }
 
     /// Spans waiting, including the batch being sent, into the gauge.
@@ -234,7 +251,7 @@ impl OtlpExporter {
     pub fn start(options: OtlpOptions, stats: Arc<ExporterStats>) -> anyhow::Result<Self> {
         let transport = Transport::new(&options)?;
         let queue = Arc::new(Queue {
-            spans: Mutex::new(VecDeque::new()),
+            spans: Mutex::new(SpanQueue::default()),
             wake: Notify::new(),
             shutdown_deadline: Mutex::new(None),
             sending: AtomicU64::new(0),
@@ -256,10 +273,17 @@ impl OtlpExporter {
 
 impl Exporter for OtlpExporter {
     fn export(&mut self, spans: &[Span]) {
-        let mut queue = self.queue.spans.lock().unwrap_or_else(|e| e.into_inner());
-        let room = self.options.max_queue_spans.saturating_sub(queue.len());
+        // Only the sender takes from the queue meanwhile: the room can
+        // only grow while the spans are encoded, outside the lock.
+        let room = self
+            .options
+            .max_queue_spans
+            .saturating_sub(self.queue.len());
         let taken = spans.len().min(room);
-        queue.extend(spans[..taken].iter().cloned());
+        let mut encoded = self.queue.lock().spare();
+        encoded.add(self.options.protocol.format(), &spans[..taken]);
+        let mut queue = self.queue.lock();
+        queue.push(encoded);
         let dropped = spans.len() - taken;
         if dropped > 0
             && self
@@ -303,23 +327,29 @@ async fn send_loop(
     options: OtlpOptions,
     stats: Arc<ExporterStats>,
 ) {
+    // Reused from request to request (see `encoded`).
+    let mut body = Vec::new();
     loop {
         if queue.deadline().is_none() && queue.len() < options.max_batch_spans {
             // A full batch wakes us; a smaller one goes after the delay.
             let _ = tokio::time::timeout(options.batch_delay, queue.wake.notified()).await;
         }
-        let batch: Vec<Span> = {
-            let mut spans = queue.spans.lock().unwrap_or_else(|e| e.into_inner());
-            let n = spans.len().min(options.max_batch_spans);
-            spans.drain(..n).collect()
-        };
+        let batch = queue.lock().take(options.max_batch_spans);
         if batch.is_empty() {
             if queue.deadline().is_some() {
                 return;
             }
             continue;
         }
-        send_with_retry(&mut transport, &batch, &queue, &options, &stats).await;
+        batch.write_request(options.protocol.format(), &options.host_name, &mut body);
+        let sent = Bytes::from(std::mem::take(&mut body));
+        send_with_retry(&mut transport, &sent, batch.len(), &queue, &options, &stats).await;
+        queue.lock().recycle(batch);
+        // The transport has let go of its copies by now, unless it is
+        // still closing a failed request: then the buffer is made anew.
+        if let Ok(unique) = sent.try_into_mut() {
+            body = unique.into();
+        }
     }
 }
 
@@ -331,20 +361,19 @@ const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// runs out. The batch counts as queued while it is retried.
 async fn send_with_retry(
     transport: &mut Transport,
-    batch: &[Span],
+    body: &Bytes,
+    spans: usize,
     queue: &Queue,
     options: &OtlpOptions,
     stats: &ExporterStats,
 ) {
-    // An HTTP body is encoded once, on the first attempt, and kept for retries.
-    let mut body = None;
-    let n = batch.len() as u64;
+    let n = spans as u64;
     let mut backoff = FIRST_BACKOFF;
     let mut failures = 0u32;
     loop {
         queue.sending.store(n, Ordering::Relaxed);
         queue.publish_depth(stats);
-        match transport.send(batch, &mut body, options).await {
+        match transport.send(body.clone(), options).await {
             Ok(()) => {
                 stats.spans_exported.fetch_add(n, Ordering::Relaxed);
                 queue.batch_done(stats);
@@ -384,12 +413,7 @@ async fn send_with_retry(
         if let Some(deadline) = queue.deadline() {
             let left_time = deadline.saturating_duration_since(Instant::now());
             if left_time.is_zero() {
-                let left = {
-                    let mut spans = queue.spans.lock().unwrap_or_else(|e| e.into_inner());
-                    let left = spans.len() as u64;
-                    spans.clear();
-                    left
-                };
+                let left = queue.lock().clear() as u64;
                 stats.spans_dropped.fetch_add(n + left, Ordering::Relaxed);
                 queue.batch_done(stats);
                 tracing::warn!(
@@ -415,7 +439,7 @@ enum SendError {
 }
 
 enum Transport {
-    Grpc(TraceServiceClient<Channel>),
+    Grpc(tonic::client::Grpc<Channel>),
     Http(reqwest::Client),
 }
 
@@ -458,7 +482,7 @@ impl Transport {
                         .tls_config(config)
                         .map_err(|e| anyhow::anyhow!("OTLP TLS settings: {}", error_chain(&e)))?;
                 }
-                Transport::Grpc(TraceServiceClient::new(channel.connect_lazy()))
+                Transport::Grpc(tonic::client::Grpc::new(channel.connect_lazy()))
             }
             Protocol::HttpProtobuf | Protocol::HttpJson => {
                 reqwest::Url::parse(endpoint)
@@ -489,15 +513,11 @@ impl Transport {
         })
     }
 
-    async fn send(
-        &mut self,
-        batch: &[Span],
-        body: &mut Option<bytes::Bytes>,
-        options: &OtlpOptions,
-    ) -> Result<(), SendError> {
+    /// Sends one encoded `ExportTraceServiceRequest`.
+    async fn send(&mut self, body: Bytes, options: &OtlpOptions) -> Result<(), SendError> {
         match self {
             Transport::Grpc(client) => {
-                let mut call = tonic::Request::new(export_request(batch, &options.host_name));
+                let mut call = tonic::Request::new(body);
                 for (key, value) in &options.headers {
                     let key = tonic::metadata::MetadataKey::from_bytes(key.as_bytes())
                         .map_err(|e| SendError::Permanent(format!("header {key:?}: {e}")))?;
@@ -506,7 +526,17 @@ impl Transport {
                         .map_err(|e| SendError::Permanent(format!("header {key:?}: {e}")))?;
                     call.metadata_mut().insert(key, value);
                 }
-                let response = client.export(call).await.map_err(grpc_error)?;
+                client
+                    .ready()
+                    .await
+                    .map_err(|e| SendError::Retryable(error_chain(&e)))?;
+                let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+                    "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+                );
+                let response = client
+                    .unary(call, path, EncodedRequestCodec)
+                    .await
+                    .map_err(grpc_error)?;
                 log_partial_success(
                     response
                         .into_inner()
@@ -520,24 +550,6 @@ impl Transport {
                     Protocol::HttpJson => "application/json",
                     _ => "application/x-protobuf",
                 };
-                let body = body
-                    .get_or_insert_with(|| {
-                        let mut encoded = Vec::new();
-                        match options.protocol {
-                            Protocol::HttpJson => otlp_json::write_export_request(
-                                batch,
-                                &options.host_name,
-                                &mut encoded,
-                            ),
-                            _ => otlp_proto::write_export_request(
-                                batch,
-                                &options.host_name,
-                                &mut encoded,
-                            ),
-                        }
-                        encoded.into()
-                    })
-                    .clone();
                 let mut post = client
                     .post(&options.endpoint)
                     .header("content-type", content_type)
@@ -566,6 +578,49 @@ impl Transport {
                 }
             }
         }
+    }
+}
+
+/// gRPC's message coding for an `ExportTraceServiceRequest` encoded
+/// already (sent as it is) and its response (decoded with prost).
+struct EncodedRequestCodec;
+
+impl Codec for EncodedRequestCodec {
+    type Encode = Bytes;
+    type Decode = ExportTraceServiceResponse;
+    type Encoder = EncodedRequestCodec;
+    type Decoder = EncodedRequestCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        EncodedRequestCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        EncodedRequestCodec
+    }
+}
+
+impl Encoder for EncodedRequestCodec {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, body: Bytes, out: &mut EncodeBuf<'_>) -> Result<(), tonic::Status> {
+        bytes::BufMut::put(out, body);
+        Ok(())
+    }
+}
+
+impl Decoder for EncodedRequestCodec {
+    type Item = ExportTraceServiceResponse;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        body: &mut DecodeBuf<'_>,
+    ) -> Result<Option<ExportTraceServiceResponse>, tonic::Status> {
+        prost::Message::decode(body)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("undecodable export response: {e}")))
     }
 }
 

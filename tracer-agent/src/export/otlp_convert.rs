@@ -1,6 +1,6 @@
-//! Spans → OTLP messages (the generated types of the official protos).
-
-use std::{collections::BTreeMap, sync::Arc};
+//! Spans → OTLP messages (the generated types of the official protos): the
+//! reference the direct encoders (`otlp_proto`, `otlp_json`) are tested
+//! against, byte for byte.
 
 use opentelemetry_proto::tonic::{
     collector::trace::v1::ExportTraceServiceRequest,
@@ -17,27 +17,10 @@ use crate::{
     spans::{AttributeValue, Span, SpanKind, SpanStatus},
 };
 
-/// A process and its spans in one batch.
-pub type ProcessSpans<'a> = (&'a Arc<ProcessInfo>, Vec<&'a Span>);
-
-/// A batch's spans grouped by the process (resource) they belong to, in
-/// (pid, service name) order.
-pub fn by_process(spans: &[Span]) -> impl Iterator<Item = ProcessSpans<'_>> {
-    let mut groups: BTreeMap<(u32, &str), ProcessSpans> = BTreeMap::new();
-    for span in spans {
-        groups
-            .entry((span.process.pid, span.process.service_name.as_str()))
-            .or_insert_with(|| (&span.process, Vec::new()))
-            .1
-            .push(span);
-    }
-    groups.into_values()
-}
-
 /// One request for a batch: spans grouped by the process (resource) they belong to.
 pub fn export_request(spans: &[Span], host_name: &str) -> ExportTraceServiceRequest {
     ExportTraceServiceRequest {
-        resource_spans: by_process(spans)
+        resource_spans: super::spans_by_process(spans)
             .map(|(process, spans)| ResourceSpans {
                 resource: Some(resource(process, host_name)),
                 scope_spans: vec![ScopeSpans {

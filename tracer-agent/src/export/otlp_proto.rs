@@ -3,7 +3,8 @@
 //! the generated messages first (their strings and vectors were half of
 //! what OTLP export cost per span). Field numbers are the OTLP protos'.
 
-use super::otlp_convert::by_process;
+use std::sync::Arc;
+
 use crate::{
     process::{ProcessInfo, ResourceValue},
     spans::{AttributeValue, Span, SpanKind, SpanStatus},
@@ -13,9 +14,16 @@ const VARINT: u32 = 0;
 const FIXED64: u32 = 1;
 const LEN: u32 = 2;
 
-/// An `ExportTraceServiceRequest` for `spans`, appended to `out`.
-pub fn write_export_request(spans: &[Span], host_name: &str, out: &mut Vec<u8>) {
-    for (process, spans) in by_process(spans) {
+/// An `ExportTraceServiceRequest` of spans grouped by process, appended to
+/// `out`; `write_span` writes one span's `Span` message body (from the span,
+/// or its bytes encoded earlier by [`write_span`]).
+pub fn write_request<'a, T>(
+    groups: impl Iterator<Item = (&'a Arc<ProcessInfo>, Vec<T>)>,
+    host_name: &str,
+    out: &mut Vec<u8>,
+    mut write_span: impl FnMut(T, &mut Vec<u8>),
+) {
+    for (process, spans) in groups {
         // ExportTraceServiceRequest.resource_spans
         nested(out, 1, |out| {
             // ResourceSpans.resource
@@ -46,7 +54,8 @@ fn write_resource(process: &ProcessInfo, host_name: &str, out: &mut Vec<u8>) {
     }
 }
 
-fn write_span(span: &Span, out: &mut Vec<u8>) {
+/// One span's `Span` message, without its field key and length.
+pub fn write_span(span: &Span, out: &mut Vec<u8>) {
     bytes_field(out, 1, &span.trace_id);
     bytes_field(out, 2, &span.span_id);
     if let Some(parent) = &span.parent_span_id {
@@ -104,16 +113,23 @@ fn int_attribute(out: &mut Vec<u8>, field: u32, name: &str, value: i64) {
     });
 }
 
-/// A length-delimited field whose contents `body` writes: written in
-/// place, then its length inserted before it (messages here are small,
-/// the move is cheap).
+/// A length-delimited field whose contents `body` writes, in place: one
+/// byte is kept for the length, which suffices below 128 bytes (most
+/// attributes); a longer body is moved along once to make room.
 fn nested(out: &mut Vec<u8>, field: u32, body: impl FnOnce(&mut Vec<u8>)) {
     key(out, field, LEN);
-    let start = out.len();
+    let at = out.len();
+    out.push(0);
     body(out);
-    let mut length = Vec::with_capacity(10);
-    varint(&mut length, (out.len() - start) as u64);
-    out.splice(start..start, length);
+    let length = out.len() - at - 1;
+    if length < 0x80 {
+        out[at] = length as u8;
+        return;
+    }
+    let (prefix, size) = varint_bytes(length as u64);
+    out.resize(out.len() + size - 1, 0);
+    out.copy_within(at + 1..at + 1 + length, at + size);
+    out[at..at + size].copy_from_slice(&prefix[..size]);
 }
 
 /// A string field, left out when empty (proto3's default).
@@ -142,12 +158,22 @@ fn key(out: &mut Vec<u8>, field: u32, wire_type: u32) {
     varint(out, u64::from(field << 3 | wire_type));
 }
 
-fn varint(out: &mut Vec<u8>, mut value: u64) {
+fn varint(out: &mut Vec<u8>, value: u64) {
+    let (bytes, size) = varint_bytes(value);
+    out.extend_from_slice(&bytes[..size]);
+}
+
+/// `value` as a varint: its bytes, and how many there are (1 to 10).
+fn varint_bytes(mut value: u64) -> ([u8; 10], usize) {
+    let mut bytes = [0; 10];
+    let mut size = 0;
     while value >= 0x80 {
-        out.push(value as u8 | 0x80);
+        bytes[size] = value as u8 | 0x80;
         value >>= 7;
+        size += 1;
     }
-    out.push(value as u8);
+    bytes[size] = value as u8;
+    (bytes, size + 1)
 }
 
 #[cfg(test)]
@@ -156,8 +182,10 @@ mod tests {
 
     use super::*;
     use crate::export::{
+        encoded::{EncodedSpans, Format},
         fixtures::{process, span},
         otlp_convert::export_request,
+        spans_by_process,
     };
 
     /// Byte for byte what prost makes of the generated messages.
@@ -170,17 +198,22 @@ mod tests {
         client.parent_span_id = Some([9; 8]);
         client.start_unix_ns = 0;
         let long = "x".repeat(300);
+        // Its span's length takes three varint bytes.
+        let longer = "y".repeat(20_000);
         let spans = [
             span(&shop, "GET /", SpanStatus::Error("500 boom".into())),
             client,
             span(&shop, "", SpanStatus::Error(String::new())),
             span(&shop, &long, SpanStatus::Unset),
+            span(&shop, &longer, SpanStatus::Unset),
         ];
         for batch in [&spans[..], &spans[..1], &[]] {
-            let mut direct = Vec::new();
-            write_export_request(batch, "node-1", &mut direct);
             let prost = export_request(batch, "node-1").encode_to_vec();
+            let mut direct = Vec::new();
+            write_request(spans_by_process(batch), "node-1", &mut direct, write_span);
             assert_eq!(direct, prost);
+            let encoded = EncodedSpans::encode(Format::Protobuf, batch);
+            assert_eq!(encoded.request(Format::Protobuf, "node-1"), prost);
         }
     }
 }

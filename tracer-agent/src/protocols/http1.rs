@@ -43,49 +43,105 @@ const KEPT_HEADERS: &[&str] = &[
     "x-b3-spanid",
 ];
 
+/// What the agent keeps of a head, in one allocation: a request's method
+/// and target, then the values of the `KEPT_HEADERS` it has (the first of
+/// each name, trimmed), one after another. No other header value is copied.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(&'static str, String)>);
+pub struct Headers {
+    text: String,
+    /// Per `KEPT_HEADERS` entry, where its value is in `text`.
+    values: [Option<(u16, u16)>; KEPT_HEADERS.len()],
+}
 
 impl Headers {
-    /// The first value of `name`, compared case-insensitively.
+    /// The value of `name` (one of `KEPT_HEADERS`), compared case-insensitively.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        let kept = KEPT_HEADERS
             .iter()
-            .find(|(key, _)| key.eq_ignore_ascii_case(name))
-            .map(|(_, value)| value.as_str())
+            .position(|k| k.eq_ignore_ascii_case(name))?;
+        let (start, end) = self.values[kept]?;
+        Some(&self.text[start as usize..end as usize])
     }
 
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (*k, v.as_str()))
-    }
-
-    /// The headers the agent reads (`KEPT_HEADERS`, named in lower case) of
-    /// a parsed head; the rest are never copied.
-    pub(crate) fn from_httparse(headers: &[httparse::Header<'_>]) -> Self {
-        let mut kept = Vec::new();
-        for header in headers {
-            if let Some(name) = KEPT_HEADERS
+    /// `prefix`'s parts (a request's method and target) and the kept headers
+    /// of `headers`, with where each part of `prefix` ends.
+    fn new<'a, const N: usize>(
+        prefix: [&str; N],
+        headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    ) -> (Self, [u16; N]) {
+        let mut found: [Option<&[u8]>; KEPT_HEADERS.len()] = [None; KEPT_HEADERS.len()];
+        for (name, value) in headers {
+            if let Some(kept) = KEPT_HEADERS
                 .iter()
-                .find(|k| header.name.eq_ignore_ascii_case(k))
+                .position(|k| name.eq_ignore_ascii_case(k))
+                && found[kept].is_none()
             {
-                kept.push((
-                    *name,
-                    String::from_utf8_lossy(header.value).trim().to_string(),
-                ));
+                found[kept] = Some(value.trim_ascii());
             }
         }
-        Headers(kept)
+        let size = prefix.iter().map(|part| part.len()).sum::<usize>()
+            + found
+                .iter()
+                .flatten()
+                .map(|value| value.len())
+                .sum::<usize>();
+        let mut head = Headers {
+            text: String::with_capacity(size),
+            values: [None; KEPT_HEADERS.len()],
+        };
+        // A head is at most MAX_HEAD_BYTES long: its offsets fit in u16
+        // (a value made longer by lossy decoding stops being kept).
+        let mut ends = [0; N];
+        for (end, part) in ends.iter_mut().zip(prefix) {
+            head.text.push_str(part);
+            *end = head.text.len().min(usize::from(u16::MAX)) as u16;
+        }
+        for (slot, value) in head.values.iter_mut().zip(found) {
+            let Some(value) = value else { continue };
+            let start = head.text.len();
+            head.text.push_str(&String::from_utf8_lossy(value));
+            if let (Ok(start), Ok(end)) = (u16::try_from(start), u16::try_from(head.text.len())) {
+                *slot = Some((start, end));
+            }
+        }
+        (head, ends)
     }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RequestHead {
-    pub method: String,
-    /// The request target as sent: usually origin-form (`/path?query`).
-    pub target: String,
     /// Minor version: 0 for HTTP/1.0, 1 for HTTP/1.1.
     pub version: u8,
+    /// Holds the method and the target too.
     pub headers: Headers,
+    method_end: u16,
+    target_end: u16,
+}
+
+impl RequestHead {
+    pub fn new<'a>(
+        method: &str,
+        target: &str,
+        version: u8,
+        headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    ) -> Self {
+        let (headers, [method_end, target_end]) = Headers::new([method, target], headers);
+        RequestHead {
+            version,
+            headers,
+            method_end,
+            target_end,
+        }
+    }
+
+    pub fn method(&self) -> &str {
+        &self.headers.text[..usize::from(self.method_end)]
+    }
+
+    /// The request target as sent: usually origin-form (`/path?query`).
+    pub fn target(&self) -> &str {
+        &self.headers.text[usize::from(self.method_end)..usize::from(self.target_end)]
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,6 +149,20 @@ pub struct ResponseHead {
     pub status: u16,
     pub version: u8,
     pub headers: Headers,
+}
+
+impl ResponseHead {
+    pub fn new<'a>(
+        status: u16,
+        version: u8,
+        headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    ) -> Self {
+        ResponseHead {
+            status,
+            version,
+            headers: Headers::new([], headers).0,
+        }
+    }
 }
 
 /// A request whose head was just parsed (its response is still to come).
@@ -616,7 +686,7 @@ impl<M: Copy> Http1Connection<M> {
         let framing = match &head {
             Head::Request(request) => request_framing(request),
             Head::Response(response) => {
-                let method = self.pending.front().map(|p| p.head.method.as_str());
+                let method = self.pending.front().map(|p| p.head.method());
                 response_framing(method, response)
             }
         };
@@ -758,34 +828,37 @@ fn parse_head_bytes(
     stream: Stream,
     buffer: &[u8],
 ) -> Result<Option<(usize, Head)>, httparse::Error> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    // Left uninitialised: this runs for every head, and zeroing room for
+    // MAX_HEADERS headers cost more than parsing the few a head has.
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let config = httparse::ParserConfig::default();
     Ok(match stream {
         Stream::Requests => {
-            let mut request = httparse::Request::new(&mut headers);
-            match request.parse(buffer)? {
+            let mut request = httparse::Request::new(&mut []);
+            match config.parse_request_with_uninit_headers(&mut request, buffer, &mut headers)? {
                 httparse::Status::Partial => None,
                 httparse::Status::Complete(len) => Some((
                     len,
-                    Head::Request(RequestHead {
-                        method: request.method.unwrap_or_default().to_string(),
-                        target: request.path.unwrap_or_default().to_string(),
-                        version: request.version.unwrap_or(1),
-                        headers: Headers::from_httparse(request.headers),
-                    }),
+                    Head::Request(RequestHead::new(
+                        request.method.unwrap_or_default(),
+                        request.path.unwrap_or_default(),
+                        request.version.unwrap_or(1),
+                        request.headers.iter().map(|h| (h.name, h.value)),
+                    )),
                 )),
             }
         }
         Stream::Responses => {
-            let mut response = httparse::Response::new(&mut headers);
-            match response.parse(buffer)? {
+            let mut response = httparse::Response::new(&mut []);
+            match config.parse_response_with_uninit_headers(&mut response, buffer, &mut headers)? {
                 httparse::Status::Partial => None,
                 httparse::Status::Complete(len) => Some((
                     len,
-                    Head::Response(ResponseHead {
-                        status: response.code.unwrap_or_default(),
-                        version: response.version.unwrap_or(1),
-                        headers: Headers::from_httparse(response.headers),
-                    }),
+                    Head::Response(ResponseHead::new(
+                        response.code.unwrap_or_default(),
+                        response.version.unwrap_or(1),
+                        response.headers.iter().map(|h| (h.name, h.value)),
+                    )),
                 )),
             }
         }

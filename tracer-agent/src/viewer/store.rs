@@ -236,11 +236,11 @@ impl TraceStore {
     fn is_call_to_viewer(&self, span: &Span) -> bool {
         span.kind == SpanKind::Client
             && self.own_endpoints.iter().any(|own| {
-                let peer_port = matches!(span.attribute("network.peer.port"),
-                    Some(AttributeValue::Int(port)) if *port == i64::from(own.port()));
-                let peer_ip = matches!(span.attribute("network.peer.address"),
-                    Some(AttributeValue::Str(ip)) if own.ip().is_unspecified() || *ip == own.ip().to_string());
-                peer_port && peer_ip
+                // The port first: the address is compared as text, rarely.
+                matches!(span.attribute("network.peer.port"),
+                    Some(AttributeValue::Int(port)) if *port == i64::from(own.port()))
+                    && matches!(span.attribute("network.peer.address"),
+                    Some(AttributeValue::Str(ip)) if own.ip().is_unspecified() || *ip == own.ip().to_string())
             })
     }
 

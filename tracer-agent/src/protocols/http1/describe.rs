@@ -140,7 +140,7 @@ impl Describe for Http1Exchange {
     }
 
     fn span_name(&self) -> String {
-        http_span_name(&self.request.method, &self.request.target)
+        http_span_name(self.request.method(), self.request.target())
     }
 
     fn server_name(&self) -> Option<&str> {
@@ -156,8 +156,8 @@ impl Describe for Http1Exchange {
     ) -> SpanStatus {
         let request = &self.request;
         let exchange = HttpExchange {
-            method: &request.method,
-            target: &request.target,
+            method: request.method(),
+            target: request.target(),
             authority: request.headers.get("host"),
             user_agent: request.headers.get("user-agent"),
             scheme: if self.secure { "https" } else { "http" },

@@ -41,8 +41,8 @@ fn simple_exchange() {
     assert_eq!(errors(&out), Vec::<&ParseError>::new());
     let ex = exchanges(&out);
     assert_eq!(ex.len(), 1);
-    assert_eq!(ex[0].request.method, "GET");
-    assert_eq!(ex[0].request.target, "/hello?name=x");
+    assert_eq!(ex[0].request.method(), "GET");
+    assert_eq!(ex[0].request.target(), "/hello?name=x");
     assert_eq!(ex[0].request.headers.get("HOST"), Some("example.test:8080"));
     assert_eq!(ex[0].response.as_ref().unwrap().status, 200);
     assert_eq!(ex[0].response_body_bytes, 5);
@@ -110,12 +110,7 @@ fn pipelined_requests_pair_in_order() {
     let ex = exchanges(&out);
     let pairs: Vec<_> = ex
         .iter()
-        .map(|e| {
-            (
-                e.request.target.as_str(),
-                e.response.as_ref().unwrap().status,
-            )
-        })
+        .map(|e| (e.request.target(), e.response.as_ref().unwrap().status))
         .collect();
     assert_eq!(pairs, [("/a", 200), ("/b", 404), ("/c", 200)]);
     // HEAD: Content-Length describes the GET body; none follows.
@@ -136,7 +131,7 @@ fn request_starts_report_index_and_offset() {
     let starts: Vec<_> = out
         .iter()
         .filter_map(|o| match o {
-            Output::Request(r) => Some((r.index, r.request.target.as_str(), r.start, r.offset)),
+            Output::Request(r) => Some((r.index, r.request.target(), r.start, r.offset)),
             _ => None,
         })
         .collect();
@@ -332,7 +327,7 @@ fn lost_head_resyncs() {
     conn.feed(Stream::Responses, OK, 0, 3, &mut out);
     let ex = exchanges(&out);
     assert_eq!(ex.len(), 1);
-    assert_eq!(ex[0].request.target, "/hello?name=x");
+    assert_eq!(ex[0].request.target(), "/hello?name=x");
     assert_eq!(
         errors(&out),
         [
@@ -413,4 +408,22 @@ fn garbage_never_panics() {
             );
         }
     }
+}
+
+#[test]
+fn a_head_keeps_the_first_value_of_each_kept_header_only() {
+    let headers: [(&str, &[u8]); 5] = [
+        ("Host", b" shop.test "),
+        ("Cookie", b"secret"),
+        ("HOST", b"other.test"),
+        ("User-Agent", b"curl/\xff"),
+        ("Content-Length", b""),
+    ];
+    let head = RequestHead::new("POST", "/cart?id=1", 1, headers.into_iter());
+    assert_eq!((head.method(), head.target()), ("POST", "/cart?id=1"));
+    assert_eq!(head.headers.get("host"), Some("shop.test"));
+    assert_eq!(head.headers.get("user-agent"), Some("curl/\u{fffd}"));
+    assert_eq!(head.headers.get("content-length"), Some(""));
+    assert_eq!(head.headers.get("cookie"), None);
+    assert_eq!(head.headers.get("traceparent"), None);
 }
