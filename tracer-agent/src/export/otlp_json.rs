@@ -79,9 +79,9 @@ pub fn write_span(span: &Span, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"kind\":");
     out.push(kind);
     out.extend_from_slice(b",\"startTimeUnixNano\":\"");
-    number(out, span.start_unix_ns as i128);
+    number(out, span.start_unix_ns);
     out.extend_from_slice(b"\",\"endTimeUnixNano\":\"");
-    number(out, span.end_unix_ns as i128);
+    number(out, span.end_unix_ns);
     out.extend_from_slice(b"\",\"attributes\":[");
     for (key, value) in &span.attributes {
         match value {
@@ -113,11 +113,12 @@ fn int_attribute(out: &mut Vec<u8>, key: &str, value: i64) {
     out.extend_from_slice(b"{\"key\":");
     string(out, key);
     out.extend_from_slice(b",\"value\":{\"intValue\":\"");
-    number(out, value as i128);
+    number(out, value);
     out.extend_from_slice(b"\"}}");
 }
 
-fn number(out: &mut Vec<u8>, value: i128) {
+/// As 64-bit integers: formatting them is several times faster than i128's.
+fn number(out: &mut Vec<u8>, value: impl std::fmt::Display) {
     // Writing to a Vec cannot fail.
     let _ = write!(out, "{value}");
 }
@@ -135,6 +136,12 @@ fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
 fn string(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
     let bytes = text.as_bytes();
+    // Most strings need no escape: one scan finds out.
+    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+        out.extend_from_slice(bytes);
+        out.push(b'"');
+        return;
+    }
     let mut clean_from = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escape: &[u8] = match b {
