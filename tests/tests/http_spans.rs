@@ -6,7 +6,7 @@ use std::process::Command;
 
 use tracer_tests::{
     Agent, CLIENT, Process, SERVER, SpanRecord, curl, free_port, node_server, python_server,
-    require_root, servers_dir, signal_go, temp_dir,
+    require_root, servers_dir, services::run_nginx, signal_go, temp_dir,
 };
 
 /// Every span lasted a positive time no longer than what the client saw.
@@ -403,6 +403,60 @@ fn large_file_read_costs_no_events() {
     assert!(run.spans.is_empty(), "{:#?}", run.spans);
     assert_eq!(run.summary("events_read"), 0);
     assert_eq!(run.summary("events_sent"), 0);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// nginx sending files with `sendfile` (the bytes never pass through user
+/// space; the kernel counts them at the syscall's exit): every response on
+/// a kept-alive connection is framed, sized and parented, a large file's
+/// (sent in several calls) as well as a small one's.
+#[test]
+fn static_files_sent_with_sendfile() {
+    require_root();
+    let port = free_port();
+    let dir = temp_dir("sendfile");
+    std::fs::create_dir(dir.join("root")).unwrap();
+    let sizes = [("large.bin", 3 * 1024 * 1024), ("small.txt", 1024)];
+    for (name, size) in sizes {
+        std::fs::write(dir.join("root").join(name), vec![b'x'; size]).unwrap();
+    }
+    let _nginx = run_nginx(
+        &dir,
+        &format!(
+            "sendfile on;
+    server {{ listen 127.0.0.1:{port}; root {}/root; }}",
+            dir.display()
+        ),
+        port,
+    );
+    let agent = Agent::start(&[]);
+    let urls: Vec<String> = ["large.bin", "small.txt", "large.bin", "small.txt"]
+        .iter()
+        .map(|name| format!("http://127.0.0.1:{port}/{name}"))
+        .collect();
+    let observed = curl(&[], &urls);
+    let run = agent.stop();
+    assert!(run.status.success(), "agent failed: {}", run.stderr);
+
+    let spans = run.spans_on_port(port);
+    let servers = of_kind(&spans, SERVER);
+    let clients = of_kind(&spans, CLIENT);
+    assert_eq!(servers.len(), 4, "{spans:#?}");
+    assert_eq!(clients.len(), 4, "{spans:#?}");
+    for server in &servers {
+        let size = sizes
+            .iter()
+            .find(|(name, _)| server.str("url.path") == Some(&format!("/{name}")))
+            .map(|&(_, size)| size as i64);
+        assert!(size.is_some(), "{server:#?}");
+        assert_eq!(server.int("http.response.status_code"), Some(200));
+        assert_eq!(server.int("http.response.body.size"), size, "{server:#?}");
+        assert!(
+            clients.iter().any(|c| c.span_id == server.parent_span_id),
+            "each server span is its client span's child: {spans:#?}"
+        );
+    }
+    assert_durations(&spans, &observed);
     std::fs::remove_dir_all(dir).unwrap();
 }
 

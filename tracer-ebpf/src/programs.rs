@@ -206,25 +206,25 @@ fn take_in_flight() -> Option<InFlight> {
 }
 
 /// Exit of a read/write-like syscall: send what moved, with a payload prefix.
-/// A read is looked at only here, and only when it moved bytes; a write
-/// has its start from its entry (its context and start time are decided
-/// before the bytes leave).
+/// A read or a sendfile is looked at only here, and only when it moved
+/// bytes; a write has its start from its entry (its context and start time
+/// are decided before the bytes leave).
 #[inline(always)]
 fn exit_data(ctx: &TracePointContext, syscall: Syscall) {
     let moved = ret(ctx);
+    let exit_only = has_exit_only(syscall);
     if moved <= 0 {
         // A write's entry is forgotten all the same.
-        if syscall.direction() != Some(Direction::Ingress) {
+        if !exit_only {
             take_in_flight();
         }
         return;
     }
-    let ingress = syscall.direction() == Some(Direction::Ingress);
-    // A read is checked here for the first time; a write's entry did it.
-    let Some(config) = (if ingress { traced() } else { config() }) else {
+    // Checked here for the first time unless the syscall's entry did it.
+    let Some(config) = (if exit_only { traced() } else { config() }) else {
         return;
     };
-    let (in_flight, state) = if ingress {
+    let (in_flight, state) = if exit_only {
         match start_at_exit(config, syscall, moved) {
             Some(started) => started,
             None => return,
@@ -506,10 +506,18 @@ macro_rules! write_syscall {
     };
 }
 
-/// Reads have only an exit program: the arguments are still in the
-/// registers (`syscall_args`), and most reads of a busy event loop move
-/// nothing (EAGAIN) and cost no more than this check.
-macro_rules! read_syscall {
+/// Whether `syscall` has only an exit program: the arguments are still in
+/// the registers (`syscall_args`). Reads, since most reads of a busy event
+/// loop move nothing (EAGAIN) and cost no more than that check; sendfile,
+/// whose bytes are counted, not read, with nothing to decide before they
+/// leave (its start time is its end: a file server's response starts with
+/// its head's write).
+#[inline(always)]
+fn has_exit_only(syscall: Syscall) -> bool {
+    syscall.direction() == Some(Direction::Ingress) || syscall == Syscall::Sendfile
+}
+
+macro_rules! exit_only_syscall {
     ($exit:ident, $syscall:expr) => {
         #[tracepoint]
         pub fn $exit(ctx: TracePointContext) -> u32 {
@@ -523,10 +531,10 @@ macro_rules! read_syscall {
 // recvfrom(fd, buf, len, flags, addr, addrlen), recvmsg(fd, msg, flags).
 // A MSG_PEEK read leaves the bytes in the socket to be read again, so it is
 // not traffic.
-read_syscall!(sys_exit_read, Syscall::Read);
-read_syscall!(sys_exit_readv, Syscall::Readv);
-read_syscall!(sys_exit_recvfrom, Syscall::Recvfrom);
-read_syscall!(sys_exit_recvmsg, Syscall::Recvmsg);
+exit_only_syscall!(sys_exit_read, Syscall::Read);
+exit_only_syscall!(sys_exit_readv, Syscall::Readv);
+exit_only_syscall!(sys_exit_recvfrom, Syscall::Recvfrom);
+exit_only_syscall!(sys_exit_recvmsg, Syscall::Recvmsg);
 
 // write(fd, buf, count)
 write_syscall!(sys_enter_write, sys_exit_write, Syscall::Write, |ctx| (
@@ -551,12 +559,7 @@ write_syscall!(
     |ctx| (arg(&ctx, 1), 0)
 );
 // sendfile64(out_fd, in_fd, offset, count): counted, no payload.
-write_syscall!(
-    sys_enter_sendfile64,
-    sys_exit_sendfile64,
-    Syscall::Sendfile,
-    |ctx| (0, 0)
-);
+exit_only_syscall!(sys_exit_sendfile64, Syscall::Sendfile);
 
 /// accept(fd, ...) returns the new connection's descriptor.
 #[tracepoint]

@@ -6,9 +6,10 @@
 
 use std::{fs, path::Path};
 
-/// x86-64 numbers of the writes the programs trace: write, writev,
-/// sendfile, sendto, sendmsg.
-const WRITE_SYSCALLS: [u64; 5] = [1, 20, 40, 44, 46];
+/// x86-64 numbers of the writes the programs trace at their entry: write,
+/// writev, sendto, sendmsg (sendfile, like reads, is looked at at its exit
+/// only).
+const WRITE_SYSCALLS: [u64; 4] = [1, 20, 44, 46];
 
 /// `pid_tgid` keys (process id high, thread id low) of the threads of every
 /// process but `skip_pid` that are now in a write on a socket.

@@ -181,46 +181,11 @@ pub fn inspect(path: &Path) -> Result<GoBinary, Unsupported> {
         .ok_or(Unsupported::NoSymbol(NEWPROC1))?;
     let file_offset = |address: u64| file_offset(&elf, address);
     let mut probes = vec![(GoProbe::Newproc1, file_offset(newproc1)?)];
-    let returns = |address: u64, size: u64| {
-        let code = elf
-            .segments()
-            .find_map(|segment| segment.data_range(address, size).ok().flatten())?;
-        let returns = uprobes::return_instructions(code, address);
-        (!returns.is_empty()).then_some(returns)
-    };
-    for address in returns(newproc1, newproc1_size).ok_or(Unsupported::NoReturn)? {
+    let returns = uprobes::function_returns(&elf, newproc1, newproc1_size);
+    for address in returns.ok_or(Unsupported::NoReturn)? {
         probes.push((GoProbe::Newproc1Return, file_offset(address)?));
     }
-    let tcp_conn_itab = TCP_CONN_ITABS
-        .iter()
-        .find_map(|name| functions.get(*name))
-        .map(|&(address, _)| address);
-    let tls = (
-        functions.get(TLS_WRITE),
-        functions.get(TLS_READ),
-        tcp_conn_itab,
-    );
-    let tcp_conn_itab = match tls {
-        (Some(&(write, _)), Some(&(read, read_size)), Some(itab)) => {
-            match returns(read, read_size) {
-                Some(read_returns) => {
-                    probes.push((GoProbe::TlsWrite, file_offset(write)?));
-                    probes.push((GoProbe::TlsRead, file_offset(read)?));
-                    for address in read_returns {
-                        probes.push((GoProbe::TlsReadReturn, file_offset(address)?));
-                    }
-                    for name in TLS_HANDSHAKES {
-                        if let Some(&(address, _)) = functions.get(name) {
-                            probes.push((GoProbe::TlsStart, file_offset(address)?));
-                        }
-                    }
-                    Some(itab)
-                }
-                None => None,
-            }
-        }
-        _ => None,
-    };
+    let tcp_conn_itab = tls_probes(&elf, &functions, &mut probes)?;
     if HTTP_CLIENT
         .iter()
         .all(|(_, name)| functions.contains_key(*name))
@@ -241,6 +206,37 @@ pub fn inspect(path: &Path) -> Result<GoBinary, Unsupported> {
         position_independent: elf.elf_header().e_type(endian) == object::elf::ET_DYN,
         link_base: uprobes::link_base(&elf),
     })
+}
+
+/// Adds the `crypto/tls` probes when the program has what they need (its
+/// `Conn`'s Write and Read, Read's returns, `*net.TCPConn`'s itab); the
+/// itab's address when it has.
+fn tls_probes<'data, R: object::ReadRef<'data>>(
+    elf: &Elf<'data, R>,
+    functions: &std::collections::HashMap<String, (u64, u64)>,
+    probes: &mut Vec<(GoProbe, u64)>,
+) -> Result<Option<u64>, Unsupported> {
+    let (Some(&(write, _)), Some(&(read, read_size)), Some(&(itab, _))) = (
+        functions.get(TLS_WRITE),
+        functions.get(TLS_READ),
+        TCP_CONN_ITABS.iter().find_map(|name| functions.get(*name)),
+    ) else {
+        return Ok(None);
+    };
+    let Some(read_returns) = uprobes::function_returns(elf, read, read_size) else {
+        return Ok(None);
+    };
+    probes.push((GoProbe::TlsWrite, file_offset(elf, write)?));
+    probes.push((GoProbe::TlsRead, file_offset(elf, read)?));
+    for address in read_returns {
+        probes.push((GoProbe::TlsReadReturn, file_offset(elf, address)?));
+    }
+    for name in TLS_HANDSHAKES {
+        if let Some(&(address, _)) = functions.get(name) {
+            probes.push((GoProbe::TlsStart, file_offset(elf, address)?));
+        }
+    }
+    Ok(Some(itab))
 }
 
 /// Whether a goroutine running function `name` takes over its parent's

@@ -52,7 +52,6 @@ pub const TRACEPOINTS: &[&str] = &[
     "sys_exit_recvmsg",
     "sys_enter_sendmsg",
     "sys_exit_sendmsg",
-    "sys_enter_sendfile64",
     "sys_exit_sendfile64",
     "sys_exit_accept",
     "sys_exit_accept4",

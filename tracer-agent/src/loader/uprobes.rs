@@ -111,8 +111,23 @@ pub(super) fn mapped_start(maps: &str, path: &str) -> Option<u64> {
     })
 }
 
+/// The addresses of the `RET` instructions of the function at `address`
+/// (`size` bytes of code) in `file`; none when that code is in no segment
+/// or has no `RET`.
+pub(super) fn function_returns<'data>(
+    file: &impl Object<'data>,
+    address: u64,
+    size: u64,
+) -> Option<Vec<u64>> {
+    let code = file
+        .segments()
+        .find_map(|segment| segment.data_range(address, size).ok().flatten())?;
+    let returns = return_instructions(code, address);
+    (!returns.is_empty()).then_some(returns)
+}
+
 /// The addresses of the `RET` instructions in `code`, which starts at `address`.
-pub(super) fn return_instructions(code: &[u8], address: u64) -> Vec<u64> {
+fn return_instructions(code: &[u8], address: u64) -> Vec<u64> {
     use iced_x86::{Decoder, DecoderOptions, Mnemonic};
     let mut decoder = Decoder::with_ip(64, code, address, DecoderOptions::NONE);
     let mut returns = Vec::new();
@@ -135,21 +150,13 @@ pub(super) fn return_offsets(path: &Path, function: &str) -> Result<Vec<u64>, St
         .symbols()
         .find(|symbol| symbol.name() == Ok(function) && symbol.size() > 0)
         .ok_or_else(|| format!("no symbol {function}"))?;
-    let code = elf
-        .segments()
-        .find_map(|segment| {
-            segment
-                .data_range(symbol.address(), symbol.size())
-                .ok()
-                .flatten()
-        })
-        .ok_or_else(|| format!("{function}'s code is in no segment"))?;
-    let offsets: Vec<u64> = return_instructions(code, symbol.address())
+    let offsets: Vec<u64> = function_returns(&elf, symbol.address(), symbol.size())
+        .unwrap_or_default()
         .into_iter()
         .filter_map(|address| file_offset(&elf, address))
         .collect();
     if offsets.is_empty() {
-        return Err(format!("no RET instruction in {function}"));
+        return Err(format!("no RET instruction in {function}'s code"));
     }
     Ok(offsets)
 }

@@ -96,38 +96,27 @@ impl Decoder {
 /// knows) otherwise.
 pub fn pseudo_headers(mut block: &[u8]) -> PseudoHeaders {
     let (mut request, mut response) = (false, false);
-    while let Some(&first) = block.first() {
-        let (name, used) = if first & 0x80 != 0 {
-            let Some((index, used)) = integer(block, 7) else {
-                break;
-            };
-            (StaticName::of(index), used)
+    while let Some(used) = representation(block) {
+        let first = block[0];
+        let name = if first & 0x80 != 0 {
+            integer(block, 7).map_or(StaticName::Other, |(index, _)| StaticName::of(index))
         } else if first & 0xe0 == 0x20 {
-            let Some((_, used)) = integer(block, 5) else {
-                break;
-            };
-            (StaticName::Other, used)
+            // A table size update.
+            StaticName::Other
         } else {
             let prefix = if first & 0xc0 == 0x40 { 6 } else { 4 };
-            let Some((index, used)) = integer(block, prefix) else {
-                break;
-            };
-            let name = match index {
-                0 => StaticName::of_literal(block.get(used..).unwrap_or_default()),
-                index => StaticName::of(index),
-            };
-            let Some(total) = literal(block, prefix) else {
-                break;
-            };
-            (name, total)
+            match integer(block, prefix) {
+                Some((0, name_at)) => StaticName::of_literal(&block[name_at..]),
+                Some((index, _)) => StaticName::of(index),
+                None => StaticName::Other,
+            }
         };
         match name {
             StaticName::Request => request = true,
             StaticName::Status => response = true,
             StaticName::Other => {}
         }
-        let Some(rest) = block.get(used..) else { break };
-        block = rest;
+        block = &block[used..];
     }
     match (request, response) {
         (_, true) => PseudoHeaders::Response,
@@ -192,18 +181,10 @@ fn representation(block: &[u8]) -> Option<usize> {
 
 /// Whether every representation in `block` is complete.
 fn is_whole(mut block: &[u8]) -> bool {
-    while let Some(&first) = block.first() {
-        let used = if first & 0x80 != 0 {
-            integer(block, 7).map(|(_, used)| used)
-        } else if first & 0xe0 == 0x20 {
-            integer(block, 5).map(|(_, used)| used)
-        } else {
-            let prefix = if first & 0xc0 == 0x40 { 6 } else { 4 };
-            literal(block, prefix)
-        };
-        match used {
-            Some(used) if used <= block.len() => block = &block[used..],
-            _ => return false,
+    while !block.is_empty() {
+        match representation(block) {
+            Some(used) => block = &block[used..],
+            None => return false,
         }
     }
     true
