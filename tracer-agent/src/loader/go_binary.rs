@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use object::{Object, ObjectSegment, ObjectSymbol, read::ReadCache};
+use object::{Object, ObjectSymbol, read::ReadCache};
 
 use super::{
     dwarf::{self, Elf, Wanted},
