@@ -55,13 +55,18 @@ pub(super) fn load(ebpf: &mut Ebpf) -> Option<String> {
     uprobes::load(ebpf, unique)
 }
 
-/// The files with the uprobes, and those looked at.
+/// Files looked at and left alone, remembered at most: past this the list
+/// starts over (such a file is read again; an attached one never twice).
+const MAX_LEFT_ALONE: usize = 4096;
+
+/// The files with the uprobes, and those looked at. Both by (device,
+/// inode): `/lib` and `/usr/lib` are often one directory, and most
+/// processes share files.
 pub struct TlsPrograms {
     ebpf: Arc<Mutex<Ebpf>>,
-    /// Files looked at (attached or not), by (device, inode): `/lib` and
-    /// `/usr/lib` are often one directory, and most processes share files.
-    looked_at: HashSet<(u64, u64)>,
-    attached: usize,
+    attached: HashSet<(u64, u64)>,
+    /// Files that export no OpenSSL, or that could not be attached to.
+    left_alone: HashSet<(u64, u64)>,
 }
 
 impl TlsPrograms {
@@ -69,8 +74,8 @@ impl TlsPrograms {
     pub(super) fn new(ebpf: Arc<Mutex<Ebpf>>) -> Self {
         let mut programs = TlsPrograms {
             ebpf,
-            looked_at: HashSet::new(),
-            attached: 0,
+            attached: HashSet::new(),
+            left_alone: HashSet::new(),
         };
         let libraries = SYSTEM_DIRECTORIES
             .iter()
@@ -97,19 +102,32 @@ impl TlsPrograms {
 
     /// How many files have the uprobes.
     pub fn attached(&self) -> usize {
-        self.attached
+        self.attached.len()
     }
 
     fn add_file(&mut self, file: &Path) {
         let Ok(metadata) = std::fs::metadata(file) else {
             return;
         };
-        if !self.looked_at.insert((metadata.dev(), metadata.ino())) {
+        let key = (metadata.dev(), metadata.ino());
+        if self.attached.contains(&key) || self.left_alone.contains(&key) {
             return;
         }
+        if self.attach(file) {
+            self.attached.insert(key);
+        } else {
+            if self.left_alone.len() >= MAX_LEFT_ALONE {
+                self.left_alone.clear();
+            }
+            self.left_alone.insert(key);
+        }
+    }
+
+    /// Attaches the uprobes to `file` if it exports OpenSSL; whether it did.
+    fn attach(&mut self, file: &Path) -> bool {
         let functions = PROBES.map(|(function, _)| function);
         let Some(offsets) = uprobes::exported_offsets(file, &functions) else {
-            return;
+            return false;
         };
         // `/proc/PID/exe` names the file by a link.
         let name = std::fs::read_link(file).unwrap_or_else(|_| file.to_path_buf());
@@ -129,10 +147,13 @@ impl TlsPrograms {
                 });
         match attached {
             Ok(()) => {
-                self.attached += 1;
                 tracing::info!("reading TLS plaintext through {}", name.display());
+                true
             }
-            Err(e) => tracing::warn!("TLS traffic through {} is not read: {e}", name.display()),
+            Err(e) => {
+                tracing::warn!("TLS traffic through {} is not read: {e}", name.display());
+                false
+            }
         }
     }
 }
