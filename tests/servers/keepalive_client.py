@@ -1,9 +1,11 @@
 """Sends GETs over ONE keep-alive connection and reports what it saw.
 
-Usage: keepalive_client.py PORT COUNT [--before N] [--wait] [--path P] [--linger S]
+Usage: keepalive_client.py PORT COUNT [--before N] [--wait] [--busy] [--path P] [--linger S]
 --before N: send N requests first; then, with --wait, print "connected" and
 wait for a line on stdin before sending COUNT more on the same connection
 (so a test can start the agent while the connection is open).
+--busy: with --wait, send requests back to back while waiting for the line
+(so the agent starts in the middle of a busy connection's traffic).
 --linger S: stay S seconds after the report (the agent reads a process's
 service name while it runs; see the README's limits).
 Prints one JSON line: {"local_port": ..., "durations": [seconds per request], "elapsed": ...}.
@@ -12,6 +14,7 @@ import argparse
 import http.client
 import json
 import sys
+import threading
 import time
 
 parser = argparse.ArgumentParser()
@@ -19,6 +22,7 @@ parser.add_argument("port", type=int)
 parser.add_argument("count", type=int)
 parser.add_argument("--before", type=int, default=0)
 parser.add_argument("--wait", action="store_true")
+parser.add_argument("--busy", action="store_true")
 parser.add_argument("--path", default="/hello")
 parser.add_argument("--linger", type=float, default=0)
 args = parser.parse_args()
@@ -38,7 +42,13 @@ for _ in range(args.before):
     get()
 if args.wait:
     print("connected", flush=True)
-    sys.stdin.readline()
+    if args.busy:
+        told = threading.Event()
+        threading.Thread(target=lambda: (sys.stdin.readline(), told.set()), daemon=True).start()
+        while not told.is_set():
+            get()
+    else:
+        sys.stdin.readline()
 started = time.perf_counter()
 durations = [get() for _ in range(args.count)]
 elapsed = time.perf_counter() - started

@@ -378,6 +378,72 @@ fn connection_opened_before_the_agent() {
     assert_durations(&spans, &observed);
 }
 
+/// The agent starts in the middle of a busy keep-alive connection's
+/// traffic (back-to-back requests to nginx, its responses sent with
+/// `sendfile`): both ends are parsed from the first whole exchange on, with
+/// no parse error (no response seen without its request while the programs
+/// are attached, no end given up on for showing responses first).
+#[test]
+fn busy_connection_opened_before_the_agent() {
+    require_root();
+    let port = free_port();
+    let dir = temp_dir("busy");
+    std::fs::create_dir(dir.join("root")).unwrap();
+    std::fs::write(dir.join("root/file.txt"), vec![b'x'; 1024]).unwrap();
+    let _nginx = run_nginx(
+        &dir,
+        &format!(
+            "sendfile on;
+    keepalive_requests 1000000;
+    server {{ listen 127.0.0.1:{port}; root {}/root; }}",
+            dir.display()
+        ),
+        port,
+    );
+    let mut client = Process::spawn_until(
+        Command::new("python3")
+            .arg(servers_dir().join("keepalive_client.py"))
+            .args([&port.to_string(), "20", "--before", "1", "--wait", "--busy"])
+            .args(["--path", "/file.txt", "--linger", "0.5"]),
+        "connected",
+    );
+    let agent = Agent::start(&[]);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    signal_go(&mut client);
+    let report: serde_json::Value =
+        serde_json::from_str(client.wait_output().trim()).expect("client report");
+    let run = agent.stop();
+    assert!(run.status.success(), "agent failed: {}", run.stderr);
+    assert_eq!(run.summary("parse_errors"), 0, "{}", run.stderr);
+
+    let spans = run.spans_on_port(port);
+    let servers = of_kind(&spans, SERVER);
+    let clients = of_kind(&spans, CLIENT);
+    // The 20 requests after the busy spell at least, at both ends.
+    assert!(servers.len() >= 20, "{} server spans", servers.len());
+    assert!(clients.len() >= 20, "{} client spans", clients.len());
+    let local_port = report["local_port"].as_i64().unwrap();
+    for server in &servers {
+        assert_eq!(server.int("client.port"), Some(local_port));
+        assert_eq!(
+            server.int("http.response.body.size"),
+            Some(1024),
+            "{server:#?}"
+        );
+    }
+    let parented = servers
+        .iter()
+        .filter(|s| clients.iter().any(|c| c.span_id == s.parent_span_id))
+        .count();
+    // All but a request cut by the start, if any.
+    assert!(
+        parented + 1 >= servers.len(),
+        "{parented} of {} parented",
+        servers.len()
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 /// Reading a large file is no socket traffic: no span, and the kernel sends
 /// no event for it (non-socket descriptors are filtered in the kernel).
 #[test]

@@ -58,12 +58,19 @@ pub struct CompletedExchange {
 /// protocol the agent parses.
 const DETECTION_ATTEMPTS: u8 = 4;
 
+/// Chunks going the responses' way that a connection of known role may show
+/// before its first request: a connection joined mid-stream (older than
+/// the agent, or whose first requests were left out under overload) can
+/// show several responses first. They prove nothing either way.
+const ANSWERS_BEFORE_A_REQUEST: u8 = 64;
+
 /// One source of a connection's bytes (the socket, or a TLS library's
 /// plaintext of them) and what they are.
 #[derive(Debug)]
 enum Layer {
-    /// Not yet known; counts data chunks looked at.
-    Detecting(u8),
+    /// Not yet known; counts data chunks looked at: those going the way
+    /// requests do (or any way, role unknown), and the others.
+    Detecting { attempts: u8, answers: u8 },
     Parsing {
         protocol: &'static dyn Protocol,
         parser: Box<dyn Parser>,
@@ -83,6 +90,11 @@ enum Layer {
 }
 
 impl Layer {
+    const DETECTING: Layer = Layer::Detecting {
+        attempts: 0,
+        answers: 0,
+    };
+
     fn pending_requests(&self) -> usize {
         match self {
             Layer::Parsing { parser, .. } => parser.pending_requests(),
@@ -278,7 +290,7 @@ impl ConnectionTable {
                 remote: event.remote,
                 comm: event.comm,
             },
-            socket: Layer::Detecting(0),
+            socket: Layer::DETECTING,
             tls: None,
             last_seen_ns: event.end_ns,
         })
@@ -313,17 +325,15 @@ impl ConnectionTable {
         }
         let layer = match event.source {
             Source::Socket => &mut conn.socket,
-            Source::Tls => conn
-                .tls
-                .get_or_insert_with(|| Box::new(Layer::Detecting(0))),
+            Source::Tls => conn.tls.get_or_insert_with(|| Box::new(Layer::DETECTING)),
         };
-        if let Layer::Detecting(attempts) = *layer {
+        if let Layer::Detecting { attempts, answers } = *layer {
             *layer = detect(
                 conn.info.role,
                 direction,
                 event.source,
                 event.payload,
-                attempts,
+                (attempts, answers),
             );
             match layer {
                 Layer::Other if event.source == Source::Socket => out.not_parsed.push(NotParsed {
@@ -391,16 +401,35 @@ impl ConnectionTable {
 
 /// Decides a layer's protocol from a data chunk: the protocol whose request
 /// it starts, when requests go the way the role says (or, role unknown,
-/// whichever way they are seen going).
-fn detect(role: Role, direction: Direction, source: Source, payload: &[u8], attempts: u8) -> Layer {
+/// whichever way they are seen going). `(attempts, answers)` count the
+/// chunks looked at so far: those that could have been a request, and those
+/// going the other way.
+fn detect(
+    role: Role,
+    direction: Direction,
+    source: Source,
+    payload: &[u8],
+    (attempts, answers): (u8, u8),
+) -> Layer {
     let expected_requests = match role {
         Role::Server => Some(Direction::Ingress),
         Role::Client => Some(Direction::Egress),
         Role::Unknown => None,
     };
-    if expected_requests.is_none_or(|expected| expected == direction)
-        && let Some(protocol) = protocols::detect(payload, direction == Direction::Ingress)
-    {
+    match expected_requests {
+        Some(expected) if expected != direction => {
+            return if answers + 1 >= ANSWERS_BEFORE_A_REQUEST {
+                Layer::Other
+            } else {
+                Layer::Detecting {
+                    attempts,
+                    answers: answers + 1,
+                }
+            };
+        }
+        _ => {}
+    }
+    if let Some(protocol) = protocols::detect(payload, direction == Direction::Ingress) {
         return Layer::Parsing {
             protocol,
             parser: protocol.parser(0, source),
@@ -410,7 +439,10 @@ fn detect(role: Role, direction: Direction, source: Source, payload: &[u8], atte
     if attempts + 1 >= DETECTION_ATTEMPTS {
         Layer::Other
     } else {
-        Layer::Detecting(attempts + 1)
+        Layer::Detecting {
+            attempts: attempts + 1,
+            answers,
+        }
     }
 }
 
@@ -523,6 +555,27 @@ mod tests {
         table.handle(data(2, Role::Unknown, Direction::Egress, OK), &mut out);
         assert_eq!(exchanges(&out).len(), 2);
         assert_eq!(exchanges(&out)[1].connection.role, Role::Server);
+    }
+
+    /// Joined mid-stream with the kernel knowing the role (its first
+    /// requests missed: left out under overload, or written while the
+    /// programs were being attached): responses first are waited through.
+    #[test]
+    fn responses_before_the_first_request_are_waited_through() {
+        let mut table = ConnectionTable::new(10);
+        let mut out = Handled::default();
+        for _ in 0..2 * DETECTION_ATTEMPTS {
+            table.handle(data(1, Role::Client, Direction::Ingress, OK), &mut out);
+        }
+        table.handle(data(1, Role::Client, Direction::Egress, GET), &mut out);
+        table.handle(data(1, Role::Client, Direction::Ingress, OK), &mut out);
+        assert_eq!(exchanges(&out).len(), 1);
+        assert!(not_parsed(&out).is_empty() && out.parse_errors.is_empty());
+        // Only responses, on and on: given up on, for the kernel to skip.
+        for _ in 0..ANSWERS_BEFORE_A_REQUEST {
+            table.handle(data(2, Role::Server, Direction::Egress, OK), &mut out);
+        }
+        assert_eq!(not_parsed(&out), [2]);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tracer_agent::{
         stdout::StdoutExporter,
     },
     kubernetes::{PodSource, Pods},
-    loader::{self, LoadOptions, TRACEPOINTS},
+    loader::{self, LoadOptions, SOCK_TRACEPOINTS, TRACEPOINTS},
     metrics::Metrics,
     owners::Owners,
     pipeline::{self, KernelLists, PipelineOptions},
@@ -34,7 +34,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Redis, PostgreSQL and MySQL/MariaDB calls, with no change to those
 /// processes, and prints one span per request or database command.
 ///
-/// Needs root (or CAP_BPF and CAP_PERFMON) and a kernel with BTF (Linux 5.8+).
+/// Needs root (or CAP_BPF and CAP_PERFMON) and a kernel with BTF (Linux 6.3+).
 /// Stop it with Ctrl-C or SIGTERM: spans already seen are written before it exits.
 #[derive(Debug, Parser)]
 #[command(name = "tracer-agent", version, about, long_about)]
@@ -582,9 +582,11 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
     }
     // Loading (the kernel's BTF, the eBPF object) freed about 20 MiB.
     tracer_agent::memory::release_freed();
+    // Last: the pipeline reads the ring buffer from now on.
+    probes.attach_tracepoints()?;
     tracing::info!(
         "tracing {scope}: {} tracepoints attached{injection}; Ctrl-C to stop",
-        TRACEPOINTS.len()
+        TRACEPOINTS.len() + SOCK_TRACEPOINTS.len()
     );
 
     let (stop, shutdown) = tokio::sync::watch::channel(false);

@@ -83,7 +83,10 @@ pub struct Config {
     /// Non-zero once TLS library probes are attached: socket syscalls made
     /// inside a TLS call tell the call its socket.
     pub tls_probes: u32,
-    pub _pad: u32,
+    /// Non-zero once every tracepoint program is attached; until then they
+    /// do nothing, so that no connection is seen in part (a response
+    /// without its request's events) while they are attached one by one.
+    pub live: u32,
 }
 
 /// Which outbound requests get a `traceparent` (`Config::inject_traceparent`).

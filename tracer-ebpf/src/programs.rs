@@ -10,8 +10,8 @@ use aya_ebpf::{
         bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
-    macros::tracepoint,
-    programs::TracePointContext,
+    macros::{raw_tracepoint, tracepoint},
+    programs::{RawTracePointContext, TracePointContext},
 };
 use tracer_common::{
     Config, Counter, Direction, EventKind, RequestContext, Role, SocketState, Source, Syscall,
@@ -26,11 +26,13 @@ use crate::{
         BLOCKED_AT_ATTACH, EventBuffer, IN_FLIGHT, InFlight, SOCKETS, TRACED_PIDS, config, count,
     },
     overload,
-    sockets::{current_netns, next_seq, remember_socket, socket_state, tcp_sock_of_fd},
+    sockets::{
+        current_netns, next_seq, remember_socket, socket_state, tcp_sock_of_fd, tcp_socket_state,
+    },
     tasks, tls,
 };
 
-const MSG_PEEK: u64 = 2;
+const MSG_PEEK: u32 = 2;
 const EINPROGRESS: i64 = -115;
 
 #[inline(always)]
@@ -48,7 +50,7 @@ fn ret(ctx: &TracePointContext) -> i64 {
 pub fn traced() -> Option<&'static Config> {
     let config = config()?;
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if pid == config.agent_pid {
+    if pid == config.agent_pid || config.live == 0 {
         return None;
     }
     if config.filter_pids != 0 && unsafe { TRACED_PIDS.get(pid) }.is_none() {
@@ -72,6 +74,21 @@ fn start_of(
 ) -> Option<(InFlight, &'static mut SocketState)> {
     let sock = tcp_sock_of_fd(&config.offsets, fd)?;
     let state = socket_state(config, sock)?;
+    let in_flight = start_on(config, syscall, sock, state, fd, user_ptr, iov_count)?;
+    Some((in_flight, state))
+}
+
+/// `start_of` for a socket already found; none when the agent skips it.
+#[inline(always)]
+fn start_on(
+    config: &Config,
+    syscall: Syscall,
+    sock: u64,
+    state: &mut SocketState,
+    fd: i64,
+    user_ptr: u64,
+    iov_count: u64,
+) -> Option<InFlight> {
     let egress = syscall.direction() == Some(Direction::Egress);
     if config.tls_probes != 0 && tls::syscall_in_call(sock, egress) && state.tls == 0 {
         state.tls = 1;
@@ -112,10 +129,10 @@ fn start_of(
         trace_id: [0; 16],
         span_id: [0; 8],
     };
-    if syscall.direction() == Some(Direction::Egress) {
+    if egress {
         enter_call(config, &mut in_flight, state);
     }
-    Some((in_flight, state))
+    Some(in_flight)
 }
 
 /// Enter of a syscall on `fd`: remember it if `fd` is a TCP socket.
@@ -134,67 +151,97 @@ fn enter(ctx: &TracePointContext, syscall: Syscall, user_ptr: u64, iov_count: u6
     }
 }
 
-/// The syscall's arguments from the registers the thread entered the kernel
-/// with (x86-64: rdi, rsi, rdx, r10), read at its exit: what a read needs
-/// (so reads have no entry program), and what a write that was already
-/// blocked when the agent attached had. Zeroes when they cannot be read.
+/// The syscall the current thread is in, from the registers it entered the
+/// kernel with (x86-64): its number (`orig_ax`) and first arguments (rdi,
+/// rsi, rdx, r10). What a read or a sendfile needs (they have no entry
+/// program), and what a write that was already blocked when the agent
+/// attached had. None for a thread that did not come from user space (a
+/// kernel thread, an io_uring worker: their saved registers are zero).
 #[inline(always)]
-fn syscall_args() -> [u64; 4] {
+fn user_syscall() -> Option<UserSyscall> {
+    const USER_MODE: u64 = 3;
     let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const pt_regs;
     if regs.is_null() {
-        return [0; 4];
+        return None;
     }
-    // r10 .. rdi are one span of pt_regs (r10, r9, r8, rax, rcx, rdx, rsi,
-    // rdi): one read instead of four.
-    let span: [u64; 8] =
-        match unsafe { bpf_probe_read_kernel(&raw const (*regs).r10 as *const [u64; 8]) } {
+    // r10 .. cs are one span of pt_regs (r10, r9, r8, rax, rcx, rdx, rsi,
+    // rdi, orig_rax, rip, cs): one read instead of six.
+    let span: [u64; 11] =
+        match unsafe { bpf_probe_read_kernel(&raw const (*regs).r10 as *const [u64; 11]) } {
             Ok(span) => span,
             Err(_) => {
                 count(Counter::KernelReadFailed, 1);
-                return [0; 4];
+                return None;
             }
         };
-    [span[7], span[6], span[5], span[0]]
+    (span[10] & USER_MODE == USER_MODE).then_some(UserSyscall {
+        number: span[8],
+        args: [span[7], span[6], span[5], span[0]],
+    })
 }
 
-/// A syscall's start rebuilt at its exit from the registers (`syscall_args`);
-/// `moved` bytes already moved the sequence number, so it is moved back.
+struct UserSyscall {
+    number: u64,
+    args: [u64; 4],
+}
+
+/// The read syscalls (x86-64 numbers) whose bytes `sock_recv_length` sends.
 #[inline(always)]
-fn start_at_exit(
-    config: &Config,
-    syscall: Syscall,
-    moved: i64,
-) -> Option<(InFlight, &'static mut SocketState)> {
-    let [fd, second, third, fourth] = syscall_args();
-    let (iov_count, flags) = match syscall {
-        Syscall::Readv | Syscall::Writev => (third, 0),
-        Syscall::Recvfrom => (0, fourth),
-        Syscall::Recvmsg => (0, third),
-        _ => (0, 0),
-    };
-    if flags & MSG_PEEK != 0 {
-        return None;
+fn recv_syscall(number: u64) -> Option<Syscall> {
+    match number {
+        0 => Some(Syscall::Read),
+        19 => Some(Syscall::Readv),
+        45 => Some(Syscall::Recvfrom),
+        47 => Some(Syscall::Recvmsg),
+        _ => None,
     }
-    let (mut in_flight, state) = start_of(config, syscall, fd as i64, second, iov_count)?;
-    in_flight.seq = in_flight.seq.wrapping_sub(moved as u32);
-    Some((in_flight, state))
 }
 
-/// The start of a write that was already blocked when the agent attached:
-/// the agent listed those threads in `BLOCKED_AT_ATTACH`. (Reads need no
-/// list: every read is rebuilt at its exit.)
-#[inline(always)]
-fn start_before_attach(
-    syscall: Syscall,
-    moved: i64,
-) -> Option<(InFlight, &'static mut SocketState)> {
-    let key = bpf_get_current_pid_tgid();
-    unsafe { BLOCKED_AT_ATTACH.get(key) }?;
-    let _ = BLOCKED_AT_ATTACH.remove(key);
-    let config = traced()?;
-    let started = start_at_exit(config, syscall, moved)?;
-    count(Counter::BlockedAtAttachTraced, 1);
-    Some(started)
+/// A socket read moved bytes (`sock:sock_recv_length`, at the end of
+/// `sock_recvmsg`, inside the syscall): the socket comes with the
+/// tracepoint, so no descriptor is looked up, and reads of anything but a
+/// socket never get here. The buffer is the syscall's, from the registers.
+/// A MSG_PEEK read leaves the bytes in the socket to be read again, so it
+/// is not traffic.
+#[raw_tracepoint(tracepoint = "sock_recv_length")]
+pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
+    let moved: i32 = ctx.arg(1);
+    let flags: u32 = ctx.arg(2);
+    if moved <= 0 || flags & MSG_PEEK != 0 {
+        return 0;
+    }
+    let Some(config) = traced() else { return 0 };
+    let Some(UserSyscall {
+        number,
+        args: [fd, user_ptr, third, _],
+    }) = user_syscall()
+    else {
+        return 0;
+    };
+    // recvmmsg, splice and io_uring reads are not traced.
+    let Some(syscall) = recv_syscall(number) else {
+        return 0;
+    };
+    let sock: u64 = ctx.arg(0);
+    let Some(state) = tcp_socket_state(config, sock) else {
+        return 0;
+    };
+    let iov_count = if syscall == Syscall::Readv { third } else { 0 };
+    let Some(mut in_flight) =
+        start_on(config, syscall, sock, state, fd as i64, user_ptr, iov_count)
+    else {
+        return 0;
+    };
+    in_flight.seq = in_flight.seq.wrapping_sub(moved as u32);
+    send_data(
+        config,
+        syscall,
+        moved as i64,
+        &in_flight,
+        state,
+        Source::Socket,
+    );
+    0
 }
 
 #[inline(always)]
@@ -205,44 +252,91 @@ fn take_in_flight() -> Option<InFlight> {
     Some(in_flight)
 }
 
-/// Exit of a read/write-like syscall: send what moved, with a payload prefix.
-/// A read or a sendfile is looked at only here, and only when it moved
-/// bytes; a write has its start from its entry (its context and start time
-/// are decided before the bytes leave).
+/// The write syscalls (x86-64 numbers) whose bytes `sock_send_length` sends.
 #[inline(always)]
-fn exit_data(ctx: &TracePointContext, syscall: Syscall) {
-    let moved = ret(ctx);
-    let exit_only = has_exit_only(syscall);
-    if moved <= 0 {
-        // A write's entry is forgotten all the same.
-        if !exit_only {
-            take_in_flight();
-        }
-        return;
+fn send_syscall(number: u64) -> Option<Syscall> {
+    match number {
+        1 => Some(Syscall::Write),
+        20 => Some(Syscall::Writev),
+        40 => Some(Syscall::Sendfile),
+        44 => Some(Syscall::Sendto),
+        46 => Some(Syscall::Sendmsg),
+        _ => None,
     }
-    // Checked here for the first time unless the syscall's entry did it.
-    let Some(config) = (if exit_only { traced() } else { config() }) else {
-        return;
-    };
-    let (in_flight, state) = if exit_only {
-        match start_at_exit(config, syscall, moved) {
-            Some(started) => started,
-            None => return,
+}
+
+/// A socket write moved bytes, or failed (`sock:sock_send_length`, at the
+/// end of `sock_sendmsg`, inside the syscall): writes to anything but a
+/// socket never get here. A write's entry decided its start (its context
+/// and start time, before the bytes left); a sendfile, whose bytes are
+/// counted, not read, has none: its start is its end (a file server's
+/// response starts with its head's write), and one syscall may send in
+/// several pieces, each its own event.
+#[raw_tracepoint(tracepoint = "sock_send_length")]
+pub fn sock_send_length(ctx: RawTracePointContext) -> i32 {
+    let moved: i32 = ctx.arg(1);
+    let sock: u64 = ctx.arg(0);
+    // Taken even when nothing moved: the entry is over.
+    let entered = take_in_flight().filter(|in_flight| in_flight.sock == sock);
+    if moved <= 0 {
+        return 0;
+    }
+    let (config, syscall, in_flight, state) = match entered {
+        Some(in_flight) => {
+            let Some(config) = config() else { return 0 };
+            let (Some(syscall), Some(state)) = (
+                Syscall::from_u8(in_flight.syscall),
+                socket_state(config, sock),
+            ) else {
+                return 0;
+            };
+            (config, syscall, in_flight, state)
         }
-    } else {
-        let started = match take_in_flight() {
-            Some(in_flight) => {
-                // Its entry read the state; this exit is a lookup away from it.
-                socket_state(config, in_flight.sock).map(|state| (in_flight, state))
-            }
-            None => start_before_attach(syscall, moved),
-        };
-        match started {
+        None => match start_in_send(sock, moved) {
             Some(started) => started,
-            None => return,
-        }
+            None => return 0,
+        },
     };
-    send_data(config, syscall, moved, &in_flight, state, Source::Socket);
+    send_data(
+        config,
+        syscall,
+        moved as i64,
+        &in_flight,
+        state,
+        Source::Socket,
+    );
+    0
+}
+
+/// The start of a send with no entry, from the registers: a sendfile, or a
+/// write that was already blocked when the agent attached (the agent
+/// listed those threads in `BLOCKED_AT_ATTACH`).
+#[inline(always)]
+fn start_in_send(
+    sock: u64,
+    moved: i32,
+) -> Option<(&'static Config, Syscall, InFlight, &'static mut SocketState)> {
+    let config = traced()?;
+    let UserSyscall {
+        number,
+        args: [fd, user_ptr, third, _],
+    } = user_syscall()?;
+    // splice and io_uring sends are not traced.
+    let syscall = send_syscall(number)?;
+    let blocked_at_attach = syscall != Syscall::Sendfile;
+    if blocked_at_attach {
+        let key = bpf_get_current_pid_tgid();
+        unsafe { BLOCKED_AT_ATTACH.get(key) }?;
+        let _ = BLOCKED_AT_ATTACH.remove(key);
+    }
+    let state = tcp_socket_state(config, sock)?;
+    let iov_count = if syscall == Syscall::Writev { third } else { 0 };
+    let mut in_flight = start_on(config, syscall, sock, state, fd as i64, user_ptr, iov_count)?;
+    in_flight.seq = in_flight.seq.wrapping_sub(moved as u32);
+    if blocked_at_attach {
+        count(Counter::BlockedAtAttachTraced, 1);
+    }
+    Some((config, syscall, in_flight, state))
 }
 
 /// Sends a data event for `moved` bytes at `in_flight.user_ptr` (a buffer,
@@ -490,76 +584,29 @@ fn opened(fd: i64, role: Role, syscall: Syscall, sock: Option<u64>) {
     emit(config, buffer);
 }
 
+/// A write's entry: its start, decided before the bytes leave (its end is
+/// `sock_send_length`).
 macro_rules! write_syscall {
-    ($enter:ident, $exit:ident, $syscall:expr, |$ctx:ident| ($user_ptr:expr, $iov_count:expr)) => {
+    ($enter:ident, $syscall:expr, |$ctx:ident| ($user_ptr:expr, $iov_count:expr)) => {
         #[tracepoint]
         pub fn $enter($ctx: TracePointContext) -> u32 {
             enter(&$ctx, $syscall, $user_ptr, $iov_count);
             0
         }
-
-        #[tracepoint]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
-            exit_data(&ctx, $syscall);
-            0
-        }
     };
 }
-
-/// Whether `syscall` has only an exit program: the arguments are still in
-/// the registers (`syscall_args`). Reads, since most reads of a busy event
-/// loop move nothing (EAGAIN) and cost no more than that check; sendfile,
-/// whose bytes are counted, not read, with nothing to decide before they
-/// leave (its start time is its end: a file server's response starts with
-/// its head's write).
-#[inline(always)]
-fn has_exit_only(syscall: Syscall) -> bool {
-    syscall.direction() == Some(Direction::Ingress) || syscall == Syscall::Sendfile
-}
-
-macro_rules! exit_only_syscall {
-    ($exit:ident, $syscall:expr) => {
-        #[tracepoint]
-        pub fn $exit(ctx: TracePointContext) -> u32 {
-            exit_data(&ctx, $syscall);
-            0
-        }
-    };
-}
-
-// read(fd, buf, count), readv(fd, iov, iovcnt),
-// recvfrom(fd, buf, len, flags, addr, addrlen), recvmsg(fd, msg, flags).
-// A MSG_PEEK read leaves the bytes in the socket to be read again, so it is
-// not traffic.
-exit_only_syscall!(sys_exit_read, Syscall::Read);
-exit_only_syscall!(sys_exit_readv, Syscall::Readv);
-exit_only_syscall!(sys_exit_recvfrom, Syscall::Recvfrom);
-exit_only_syscall!(sys_exit_recvmsg, Syscall::Recvmsg);
 
 // write(fd, buf, count)
-write_syscall!(sys_enter_write, sys_exit_write, Syscall::Write, |ctx| (
-    arg(&ctx, 1),
-    0
-));
+write_syscall!(sys_enter_write, Syscall::Write, |ctx| (arg(&ctx, 1), 0));
 // writev(fd, iov, iovcnt)
-write_syscall!(sys_enter_writev, sys_exit_writev, Syscall::Writev, |ctx| (
+write_syscall!(sys_enter_writev, Syscall::Writev, |ctx| (
     arg(&ctx, 1),
     arg(&ctx, 2)
 ));
 // sendto(fd, buf, len, flags, addr, addrlen)
-write_syscall!(sys_enter_sendto, sys_exit_sendto, Syscall::Sendto, |ctx| (
-    arg(&ctx, 1),
-    0
-));
+write_syscall!(sys_enter_sendto, Syscall::Sendto, |ctx| (arg(&ctx, 1), 0));
 // sendmsg(fd, msg, flags)
-write_syscall!(
-    sys_enter_sendmsg,
-    sys_exit_sendmsg,
-    Syscall::Sendmsg,
-    |ctx| (arg(&ctx, 1), 0)
-);
-// sendfile64(out_fd, in_fd, offset, count): counted, no payload.
-exit_only_syscall!(sys_exit_sendfile64, Syscall::Sendfile);
+write_syscall!(sys_enter_sendmsg, Syscall::Sendmsg, |ctx| (arg(&ctx, 1), 0));
 
 /// accept(fd, ...) returns the new connection's descriptor.
 #[tracepoint]

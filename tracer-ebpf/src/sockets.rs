@@ -58,12 +58,17 @@ pub fn tcp_sock_of_fd(offsets: &KernelOffsets, fd: i64) -> Option<u64> {
     if sock == 0 {
         return None;
     }
-    let family: u16 = read(sock, offsets.sock_family).ok()?;
+    is_tcp(offsets, sock).then_some(sock)
+}
+
+/// Whether `sock` is a TCP (IPv4/IPv6) socket.
+#[inline(always)]
+fn is_tcp(offsets: &KernelOffsets, sock: u64) -> bool {
+    let family: u16 = read(sock, offsets.sock_family).unwrap_or(0);
     if family != AF_INET && family != AF_INET6 {
-        return None;
+        return false;
     }
-    let protocol: u16 = read(sock, offsets.sock_protocol).ok()?;
-    (protocol == IPPROTO_TCP).then_some(sock)
+    read::<u16>(sock, offsets.sock_protocol) == Ok(IPPROTO_TCP)
 }
 
 /// The TCP sequence number of the next byte a read (`copied_seq`) or a write
@@ -120,6 +125,17 @@ pub fn socket_state(config: &Config, sock: u64) -> Option<&'static mut SocketSta
     match SOCKETS.get_ptr_mut(sock) {
         Some(state) => Some(unsafe { &mut *state }),
         None => remember_socket(config, sock, Role::Unknown),
+    }
+}
+
+/// `socket_state` for a `struct sock` a tracepoint handed over, which may
+/// be any socket's: one never seen before is checked to be TCP first.
+#[inline(always)]
+pub fn tcp_socket_state(config: &Config, sock: u64) -> Option<&'static mut SocketState> {
+    match SOCKETS.get_ptr_mut(sock) {
+        Some(state) => Some(unsafe { &mut *state }),
+        None if is_tcp(&config.offsets, sock) => remember_socket(config, sock, Role::Unknown),
+        None => None,
     }
 }
 

@@ -1,13 +1,13 @@
 //! Threads that are inside a socket write when the programs attach (a
 //! sender blocked on a full socket buffer): the kernel never saw their
-//! syscall's enter, so the agent lists them and the exit reads the arguments
-//! from the thread's registers (see the kernel's `start_before_attach`).
-//! Reads need no list: the kernel looks at them at their exit only.
+//! syscall's enter, so the agent lists them and `sock_send_length` reads the
+//! arguments from the thread's registers (see the kernel's `start_in_send`).
+//! Reads need no list: the kernel looks at them at their end only.
 
 use std::{fs, path::Path};
 
 /// x86-64 numbers of the writes the programs trace at their entry: write,
-/// writev, sendto, sendmsg (sendfile, like reads, is looked at at its exit
+/// writev, sendto, sendmsg (sendfile, like reads, is looked at at its end
 /// only).
 const WRITE_SYSCALLS: [u64; 4] = [1, 20, 44, 46];
 

@@ -23,7 +23,9 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf, SockHash},
-    programs::{CgroupAttachMode, Program, ProgramError, SkMsg, SockOps, TracePoint},
+    programs::{
+        CgroupAttachMode, Program, ProgramError, RawTracePoint, SkMsg, SockOps, TracePoint,
+    },
 };
 use thiserror::Error;
 use tracer_common::{
@@ -38,21 +40,12 @@ pub use runtimes::RuntimePrograms;
 /// The kernel programs, built by build.rs and embedded in the binary.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
-/// Every program, named after the `syscalls:` tracepoint it attaches to.
+/// The programs on `syscalls:` tracepoints, each named after its tracepoint.
 pub const TRACEPOINTS: &[&str] = &[
-    "sys_exit_read",
     "sys_enter_write",
-    "sys_exit_write",
-    "sys_exit_readv",
     "sys_enter_writev",
-    "sys_exit_writev",
-    "sys_exit_recvfrom",
     "sys_enter_sendto",
-    "sys_exit_sendto",
-    "sys_exit_recvmsg",
     "sys_enter_sendmsg",
-    "sys_exit_sendmsg",
-    "sys_exit_sendfile64",
     "sys_exit_accept",
     "sys_exit_accept4",
     "sys_enter_epoll_ctl",
@@ -60,6 +53,24 @@ pub const TRACEPOINTS: &[&str] = &[
     "sys_exit_connect",
     "sys_enter_close",
 ];
+
+/// The programs on `sock:` tracepoints (raw: the `struct sock` itself is the
+/// first argument), each named after its tracepoint. Linux 6.3+.
+pub const SOCK_TRACEPOINTS: &[&str] = &["sock_recv_length", "sock_send_length"];
+
+/// Every tracepoint program with its tracepoint's category.
+fn tracepoints() -> impl Iterator<Item = (&'static str, &'static str)> {
+    let syscalls = TRACEPOINTS.iter().map(|&name| ("syscalls", name));
+    syscalls.chain(SOCK_TRACEPOINTS.iter().map(|&name| ("sock", name)))
+}
+
+fn attach_error(category: &'static str, name: &'static str) -> impl Fn(ProgramError) -> LoadError {
+    move |source| LoadError::Attach {
+        category,
+        name,
+        source,
+    }
+}
 
 /// The programs of `--inject-traceparent`.
 const SOCK_OPS_PROGRAM: &str = "watch_client_sockets";
@@ -77,7 +88,7 @@ pub enum LoadError {
     )]
     NotPrivileged,
     #[error(
-        "no kernel BTF at {path}: tracer-agent needs Linux 5.8+ built with CONFIG_DEBUG_INFO_BTF=y"
+        "no kernel BTF at {path}: tracer-agent needs Linux 6.3+ built with CONFIG_DEBUG_INFO_BTF=y"
     )]
     NoBtf { path: String },
     #[error("cannot read kernel BTF at {path}: {reason}")]
@@ -99,9 +110,9 @@ pub enum LoadError {
     )]
     Tracefs { reason: String },
     #[error(
-        "the kernel has no tracepoint syscalls:{0}: tracer-agent needs CONFIG_FTRACE_SYSCALLS=y"
+        "the kernel has no tracepoint {0}:{1}: tracer-agent needs Linux 6.3+ built with CONFIG_FTRACE_SYSCALLS=y"
     )]
-    MissingTracepoint(&'static str),
+    MissingTracepoint(&'static str, &'static str),
     #[error("--capture-bytes must be between 0 and {MAX_CAPTURE}, not {0}")]
     CaptureBytes(u32),
     #[error("--pid names {0} processes; at most {MAX_TRACED_PIDS} can be traced by pid")]
@@ -112,8 +123,9 @@ pub enum LoadError {
         "the eBPF object has no map or program {0}: the build is broken, rebuild with `cargo xtask build`"
     )]
     Missing(&'static str),
-    #[error("cannot attach to tracepoint syscalls:{name}: {source}")]
+    #[error("cannot attach to tracepoint {category}:{name}: {source}")]
     Attach {
+        category: &'static str,
         name: &'static str,
         #[source]
         source: aya::programs::ProgramError,
@@ -177,6 +189,42 @@ pub struct Probes {
 }
 
 impl Probes {
+    /// Attaches the tracepoint programs: from now on the ring buffer fills,
+    /// so the agent calls this when it is about to read it (a busy node
+    /// fills the ring in a fraction of a second, and requests left out then
+    /// would start connections mid-stream). They do nothing until all are
+    /// attached (`Config::live`).
+    pub fn attach_tracepoints(&self) -> Result<(), LoadError> {
+        let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
+        for &name in SOCK_TRACEPOINTS {
+            let program: &mut RawTracePoint =
+                program_mut(&mut ebpf, name, attach_error("sock", name))?;
+            program.attach(name).map_err(attach_error("sock", name))?;
+        }
+        for &name in TRACEPOINTS {
+            let program: &mut TracePoint =
+                program_mut(&mut ebpf, name, attach_error("syscalls", name))?;
+            program
+                .attach("syscalls", name)
+                .map_err(attach_error("syscalls", name))?;
+        }
+        // All at once from here on.
+        let mut config_map: Array<_, Config> = map_mut(&mut ebpf, "CONFIG")?;
+        let config = config_map.get(&0, 0).map_err(map_error("CONFIG"))?;
+        let live = Config { live: 1, ..config };
+        config_map.set(0, live, 0).map_err(map_error("CONFIG"))?;
+        // A write entered from now on is seen at its enter.
+        let mut blocked: HashMap<_, u64, u8> = map_mut(&mut ebpf, "BLOCKED_AT_ATTACH")?;
+        let threads = blocked::threads_in_socket_writes(std::process::id());
+        for key in threads.iter().take(MAX_BLOCKED_AT_ATTACH as usize) {
+            blocked
+                .insert(key, 0, 0)
+                .map_err(map_error("BLOCKED_AT_ATTACH"))?;
+        }
+        tracing::debug!("{} threads were in a socket write at attach", threads.len());
+        Ok(())
+    }
+
     /// The kernel-side counters, summed over CPUs.
     pub fn counters(&self) -> Vec<(Counter, u64)> {
         self.counters.read()
@@ -342,9 +390,9 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     }
     let netns = options.netns.as_deref().map(netns::netns_ids).transpose()?;
     ensure_tracefs()?;
-    for name in TRACEPOINTS {
-        if !Path::new(&format!("{TRACEFS}/events/syscalls/{name}")).exists() {
-            return Err(LoadError::MissingTracepoint(name));
+    for (category, name) in tracepoints() {
+        if !Path::new(&format!("{TRACEFS}/events/{category}/{name}")).exists() {
+            return Err(LoadError::MissingTracepoint(category, name));
         }
     }
 
@@ -368,7 +416,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         overload_bytes: options.overload_bytes,
         netns_cookie: netns.map_or(0, |n| n.cookie),
         tls_probes: 0,
-        _pad: 0,
+        live: 0,
     };
     let mut config_map: Array<_, Config> = map_mut(&mut ebpf, "CONFIG")?;
     config_map.set(0, config, 0).map_err(map_error("CONFIG"))?;
@@ -377,15 +425,17 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         pids.insert(pid, 1, 0).map_err(map_error("TRACED_PIDS"))?;
     }
 
+    // Verified now, attached by `Probes::attach_tracepoints` once the agent
+    // is ready to read what they send.
     for &name in TRACEPOINTS {
-        let program: &mut TracePoint =
-            program_mut(&mut ebpf, name, |source| LoadError::Attach { name, source })?;
-        program
-            .load()
-            .map_err(|source| LoadError::Attach { name, source })?;
-        program
-            .attach("syscalls", name)
-            .map_err(|source| LoadError::Attach { name, source })?;
+        let error = attach_error("syscalls", name);
+        let program: &mut TracePoint = program_mut(&mut ebpf, name, error)?;
+        program.load().map_err(attach_error("syscalls", name))?;
+    }
+    for &name in SOCK_TRACEPOINTS {
+        let error = attach_error("sock", name);
+        let program: &mut RawTracePoint = program_mut(&mut ebpf, name, error)?;
+        program.load().map_err(attach_error("sock", name))?;
     }
 
     let mut inject = options.inject;
@@ -450,16 +500,6 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
             .set(0, with_tls, 0)
             .map_err(map_error("CONFIG"))?;
     }
-    // After attaching: a syscall entered from now on is seen at its enter.
-    let mut blocked: HashMap<_, u64, u8> = map_mut(&mut ebpf, "BLOCKED_AT_ATTACH")?;
-    let threads = blocked::threads_in_socket_writes(std::process::id());
-    for key in threads.iter().take(MAX_BLOCKED_AT_ATTACH as usize) {
-        blocked
-            .insert(key, 0, 0)
-            .map_err(map_error("BLOCKED_AT_ATTACH"))?;
-    }
-    tracing::debug!("{} threads were in a socket write at attach", threads.len());
-
     let mut local_addresses = LocalAddresses {
         map: take_map(&mut ebpf, "LOCAL_ADDRESSES")?,
         netns: options.netns.clone(),
