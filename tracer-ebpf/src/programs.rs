@@ -26,9 +26,7 @@ use crate::{
         BLOCKED_AT_ATTACH, EventBuffer, IN_FLIGHT, InFlight, SOCKETS, TRACED_PIDS, config, count,
     },
     overload,
-    sockets::{
-        current_netns, next_seq, remember_socket, socket_state, tcp_sock_of_fd, tcp_socket_state,
-    },
+    sockets::{current_netns, next_seq, remember_socket, socket_state, tcp_sock_of_fd},
     tasks, tls,
 };
 
@@ -211,28 +209,16 @@ pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
         return 0;
     }
     let Some(config) = traced() else { return 0 };
-    let Some(UserSyscall {
-        number,
-        args: [fd, user_ptr, third, _],
-    }) = user_syscall()
-    else {
+    let Some(UserSyscall { number, args }) = user_syscall() else {
         return 0;
     };
     // recvmmsg, splice and io_uring reads are not traced.
     let Some(syscall) = recv_syscall(number) else {
         return 0;
     };
-    let sock: u64 = ctx.arg(0);
-    let Some(state) = tcp_socket_state(config, sock) else {
+    let Some((in_flight, state)) = start_at_end(config, syscall, ctx.arg(0), args, moved) else {
         return 0;
     };
-    let iov_count = if syscall == Syscall::Readv { third } else { 0 };
-    let Some(mut in_flight) =
-        start_on(config, syscall, sock, state, fd as i64, user_ptr, iov_count)
-    else {
-        return 0;
-    };
-    in_flight.seq = in_flight.seq.wrapping_sub(moved as u32);
     send_data(
         config,
         syscall,
@@ -242,6 +228,25 @@ pub fn sock_recv_length(ctx: RawTracePointContext) -> i32 {
         Source::Socket,
     );
     0
+}
+
+/// The start of a read or send that had no entry program, rebuilt at its
+/// end from the syscall's registers: its sequence number is moved back over
+/// the `moved` bytes the kernel already counted.
+#[inline(always)]
+fn start_at_end(
+    config: &Config,
+    syscall: Syscall,
+    sock: u64,
+    [fd, user_ptr, third, _]: [u64; 4],
+    moved: i32,
+) -> Option<(InFlight, &'static mut SocketState)> {
+    let state = socket_state(config, sock)?;
+    let vectored = matches!(syscall, Syscall::Readv | Syscall::Writev);
+    let iov_count = if vectored { third } else { 0 };
+    let mut in_flight = start_on(config, syscall, sock, state, fd as i64, user_ptr, iov_count)?;
+    in_flight.seq = in_flight.seq.wrapping_sub(moved as u32);
+    Some((in_flight, state))
 }
 
 #[inline(always)]
@@ -317,10 +322,7 @@ fn start_in_send(
     moved: i32,
 ) -> Option<(&'static Config, Syscall, InFlight, &'static mut SocketState)> {
     let config = traced()?;
-    let UserSyscall {
-        number,
-        args: [fd, user_ptr, third, _],
-    } = user_syscall()?;
+    let UserSyscall { number, args } = user_syscall()?;
     // splice and io_uring sends are not traced.
     let syscall = send_syscall(number)?;
     let blocked_at_attach = syscall != Syscall::Sendfile;
@@ -329,10 +331,7 @@ fn start_in_send(
         unsafe { BLOCKED_AT_ATTACH.get(key) }?;
         let _ = BLOCKED_AT_ATTACH.remove(key);
     }
-    let state = tcp_socket_state(config, sock)?;
-    let iov_count = if syscall == Syscall::Writev { third } else { 0 };
-    let mut in_flight = start_on(config, syscall, sock, state, fd as i64, user_ptr, iov_count)?;
-    in_flight.seq = in_flight.seq.wrapping_sub(moved as u32);
+    let (in_flight, state) = start_at_end(config, syscall, sock, args, moved)?;
     if blocked_at_attach {
         count(Counter::BlockedAtAttachTraced, 1);
     }

@@ -119,19 +119,10 @@ pub fn remember_socket(config: &Config, sock: u64, role: Role) -> Option<&'stati
 
 /// The state of `sock`, in the map (read it at once: another CPU may reuse
 /// an LRU entry). A socket seen for the first time (a connection older than
-/// the agent) gets its addresses read once, here.
+/// the agent, or any socket a `sock:` tracepoint hands over) is checked to
+/// be TCP and gets its addresses read once, here.
 #[inline(always)]
 pub fn socket_state(config: &Config, sock: u64) -> Option<&'static mut SocketState> {
-    match SOCKETS.get_ptr_mut(sock) {
-        Some(state) => Some(unsafe { &mut *state }),
-        None => remember_socket(config, sock, Role::Unknown),
-    }
-}
-
-/// `socket_state` for a `struct sock` a tracepoint handed over, which may
-/// be any socket's: one never seen before is checked to be TCP first.
-#[inline(always)]
-pub fn tcp_socket_state(config: &Config, sock: u64) -> Option<&'static mut SocketState> {
     match SOCKETS.get_ptr_mut(sock) {
         Some(state) => Some(unsafe { &mut *state }),
         None if is_tcp(&config.offsets, sock) => remember_socket(config, sock, Role::Unknown),
