@@ -8,7 +8,7 @@
 //! per key and value and a byte-at-a-time escape: about a fifth of the
 //! agent's time with `--export-file` under load.
 
-use std::{io::Write as _, sync::Arc};
+use std::sync::Arc;
 
 use super::spans_by_process;
 use crate::{
@@ -62,6 +62,8 @@ pub fn write_request<'a, T>(
 
 /// One span's JSON object.
 pub fn write_span(span: &Span, out: &mut Vec<u8>) {
+    // About what an HTTP span takes: the buffer grows once, not field by field.
+    out.reserve(2048);
     out.extend_from_slice(b"{\"traceId\":\"");
     hex(out, &span.trace_id);
     out.extend_from_slice(b"\",\"spanId\":\"");
@@ -117,18 +119,31 @@ fn int_attribute(out: &mut Vec<u8>, key: &str, value: i64) {
     out.extend_from_slice(b"\"}}");
 }
 
-/// As 64-bit integers: formatting them is several times faster than i128's.
-fn number(out: &mut Vec<u8>, value: impl std::fmt::Display) {
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{value}");
+/// As 64-bit integers, through `itoa` (`fmt`'s machinery was a tenth of
+/// the time spent writing a span).
+fn number(out: &mut Vec<u8>, value: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
+/// Lower-case hex of `bytes` (ids: at most 16 bytes), built on the stack
+/// and appended at once.
 fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(DIGITS[(b >> 4) as usize]);
-        out.push(DIGITS[(b & 0xf) as usize]);
+    let mut text = [0u8; 32];
+    let bytes = &bytes[..bytes.len().min(16)];
+    for (pair, b) in text.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[(b >> 4) as usize];
+        pair[1] = DIGITS[(b & 0xf) as usize];
     }
+    out.extend_from_slice(&text[..2 * bytes.len()]);
+}
+
+/// Whether `bytes` holds anything JSON escapes. No early exit: the loop
+/// compiles to vector compares, and most strings are clean.
+fn needs_escape(bytes: &[u8]) -> bool {
+    bytes.iter().fold(false, |found, &b| {
+        found | (b < 0x20) | (b == b'"') | (b == b'\\')
+    })
 }
 
 /// A JSON string as serde_json writes it: `"` and `\` escaped, control
@@ -137,7 +152,7 @@ fn string(out: &mut Vec<u8>, text: &str) {
     out.push(b'"');
     let bytes = text.as_bytes();
     // Most strings need no escape: one scan finds out.
-    if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
+    if !needs_escape(bytes) {
         out.extend_from_slice(bytes);
         out.push(b'"');
         return;
