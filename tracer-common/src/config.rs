@@ -87,7 +87,19 @@ pub struct Config {
     /// do nothing, so that no connection is seen in part (a response
     /// without its request's events) while they are attached one by one.
     pub live: u32,
+    /// Which runtimes' maps may hold entries (`RUNTIME_*` bits), set by the
+    /// agent before their first entry: until then the programs skip those
+    /// lookups (about 0.6 µs of BPF per request of a node with none).
+    pub runtimes: u32,
+    pub _pad: u32,
 }
+
+/// `Config::runtimes`: a Go process is registered (`GO_PROCESSES`).
+pub const RUNTIME_GO: u32 = 1;
+/// `Config::runtimes`: CPython probes are attached (asyncio tasks, queues).
+pub const RUNTIME_PYTHON: u32 = 2;
+/// `Config::runtimes`: a Node.js process runs the context script.
+pub const RUNTIME_NODE: u32 = 4;
 
 /// Which outbound requests get a `traceparent` (`Config::inject_traceparent`).
 #[repr(u32)]
@@ -107,4 +119,4 @@ pub enum InjectMode {
 unsafe impl aya::Pod for Config {}
 
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 92);
-const _: () = assert!(core::mem::size_of::<Config>() == 136);
+const _: () = assert!(core::mem::size_of::<Config>() == 144);

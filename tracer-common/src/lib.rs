@@ -14,7 +14,7 @@ pub mod node;
 pub mod python;
 pub mod socket;
 
-pub use config::{Config, InjectMode, KernelOffsets};
+pub use config::{Config, InjectMode, KernelOffsets, RUNTIME_GO, RUNTIME_NODE, RUNTIME_PYTHON};
 pub use counters::Counter;
 pub use event::{Direction, EventKind, RequestContext, Role, SocketEvent, Source, Syscall};
 pub use go::{GoProcess, SpawnRanges};

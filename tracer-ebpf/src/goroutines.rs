@@ -31,18 +31,21 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use tracer_common::{
-    Counter, GoProcess, KernelOffsets, RequestContext, event::CONTEXT_FROM_GOROUTINE,
+    Counter, GoProcess, KernelOffsets, RUNTIME_GO, RequestContext, event::CONTEXT_FROM_GOROUTINE,
 };
 
 use crate::context::open_request;
 use crate::maps::{
     GO_CONNECTIONS, GO_HTTP_REQUESTS, GO_PROCESSES, GO_SPAWN_RANGES, GO_SPAWNS, GOROUTINES,
-    GoHttpRequestKey, Goroutine, GoroutineKey, count,
+    GoHttpRequestKey, Goroutine, GoroutineKey, count, runtime_followed,
 };
 
 /// The Go process `pid`, when the agent found it to be one.
 #[inline(always)]
 pub fn go_process(pid: u32) -> Option<GoProcess> {
+    if !runtime_followed(RUNTIME_GO) {
+        return None;
+    }
     unsafe { GO_PROCESSES.get(pid) }.copied()
 }
 
@@ -89,7 +92,9 @@ pub fn request_read(pid: u32, reader: u64, sock: u64, seq: u32) {
 /// A connection opened or closed: the socket address may be reused.
 #[inline(always)]
 pub fn forget_connection(sock: u64) {
-    let _ = GO_CONNECTIONS.remove(sock);
+    if runtime_followed(RUNTIME_GO) {
+        let _ = GO_CONNECTIONS.remove(sock);
+    }
 }
 
 #[inline(always)]

@@ -452,6 +452,13 @@ pub fn config() -> Option<&'static Config> {
     CONFIG.get(0)
 }
 
+/// Whether the maps of `runtime` (a `RUNTIME_*` bit) may hold entries: a
+/// node without that runtime skips their lookups.
+#[inline(always)]
+pub fn runtime_followed(runtime: u32) -> bool {
+    config().is_some_and(|config| config.runtimes & runtime != 0)
+}
+
 #[inline(always)]
 pub fn count(counter: Counter, n: u64) {
     if let Some(slot) = COUNTERS.get_ptr_mut(counter as u32) {

@@ -13,7 +13,7 @@ use aya_ebpf::{
     programs::ProbeContext,
 };
 use tracer_common::{
-    Counter, RequestContext,
+    Counter, RUNTIME_NODE, RequestContext,
     event::CONTEXT_FROM_SCRIPT,
     node::{CALL_FOR, MESSAGE_LEN, REQUEST_STARTED, parse_message},
 };
@@ -22,6 +22,7 @@ use crate::{
     context::open_request,
     maps::{
         NODE_CALLS, NODE_PROCESSES, NODE_REQUESTS, NodeRequestKey, SERVER_REQUESTS, config, count,
+        runtime_followed,
     },
     sockets::tcp_sock_of_fd,
 };
@@ -29,7 +30,7 @@ use crate::{
 /// Whether `pid` runs the script.
 #[inline(always)]
 pub fn scripted(pid: u32) -> bool {
-    unsafe { NODE_PROCESSES.get(pid) }.is_some()
+    runtime_followed(RUNTIME_NODE) && unsafe { NODE_PROCESSES.get(pid) }.is_some()
 }
 
 /// A scripted process writes a request on `client`: the request the

@@ -11,16 +11,19 @@ use aya_ebpf::{
     macros::uprobe,
     programs::ProbeContext,
 };
-use tracer_common::{Counter, RequestContext, event::CONTEXT_FROM_HANDOFF};
+use tracer_common::{Counter, RUNTIME_PYTHON, RequestContext, event::CONTEXT_FROM_HANDOFF};
 
 use crate::{
     context::{open_request, thread_choice},
-    maps::{HANDED_OFF, QUEUED_ITEMS, QueuedItemKey, count},
+    maps::{HANDED_OFF, QUEUED_ITEMS, QueuedItemKey, count, runtime_followed},
 };
 
 /// The request the current thread took from a work item, while it is open.
 #[inline(always)]
 pub fn call_context() -> Option<RequestContext> {
+    if !runtime_followed(RUNTIME_PYTHON) {
+        return None;
+    }
     let handed = unsafe { HANDED_OFF.get(bpf_get_current_pid_tgid()) }?;
     open_request(handed.sock, handed.seq, CONTEXT_FROM_HANDOFF)
 }

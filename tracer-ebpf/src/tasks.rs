@@ -34,7 +34,7 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use tracer_common::{
-    Counter, PyFrames, RequestContext, Role,
+    Counter, PyFrames, RUNTIME_PYTHON, RequestContext, Role,
     event::CONTEXT_FROM_TASK,
     python::{MAX_PY_FRAMES, MAX_PY_THREADS, NO_CFRAME, PY_FILENAME_BYTES},
 };
@@ -44,7 +44,7 @@ use crate::{
     inject::at,
     maps::{
         PY_CONNECTIONS, PY_CURRENT, PY_FILE_ORIGINS, PY_FILENAME, PY_FRAMES, PY_NEW_ROOT, PY_TASKS,
-        PyFileKey, PyTask, TaskKey, count, role_of,
+        PyFileKey, PyTask, TaskKey, count, role_of, runtime_followed,
     },
 };
 
@@ -79,6 +79,9 @@ fn serve(pid: u32, task: u64, context: RequestContext) {
 /// A new request read on server connection `sock` at `seq`.
 #[inline(always)]
 pub fn request_read(sock: u64, seq: u32) {
+    if !runtime_followed(RUNTIME_PYTHON) {
+        return;
+    }
     let context = RequestContext {
         sock,
         seq,
@@ -97,6 +100,9 @@ pub fn request_read(sock: u64, seq: u32) {
 /// writing it makes its root the connection's owner, if it has none.
 #[inline(always)]
 pub fn response_written(sock: u64) {
+    if !runtime_followed(RUNTIME_PYTHON) {
+        return;
+    }
     if unsafe { PY_CONNECTIONS.get(sock) }.is_some() {
         return;
     }
@@ -111,6 +117,9 @@ pub fn response_written(sock: u64) {
 /// task created before an accept is not the new connection's.
 #[inline(always)]
 pub fn forget_connection(sock: u64) {
+    if !runtime_followed(RUNTIME_PYTHON) {
+        return;
+    }
     let _ = PY_CONNECTIONS.remove(sock);
     let _ = PY_NEW_ROOT.remove(bpf_get_current_pid_tgid());
 }
@@ -119,7 +128,8 @@ pub fn forget_connection(sock: u64) {
 /// test for every `epoll_ctl`).
 #[inline(always)]
 pub fn new_root_pending() -> bool {
-    unsafe { PY_NEW_ROOT.get(bpf_get_current_pid_tgid()) }.is_some()
+    runtime_followed(RUNTIME_PYTHON)
+        && unsafe { PY_NEW_ROOT.get(bpf_get_current_pid_tgid()) }.is_some()
 }
 
 /// `epoll_ctl(ADD)` of `sock` by this thread: a server connection without an
@@ -140,6 +150,9 @@ pub fn registered(sock: u64) {
 /// The open request the task running on this thread serves.
 #[inline(always)]
 pub fn call_context() -> Option<RequestContext> {
+    if !runtime_followed(RUNTIME_PYTHON) {
+        return None;
+    }
     let (pid, task) = current_task()?;
     let known = unsafe { PY_TASKS.get(key(pid, task)) }?;
     open_request(known.context.sock, known.context.seq, CONTEXT_FROM_TASK)

@@ -17,9 +17,10 @@ use aya::{
     maps::{HashMap, MapData},
     programs::uprobe::UProbeAttachLocation,
 };
-use tracer_common::{GoProcess, SpawnRanges, go::MAX_SPAWN_RANGES};
+use tracer_common::{GoProcess, RUNTIME_GO, SpawnRanges, go::MAX_SPAWN_RANGES};
 
 use super::{
+    follow_runtime,
     go_binary::{self, GoBinary},
     uprobes,
 };
@@ -77,6 +78,10 @@ impl GoPrograms {
     pub fn add(&mut self, pid: u32) -> bool {
         if let Ok(known) = self.processes.get(&pid, 0) {
             return known.followed();
+        }
+        if let Err(e) = follow_runtime(&self.ebpf, RUNTIME_GO) {
+            tracing::debug!("cannot tell the kernel about Go processes: {e}");
+            return false;
         }
         if let Err(e) = self.processes.insert(pid, GoProcess::UNSUPPORTED, 0) {
             tracing::debug!("cannot tell the kernel about Go process {pid}: {e}");

@@ -417,6 +417,8 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         netns_cookie: netns.map_or(0, |n| n.cookie),
         tls_probes: 0,
         live: 0,
+        runtimes: 0,
+        _pad: 0,
     };
     let mut config_map: Array<_, Config> = map_mut(&mut ebpf, "CONFIG")?;
     config_map.set(0, config, 0).map_err(map_error("CONFIG"))?;
@@ -575,6 +577,22 @@ fn attach_injection(ebpf: &mut Ebpf, cgroup: &Path) -> Result<(), LoadError> {
         .attach(cgroup_dir, CgroupAttachMode::Single)
         .map_err(attach_error(SOCK_OPS_PROGRAM))?;
     Ok(())
+}
+
+/// Sets `runtime` (a `RUNTIME_*` bit) in the kernel's config: called before
+/// its maps get their first entry or its probes are attached, as the
+/// programs skip that runtime's lookups until it is set.
+fn follow_runtime(ebpf: &Mutex<Ebpf>, runtime: u32) -> Result<(), LoadError> {
+    let mut ebpf = ebpf.lock().unwrap_or_else(|e| e.into_inner());
+    let mut config_map: Array<_, Config> = map_mut(&mut ebpf, "CONFIG")?;
+    let config = config_map.get(&0, 0).map_err(map_error("CONFIG"))?;
+    if config.runtimes & runtime != 0 {
+        return Ok(());
+    }
+    let runtimes = config.runtimes | runtime;
+    config_map
+        .set(0, Config { runtimes, ..config }, 0)
+        .map_err(map_error("CONFIG"))
 }
 
 fn map_error(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> LoadError {

@@ -16,7 +16,9 @@ use aya::{
     programs::uprobe::UProbeAttachLocation,
 };
 
-use super::{node_inspector, uprobes};
+use tracer_common::RUNTIME_NODE;
+
+use super::{follow_runtime, node_inspector, uprobes};
 
 pub const PROGRAM: &str = "node_context_message";
 const SCRIPT: &str = include_str!("node_context.js");
@@ -73,6 +75,7 @@ impl NodePrograms {
     }
 
     fn follow(&mut self, pid: u32) -> Result<(), String> {
+        follow_runtime(&self.ebpf, RUNTIME_NODE).map_err(|e| e.to_string())?;
         self.attach(pid)?;
         // Listening before the script speaks.
         self.processes

@@ -22,11 +22,11 @@ use aya::{
     maps::{HashMap as KernelMap, MapData},
     programs::uprobe::UProbeAttachLocation,
 };
-use tracer_common::{PyFrames, python::NO_CFRAME};
+use tracer_common::{PyFrames, RUNTIME_PYTHON, python::NO_CFRAME};
 
 use super::{
     dwarf::{self, Wanted},
-    uprobes,
+    follow_runtime, uprobes,
 };
 
 /// (program, function) for CPython 3.11; 3.12+ passes the module state
@@ -188,6 +188,7 @@ impl PythonPrograms {
             Some(11) => &PROBES_3_11,
             Some(_) => &PROBES_3_12,
         };
+        follow_runtime(&self.ebpf, RUNTIME_PYTHON).map_err(|e| e.to_string())?;
         let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
         for &(name, function) in probes {
             let location = UProbeAttachLocation::Symbol(function);
