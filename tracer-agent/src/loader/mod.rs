@@ -30,7 +30,7 @@ use aya::{
 use thiserror::Error;
 use tracer_common::{
     Config, Counter, InjectMode, KernelOffsets, MAX_BLOCKED_AT_ATTACH, MAX_CAPTURE,
-    MAX_TRACED_PIDS, SocketState,
+    MAX_TRACED_PIDS, RUNTIME_PYTHON, SocketState,
 };
 
 pub use btf::{VMLINUX_BTF, kernel_offsets_in_child};
@@ -48,7 +48,6 @@ pub const TRACEPOINTS: &[&str] = &[
     "sys_enter_sendmsg",
     "sys_exit_accept",
     "sys_exit_accept4",
-    "sys_enter_epoll_ctl",
     "sys_enter_connect",
     "sys_exit_connect",
     "sys_enter_close",
@@ -58,9 +57,15 @@ pub const TRACEPOINTS: &[&str] = &[
 /// first argument), each named after its tracepoint. Linux 6.3+.
 pub const SOCK_TRACEPOINTS: &[&str] = &["sock_recv_length", "sock_send_length"];
 
+/// The `syscalls:` program only asyncio needs (which task a new connection
+/// goes to): attached with the first CPython probes, as it runs for every
+/// `epoll_ctl` of every process (two per request of an event-loop server).
+const ASYNCIO_TRACEPOINT: &str = "sys_enter_epoll_ctl";
+
 /// Every tracepoint program with its tracepoint's category.
 fn tracepoints() -> impl Iterator<Item = (&'static str, &'static str)> {
-    let syscalls = TRACEPOINTS.iter().map(|&name| ("syscalls", name));
+    let syscalls = TRACEPOINTS.iter().chain([&ASYNCIO_TRACEPOINT]);
+    let syscalls = syscalls.map(|&name| ("syscalls", name));
     syscalls.chain(SOCK_TRACEPOINTS.iter().map(|&name| ("sock", name)))
 }
 
@@ -429,7 +434,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
 
     // Verified now, attached by `Probes::attach_tracepoints` once the agent
     // is ready to read what they send.
-    for &name in TRACEPOINTS {
+    for &name in TRACEPOINTS.iter().chain([&ASYNCIO_TRACEPOINT]) {
         let error = attach_error("syscalls", name);
         let program: &mut TracePoint = program_mut(&mut ebpf, name, error)?;
         program.load().map_err(attach_error("syscalls", name))?;
@@ -581,14 +586,23 @@ fn attach_injection(ebpf: &mut Ebpf, cgroup: &Path) -> Result<(), LoadError> {
 
 /// Sets `runtime` (a `RUNTIME_*` bit) in the kernel's config: called before
 /// its maps get their first entry or its probes are attached, as the
-/// programs skip that runtime's lookups until it is set.
+/// programs skip that runtime's lookups until it is set. CPython's also
+/// attaches `ASYNCIO_TRACEPOINT`.
 fn follow_runtime(ebpf: &Mutex<Ebpf>, runtime: u32) -> Result<(), LoadError> {
     let mut ebpf = ebpf.lock().unwrap_or_else(|e| e.into_inner());
-    let mut config_map: Array<_, Config> = map_mut(&mut ebpf, "CONFIG")?;
+    let config_map: Array<_, Config> = map_mut(&mut ebpf, "CONFIG")?;
     let config = config_map.get(&0, 0).map_err(map_error("CONFIG"))?;
     if config.runtimes & runtime != 0 {
         return Ok(());
     }
+    if runtime == RUNTIME_PYTHON {
+        let error = attach_error("syscalls", ASYNCIO_TRACEPOINT);
+        let program: &mut TracePoint = program_mut(&mut ebpf, ASYNCIO_TRACEPOINT, error)?;
+        program
+            .attach("syscalls", ASYNCIO_TRACEPOINT)
+            .map_err(attach_error("syscalls", ASYNCIO_TRACEPOINT))?;
+    }
+    let mut config_map: Array<_, Config> = map_mut(&mut ebpf, "CONFIG")?;
     let runtimes = config.runtimes | runtime;
     config_map
         .set(0, Config { runtimes, ..config }, 0)
