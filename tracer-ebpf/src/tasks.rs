@@ -125,11 +125,11 @@ pub fn forget_connection(sock: u64) {
 }
 
 /// Whether this thread just created a task outside any task (cheap first
-/// test for every `epoll_ctl`).
+/// test for every `epoll_ctl`, whose program is attached only with the
+/// CPython probes: no `runtime_followed` check needed).
 #[inline(always)]
 pub fn new_root_pending() -> bool {
-    runtime_followed(RUNTIME_PYTHON)
-        && unsafe { PY_NEW_ROOT.get(bpf_get_current_pid_tgid()) }.is_some()
+    unsafe { PY_NEW_ROOT.get(bpf_get_current_pid_tgid()) }.is_some()
 }
 
 /// `epoll_ctl(ADD)` of `sock` by this thread: a server connection without an
