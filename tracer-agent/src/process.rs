@@ -109,6 +109,17 @@ impl ProcessCache {
         {
             return info.clone();
         }
+        // A process that exited before an event of another of its threads
+        // (named otherwise) was handled: what was read for that thread
+        // still holds, where /proc has nothing left to read.
+        if !self.proc_root.join(pid.to_string()).exists()
+            && let Some((info, _)) = self
+                .entries
+                .iter()
+                .find_map(|((known, _), entry)| (*known == pid).then_some(entry))
+        {
+            return info.clone();
+        }
         if self.entries.len() >= MAX_CACHED {
             self.entries.clear();
         }
@@ -454,5 +465,22 @@ mod tests {
         assert!(!me.executable_name.is_empty());
         let gone = cache.get(u32::MAX - 1, b"curl\0\0\0\0\0\0\0\0\0\0\0\0");
         assert_eq!(gone.service_name, "curl");
+    }
+
+    #[test]
+    fn another_thread_of_an_exited_process_keeps_its_service() {
+        let root = std::env::temp_dir().join(format!("exited-{}", std::process::id()));
+        let dir = root.join("4242");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("environ"), b"OTEL_SERVICE_NAME=grpc-client\0").unwrap();
+        let mut cache = ProcessCache::new(&root, Owners::default(), None);
+        let main = cache.get(4242, b"python3\0\0\0\0\0\0\0\0\0");
+        assert_eq!(main.service_name, "grpc-client");
+        std::fs::remove_dir_all(&root).unwrap();
+        let worker = cache.get(4242, b"event_engine\0\0\0\0");
+        assert_eq!(worker.service_name, "grpc-client");
+        // Another process that exited unseen is named after its thread.
+        let other = cache.get(4243, b"event_engine\0\0\0\0");
+        assert_eq!(other.service_name, "event_engine");
     }
 }
