@@ -18,6 +18,8 @@ pub struct KernelOffsets {
     pub file_inode: u32,
     /// `file.private_data`
     pub file_private_data: u32,
+    /// `file.f_op`: a socket's is the kernel's `socket_file_ops`.
+    pub file_op: u32,
     /// `inode.i_mode`
     pub inode_mode: u32,
     /// `socket.type`
@@ -53,6 +55,37 @@ pub struct KernelOffsets {
     /// `task_struct.thread.fsbase`: the thread pointer of a user thread (x86-64),
     /// where Go keeps the running goroutine.
     pub task_fsbase: u32,
+    /// `WALK_*` bits: which of the descriptor walk's fields lie together,
+    /// so that one read gets them all (`KernelOffsets::with_shortcuts`).
+    pub walk_shortcuts: u32,
+}
+
+/// `KernelOffsets::walk_shortcuts`: `fdtable.fd` follows `max_fds`, 8 bytes on.
+pub const WALK_FDT_PAIR: u32 = 1;
+/// `file.f_op`, then 8 bytes on `f_mapping`, `private_data`, `f_inode`.
+pub const WALK_FILE_WINDOW: u32 = 2;
+/// `socket.type` at 4 and `socket.sk` at 24: the first 32 bytes hold both.
+pub const WALK_SOCKET_HEAD: u32 = 4;
+
+impl KernelOffsets {
+    /// These offsets with `walk_shortcuts` set from where the fields lie.
+    pub fn with_shortcuts(mut self) -> KernelOffsets {
+        let mut bits = 0;
+        if self.fdtable_max_fds.is_multiple_of(8) && self.fdtable_fd == self.fdtable_max_fds + 8 {
+            bits |= WALK_FDT_PAIR;
+        }
+        if self.file_op.is_multiple_of(8)
+            && self.file_private_data == self.file_op + 16
+            && self.file_inode == self.file_op + 24
+        {
+            bits |= WALK_FILE_WINDOW;
+        }
+        if self.socket_type == 4 && self.socket_sk == 24 {
+            bits |= WALK_SOCKET_HEAD;
+        }
+        self.walk_shortcuts = bits;
+        self
+    }
 }
 
 #[repr(C)]
@@ -118,5 +151,5 @@ pub enum InjectMode {
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Config {}
 
-const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 92);
-const _: () = assert!(core::mem::size_of::<Config>() == 144);
+const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 100);
+const _: () = assert!(core::mem::size_of::<Config>() == 152);

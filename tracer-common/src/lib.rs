@@ -14,7 +14,10 @@ pub mod node;
 pub mod python;
 pub mod socket;
 
-pub use config::{Config, InjectMode, KernelOffsets, RUNTIME_GO, RUNTIME_NODE, RUNTIME_PYTHON};
+pub use config::{
+    Config, InjectMode, KernelOffsets, RUNTIME_GO, RUNTIME_NODE, RUNTIME_PYTHON, WALK_FDT_PAIR,
+    WALK_FILE_WINDOW, WALK_SOCKET_HEAD,
+};
 pub use counters::Counter;
 pub use event::{Direction, EventKind, RequestContext, Role, SocketEvent, Source, Syscall};
 pub use go::{GoProcess, SpawnRanges};

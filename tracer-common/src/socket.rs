@@ -33,7 +33,13 @@ pub struct SocketState {
     /// from several threads, may be in flight on it at once, so each write
     /// is decided on its own (no call is kept per connection).
     pub multiplexed: u8,
-    pub _pad: [u8; 4],
+    /// Zero when `SERVER_REQUESTS` holds no request of this connection, so
+    /// it is not looked up; non-zero when it may (set after an insert,
+    /// cleared before a removal, so a request is never hidden).
+    pub request_kept: u8,
+    /// The same for a call in `CALLS`.
+    pub call_kept: u8,
+    pub _pad: [u8; 2],
 }
 
 /// A request as both its ends see it on this node: client and server

@@ -28,7 +28,7 @@
 
 use aya_ebpf::helpers::bpf_get_current_pid_tgid;
 use tracer_common::{
-    Counter, GoProcess, RequestContext,
+    Counter, GoProcess, RequestContext, SocketState,
     event::{CONTEXT_FROM_HANDOFF, CONTEXT_FROM_THREAD},
 };
 
@@ -42,17 +42,23 @@ use crate::node;
 use crate::pools;
 use crate::tasks;
 
-/// Whether an inbound request is being served on server connection `sock`
-/// (a read there is then more of it).
+/// Whether an inbound request is being served on server connection `sock`,
+/// whose state is `state` (a read there is then more of it).
 #[inline(always)]
-pub fn serving(sock: u64) -> bool {
-    unsafe { SERVER_REQUESTS.get(sock) }.is_some()
+pub fn serving(sock: u64, state: &SocketState) -> bool {
+    state.request_kept != 0 && unsafe { SERVER_REQUESTS.get(sock) }.is_some()
 }
 
-/// A read on server connection `sock` by `tid`, not `serving` one: a new
-/// inbound request. Returns whether it was recorded.
+/// A read on server connection `sock` (state `state`) by `tid`, not
+/// `serving` one: a new inbound request. Returns whether it was recorded.
 #[inline(always)]
-pub fn server_read(tid: u32, sock: u64, seq: u32, trace_id: &[u8; 16]) -> bool {
+pub fn server_read(
+    tid: u32,
+    sock: u64,
+    state: &mut SocketState,
+    seq: u32,
+    trace_id: &[u8; 16],
+) -> bool {
     let request = ServerRequest {
         tid,
         seq,
@@ -63,6 +69,7 @@ pub fn server_read(tid: u32, sock: u64, seq: u32, trace_id: &[u8; 16]) -> bool {
     if SERVER_REQUESTS.insert(sock, request, 0).is_err() {
         return false;
     }
+    state.request_kept = 1;
     tasks::request_read(sock, seq);
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if let Some(go) = go_process(pid) {
@@ -99,6 +106,19 @@ pub fn server_read(tid: u32, sock: u64, seq: u32, trace_id: &[u8; 16]) -> bool {
     true
 }
 
+/// `server_done` for a connection whose state is at hand: nothing to look
+/// up when no request is kept.
+#[inline(always)]
+pub fn server_done_on(sock: u64, state: &mut SocketState) {
+    if state.request_kept == 0 {
+        return;
+    }
+    // Cleared before the removal: a request another CPU keeps meanwhile
+    // sets it again after its insert, so it is never left hidden.
+    state.request_kept = 0;
+    server_done(sock);
+}
+
 /// The server connection `sock` answered (or closed): its request is over.
 #[inline(always)]
 pub fn server_done(sock: u64) {
@@ -125,25 +145,55 @@ pub fn server_done(sock: u64) {
     }
 }
 
-/// Thread `tid` writes a request on client connection `client` (or connects
-/// it: `connecting`): the inbound request it is made for, `sock` zero for
-/// none. A connection's later writes for the same call repeat the answer,
-/// unless it is `multiplexed` (HTTP/2: several calls from several threads
-/// at once): then each write is decided on its own, and the request does
-/// not wait for the call (which of its calls a response answers is not
-/// known).
+/// Thread `tid` writes a request on client connection `client` (state
+/// `state`; none while it connects: `connecting`): the inbound request it
+/// is made for, `sock` zero for none. A connection's later writes for the
+/// same call repeat the answer, unless it is multiplexed (HTTP/2: several
+/// calls from several threads at once): then each write is decided on its
+/// own, and the request does not wait for the call (which of its calls a
+/// response answers is not known).
 #[inline(always)]
-pub fn call_context(tid: u32, client: u64, connecting: bool, multiplexed: bool) -> RequestContext {
-    if !multiplexed && let Some(call) = unsafe { CALLS.get(client) } {
+pub fn call_context(
+    tid: u32,
+    client: u64,
+    connecting: bool,
+    state: Option<&mut SocketState>,
+) -> RequestContext {
+    let (multiplexed, kept) = match &state {
+        Some(state) => (state.multiplexed != 0, state.call_kept != 0),
+        None => (false, true),
+    };
+    if !multiplexed
+        && kept
+        && let Some(call) = unsafe { CALLS.get(client) }
+    {
         return *call;
     }
+    let mut inserted = false;
+    let call = decide_call(tid, client, connecting, multiplexed, &mut inserted);
+    if inserted && let Some(state) = state {
+        state.call_kept = 1;
+    }
+    call
+}
+
+/// `call_context`'s decision for a write with no call kept; `inserted`:
+/// whether it was kept in `CALLS`.
+#[inline(always)]
+fn decide_call(
+    tid: u32,
+    client: u64,
+    connecting: bool,
+    multiplexed: bool,
+    inserted: &mut bool,
+) -> RequestContext {
     let pid = (bpf_get_current_pid_tgid() >> 32) as u32;
     if let Some(go) = go_process(pid) {
         // A Go connection is dialed for whichever request takes it first.
         if connecting {
             return RequestContext::default();
         }
-        return goroutine_call(pid, &go, client, multiplexed);
+        return goroutine_call(pid, &go, client, multiplexed, inserted);
     }
     if node::scripted(pid) {
         // The script speaks just before each request is written.
@@ -154,7 +204,7 @@ pub fn call_context(tid: u32, client: u64, connecting: bool, multiplexed: bool) 
             count(Counter::ScriptCallsWithoutContext, 1);
             return RequestContext::default();
         };
-        return linked(client, request, multiplexed);
+        return linked(client, request, multiplexed, inserted);
     }
     // An asyncio task or a pool's work item says which request it serves;
     // else the thread's count.
@@ -169,7 +219,7 @@ pub fn call_context(tid: u32, client: u64, connecting: bool, multiplexed: bool) 
     // request where it was: the thread that handed it off goes on serving it
     // (and may hand off more).
     if call.source == CONTEXT_FROM_HANDOFF {
-        return linked(client, call, multiplexed);
+        return linked(client, call, multiplexed, inserted);
     }
     let Some(request) = SERVER_REQUESTS.get_ptr_mut(call.sock) else {
         return RequestContext::default();
@@ -181,6 +231,7 @@ pub fn call_context(tid: u32, client: u64, connecting: bool, multiplexed: bool) 
     if CALLS.insert(client, call, 0).is_err() {
         return RequestContext::default();
     }
+    *inserted = true;
     let request = unsafe { &mut *request };
     // The request waits for its call now: off its reader's count.
     if let Some(reader) = THREAD_CONTEXT.get_ptr_mut(request.tid) {
@@ -240,7 +291,13 @@ pub fn thread_choice(tid: u32, counted: bool) -> Option<RequestContext> {
 /// writing it. The request stays as it is (the thread rule's states are not
 /// used for Go).
 #[inline(always)]
-fn goroutine_call(pid: u32, go: &GoProcess, client: u64, multiplexed: bool) -> RequestContext {
+fn goroutine_call(
+    pid: u32,
+    go: &GoProcess,
+    client: u64,
+    multiplexed: bool,
+    inserted: &mut bool,
+) -> RequestContext {
     let request = match config() {
         Some(config) if go.followed() => {
             running_goroutine(&config.offsets, go).and_then(|goid| live_request(pid, goid))
@@ -251,28 +308,44 @@ fn goroutine_call(pid: u32, go: &GoProcess, client: u64, multiplexed: bool) -> R
         count(Counter::GoCallsWithoutContext, 1);
         return RequestContext::default();
     };
-    linked(client, request, multiplexed)
+    linked(client, request, multiplexed, inserted)
 }
 
 /// A call on `client` made for `request`, for its later writes to repeat
-/// (not on a `multiplexed` connection).
+/// (not on a `multiplexed` connection; `inserted` says whether it was kept).
 #[inline(always)]
-fn linked(client: u64, request: RequestContext, multiplexed: bool) -> RequestContext {
-    if !multiplexed && CALLS.insert(client, request, 0).is_err() {
-        return RequestContext::default();
+fn linked(
+    client: u64,
+    request: RequestContext,
+    multiplexed: bool,
+    inserted: &mut bool,
+) -> RequestContext {
+    if !multiplexed {
+        if CALLS.insert(client, request, 0).is_err() {
+            return RequestContext::default();
+        }
+        *inserted = true;
     }
     count(Counter::CallsLinked, 1);
     request
 }
 
 /// A read (the response) on client connection `client` by `tid`, or its
-/// close (`tid` 0): the request the call was made for can go on.
+/// close (`tid` 0): the request the call was made for can go on. With the
+/// connection's `state` at hand, nothing is looked up when no call is kept.
 #[inline(always)]
-pub fn call_answered(tid: u32, client: u64) {
+pub fn call_answered(tid: u32, client: u64, state: Option<&mut SocketState>) {
     if tid != 0
         && let Some(thread) = THREAD_CONTEXT.get_ptr_mut(tid)
     {
         unsafe { (*thread).last_read_fresh = 0 };
+    }
+    if let Some(state) = state {
+        if state.call_kept == 0 {
+            return;
+        }
+        // Cleared before the removal, as in `server_done_on`.
+        state.call_kept = 0;
     }
     let sock = match unsafe { CALLS.get(client) } {
         Some(call) => call.sock,

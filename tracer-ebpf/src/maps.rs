@@ -186,6 +186,13 @@ pub static HEAD_SCRATCH: PerCpuArray<[u8; HEAD_SCRATCH_LEN]> = PerCpuArray::with
 pub static CALL_DECISIONS: LruHashMap<WireKey, u8> =
     LruHashMap::with_max_entries(MAX_CALL_DECISIONS, 0);
 
+/// The kernel's `socket_file_ops` (every socket file's `f_op`), learned
+/// from the first TCP socket the descriptor walk finds (`sockets`): from
+/// then on, a file is a socket exactly when its `f_op` is this, as the
+/// kernel's own `sock_from_file` tests. Zero until then.
+#[map]
+pub static SOCKET_FILE_OPS: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Per-CPU room to build a new socket's state (`sockets::remember_socket`).
 #[map]
 pub static NEW_SOCKET: PerCpuArray<SocketState> = PerCpuArray::with_max_entries(1, 0);

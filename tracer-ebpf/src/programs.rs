@@ -7,7 +7,7 @@
 use aya_ebpf::{
     bindings::pt_regs,
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns,
         generated::{bpf_get_current_task_btf, bpf_task_pt_regs},
     },
     macros::{raw_tracepoint, tracepoint},
@@ -26,7 +26,10 @@ use crate::{
         BLOCKED_AT_ATTACH, EventBuffer, IN_FLIGHT, InFlight, SOCKETS, TRACED_PIDS, config, count,
     },
     overload,
-    sockets::{current_netns, next_seq, remember_socket, socket_state, tcp_sock_of_fd},
+    sockets::{
+        current_netns, is_tcp, next_seq, remember_socket, socket_state, stream_sock_of_fd,
+        tcp_sock_of_fd,
+    },
     tasks, tls,
 };
 
@@ -70,7 +73,8 @@ fn start_of(
     user_ptr: u64,
     iov_count: u64,
 ) -> Option<(InFlight, &'static mut SocketState)> {
-    let sock = tcp_sock_of_fd(&config.offsets, fd)?;
+    // `socket_state` tells a TCP socket from another stream socket.
+    let sock = stream_sock_of_fd(&config.offsets, fd)?;
     let state = socket_state(config, sock)?;
     let in_flight = start_on(config, syscall, sock, state, fd, user_ptr, iov_count)?;
     Some((in_flight, state))
@@ -93,7 +97,7 @@ fn start_on(
         // What its ciphertext made the kernel count as a request (a
         // memory-buffer library's ClientHello, read before any TLS call)
         // is none.
-        context::server_done(sock);
+        context::server_done_on(sock, state);
     }
     // A connect makes a new connection: what an earlier socket at the same
     // address was (skipped, TLS) is not this one's.
@@ -162,19 +166,18 @@ fn user_syscall() -> Option<UserSyscall> {
     if regs.is_null() {
         return None;
     }
-    // r10 .. cs are one span of pt_regs (r10, r9, r8, rax, rcx, rdx, rsi,
-    // rdi, orig_rax, rip, cs): one read instead of six.
-    let span: [u64; 11] =
-        match unsafe { bpf_probe_read_kernel(&raw const (*regs).r10 as *const [u64; 11]) } {
-            Ok(span) => span,
-            Err(_) => {
-                count(Counter::KernelReadFailed, 1);
-                return None;
-            }
-        };
-    (span[10] & USER_MODE == USER_MODE).then_some(UserSyscall {
-        number: span[8],
-        args: [span[7], span[6], span[5], span[0]],
+    // A BTF-typed pointer: plain loads, which the verifier turns into
+    // fault-safe ones, cost less than a helper call.
+    let load = |field: *const u64| unsafe { core::ptr::read_volatile(field) };
+    let cs = load(unsafe { &raw const (*regs).cs });
+    (cs & USER_MODE == USER_MODE).then(|| UserSyscall {
+        number: load(unsafe { &raw const (*regs).orig_rax }),
+        args: [
+            load(unsafe { &raw const (*regs).rdi }),
+            load(unsafe { &raw const (*regs).rsi }),
+            load(unsafe { &raw const (*regs).rdx }),
+            load(unsafe { &raw const (*regs).r10 }),
+        ],
     })
 }
 
@@ -412,7 +415,7 @@ fn track_context(
     let sock = in_flight.sock;
     match (role, direction) {
         (Role::Server, Direction::Ingress) => {
-            if context::serving(sock) {
+            if context::serving(sock, state) {
                 return; // a body read
             }
             let mut trace_id = [0u8; 16];
@@ -422,21 +425,21 @@ fn track_context(
                     new_id(&mut trace_id);
                 }
             }
-            if context::server_read(buffer.header.tid, sock, in_flight.seq, &trace_id) {
+            if context::server_read(buffer.header.tid, sock, state, in_flight.seq, &trace_id) {
                 buffer.header.trace_id = trace_id;
             }
             overload::inbound_request(config, state, in_flight.seq);
         }
         (Role::Server, Direction::Egress) => {
             tasks::response_written(sock);
-            context::server_done(sock);
+            context::server_done_on(sock, state);
         }
         (Role::Client, Direction::Egress) => {
             if in_flight.is_call == 0 {
                 // The role was learned only now (a connection older than
                 // the agent): decide the call here.
                 buffer.header.context =
-                    context::call_context(buffer.header.tid, sock, false, state.multiplexed != 0);
+                    context::call_context(buffer.header.tid, sock, false, Some(state));
             } else {
                 buffer.header.context = in_flight.context;
             }
@@ -448,11 +451,11 @@ fn track_context(
                 state.multiplexed = 1;
                 // The call this write was decided for no longer holds its
                 // request back: it goes on as if answered.
-                context::call_answered(0, sock);
+                context::call_answered(0, sock, Some(state));
             }
         }
         (Role::Client, Direction::Ingress) => {
-            context::call_answered(buffer.header.tid, sock);
+            context::call_answered(buffer.header.tid, sock, Some(state));
             overload::call_answered(state);
         }
         _ => {}
@@ -540,7 +543,7 @@ fn enter_call(config: &Config, in_flight: &mut InFlight, state: &mut SocketState
     }
     in_flight.is_call = 1;
     let tid = bpf_get_current_pid_tgid() as u32;
-    in_flight.context = context::call_context(tid, in_flight.sock, false, state.multiplexed != 0);
+    in_flight.context = context::call_context(tid, in_flight.sock, false, Some(state));
     if overload::call_write(config, state, in_flight.seq, in_flight.context.sock) {
         // Left out: nothing on the wire names it either.
         return;
@@ -638,7 +641,7 @@ pub fn sys_exit_connect(ctx: TracePointContext) -> u32 {
         // An event loop may write this connection's first request turns
         // later, when it serves other requests: decide now.
         let tid = bpf_get_current_pid_tgid() as u32;
-        context::call_context(tid, in_flight.sock, true, false);
+        context::call_context(tid, in_flight.sock, true, None);
         opened(
             in_flight.fd as i64,
             Role::Client,
@@ -670,18 +673,22 @@ pub fn sys_enter_epoll_ctl(ctx: TracePointContext) -> u32 {
 pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     let Some(config) = traced() else { return 0 };
     let fd = arg(&ctx, 0) as i64;
-    let Some(sock) = tcp_sock_of_fd(&config.offsets, fd) else {
+    let Some(sock) = stream_sock_of_fd(&config.offsets, fd) else {
         return 0;
     };
     // The agent needs no addresses to end a connection: a socket never
-    // seen before gets none read.
-    let state = unsafe { SOCKETS.get(sock) }.copied().unwrap_or_default();
+    // seen before gets none read, once it proves to be TCP.
+    let state = match unsafe { SOCKETS.get(sock) } {
+        Some(state) => *state,
+        None if is_tcp(&config.offsets, sock) => SocketState::default(),
+        None => return 0,
+    };
     let _ = SOCKETS.remove(sock);
     goroutines::forget_connection(sock);
     tasks::forget_connection(sock);
     // A request whose connection closes is over, and so is a call.
     context::server_done(sock);
-    context::call_answered(0, sock);
+    context::call_answered(0, sock, None);
     let role = Role::from_u8(state.role);
     if let Some(buffer) = start_event(
         EventKind::Close,

@@ -1,18 +1,22 @@
 //! From a file descriptor of the current task to its TCP `struct sock`.
 //!
 //! Kernel layout used (offsets from BTF, see `KernelOffsets`):
-//! `current->files->fdt->fd[fd]` is the `struct file`; a socket's inode mode is
-//! `S_IFSOCK` and its `private_data` is the `struct socket`, whose `sk` is the
-//! `struct sock`. Everything else (files, pipes, ttys, UDP, unix sockets) is
-//! rejected here, before any map or ring-buffer work.
+//! `current->files->fdt->fd[fd]` is the `struct file`; a socket's `f_op` is
+//! the kernel's `socket_file_ops` (learned, see `SOCKET_FILE_OPS`; until
+//! then its inode mode is `S_IFSOCK`) and its `private_data` is the
+//! `struct socket`, whose `sk` is the `struct sock`. Everything else (files,
+//! pipes, ttys, UDP, unix sockets) is rejected here, before any map or
+//! ring-buffer work. Fields that lie together are read together
+//! (`KernelOffsets::walk_shortcuts`): each read is a helper call.
 
 use aya_ebpf::helpers::{bpf_get_current_task, bpf_probe_read_kernel};
 use tracer_common::{
-    Config, Counter, Direction, KernelOffsets, Role, SocketState,
+    Config, Counter, Direction, KernelOffsets, Role, SocketState, WALK_FDT_PAIR, WALK_FILE_WINDOW,
+    WALK_SOCKET_HEAD,
     event::{AF_INET, AF_INET6},
 };
 
-use crate::maps::{NEW_SOCKET, SOCKETS, count};
+use crate::maps::{NEW_SOCKET, SOCKET_FILE_OPS, SOCKETS, count};
 
 const S_IFMT: u16 = 0o170000;
 const S_IFSOCK: u16 = 0o140000;
@@ -26,44 +30,123 @@ fn read<T>(base: u64, offset: u32) -> Result<T, ()> {
     })
 }
 
+/// `struct fdtable`'s first fields (`WALK_FDT_PAIR`).
+#[repr(C)]
+struct FdtablePair {
+    max_fds: u32,
+    _pad: u32,
+    fd: u64,
+}
+
+/// `struct file` from `f_op` (`WALK_FILE_WINDOW`).
+#[repr(C)]
+struct FileWindow {
+    op: u64,
+    _mapping: u64,
+    private_data: u64,
+    inode: u64,
+}
+
+/// `struct socket`'s first 32 bytes (`WALK_SOCKET_HEAD`).
+#[repr(C)]
+struct SocketHead {
+    _state: u32,
+    kind: i16,
+    _pad: u16,
+    _flags: u64,
+    _file: u64,
+    sk: u64,
+}
+
 /// The `struct sock` address of `fd` when it is a TCP (IPv4/IPv6) socket.
 #[inline(always)]
 pub fn tcp_sock_of_fd(offsets: &KernelOffsets, fd: i64) -> Option<u64> {
+    stream_sock_of_fd(offsets, fd).filter(|sock| is_tcp(offsets, *sock))
+}
+
+/// The `struct sock` of `fd` when it is a stream socket: TCP, or another
+/// family's (unix). `SOCKETS` holds TCP sockets only, so a caller that finds
+/// it there need not read its family and protocol (`is_tcp`) again.
+#[inline(always)]
+pub fn stream_sock_of_fd(offsets: &KernelOffsets, fd: i64) -> Option<u64> {
     if !(0..=i32::MAX as i64).contains(&fd) {
         return None;
     }
+    let shortcuts = offsets.walk_shortcuts;
     let task = unsafe { bpf_get_current_task() };
     let files: u64 = read(task, offsets.task_files).ok()?;
     let fdt: u64 = read(files, offsets.files_fdt).ok()?;
-    let max_fds: u32 = read(fdt, offsets.fdtable_max_fds).ok()?;
+    let (max_fds, fd_array) = if shortcuts & WALK_FDT_PAIR != 0 {
+        let pair: FdtablePair = read(fdt, offsets.fdtable_max_fds).ok()?;
+        (pair.max_fds, pair.fd)
+    } else {
+        (
+            read::<u32>(fdt, offsets.fdtable_max_fds).ok()?,
+            read::<u64>(fdt, offsets.fdtable_fd).ok()?,
+        )
+    };
     if fd as u64 >= max_fds as u64 {
         return None;
     }
-    let fd_array: u64 = read(fdt, offsets.fdtable_fd).ok()?;
     let file: u64 = read(fd_array + 8 * fd as u64, 0).ok()?;
     if file == 0 {
         return None;
     }
-    let inode: u64 = read(file, offsets.file_inode).ok()?;
+    let (socket, op_to_learn) = socket_of_file(offsets, file)?;
+    let (sock_type, sock) = if shortcuts & WALK_SOCKET_HEAD != 0 {
+        let head: SocketHead = read(socket, 0).ok()?;
+        (head.kind, head.sk)
+    } else {
+        (
+            read::<i16>(socket, offsets.socket_type).ok()?,
+            read::<u64>(socket, offsets.socket_sk).ok()?,
+        )
+    };
+    if sock_type != SOCK_STREAM || sock == 0 {
+        return None;
+    }
+    // Learned only from a TCP socket: an `O_PATH` descriptor of a socket's
+    // path has its mode but other file operations.
+    if op_to_learn != 0
+        && is_tcp(offsets, sock)
+        && let Some(slot) = SOCKET_FILE_OPS.get_ptr_mut(0)
+    {
+        unsafe { *slot = op_to_learn };
+    }
+    Some(sock)
+}
+
+/// The `struct socket` of `file` when it is a socket, and its `f_op` when
+/// that is still to be learned (else zero).
+#[inline(always)]
+fn socket_of_file(offsets: &KernelOffsets, file: u64) -> Option<(u64, u64)> {
+    let socket_ops = SOCKET_FILE_OPS.get(0).copied().unwrap_or(0);
+    let (op, private_data, inode) = if offsets.walk_shortcuts & WALK_FILE_WINDOW != 0 {
+        let window: FileWindow = read(file, offsets.file_op).ok()?;
+        (window.op, window.private_data, window.inode)
+    } else if socket_ops != 0 {
+        let op: u64 = read(file, offsets.file_op).ok()?;
+        if op != socket_ops {
+            return None;
+        }
+        (op, read(file, offsets.file_private_data).ok()?, 0)
+    } else {
+        (
+            read(file, offsets.file_op).ok()?,
+            read(file, offsets.file_private_data).ok()?,
+            read(file, offsets.file_inode).ok()?,
+        )
+    };
+    if socket_ops != 0 {
+        return (op == socket_ops).then_some((private_data, 0));
+    }
     let mode: u16 = read(inode, offsets.inode_mode).ok()?;
-    if mode & S_IFMT != S_IFSOCK {
-        return None;
-    }
-    let socket: u64 = read(file, offsets.file_private_data).ok()?;
-    let sock_type: i16 = read(socket, offsets.socket_type).ok()?;
-    if sock_type != SOCK_STREAM {
-        return None;
-    }
-    let sock: u64 = read(socket, offsets.socket_sk).ok()?;
-    if sock == 0 {
-        return None;
-    }
-    is_tcp(offsets, sock).then_some(sock)
+    (mode & S_IFMT == S_IFSOCK && private_data != 0).then_some((private_data, op))
 }
 
 /// Whether `sock` is a TCP (IPv4/IPv6) socket.
 #[inline(always)]
-fn is_tcp(offsets: &KernelOffsets, sock: u64) -> bool {
+pub fn is_tcp(offsets: &KernelOffsets, sock: u64) -> bool {
     let family: u16 = read(sock, offsets.sock_family).unwrap_or(0);
     if family != AF_INET && family != AF_INET6 {
         return false;
@@ -108,8 +191,12 @@ pub fn read_addresses(config: &Config, sock: u64, state: &mut SocketState) {
 pub fn remember_socket(config: &Config, sock: u64, role: Role) -> Option<&'static mut SocketState> {
     // Built in per-CPU scratch: the exit programs' stack is full.
     let state = unsafe { &mut *NEW_SOCKET.get_ptr_mut(0)? };
+    // Maps may still hold a request or a call of an earlier socket at this
+    // address (its close was not seen): looked up once.
     *state = SocketState {
         role: role as u8,
+        request_kept: 1,
+        call_kept: 1,
         ..SocketState::default()
     };
     read_addresses(config, sock, state);

@@ -259,7 +259,7 @@ pub fn send_plaintext(config: &Config, session: &mut TlsSession, plaintext: &Pla
         state.tls = 1;
         // What its ciphertext (the handshake) made the kernel count as a
         // request is none.
-        context::server_done(sock);
+        context::server_done_on(sock, state);
     }
     let in_flight = InFlight {
         sock,

@@ -75,6 +75,7 @@ pub fn kernel_offsets(path: &str) -> Result<KernelOffsets, LoadError> {
         fdtable_fd: offset("fdtable", "fd")?,
         file_inode: offset("file", "f_inode")?,
         file_private_data: offset("file", "private_data")?,
+        file_op: offset("file", "f_op")?,
         inode_mode: offset("inode", "i_mode")?,
         socket_type: offset("socket", "type")?,
         socket_sk: offset("socket", "sk")?,
@@ -93,7 +94,9 @@ pub fn kernel_offsets(path: &str) -> Result<KernelOffsets, LoadError> {
         nsproxy_net_ns: offset("nsproxy", "net_ns")?,
         net_inum: offset("net", "ns.inum")?,
         task_fsbase: offset("task_struct", "thread.fsbase")?,
-    })
+        walk_shortcuts: 0,
+    }
+    .with_shortcuts())
 }
 
 /// Byte offset of `path` (dot-separated members) inside struct `strct`.
@@ -182,6 +185,24 @@ mod tests {
         // Past the embedded struct sock.
         assert!(offsets.tcp_write_seq > offsets.sock_protocol);
         assert!(offsets.tcp_copied_seq > offsets.sock_protocol);
+    }
+
+    #[test]
+    fn walk_shortcuts_follow_where_the_fields_lie() {
+        use tracer_common::{WALK_FDT_PAIR, WALK_FILE_WINDOW};
+        let offsets = kernel_offsets(VMLINUX_BTF).expect("kernel BTF");
+        // `struct fdtable` has begun with `max_fds`, then `fd`, for good.
+        assert_ne!(offsets.walk_shortcuts & WALK_FDT_PAIR, 0);
+        let moved = KernelOffsets {
+            file_inode: offsets.file_inode + 8,
+            ..offsets
+        }
+        .with_shortcuts();
+        assert_eq!(moved.walk_shortcuts & WALK_FILE_WINDOW, 0);
+        assert_eq!(
+            moved.walk_shortcuts | WALK_FILE_WINDOW,
+            offsets.walk_shortcuts | WALK_FILE_WINDOW
+        );
     }
 
     #[test]
