@@ -172,7 +172,7 @@ struct Cli {
 
     /// Memory the viewer's traces take at most, in MiB (the oldest are
     /// evicted). The default keeps the whole agent within 64 MiB under a
-    /// saturated load (the 8 MiB ring buffer counts twice: it is mapped
+    /// saturated load (the 4 MiB ring buffer counts twice: it is mapped
     /// twice); 8 MiB holds a few thousand traces.
     #[arg(long, value_name = "MIB", default_value_t = 8)]
     viewer_max_mib: usize,
@@ -201,9 +201,13 @@ struct Cli {
           value_parser = clap::value_parser!(u32).range(0..=MAX_CAPTURE as i64))]
     capture_bytes: u32,
 
-    /// Size of the kernel-to-agent ring buffer, in MiB (a power of two). Events
-    /// that do not fit are counted as lost.
-    #[arg(long, value_name = "MIB", default_value_t = 8, value_parser = parse_ring_mib)]
+    /// Size of the kernel-to-agent ring buffer, in MiB (a power of two). The
+    /// agent is woken when a quarter of it waits, and past half of it (by
+    /// default, see --overload-kib) new requests are left out whole. It
+    /// counts twice in the agent's resident memory (it is mapped twice). A
+    /// node whose agent may be held off the CPU for long (bursts, a busy
+    /// machine) wants more room; events that do not fit are counted as lost.
+    #[arg(long, value_name = "MIB", default_value_t = 4, value_parser = parse_ring_mib)]
     ring_buffer_mib: u32,
 
     /// Overload: when more than this many KiB of events wait in the ring

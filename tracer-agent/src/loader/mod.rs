@@ -414,8 +414,10 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         agent_pid: std::process::id(),
         filter_pids: u32::from(!options.pids.is_empty()),
         capture_bytes: options.capture_bytes,
-        // Wake the reader when an eighth of the ring is used; its timer collects the rest.
-        wakeup_bytes: options.ring_buffer_bytes / 8,
+        // Wake the reader when a quarter of the ring is used (1 MiB by
+        // default): fewer wake-ups cost less CPU; below it the timer
+        // collects. Overload starts at half, by default.
+        wakeup_bytes: options.ring_buffer_bytes / 4,
         inject_traceparent: options.inject as u32,
         netns_inum: netns.map_or(0, |n| n.inum),
         overload_bytes: options.overload_bytes,
