@@ -317,6 +317,52 @@ fn node_https_server_with_curl() {
     }
 }
 
+/// curl → an HTTP forward proxy (`CONNECT`) → a Node.js HTTPS server.
+/// curl's connection to the proxy starts with a `CONNECT` request line in
+/// the clear, then carries TLS: its plaintext still comes through the TLS
+/// probes, so both ends of the request inside the tunnel are spans. (A
+/// kernel shortcut that takes a clear request line to mean "never TLS"
+/// must leave `CONNECT` out: this test fails when it does not.)
+#[test]
+fn https_through_a_connect_proxy() {
+    require_root();
+    let dir = temp_dir("connect-proxy");
+    tracer_tests::services::self_signed(&dir);
+    let (port, proxy_port) = (free_port(), free_port());
+    let agent = Agent::start(&[]);
+    let _server = Process::spawn_until(
+        Command::new("node")
+            .arg(servers_dir().join("node_server.js"))
+            .arg(port.to_string())
+            .args([dir.join("cert.pem"), dir.join("key.pem")]),
+        "ready",
+    );
+    let _proxy = Process::spawn_until(
+        Command::new("python3")
+            .arg(servers_dir().join("connect_proxy.py"))
+            .arg(proxy_port.to_string()),
+        "ready",
+    );
+    let proxy = format!("http://127.0.0.1:{proxy_port}");
+    curl(
+        &["--insecure", "--proxy", &proxy],
+        &[format!("https://127.0.0.1:{port}/items/7")],
+    );
+    let run = agent.stop();
+    assert!(run.status.success(), "agent failed: {}", run.stderr);
+    let inside = |kind| -> Vec<&SpanRecord> {
+        run.spans
+            .iter()
+            .filter(|s| s.kind == kind && s.str("url.path") == Some("/items/7"))
+            .collect()
+    };
+    for kind in [CLIENT, SERVER] {
+        let spans = inside(kind);
+        assert_eq!(spans.len(), 1, "{:#?}\n{}", run.spans, run.stderr);
+        assert_eq!(spans[0].str("url.scheme"), Some("https"), "{:#?}", spans[0]);
+    }
+}
+
 /// A keep-alive connection opened before the agent started is recognised on
 /// its next requests, with the right roles.
 ///
