@@ -279,6 +279,20 @@ fn node_server_with_keep_alive_client() {
     assert_durations(&spans, &observed);
 }
 
+/// `node_server.js` over HTTPS on `port`, with a self-signed certificate
+/// made in a temporary directory named after `name`.
+fn node_https_server(name: &str, port: u16) -> Process {
+    let dir = temp_dir(name);
+    tracer_tests::services::self_signed(&dir);
+    Process::spawn_until(
+        Command::new("node")
+            .arg(servers_dir().join("node_server.js"))
+            .arg(port.to_string())
+            .args([dir.join("cert.pem"), dir.join("key.pem")]),
+        "ready",
+    )
+}
+
 /// A Node.js HTTPS server: Node's own OpenSSL, on memory buffers (its event
 /// loop moves the ciphertext), read through the uprobes on `node`. curl
 /// keeps one connection for three requests, then opens a second: every
@@ -286,17 +300,9 @@ fn node_server_with_keep_alive_client() {
 #[test]
 fn node_https_server_with_curl() {
     require_root();
-    let dir = temp_dir("node-https");
-    tracer_tests::services::self_signed(&dir);
     let port = free_port();
     let agent = Agent::start(&[]);
-    let _server = Process::spawn_until(
-        Command::new("node")
-            .arg(servers_dir().join("node_server.js"))
-            .arg(port.to_string())
-            .args([dir.join("cert.pem"), dir.join("key.pem")]),
-        "ready",
-    );
+    let _server = node_https_server("node-https", port);
     let base = format!("https://127.0.0.1:{port}");
     let urls: Vec<String> = (0..3).map(|i| format!("{base}/items/{i}")).collect();
     curl(&["--insecure"], &urls);
@@ -326,17 +332,9 @@ fn node_https_server_with_curl() {
 #[test]
 fn https_through_a_connect_proxy() {
     require_root();
-    let dir = temp_dir("connect-proxy");
-    tracer_tests::services::self_signed(&dir);
     let (port, proxy_port) = (free_port(), free_port());
     let agent = Agent::start(&[]);
-    let _server = Process::spawn_until(
-        Command::new("node")
-            .arg(servers_dir().join("node_server.js"))
-            .arg(port.to_string())
-            .args([dir.join("cert.pem"), dir.join("key.pem")]),
-        "ready",
-    );
+    let _server = node_https_server("connect-proxy", port);
     let _proxy = Process::spawn_until(
         Command::new("python3")
             .arg(servers_dir().join("connect_proxy.py"))
