@@ -98,8 +98,9 @@ pub struct Config {
     pub filter_pids: u32,
     /// Payload prefix copied per syscall, at most `MAX_CAPTURE`.
     pub capture_bytes: u32,
-    /// The ring buffer wakes the reader once this many bytes wait; below it the
-    /// reader's timer collects them (fewer wake-ups under load).
+    /// The ring buffer wakes the reader once this many bytes wait (see
+    /// `wakes_reader`); below it the reader's timer collects them (fewer
+    /// wake-ups under load).
     pub wakeup_bytes: u32,
     /// Which outbound HTTP/1.x requests without a `traceparent` get one
     /// (`--inject-traceparent`): an `InjectMode` as u32.
@@ -151,5 +152,51 @@ pub enum InjectMode {
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for Config {}
 
+/// Above the wake-up mark, the reader is woken again each time this many
+/// more bytes wait (a power of two: 64 KiB).
+const WAKE_STEP_SHIFT: u32 = 16;
+
+/// Whether a record of `len` bytes, written when `pending` bytes wait,
+/// wakes the reader: when it crosses the `wakeup` mark, and above the mark
+/// when it crosses a further `WAKE_STEP_SHIFT` step (in case two CPUs
+/// crossed the mark together, each seeing the other's bytes not yet there).
+/// Not at every record above the mark: each wake-up is an IRQ-work
+/// interrupt on the writing CPU, and until the reader catches up the
+/// traced program would pay for one per record.
+#[inline(always)]
+pub fn wakes_reader(pending: u64, len: u64, wakeup: u64) -> bool {
+    let after = pending + len;
+    after >= wakeup && (pending < wakeup || after >> WAKE_STEP_SHIFT != pending >> WAKE_STEP_SHIFT)
+}
+
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 100);
 const _: () = assert!(core::mem::size_of::<Config>() == 152);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MARK: u64 = 1 << 20;
+
+    #[test]
+    fn the_reader_is_woken_when_the_mark_is_crossed() {
+        assert!(!wakes_reader(0, 100, MARK));
+        assert!(!wakes_reader(MARK - 101, 100, MARK));
+        assert!(wakes_reader(MARK - 100, 100, MARK));
+        assert!(wakes_reader(MARK - 1, 100, MARK));
+    }
+
+    #[test]
+    fn above_the_mark_only_each_further_step_wakes_it() {
+        let step = 1 << WAKE_STEP_SHIFT;
+        assert!(!wakes_reader(MARK, 100, MARK));
+        assert!(!wakes_reader(MARK + step - 101, 100, MARK));
+        assert!(wakes_reader(MARK + step - 50, 100, MARK));
+        // Every step above the mark wakes it once.
+        let woken = (MARK..MARK + 8 * step)
+            .step_by(1000)
+            .filter(|&pending| wakes_reader(pending, 1000, MARK))
+            .count();
+        assert_eq!(woken, 8);
+    }
+}

@@ -12,7 +12,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     Config, Counter, EventKind, MAX_CAPTURE, MAX_IOVECS, RequestContext, Role, SocketState, Source,
-    Syscall, event::SOCKET_EVENT_SIZE,
+    Syscall, event::SOCKET_EVENT_SIZE, wakes_reader,
 };
 
 use crate::maps::{EVENTS, EventBuffer, IOVEC_COPY, IovecCopy, SCRATCH, count};
@@ -77,7 +77,7 @@ pub fn emit(config: &Config, buffer: &EventBuffer) {
     let record =
         unsafe { core::slice::from_raw_parts(buffer as *const EventBuffer as *const u8, len) };
     let pending = EVENTS.query(0);
-    let flags = if pending + len as u64 >= config.wakeup_bytes as u64 {
+    let flags = if wakes_reader(pending, len as u64, config.wakeup_bytes as u64) {
         BPF_RB_FORCE_WAKEUP
     } else {
         BPF_RB_NO_WAKEUP
