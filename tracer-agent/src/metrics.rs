@@ -16,6 +16,7 @@ use tracer_common::Counter;
 
 use crate::{
     loader::KernelCounters,
+    process::ProcessInfo,
     protocols::{
         PROTOCOLS,
         describe::{AttributeValue, DurationMetric},
@@ -57,8 +58,9 @@ struct SelfTimes {
     /// Calls' (start, end) by their parent span: calls end before their
     /// request, so they come in the same batch or an earlier one.
     calls: foldhash::HashMap<[u8; 8], Vec<(u64, u64)>>,
-    /// By a hash of (process labels, operation): each series' histogram.
-    series: foldhash::HashMap<u64, Vec<([String; 3], String, Histogram)>>,
+    /// By a hash of (process, operation): each series' histogram (the
+    /// process known by identity, as in `CachedSeries`).
+    series: foldhash::HashMap<u64, Vec<(Arc<ProcessInfo>, String, Histogram)>>,
     cached: usize,
 }
 
@@ -100,7 +102,9 @@ fn process_labels(span: &Span) -> [&str; 3] {
 struct CachedSeries {
     metric: &'static DurationMetric,
     kind: SpanKind,
-    process: [String; 3],
+    /// Known by identity: its labels are the process's, which never change,
+    /// and holding it keeps its address from being reused.
+    process: Arc<ProcessInfo>,
     /// The span attribute each label was read from, as it was.
     values: Vec<Option<AttributeValue>>,
     histogram: Histogram,
@@ -277,23 +281,33 @@ impl Metrics {
         }
     }
 
-    /// Adds each span's duration to its protocol's histogram, and each
-    /// server span's own time to `service_self_time_seconds`.
-    pub fn record(&self, spans: &[Span]) {
+    /// Both records, for spans that are built and settled at once.
+    #[cfg(test)]
+    fn record(&self, spans: &[Span]) {
         self.record_durations(spans);
+        self.record_self_times(spans);
+    }
+
+    /// Adds each server span's own time to `service_self_time_seconds`.
+    /// Its calls are known by their parent ids, so this waits until the
+    /// spans are settled (`Correlator::settle`).
+    pub fn record_self_times(&self, spans: &[Span]) {
         let mut self_times = self.self_times.lock().unwrap_or_else(|e| e.into_inner());
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
         self_times.record(spans, &mut series.folded);
     }
 
-    fn record_durations(&self, spans: &[Span]) {
+    /// Adds each span's duration to its protocol's histogram. Nothing it
+    /// reads changes once a span is built, so it runs as spans are built,
+    /// while their attributes are still in the cache (read after the
+    /// pipeline's hold, each span's first attribute read was a cache miss).
+    pub fn record_durations(&self, spans: &[Span]) {
         let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
         let series = &mut *series;
         for span in spans {
             let Some(metric) = span.protocol.duration_metric else {
                 continue;
             };
-            let process = process_labels(span);
             // Looked up once: a span has a dozen attributes to search.
             let mut found = [None; MAX_METRIC_LABELS];
             for (value, label) in found.iter_mut().zip(metric.labels) {
@@ -302,7 +316,7 @@ impl Metrics {
             let values = &found[..metric.labels.len()];
             let mut hasher = foldhash::fast::FixedState::default().build_hasher();
             (metric as *const DurationMetric as usize).hash(&mut hasher);
-            (span.kind as u8, process).hash(&mut hasher);
+            (span.kind as u8, Arc::as_ptr(&span.process) as usize).hash(&mut hasher);
             values.hash(&mut hasher);
             let hash = hasher.finish();
             let seconds = span.duration_ns() as f64 / 1e9;
@@ -310,7 +324,7 @@ impl Metrics {
                 entries.iter().find(|c| {
                     std::ptr::eq(c.metric, metric)
                         && c.kind == span.kind
-                        && c.process == process
+                        && Arc::ptr_eq(&c.process, &span.process)
                         && c.values
                             .iter()
                             .zip(values)
@@ -333,7 +347,7 @@ impl Metrics {
             series.cache.entry(hash).or_default().push(CachedSeries {
                 metric,
                 kind: span.kind,
-                process: process.map(str::to_string),
+                process: span.process.clone(),
                 values: values.iter().map(|value| value.cloned()).collect(),
                 histogram,
             });
@@ -413,16 +427,17 @@ impl SelfTimes {
         span: &Span,
         folded: &mut HashMap<(&'static str, String), HashSet<String>>,
     ) -> Histogram {
-        let process = process_labels(span);
-        let hash = foldhash::fast::FixedState::default().hash_one((process, span.name.as_str()));
+        let hash = foldhash::fast::FixedState::default()
+            .hash_one((Arc::as_ptr(&span.process) as usize, span.name.as_str()));
         let found = self.series.get(&hash).and_then(|entries| {
             entries
                 .iter()
-                .find(|(p, o, _)| *p == process && *o == span.name)
+                .find(|(p, o, _)| Arc::ptr_eq(p, &span.process) && *o == span.name)
         });
         if let Some((_, _, histogram)) = found {
             return histogram.clone();
         }
+        let process = process_labels(span);
         // Span names come from the bytes: bounded per service like routes.
         let operation = bounded(folded, "operation", process[0], span.name.clone());
         let histogram = self
@@ -434,7 +449,7 @@ impl SelfTimes {
         }
         self.cached += 1;
         self.series.entry(hash).or_default().push((
-            process.map(str::to_string),
+            span.process.clone(),
             span.name.clone(),
             histogram.clone(),
         ));

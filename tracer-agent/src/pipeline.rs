@@ -3,8 +3,8 @@
 //! ```text
 //! ring buffer ─► process (events → connections → http1 → spans) ─► export
 //!                 each record decoded in place     batches of spans   ├► exporters
-//!                                                                     ├► metrics
-//!                                                                     └► viewer store
+//!                 │                                                   ├► metrics (self time)
+//!                 └► metrics (durations, as spans are built)          └► viewer store
 //! ```
 //!
 //! Each stage is a task that owns its state; a bounded channel carries
@@ -92,7 +92,10 @@ pub async fn run(
     let (span_tx, span_rx) = mpsc::channel(CHANNEL_BATCHES);
     let processor = tokio::spawn(process(
         EventReader::new(ring, shutdown)?,
-        span_tx,
+        BuiltSpans {
+            export: span_tx,
+            metrics: options.metrics.clone(),
+        },
         kernel_lists,
         ConnectionTable::new(options.max_connections),
         ProcessCache::new("/proc", options.owners, options.pods),
@@ -110,9 +113,17 @@ pub async fn run(
     Ok(())
 }
 
+/// Where built spans go: their durations to the metrics at once, while
+/// they are still in the cache; the spans themselves, after `HOLD`, to the
+/// export stage.
+struct BuiltSpans {
+    export: mpsc::Sender<Vec<Span>>,
+    metrics: Option<Arc<Metrics>>,
+}
+
 async fn process(
     mut reader: EventReader,
-    spans: mpsc::Sender<Vec<Span>>,
+    built: BuiltSpans,
     KernelLists {
         mut ignored_sockets,
         processes_seen,
@@ -200,6 +211,9 @@ async fn process(
         if let Ok(mut links) = stats.links.lock() {
             *links = correlator.links;
         }
+        if let Some(metrics) = &built.metrics {
+            metrics.record_durations(&batch);
+        }
         // Spans wait `HOLD` before they leave: an orphan whose caller shows
         // up meanwhile still gets it, and so do the spans under it
         // (`settle`).
@@ -214,17 +228,17 @@ async fn process(
         if !batch.is_empty() {
             held.push_back((now, batch));
         }
-        while let Some((built, _)) = held.front()
-            && now.duration_since(*built) >= HOLD
+        while let Some((built_at, _)) = held.front()
+            && now.duration_since(*built_at) >= HOLD
         {
             let (_, ready) = held.pop_front().expect("just looked");
-            if !send(&spans, ready, &stats).await {
+            if !send(&built.export, ready, &stats).await {
                 return Ok(());
             }
         }
     }
     for (_, ready) in held {
-        send(&spans, ready, &stats).await;
+        send(&built.export, ready, &stats).await;
     }
     let waiting = table.pending_requests();
     if waiting > 0 {
@@ -256,7 +270,7 @@ async fn export(
             exporter.export(&batch);
         }
         if let Some(metrics) = &metrics {
-            metrics.record(&batch);
+            metrics.record_self_times(&batch);
         }
         if let Some(store) = &store {
             store.add(batch);
