@@ -8,7 +8,9 @@ pub enum Counter {
     EventsSent = 0,
     /// Events lost because the ring buffer was full.
     EventsLostRingFull = 1,
-    /// Syscalls not traced because the per-thread in-flight map was full.
+    /// Socket writes not traced because the thread's in-flight slot could
+    /// not be made (the kernel out of memory, or its task storage busy on
+    /// that CPU).
     InFlightMapFull = 2,
     /// A kernel struct read (`bpf_probe_read_kernel`) failed.
     KernelReadFailed = 3,
@@ -61,8 +63,8 @@ pub enum Counter {
     /// socket write after an earlier call of a memory-buffer library):
     /// their plaintext is not sent.
     TlsSocketUnknown = 20,
-    /// TLS library calls not followed because the per-thread map of calls
-    /// in progress was full.
+    /// TLS library calls not followed because the thread's slot for its
+    /// call in progress could not be made (as `InFlightMapFull`).
     TlsCallsMapFull = 21,
     /// Socket syscalls on TLS connections whose plaintext the TLS probes
     /// send: the ciphertext is skipped.

@@ -39,11 +39,13 @@ pub const DEFAULT_CAPTURE: u32 = 4096;
 /// at the capture length.
 pub const MAX_IOVECS: u32 = 1024;
 
-/// Threads that can be inside a traced syscall at once (per-thread map size).
-pub const MAX_IN_FLIGHT: u32 = 16 * 1024;
+/// Threads the per-thread LRU maps (goroutine starts, pool hand-offs,
+/// asyncio tasks) follow at once. The syscall and TLS call in progress are
+/// kept in task-local storage instead, which has no such bound.
+pub const MAX_THREADS_FOLLOWED: u32 = 16 * 1024;
 
-/// Threads that can be inside a TLS library read, write or handshake at once.
-pub const MAX_TLS_CALLS: u32 = 16 * 1024;
+/// Go TLS reads in progress at once.
+pub const MAX_GO_TLS_READS: u32 = 16 * 1024;
 
 /// TLS sessions (`SSL*` per process) whose socket the kernel remembers (LRU).
 pub const MAX_TLS_SESSIONS: u32 = 64 * 1024;

@@ -14,7 +14,7 @@
 use aya_ebpf::{
     bindings::{BPF_ANY, BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, sk_action::SK_PASS},
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_prandom_u32, bpf_probe_read_kernel_buf,
+        bpf_get_prandom_u32, bpf_probe_read_kernel_buf,
         generated::{bpf_get_netns_cookie, bpf_get_socket_cookie, bpf_loop, bpf_msg_pull_data},
     },
     macros::{sk_msg, sock_ops},
@@ -27,8 +27,8 @@ use tracer_common::{
 use core::ffi::c_void;
 
 use crate::maps::{
-    HEAD_SCRATCH, IN_FLIGHT, INJECT_SOCKETS, LOCAL_ADDRESSES, REMOTE_CALLERS, SCRATCH, config,
-    count,
+    HEAD_SCRATCH, INJECT_SOCKETS, LOCAL_ADDRESSES, REMOTE_CALLERS, SCRATCH, config, count,
+    in_flight_slot,
 };
 
 /// Room for a request head prefix of `TRACEPARENT_SCAN` bytes and the
@@ -370,10 +370,9 @@ pub fn inject_traceparent(ctx: SkMsgContext) -> u32 {
 /// could not be added.
 #[inline(always)]
 fn try_inject(ctx: &SkMsgContext) -> Result<(), ()> {
-    let Some(in_flight) = IN_FLIGHT.get_ptr_mut(bpf_get_current_pid_tgid()) else {
+    let Some(in_flight) = in_flight_slot(false).filter(|slot| slot.sock != 0) else {
         return Ok(());
     };
-    let in_flight = unsafe { &mut *in_flight };
     // Only a call's first message can start a request; a call with no
     // trace id (left out under overload) gets no header.
     if in_flight.is_call == 0 || in_flight.inject_checked != 0 || in_flight.trace_id == [0; 16] {

@@ -1,17 +1,21 @@
 //! Every map the programs use, each with a fixed size.
 
+use core::ffi::c_void;
+
 use crate::inject::HEAD_SCRATCH_LEN;
 use aya_ebpf::{
+    bindings::{BPF_F_NO_PREALLOC, BPF_LOCAL_STORAGE_GET_F_CREATE, bpf_map_type},
+    helpers::generated::{bpf_get_current_task_btf, bpf_task_storage_get},
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf, SockHash},
 };
 use tracer_common::{
     Config, Counter, GoProcess, MAX_BLOCKED_AT_ATTACH, MAX_CALL_DECISIONS, MAX_CALLS, MAX_CAPTURE,
-    MAX_GO_HTTP_REQUESTS, MAX_GO_PROCESSES, MAX_GOROUTINES, MAX_IN_FLIGHT, MAX_INJECT_SOCKETS,
+    MAX_GO_HTTP_REQUESTS, MAX_GO_PROCESSES, MAX_GO_TLS_READS, MAX_GOROUTINES, MAX_INJECT_SOCKETS,
     MAX_LOCAL_ADDRESSES, MAX_NODE_PROCESSES, MAX_PYTHON_FILES, MAX_PYTHON_PROCESSES,
     MAX_REMOTE_CALLERS, MAX_SERVER_REQUESTS, MAX_SOCKETS, MAX_TASKS, MAX_THREAD_CONTEXTS,
-    MAX_TLS_CALLS, MAX_TLS_SESSIONS, MAX_TRACED_PIDS, PyFrames, RequestContext, Role, SocketEvent,
-    SocketState, SpawnRanges, WireKey, python::PY_FILENAME_BYTES,
+    MAX_THREADS_FOLLOWED, MAX_TLS_SESSIONS, MAX_TRACED_PIDS, PyFrames, RequestContext, Role,
+    SocketEvent, SocketState, SpawnRanges, WireKey, python::PY_FILENAME_BYTES,
 };
 
 /// Events to the agent. The agent resizes it at load time (`--ring-buffer-size`).
@@ -26,9 +30,76 @@ pub static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 #[map]
 pub static TRACED_PIDS: HashMap<u32, u8> = HashMap::with_max_entries(MAX_TRACED_PIDS, 0);
 
-/// A syscall between its enter and exit tracepoints, by thread (pid_tgid).
-#[map]
-pub static IN_FLIGHT: HashMap<u64, InFlight> = HashMap::with_max_entries(MAX_IN_FLIGHT, 0);
+/// The write syscall each thread is in, from its enter tracepoint to the
+/// send (`InFlight::sock` zero: none). Task-local storage: found through
+/// the thread itself, with no hashing, no lock and no element to allocate
+/// and free per syscall, and freed with the thread.
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "IN_FLIGHT")]
+pub static IN_FLIGHT: TaskStorage<InFlight> = TaskStorage::new();
+
+/// A `BPF_MAP_TYPE_TASK_STORAGE` map, which aya-ebpf does not wrap: its
+/// definition in the BTF layout the loader reads (`.maps` section: each
+/// field a pointer to the type whose size says the value).
+#[repr(C)]
+pub struct TaskStorage<T> {
+    r#type: *const [i32; bpf_map_type::BPF_MAP_TYPE_TASK_STORAGE as usize],
+    key: *const i32,
+    value: *const T,
+    max_entries: *const [i32; 0],
+    map_flags: *const [i32; BPF_F_NO_PREALLOC as usize],
+}
+
+// SAFETY: the fields are placeholders the loader reads from BTF; they are
+// never dereferenced.
+unsafe impl<T> Sync for TaskStorage<T> {}
+
+impl<T> TaskStorage<T> {
+    pub const fn new() -> Self {
+        TaskStorage {
+            r#type: core::ptr::null(),
+            key: core::ptr::null(),
+            value: core::ptr::null(),
+            max_entries: core::ptr::null(),
+            map_flags: core::ptr::null(),
+        }
+    }
+
+    /// The current thread's value (null when it has none); with `create`,
+    /// a zeroed one is made when it has none (null when it could not be:
+    /// out of memory, or the storage busy on this CPU).
+    #[inline(always)]
+    fn current(&self, create: bool) -> *mut T {
+        let flags = if create {
+            BPF_LOCAL_STORAGE_GET_F_CREATE as u64
+        } else {
+            0
+        };
+        unsafe {
+            bpf_task_storage_get(
+                self as *const Self as *mut c_void,
+                bpf_get_current_task_btf(),
+                core::ptr::null_mut(),
+                flags,
+            )
+        }
+        .cast()
+    }
+}
+
+/// The current thread's `IN_FLIGHT` slot; `create` makes one for a thread
+/// that has none.
+#[inline(always)]
+pub fn in_flight_slot(create: bool) -> Option<&'static mut InFlight> {
+    unsafe { IN_FLIGHT.current(create).as_mut() }
+}
+
+/// The current thread's `TLS_CALLS` slot; `create` makes one for a thread
+/// that has none.
+#[inline(always)]
+pub fn tls_call_slot(create: bool) -> Option<&'static mut TlsCall> {
+    unsafe { TLS_CALLS.current(create).as_mut() }
+}
 
 /// Threads the agent found blocked in a socket syscall when it attached (by
 /// pid_tgid): their syscall's enter was never seen, so its exit reads the
@@ -106,7 +177,7 @@ pub static GO_CONNECTIONS: LruHashMap<u64, u64> = LruHashMap::with_max_entries(M
 /// parent's request, from `runtime.newproc1`'s entry to its return.
 #[map]
 pub static GO_SPAWNS: LruHashMap<u64, RequestContext> =
-    LruHashMap::with_max_entries(MAX_IN_FLIGHT, 0);
+    LruHashMap::with_max_entries(MAX_THREADS_FOLLOWED, 0);
 
 /// `net/http` client requests (by `*Request`) on their way from the
 /// goroutine that made them to the transport goroutine that writes them.
@@ -139,16 +210,17 @@ pub static QUEUED_ITEMS: LruHashMap<QueuedItemKey, RequestContext> =
 /// pid_tgid (`pools`).
 #[map]
 pub static HANDED_OFF: LruHashMap<u64, RequestContext> =
-    LruHashMap::with_max_entries(MAX_IN_FLIGHT, 0);
+    LruHashMap::with_max_entries(MAX_THREADS_FOLLOWED, 0);
 
 /// The asyncio task running on each thread (pid_tgid), while it runs (`tasks`).
 #[map]
-pub static PY_CURRENT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_IN_FLIGHT, 0);
+pub static PY_CURRENT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_THREADS_FOLLOWED, 0);
 
 /// The task a thread created outside any task, until its next task step or
 /// accept, or the socket registration it precedes (`tasks`).
 #[map]
-pub static PY_NEW_ROOT: LruHashMap<u64, u64> = LruHashMap::with_max_entries(MAX_IN_FLIGHT, 0);
+pub static PY_NEW_ROOT: LruHashMap<u64, u64> =
+    LruHashMap::with_max_entries(MAX_THREADS_FOLLOWED, 0);
 
 /// asyncio tasks: the request each serves, and its root task (`tasks`).
 #[map]
@@ -221,18 +293,20 @@ pub struct IovecCopy {
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::SLOTS, 0);
 
 /// The role learnt for `sock` (accept, connect, or its first HTTP message).
-/// A TLS library call in progress, by thread (pid_tgid), from its entry
-/// uprobe to its return, or a returned call whose session's socket the
-/// thread's next socket write names (`tls`). LRU: a thread that exits
-/// before that write leaves its entry.
-#[map]
-pub static TLS_CALLS: LruHashMap<u64, TlsCall> = LruHashMap::with_max_entries(MAX_TLS_CALLS, 0);
+/// Each thread's TLS library call in progress, from its entry uprobe to
+/// its return, or a returned call whose session's socket the thread's next
+/// socket write names (`tls`; `TlsCall::kind` zero: none). Task-local
+/// storage, like `IN_FLIGHT`: every socket syscall looks here, and a
+/// thread with none is told so without a hash lookup.
+#[unsafe(link_section = ".maps")]
+#[unsafe(export_name = "TLS_CALLS")]
+pub static TLS_CALLS: TaskStorage<TlsCall> = TaskStorage::new();
 
 /// Go TLS reads in progress (`go_tls`). LRU: a goroutine that never
 /// returns (its program exited) leaves its entry.
 #[map]
 pub static GO_TLS_READS: LruHashMap<GoTlsReadKey, GoTlsRead> =
-    LruHashMap::with_max_entries(MAX_TLS_CALLS, 0);
+    LruHashMap::with_max_entries(MAX_GO_TLS_READS, 0);
 
 /// Each TLS session's socket and plaintext offsets, by process and `SSL*`
 /// (`tls`). LRU: sessions whose process freed them age out.

@@ -23,7 +23,8 @@ use crate::{
     context, goroutines,
     inject::{self, Head, inbound_trace_id, ipv4_mapped, method_len, new_id, wants_trace_ids},
     maps::{
-        BLOCKED_AT_ATTACH, EventBuffer, IN_FLIGHT, InFlight, SOCKETS, TRACED_PIDS, config, count,
+        BLOCKED_AT_ATTACH, EventBuffer, InFlight, SOCKETS, TRACED_PIDS, config, count,
+        in_flight_slot,
     },
     overload,
     sockets::{
@@ -145,11 +146,9 @@ fn enter(ctx: &TracePointContext, syscall: Syscall, user_ptr: u64, iov_count: u6
     else {
         return;
     };
-    if IN_FLIGHT
-        .insert(bpf_get_current_pid_tgid(), in_flight, 0)
-        .is_err()
-    {
-        count(Counter::InFlightMapFull, 1);
+    match in_flight_slot(true) {
+        Some(slot) => *slot = in_flight,
+        None => count(Counter::InFlightMapFull, 1),
     }
 }
 
@@ -252,11 +251,15 @@ fn start_at_end(
     Some((in_flight, state))
 }
 
+/// The current thread's write entry, if it has one; it is over either way.
 #[inline(always)]
 fn take_in_flight() -> Option<InFlight> {
-    let key = bpf_get_current_pid_tgid();
-    let in_flight = unsafe { IN_FLIGHT.get(key) }.copied()?;
-    let _ = IN_FLIGHT.remove(key);
+    let slot = in_flight_slot(false)?;
+    if slot.sock == 0 {
+        return None;
+    }
+    let in_flight = *slot;
+    slot.sock = 0;
     Some(in_flight)
 }
 

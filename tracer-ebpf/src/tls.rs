@@ -39,11 +39,15 @@ use tracer_common::{Config, Counter, RequestContext, Source, Syscall};
 
 use crate::{
     context,
-    maps::{InFlight, TLS_CALLS, TLS_SESSIONS, TlsCall, TlsSession, TlsSessionKey, config, count},
+    maps::{
+        InFlight, TLS_SESSIONS, TlsCall, TlsSession, TlsSessionKey, config, count, tls_call_slot,
+    },
     programs::{send_data, traced},
     sockets::socket_state,
 };
 
+/// No call: the thread's `TLS_CALLS` slot is free.
+const NONE: u8 = 0;
 const READ: u8 = 1;
 const WRITE: u8 = 2;
 const HANDSHAKE: u8 = 3;
@@ -148,11 +152,9 @@ fn enter(ctx: &ProbeContext, kind: u8, reports_moved: bool) {
         kind,
         _pad: [0; 7],
     };
-    if TLS_CALLS
-        .insert(bpf_get_current_pid_tgid(), call, 0)
-        .is_err()
-    {
-        count(Counter::TlsCallsMapFull, 1);
+    match tls_call_slot(true) {
+        Some(slot) => *slot = call,
+        None => count(Counter::TlsCallsMapFull, 1),
     }
 }
 
@@ -163,11 +165,9 @@ fn enter(ctx: &ProbeContext, kind: u8, reports_moved: bool) {
 /// (a handshake's reply read by a client is not the answer to its call).
 #[inline(always)]
 pub fn syscall_in_call(sock: u64, egress: bool) -> bool {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(call) = TLS_CALLS.get_ptr_mut(pid_tgid) else {
+    let Some(call) = tls_call_slot(false).filter(|call| call.kind != NONE) else {
         return false;
     };
-    let call = unsafe { &mut *call };
     if call.kind != BIND {
         if call.sock == 0 {
             call.sock = sock;
@@ -177,7 +177,7 @@ pub fn syscall_in_call(sock: u64, egress: bool) -> bool {
     if !egress {
         return false;
     }
-    let _ = TLS_CALLS.remove(pid_tgid);
+    call.kind = NONE;
     let Some(session) = TLS_SESSIONS.get_ptr_mut(session_key(call.ssl)) else {
         return false;
     };
@@ -191,11 +191,11 @@ pub fn syscall_in_call(sock: u64, egress: bool) -> bool {
 
 #[inline(always)]
 fn returned(ctx: &RetProbeContext) {
-    let pid_tgid = bpf_get_current_pid_tgid();
-    let Some(call) = (unsafe { TLS_CALLS.get(pid_tgid) }).copied() else {
+    let Some(slot) = tls_call_slot(false).filter(|call| call.kind != NONE) else {
         return;
     };
-    let _ = TLS_CALLS.remove(pid_tgid);
+    let call = *slot;
+    slot.kind = NONE;
     let Some(config) = config() else {
         return;
     };
@@ -204,10 +204,7 @@ fn returned(ctx: &RetProbeContext) {
         return;
     };
     if session.sock == 0 {
-        let bind = TlsCall { kind: BIND, ..call };
-        if TLS_CALLS.insert(pid_tgid, bind, 0).is_err() {
-            count(Counter::TlsCallsMapFull, 1);
-        }
+        slot.kind = BIND;
     }
     let moved = match call.kind {
         HANDSHAKE => 0,

@@ -404,8 +404,11 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     // No kernel BTF for aya: the programs need no CO-RE relocation (offsets
     // come in CONFIG), and parsing vmlinux's BTF a second time here would add
     // tens of MiB to the agent's start-up peak.
+    // `IN_FLIGHT`, a task storage map, is one aya has no type for: it is
+    // created, and only the programs use it.
     let mut ebpf = EbpfLoader::new()
         .btf(None)
+        .allow_unsupported_maps()
         .map_max_entries("EVENTS", options.ring_buffer_bytes)
         .load(EBPF_OBJECT)?;
 
