@@ -202,7 +202,7 @@ struct Cli {
     capture_bytes: u32,
 
     /// Size of the kernel-to-agent ring buffer, in MiB (a power of two). The
-    /// agent is woken when a quarter of it waits, and past half of it (by
+    /// agent is woken when 64 KiB of events wait, and past half of it (by
     /// default, see --overload-kib) new requests are left out whole. It
     /// counts twice in the agent's resident memory (it is mapped twice). A
     /// node whose agent may be held off the CPU for long (bursts, a busy

@@ -292,7 +292,6 @@ pub struct IovecCopy {
 #[map]
 pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(Counter::SLOTS, 0);
 
-/// The role learnt for `sock` (accept, connect, or its first HTTP message).
 /// Each thread's TLS library call in progress, from its entry uprobe to
 /// its return, or a returned call whose session's socket the thread's next
 /// socket write names (`tls`; `TlsCall::kind` zero: none). Task-local
