@@ -82,12 +82,12 @@ const SOCK_OPS_PROGRAM: &str = "watch_client_sockets";
 const SK_MSG_PROGRAM: &str = "inject_traceparent";
 
 /// The reader is woken once this many bytes of events wait: about a
-/// millisecond of a saturated nginx's events. The
-/// agent's bursts of work are then short, and so is the time a traced
-/// program waits for a CPU behind them: against a 1 MiB mark, throughput
-/// went up by 7% (OTLP) to 22% (file) and p99 latency down by 40-48%, for
-/// 1.2-1.4 µs more agent CPU per request (BENCHMARKS.md). Below the mark,
-/// the reader's 20 ms timer collects.
+/// millisecond of a saturated nginx's events. The agent's bursts of work
+/// are then short, and so is the time a traced program waits for a CPU
+/// behind them: against a 1 MiB mark, throughput went up by 7% (OTLP) to
+/// 22% (file) and p99 latency down by 40-48%, for 1.2-1.4 µs more agent
+/// CPU per request (BENCHMARKS.md). Below the mark, the reader's 20 ms
+/// timer collects.
 const WAKEUP_BYTES: u32 = 64 * 1024;
 
 const TRACEFS: &str = "/sys/kernel/tracing";
@@ -413,8 +413,8 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     // No kernel BTF for aya: the programs need no CO-RE relocation (offsets
     // come in CONFIG), and parsing vmlinux's BTF a second time here would add
     // tens of MiB to the agent's start-up peak.
-    // `IN_FLIGHT`, a task storage map, is one aya has no type for: it is
-    // created, and only the programs use it.
+    // `IN_FLIGHT` and `TLS_CALLS` are task storage maps, a type aya does
+    // not wrap: aya creates them, and only the programs use them.
     let mut ebpf = EbpfLoader::new()
         .btf(None)
         .allow_unsupported_maps()
