@@ -753,7 +753,8 @@ fn grpc_connection_opened_before_the_agent_yields_what_is_known() {
             .unwrap_or_else(|| panic!("no client span is the parent of {server:#?}"));
         assert_eq!(
             (client.service.as_str(), client.kind),
-            ("grpc-client", CLIENT)
+            ("grpc-client", CLIENT),
+            "{client:#?}"
         );
         assert_eq!(
             server.str("http.request.method"),

@@ -14,6 +14,7 @@ use tracer_agent::{
     metrics::Metrics,
     owners::Owners,
     pipeline::{self, KernelLists, PipelineOptions},
+    process::ProcessCache,
     stats::Stats,
     viewer::{
         self, Parts,
@@ -584,6 +585,11 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
             }
         });
     }
+    // Read while they still run: a process that exits before its first
+    // event is handled is still named from its environment.
+    let mut processes = ProcessCache::new("/proc", owners, pods);
+    let running = processes.read_running(&cli.pids);
+    tracing::debug!("read {running} running processes");
     // Loading (the kernel's BTF, the eBPF object) freed about 20 MiB.
     tracer_agent::memory::release_freed();
     // Last: the pipeline reads the ring buffer from now on.
@@ -617,8 +623,7 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
             exporters,
             metrics,
             store,
-            owners,
-            pods,
+            processes,
         },
         shutdown,
         stats.clone(),

@@ -30,11 +30,9 @@ use crate::{
     correlation::Correlator,
     events::{EventReader, Wake},
     export::{Exporter, is_own_export},
-    kubernetes::Pods,
     loader::IgnoredSockets,
     memory,
     metrics::Metrics,
-    owners::Owners,
     process::ProcessCache,
     spans::{Span, SpanBuilder},
     stats::Stats,
@@ -58,10 +56,8 @@ pub struct PipelineOptions {
     pub metrics: Option<Arc<Metrics>>,
     /// The viewer's recent traces (none: no endpoint).
     pub store: Option<Arc<TraceStore>>,
-    /// Which team owns each service (`--owners`).
-    pub owners: Owners,
-    /// This node's pods, on Kubernetes.
-    pub pods: Option<Arc<Pods>>,
+    /// Who each process is (read at start-up for those already running).
+    pub processes: ProcessCache,
 }
 
 /// Batches of spans in flight to the export stage before the first stage
@@ -98,7 +94,7 @@ pub async fn run(
         },
         kernel_lists,
         ConnectionTable::new(options.max_connections),
-        ProcessCache::new("/proc", options.owners, options.pods),
+        options.processes,
         options.idle_timeout,
         stats.clone(),
     ));

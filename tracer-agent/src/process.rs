@@ -109,31 +109,66 @@ impl ProcessCache {
         {
             return info.clone();
         }
-        // A process that exited before an event of another of its threads
-        // (named otherwise) was handled: what was read for that thread
-        // still holds, where /proc has nothing left to read.
-        if !self.proc_root.join(pid.to_string()).exists()
-            && let Some((info, _)) = self
+        if self.entries.len() >= MAX_CACHED {
+            self.entries.clear();
+        }
+        let (info, exited) = self.read(pid, &comm_text(comm));
+        // A zombie's /proc entry, or none, has no environment left: what was
+        // read before, for another of its threads or at start-up, holds.
+        if exited
+            && let Some((known, _)) = self
                 .entries
                 .iter()
                 .find_map(|((known, _), entry)| (*known == pid).then_some(entry))
         {
-            return info.clone();
+            return known.clone();
         }
-        if self.entries.len() >= MAX_CACHED {
-            self.entries.clear();
-        }
-        let info = Arc::new(self.read(pid, &comm_text(comm)));
+        let info = Arc::new(info);
         self.entries
             .insert((pid, *comm), (info.clone(), generation));
         info
     }
 
-    fn read(&self, pid: u32, comm: &str) -> ProcessInfo {
+    /// Reads the processes running now: `pids`, or every one (up to half
+    /// the cache). One that exits before the agent handles its first event,
+    /// its /proc entry gone by then, is still named from its environment
+    /// rather than after the thread that made the event. Returns how many
+    /// were read.
+    pub fn read_running(&mut self, pids: &[u32]) -> usize {
+        let running: Vec<u32> = if pids.is_empty() {
+            std::fs::read_dir(&self.proc_root)
+                .map(|entries| {
+                    entries
+                        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse().ok())
+                        .take(MAX_CACHED / 2)
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else {
+            pids.to_vec()
+        };
+        let mut read = 0;
+        for pid in running {
+            let Ok(name) = std::fs::read(self.proc_root.join(format!("{pid}/comm"))) else {
+                continue;
+            };
+            let mut comm = Comm::default();
+            let name = name.strip_suffix(b"\n").unwrap_or(&name);
+            let len = name.len().min(comm.len() - 1);
+            comm[..len].copy_from_slice(&name[..len]);
+            self.get(pid, &comm);
+            read += 1;
+        }
+        read
+    }
+
+    /// Also whether it has exited (no executable left to read).
+    fn read(&self, pid: u32, comm: &str) -> (ProcessInfo, bool) {
         let dir = self.proc_root.join(pid.to_string());
+        let executable = std::fs::read_link(dir.join("exe")).ok();
+        let exited = executable.is_none();
         // A process that already exited (a short curl) keeps its thread name.
-        let executable_name = std::fs::read_link(dir.join("exe"))
-            .ok()
+        let executable_name = executable
             .and_then(|exe| exe.file_name().map(|n| n.to_string_lossy().into_owned()))
             .unwrap_or_else(|| comm.to_string());
         let environ = std::fs::read(dir.join("environ")).unwrap_or_default();
@@ -167,7 +202,7 @@ impl ProcessCache {
             pod.as_deref(),
             env_value(&environ, b"OTEL_RESOURCE_ATTRIBUTES").as_deref(),
         );
-        ProcessInfo {
+        let info = ProcessInfo {
             pid,
             service_name,
             executable_name,
@@ -175,7 +210,8 @@ impl ProcessCache {
             pod,
             team,
             go: crate::loader::go_binary::is_go_executable(&dir.join("exe")),
-        }
+        };
+        (info, exited)
     }
 }
 
@@ -482,5 +518,22 @@ mod tests {
         // Another process that exited unseen is named after its thread.
         let other = cache.get(4243, b"event_engine\0\0\0\0");
         assert_eq!(other.service_name, "event_engine");
+    }
+
+    #[test]
+    fn a_process_read_at_start_keeps_its_service_after_it_exits() {
+        let root = std::env::temp_dir().join(format!("running-{}", std::process::id()));
+        let dir = root.join("4242");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("environ"), b"OTEL_SERVICE_NAME=grpc-client\0").unwrap();
+        std::fs::write(dir.join("comm"), b"python3\n").unwrap();
+        std::fs::create_dir_all(root.join("self")).unwrap();
+        let mut cache = ProcessCache::new(&root, Owners::default(), None);
+        assert_eq!(cache.read_running(&[]), 1);
+        std::fs::remove_dir_all(&root).unwrap();
+        // Its first event, from a thread never seen, after it exited.
+        let worker = cache.get(4242, b"event_engine\0\0\0\0");
+        assert_eq!(worker.service_name, "grpc-client");
+        assert_eq!(cache.read_running(&[4243]), 0);
     }
 }
