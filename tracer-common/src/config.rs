@@ -6,7 +6,9 @@
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelOffsets {
-    /// `task_struct.files`
+    /// `task_struct.files` (this and the next three also go to the
+    /// programs' read-only data, where the verifier reads them as constants:
+    /// see `tracer-ebpf`'s `fd_table`)
     pub task_files: u32,
     /// `files_struct.fdt`
     pub files_fdt: u32,
@@ -60,8 +62,6 @@ pub struct KernelOffsets {
     pub walk_shortcuts: u32,
 }
 
-/// `KernelOffsets::walk_shortcuts`: `fdtable.fd` follows `max_fds`, 8 bytes on.
-pub const WALK_FDT_PAIR: u32 = 1;
 /// `file.f_op`, then 8 bytes on `f_mapping`, `private_data`, `f_inode`.
 pub const WALK_FILE_WINDOW: u32 = 2;
 /// `socket.type` at 4 and `socket.sk` at 24: the first 32 bytes hold both.
@@ -71,9 +71,6 @@ impl KernelOffsets {
     /// These offsets with `walk_shortcuts` set from where the fields lie.
     pub fn with_shortcuts(mut self) -> KernelOffsets {
         let mut bits = 0;
-        if self.fdtable_max_fds.is_multiple_of(8) && self.fdtable_fd == self.fdtable_max_fds + 8 {
-            bits |= WALK_FDT_PAIR;
-        }
         if self.file_op.is_multiple_of(8)
             && self.file_private_data == self.file_op + 16
             && self.file_inode == self.file_op + 24

@@ -15,8 +15,8 @@ pub mod python;
 pub mod socket;
 
 pub use config::{
-    Config, InjectMode, KernelOffsets, RUNTIME_GO, RUNTIME_NODE, RUNTIME_PYTHON, WALK_FDT_PAIR,
-    WALK_FILE_WINDOW, WALK_SOCKET_HEAD, wakes_reader,
+    Config, InjectMode, KernelOffsets, RUNTIME_GO, RUNTIME_NODE, RUNTIME_PYTHON, WALK_FILE_WINDOW,
+    WALK_SOCKET_HEAD, wakes_reader,
 };
 pub use counters::Counter;
 pub use event::{Direction, EventKind, RequestContext, Role, SocketEvent, Source, Syscall};

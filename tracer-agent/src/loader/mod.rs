@@ -418,6 +418,10 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
     let mut ebpf = EbpfLoader::new()
         .btf(None)
         .allow_unsupported_maps()
+        .override_global("TASK_FILES", &options.offsets.task_files, true)
+        .override_global("FILES_FDT", &options.offsets.files_fdt, true)
+        .override_global("FDTABLE_MAX_FDS", &options.offsets.fdtable_max_fds, true)
+        .override_global("FDTABLE_FD", &options.offsets.fdtable_fd, true)
         .map_max_entries("EVENTS", options.ring_buffer_bytes)
         .load(EBPF_OBJECT)?;
 
