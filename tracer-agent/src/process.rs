@@ -503,12 +503,19 @@ mod tests {
         assert_eq!(gone.service_name, "curl");
     }
 
-    #[test]
-    fn another_thread_of_an_exited_process_keeps_its_service() {
-        let root = std::env::temp_dir().join(format!("exited-{}", std::process::id()));
+    /// A /proc of its own under the temporary directory, with process 4242
+    /// run as `OTEL_SERVICE_NAME=grpc-client`.
+    fn fake_proc(name: &str) -> std::path::PathBuf {
+        let root = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         let dir = root.join("4242");
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("environ"), b"OTEL_SERVICE_NAME=grpc-client\0").unwrap();
+        root
+    }
+
+    #[test]
+    fn another_thread_of_an_exited_process_keeps_its_service() {
+        let root = fake_proc("exited");
         let mut cache = ProcessCache::new(&root, Owners::default(), None);
         let main = cache.get(4242, b"python3\0\0\0\0\0\0\0\0\0");
         assert_eq!(main.service_name, "grpc-client");
@@ -521,12 +528,24 @@ mod tests {
     }
 
     #[test]
+    fn a_zombie_keeps_what_was_read_while_it_ran() {
+        let root = fake_proc("zombie");
+        let mut cache = ProcessCache::new(&root, Owners::default(), None);
+        assert_eq!(
+            cache.get(4242, b"python3\0\0\0\0\0\0\0\0\0").service_name,
+            "grpc-client"
+        );
+        // Exited, not yet reaped: its /proc entry stays, with no environment.
+        std::fs::write(root.join("4242/environ"), b"").unwrap();
+        let worker = cache.get(4242, b"event_engine\0\0\0\0");
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(worker.service_name, "grpc-client");
+    }
+
+    #[test]
     fn a_process_read_at_start_keeps_its_service_after_it_exits() {
-        let root = std::env::temp_dir().join(format!("running-{}", std::process::id()));
-        let dir = root.join("4242");
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("environ"), b"OTEL_SERVICE_NAME=grpc-client\0").unwrap();
-        std::fs::write(dir.join("comm"), b"python3\n").unwrap();
+        let root = fake_proc("running");
+        std::fs::write(root.join("4242/comm"), b"python3\n").unwrap();
         std::fs::create_dir_all(root.join("self")).unwrap();
         let mut cache = ProcessCache::new(&root, Owners::default(), None);
         assert_eq!(cache.read_running(&[]), 1);
