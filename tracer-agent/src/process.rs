@@ -109,9 +109,6 @@ impl ProcessCache {
         {
             return info.clone();
         }
-        if self.entries.len() >= MAX_CACHED {
-            self.entries.clear();
-        }
         let (info, exited) = self.read(pid, &comm_text(comm));
         // A zombie's /proc entry, or none, has no environment left: what was
         // read before, for another of its threads or at start-up, holds.
@@ -122,6 +119,9 @@ impl ProcessCache {
                 .find_map(|((known, _), entry)| (*known == pid).then_some(entry))
         {
             return known.clone();
+        }
+        if self.entries.len() >= MAX_CACHED {
+            self.entries.clear();
         }
         let info = Arc::new(info);
         self.entries
