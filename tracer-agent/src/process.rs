@@ -5,7 +5,10 @@
 //! name; its container, if any, and on Kubernetes the pod it is in
 //! (`kubernetes`); its team (`owners`).
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use foldhash::HashMap;
 
@@ -109,10 +112,12 @@ impl ProcessCache {
         {
             return info.clone();
         }
-        let (info, exited) = self.read(pid, &comm_text(comm));
-        // A zombie's /proc entry, or none, has no environment left: what was
-        // read before, for another of its threads or at start-up, holds.
-        if exited
+        let dir = self.proc_root.join(pid.to_string());
+        let executable = std::fs::read_link(dir.join("exe")).ok();
+        // Exited: a zombie's /proc entry, or none, has no executable or
+        // environment left; what was read before, for another of its threads
+        // or at start-up, holds.
+        if executable.is_none()
             && let Some((known, _)) = self
                 .entries
                 .iter()
@@ -123,7 +128,7 @@ impl ProcessCache {
         if self.entries.len() >= MAX_CACHED {
             self.entries.clear();
         }
-        let info = Arc::new(info);
+        let info = Arc::new(self.read(pid, &dir, executable, &comm_text(comm)));
         self.entries
             .insert((pid, *comm), (info.clone(), generation));
         info
@@ -162,11 +167,9 @@ impl ProcessCache {
         read
     }
 
-    /// Also whether it has exited (no executable left to read).
-    fn read(&self, pid: u32, comm: &str) -> (ProcessInfo, bool) {
-        let dir = self.proc_root.join(pid.to_string());
-        let executable = std::fs::read_link(dir.join("exe")).ok();
-        let exited = executable.is_none();
+    /// Process `pid` from its /proc entry `dir`, whose `exe` link pointed
+    /// to `executable`.
+    fn read(&self, pid: u32, dir: &Path, executable: Option<PathBuf>, comm: &str) -> ProcessInfo {
         // A process that already exited (a short curl) keeps its thread name.
         let executable_name = executable
             .and_then(|exe| exe.file_name().map(|n| n.to_string_lossy().into_owned()))
@@ -202,7 +205,7 @@ impl ProcessCache {
             pod.as_deref(),
             env_value(&environ, b"OTEL_RESOURCE_ATTRIBUTES").as_deref(),
         );
-        let info = ProcessInfo {
+        ProcessInfo {
             pid,
             service_name,
             executable_name,
@@ -210,8 +213,7 @@ impl ProcessCache {
             pod,
             team,
             go: crate::loader::go_binary::is_go_executable(&dir.join("exe")),
-        };
-        (info, exited)
+        }
     }
 }
 
