@@ -172,38 +172,16 @@ async fn process(
                 tracing::debug!("cannot tell the kernel to skip a socket: {e}");
             }
         }
-        // In event order: a socket address closed and reused in one batch
-        // must not mix the two connections.
-        let mut batch: Vec<Span> = Vec::new();
-        for outcome in &handled.outcomes {
-            match outcome {
-                Outcome::RequestStarted(started) => {
-                    let process = builder.request_started(started);
-                    if !seen.contains(&process.pid) {
-                        // Bounded like the kernel's LRU list: start over when full.
-                        if seen.len() >= MAX_GO_PROCESSES as usize {
-                            seen.clear();
-                        }
-                        seen.insert(process.pid);
-                        let _ = processes_seen.send(process.pid);
-                    }
-                    correlator.request_started(started, process.go);
+        let mut batch = build_spans(&handled, &mut builder, &mut correlator, &stats, |pid| {
+            if !seen.contains(&pid) {
+                // Bounded like the kernel's LRU list: start over when full.
+                if seen.len() >= MAX_GO_PROCESSES as usize {
+                    seen.clear();
                 }
-                Outcome::ExchangeCompleted(exchange) => {
-                    // None: the application's own SDK reports this call.
-                    let Some(ids) = correlator.exchange_completed(exchange) else {
-                        continue;
-                    };
-                    let span = builder.build(exchange, ids);
-                    if is_own_export(&span) {
-                        stats.add(&stats.own_export_spans_skipped, 1);
-                    } else {
-                        batch.push(span);
-                    }
-                }
-                Outcome::Closed(sock_id) => correlator.connection_closed(*sock_id),
+                seen.insert(pid);
+                let _ = processes_seen.send(pid);
             }
-        }
+        });
         if let Ok(mut links) = stats.links.lock() {
             *links = correlator.links;
         }
@@ -245,6 +223,43 @@ async fn process(
     Ok(())
 }
 
+/// The spans of what the connection table made of a batch of events.
+/// In event order: a socket address closed and reused in one batch must
+/// not mix the two connections. `serving` is told the process of each
+/// request started.
+pub fn build_spans(
+    handled: &Handled,
+    builder: &mut SpanBuilder,
+    correlator: &mut Correlator,
+    stats: &Stats,
+    mut serving: impl FnMut(u32),
+) -> Vec<Span> {
+    let mut batch = Vec::new();
+    for outcome in &handled.outcomes {
+        match outcome {
+            Outcome::RequestStarted(started) => {
+                let process = builder.request_started(started);
+                serving(process.pid);
+                correlator.request_started(started, process.go);
+            }
+            Outcome::ExchangeCompleted(exchange) => {
+                // None: the application's own SDK reports this call.
+                let Some(ids) = correlator.exchange_completed(exchange) else {
+                    continue;
+                };
+                let span = builder.build(exchange, ids);
+                if is_own_export(&span) {
+                    stats.add(&stats.own_export_spans_skipped, 1);
+                } else {
+                    batch.push(span);
+                }
+            }
+            Outcome::Closed(sock_id) => correlator.connection_closed(*sock_id),
+        }
+    }
+    batch
+}
+
 /// Sends a batch of spans on to the export stage (nothing if it is empty);
 /// false once that stage is gone.
 async fn send(spans: &mpsc::Sender<Vec<Span>>, batch: Vec<Span>, stats: &Stats) -> bool {
@@ -262,17 +277,28 @@ async fn export(
     store: Option<Arc<TraceStore>>,
 ) {
     while let Some(batch) = spans.recv().await {
-        for exporter in exporters.iter_mut() {
-            exporter.export(&batch);
-        }
-        if let Some(metrics) = &metrics {
-            metrics.record_self_times(&batch);
-        }
-        if let Some(store) = &store {
-            store.add(batch);
-        }
+        export_batch(batch, &mut exporters, metrics.as_deref(), store.as_deref());
     }
     for exporter in exporters.iter_mut() {
         exporter.shutdown().await;
+    }
+}
+
+/// The export stage's work on one batch: the exporters, the self-time
+/// histograms, then the viewer's store, which keeps the spans.
+pub fn export_batch(
+    batch: Vec<Span>,
+    exporters: &mut [Box<dyn Exporter>],
+    metrics: Option<&Metrics>,
+    store: Option<&TraceStore>,
+) {
+    for exporter in exporters.iter_mut() {
+        exporter.export(&batch);
+    }
+    if let Some(metrics) = metrics {
+        metrics.record_self_times(&batch);
+    }
+    if let Some(store) = store {
+        store.add(batch);
     }
 }

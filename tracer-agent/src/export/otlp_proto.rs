@@ -159,6 +159,11 @@ fn key(out: &mut Vec<u8>, field: u32, wire_type: u32) {
 }
 
 fn varint(out: &mut Vec<u8>, value: u64) {
+    // Most are one byte: every key, and most lengths.
+    if value < 0x80 {
+        out.push(value as u8);
+        return;
+    }
     let (bytes, size) = varint_bytes(value);
     out.extend_from_slice(&bytes[..size]);
 }

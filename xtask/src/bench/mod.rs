@@ -14,6 +14,9 @@
 //! - `memory` (`memory.rs`): the agent's resident memory with 10,000 idle
 //!   keep-alive connections and after 100,000 short ones.
 //!
+//! `pipeline` (`tracer-agent/benches/pipeline.rs`) times the agent's stages
+//! on the nginx case's events made up in memory, without the kernel.
+//!
 //! Timed numbers wander on shared machines (see shared/TOOLCHAIN.md): read the
 //! ratios over many rounds, and the per-request CPU and BPF times, not one run.
 
@@ -42,6 +45,9 @@ pub struct BenchArgs {
     /// pools, Go, Node.js with and without the context script, aiohttp,
     /// asyncio streams), at concurrency 1, 8 and 32, with the runtime
     /// uprobes' hits and time per request.
+    /// `pipeline`: the agent's userspace alone, per request and per stage,
+    /// on the nginx case's events made up in memory (no kernel, no root):
+    /// steady enough to compare one change to the agent's code.
     #[arg(value_enum, default_value = "cost")]
     pub kind: BenchKind,
     /// Which cost case: `nginx` (wrk against nginx), `python` (a Python
@@ -68,6 +74,7 @@ pub struct BenchArgs {
 pub enum BenchKind {
     Cost,
     Accuracy,
+    Pipeline,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -80,6 +87,15 @@ enum CostCase {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
+    if let BenchKind::Pipeline = args.kind {
+        return run_checked(cargo().args([
+            "bench",
+            "--package",
+            "tracer-agent",
+            "--bench",
+            "pipeline",
+        ]));
+    }
     if !is_root() {
         bail!("the benchmark loads eBPF programs: run `sudo -E cargo xtask bench`");
     }
