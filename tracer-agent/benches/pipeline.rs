@@ -36,7 +36,7 @@ use tracer_agent::{
 };
 use tracer_common::{
     DEFAULT_CAPTURE, EventKind, RequestContext, Role, SocketEvent, Source, Syscall,
-    event::{AF_INET, SOCKET_EVENT_SIZE},
+    event::{AF_INET, ENDPOINTS_SIZE, Endpoints, SOCKET_EVENT_SIZE},
 };
 
 #[global_allocator]
@@ -88,9 +88,6 @@ impl Records {
             end_ns: self.clock_ns,
             bytes: 0,
             captured: 0,
-            family: AF_INET,
-            local_port: side.local_port,
-            remote_port: side.remote_port,
             role: side.role as u8,
             direction: 0,
             syscall: match kind {
@@ -99,20 +96,33 @@ impl Records {
                 _ => Syscall::Close,
             } as u8,
             source: Source::Socket as u8,
-            _pad: [0; 2],
-            local_addr: [0; 16],
-            remote_addr: [0; 16],
-            comm: [0; 16],
             seq: 0,
-            _pad2: 0,
+            _pad: 0,
             context: RequestContext::default(),
             trace_id: [0; 16],
             span_id: [0; 8],
         };
-        header.local_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
-        header.remote_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
-        header.comm[..side.comm.len()].copy_from_slice(side.comm);
+        let mut endpoints = Endpoints {
+            local_addr: [0; 16],
+            remote_addr: [0; 16],
+            comm: [0; 16],
+            family: AF_INET,
+            local_port: side.local_port,
+            remote_port: side.remote_port,
+            _pad: 0,
+        };
+        endpoints.local_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        endpoints.remote_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        endpoints.comm[..side.comm.len()].copy_from_slice(side.comm);
+        // SAFETY: `Endpoints` is plain old data, `ENDPOINTS_SIZE` long.
+        let endpoint_bytes = unsafe {
+            std::slice::from_raw_parts((&raw const endpoints).cast::<u8>(), ENDPOINTS_SIZE)
+        };
         let mut payload: &[u8] = &[];
+        if kind == EventKind::Open {
+            header.captured = ENDPOINTS_SIZE as u32;
+            payload = endpoint_bytes;
+        }
         if let Some((syscall, seq, bytes, captured)) = data {
             header.syscall = syscall as u8;
             header.direction = syscall.direction().map_or(0, |d| d as u8);

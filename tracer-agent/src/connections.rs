@@ -8,14 +8,14 @@
 //! the agent saw the accept/connect; for connections opened before the agent
 //! started, from which direction carries requests.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use foldhash::HashMap;
 
 use tracer_common::{Direction, EventKind, Role, Source};
 
 use crate::{
-    events::{Comm, Event},
+    events::{Comm, Endpoints, Event},
     protocols::{
         self, ChunkMeta, Exchange, Output, ParseError, Parser, Protocol, RequestStart, Stream,
     },
@@ -28,9 +28,22 @@ pub struct ConnectionInfo {
     pub role: Role,
     pub local: SocketAddr,
     pub remote: SocketAddr,
-    /// The thread name of the process that handled the request.
+    /// The name of the thread that opened the connection, or that the
+    /// kernel first saw on it.
     pub comm: Comm,
 }
+
+/// Endpoints of evicted connections kept at most; past it the list starts over.
+const MAX_EVICTED_ENDPOINTS: usize = 4096;
+
+/// A connection's endpoints before the kernel sent them: its events came
+/// before its `Announce` (the agent had dropped the connection, and the
+/// kernel had sent them already).
+const UNKNOWN_ENDPOINTS: Endpoints = Endpoints {
+    local: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+    remote: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+    comm: [0; 16],
+};
 
 /// A request whose head was just parsed, and its connection.
 #[derive(Clone, Debug)]
@@ -185,6 +198,10 @@ impl Handled {
 pub struct ConnectionTable {
     connections: HashMap<u64, Connection>,
     max_connections: usize,
+    /// The endpoints of connections evicted to stay within the limit: the
+    /// kernel sent them once, and will not again for a while, so a next
+    /// event of one finds them here.
+    evicted_endpoints: HashMap<u64, Endpoints>,
     /// The parser's outputs for one event, kept to reuse its allocation.
     outputs: Vec<Output>,
 }
@@ -194,6 +211,7 @@ impl ConnectionTable {
         ConnectionTable {
             connections: HashMap::default(),
             max_connections: max_connections.max(1),
+            evicted_endpoints: HashMap::default(),
             outputs: Vec::new(),
         }
     }
@@ -224,7 +242,25 @@ impl ConnectionTable {
                 self.insert(&event, out);
             }
             EventKind::Close => self.close(event.sock_id, out),
+            EventKind::Announce => self.announce(&event, out),
             EventKind::Data => self.data(event, out),
+        }
+    }
+
+    /// A connection's endpoints, sent again or for the first time: kept,
+    /// without starting the connection over.
+    fn announce(&mut self, event: &Event<'_>, out: &mut Handled) {
+        let Some(conn) = self.connections.get_mut(&event.sock_id) else {
+            self.insert(event, out);
+            return;
+        };
+        if let Some(endpoints) = event.endpoints {
+            conn.info.local = endpoints.local;
+            conn.info.remote = endpoints.remote;
+            conn.info.comm = endpoints.comm;
+        }
+        if conn.info.role == Role::Unknown {
+            conn.info.role = event.role;
         }
     }
 
@@ -279,16 +315,31 @@ impl ConnectionTable {
                 .min_by_key(|(_, c)| c.last_seen_ns)
                 .map(|(id, _)| *id)
         {
+            if let Some(info) = self.connections.get(&oldest).map(|c| &c.info) {
+                if self.evicted_endpoints.len() >= MAX_EVICTED_ENDPOINTS {
+                    self.evicted_endpoints.clear();
+                }
+                let endpoints = Endpoints {
+                    local: info.local,
+                    remote: info.remote,
+                    comm: info.comm,
+                };
+                self.evicted_endpoints.insert(oldest, endpoints);
+            }
             self.close(oldest, out);
             out.evicted += 1;
         }
+        let endpoints = event
+            .endpoints
+            .or_else(|| self.evicted_endpoints.remove(&event.sock_id))
+            .unwrap_or(UNKNOWN_ENDPOINTS);
         self.connections.entry(event.sock_id).or_insert(Connection {
             info: ConnectionInfo {
                 sock_id: event.sock_id,
                 role: event.role,
-                local: event.local,
-                remote: event.remote,
-                comm: event.comm,
+                local: endpoints.local,
+                remote: endpoints.remote,
+                comm: endpoints.comm,
             },
             socket: Layer::DETECTING,
             tls: None,
@@ -369,9 +420,6 @@ impl ConnectionTable {
             return;
         };
         let stream = if direction == *requests {
-            // The process that reads (server) or writes (client) requests is
-            // the one the span belongs to.
-            conn.info.comm = event.comm;
             Stream::Requests
         } else {
             Stream::Responses
@@ -468,7 +516,10 @@ fn collect(info: &ConnectionInfo, outputs: &mut Vec<Output>, out: &mut Handled) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocols::describe::{SpanKind, SpanStatus};
+    use crate::{
+        events::comm_text,
+        protocols::describe::{SpanKind, SpanStatus},
+    };
     use tracer_common::Syscall;
 
     fn event(
@@ -491,9 +542,11 @@ mod tests {
             direction,
             syscall: Syscall::Read,
             source: Source::Socket,
-            local: "127.0.0.1:8080".parse().unwrap(),
-            remote: "127.0.0.1:40000".parse().unwrap(),
-            comm: *b"server\0\0\0\0\0\0\0\0\0\0",
+            endpoints: matches!(kind, EventKind::Open | EventKind::Announce).then(|| Endpoints {
+                local: "127.0.0.1:8080".parse().unwrap(),
+                remote: "127.0.0.1:40000".parse().unwrap(),
+                comm: *b"server\0\0\0\0\0\0\0\0\0\0",
+            }),
             seq: 0,
             context: None,
             ids: Default::default(),
@@ -690,6 +743,44 @@ mod tests {
         assert_eq!(table.len(), 2);
         assert_eq!(out.evicted, 1);
         assert!(!table.connections.contains_key(&1));
+    }
+
+    #[test]
+    fn an_evicted_connection_keeps_its_endpoints() {
+        let mut table = ConnectionTable::new(1);
+        let mut out = Handled::default();
+        table.handle(event(EventKind::Open, 1, Role::Server, None, b""), &mut out);
+        // Evicts 1; its next event (no endpoints: the kernel sent them
+        // already) finds them again.
+        table.handle(event(EventKind::Open, 2, Role::Server, None, b""), &mut out);
+        table.handle(data(1, Role::Server, Direction::Ingress, GET), &mut out);
+        table.handle(data(1, Role::Server, Direction::Egress, OK), &mut out);
+        let exchange = exchanges(&out)[0];
+        assert_eq!(exchange.connection.local, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(
+            exchange.connection.remote,
+            "127.0.0.1:40000".parse().unwrap()
+        );
+    }
+
+    #[test]
+    fn an_announce_fills_in_endpoints_and_keeps_the_exchange() {
+        let mut table = ConnectionTable::new(10);
+        let mut out = Handled::default();
+        // Bytes before any endpoints (a connection the agent had dropped).
+        table.handle(data(1, Role::Server, Direction::Ingress, GET), &mut out);
+        table.handle(
+            event(EventKind::Announce, 1, Role::Server, None, b""),
+            &mut out,
+        );
+        table.handle(data(1, Role::Server, Direction::Egress, OK), &mut out);
+        let exchanges = exchanges(&out);
+        assert_eq!(exchanges.len(), 1, "the request read before is answered");
+        assert_eq!(
+            exchanges[0].connection.local,
+            "127.0.0.1:8080".parse().unwrap()
+        );
+        assert_eq!(comm_text(&exchanges[0].connection.comm), "server");
     }
 
     #[test]

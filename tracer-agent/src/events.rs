@@ -15,7 +15,7 @@ use thiserror::Error;
 use tokio::{io::unix::AsyncFd, sync::watch};
 use tracer_common::{
     Direction, EventKind, RequestContext, Role, SocketEvent, Source, Syscall,
-    event::{AF_INET, AF_INET6, SOCKET_EVENT_SIZE},
+    event::{AF_INET, AF_INET6, ENDPOINTS_SIZE, Endpoints as WireEndpoints, SOCKET_EVENT_SIZE},
 };
 
 use aya::maps::{MapData, RingBuf};
@@ -40,10 +40,9 @@ pub struct Event<'a> {
     pub syscall: Syscall,
     /// Where the bytes came from: the socket, or a TLS library's plaintext.
     pub source: Source,
-    pub local: SocketAddr,
-    pub remote: SocketAddr,
-    /// The thread's name, NUL-padded (see `comm_text`).
-    pub comm: Comm,
+    /// On `Open` and `Announce`: the connection's addresses, and the name
+    /// of the thread that opened it or was first seen on it.
+    pub endpoints: Option<Endpoints>,
     /// TCP sequence number of the first byte moved (data events).
     pub seq: u32,
     /// The inbound request a client wrote this for, as the kernel decided
@@ -55,6 +54,15 @@ pub struct Event<'a> {
 
 /// A thread name as the kernel keeps it: up to 16 bytes, NUL-padded.
 pub type Comm = [u8; 16];
+
+/// What stays the same for a connection, sent once (see `EventKind::Announce`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    pub local: SocketAddr,
+    pub remote: SocketAddr,
+    /// The thread's name, NUL-padded (see `comm_text`).
+    pub comm: Comm,
+}
 
 /// The text of a thread name.
 pub fn comm_text(comm: &Comm) -> std::borrow::Cow<'_, str> {
@@ -92,6 +100,8 @@ pub enum DecodeError {
     Syscall(u8),
     #[error("unknown byte source {0}")]
     Source(u8),
+    #[error("an open or announce record of {0} payload bytes is too short for its endpoints")]
+    Endpoints(usize),
 }
 
 /// Decodes one ring buffer record: a `SocketEvent` header and its payload.
@@ -114,6 +124,23 @@ pub fn decode(record: &[u8]) -> Result<Event<'_>, DecodeError> {
     let kind = EventKind::from_u32(header.kind).ok_or(DecodeError::Kind(header.kind))?;
     let syscall = Syscall::from_u8(header.syscall).ok_or(DecodeError::Syscall(header.syscall))?;
     let source = Source::from_u8(header.source).ok_or(DecodeError::Source(header.source))?;
+    let mut payload = &payload[..captured];
+    let endpoints = match kind {
+        EventKind::Open | EventKind::Announce => {
+            if captured < ENDPOINTS_SIZE {
+                return Err(DecodeError::Endpoints(captured));
+            }
+            // SAFETY: the length is checked; `Endpoints` is plain old data.
+            let wire: WireEndpoints = unsafe { std::ptr::read_unaligned(payload.as_ptr().cast()) };
+            payload = &[];
+            Some(Endpoints {
+                local: socket_addr(wire.family, wire.local_addr, wire.local_port),
+                remote: socket_addr(wire.family, wire.remote_addr, wire.remote_port),
+                comm: wire.comm,
+            })
+        }
+        EventKind::Data | EventKind::Close => None,
+    };
     Ok(Event {
         kind,
         pid: header.pid,
@@ -127,16 +154,14 @@ pub fn decode(record: &[u8]) -> Result<Event<'_>, DecodeError> {
         direction: Direction::from_u8(header.direction),
         syscall,
         source,
-        local: socket_addr(header.family, header.local_addr, header.local_port),
-        remote: socket_addr(header.family, header.remote_addr, header.remote_port),
-        comm: header.comm,
+        endpoints,
         seq: header.seq,
         context: (header.context.sock != 0).then_some(header.context),
         ids: KernelIds {
             trace_id: (header.trace_id != [0; 16]).then_some(header.trace_id),
             injected_span_id: (header.span_id != [0; 8]).then_some(header.span_id),
         },
-        payload: &payload[..captured],
+        payload,
     })
 }
 
@@ -232,9 +257,29 @@ mod tests {
         out
     }
 
+    fn endpoints_payload(family: u16, local_addr: [u8; 16], remote_addr: [u8; 16]) -> Vec<u8> {
+        let wire = WireEndpoints {
+            local_addr,
+            remote_addr,
+            comm: *b"python3\0\0\0\0\0\0\0\0\0",
+            family,
+            local_port: 8080,
+            remote_port: 50000,
+            _pad: 0,
+        };
+        // SAFETY: Endpoints is repr(C) plain data with no padding.
+        unsafe {
+            std::slice::from_raw_parts((&raw const wire).cast::<u8>(), ENDPOINTS_SIZE).to_vec()
+        }
+    }
+
+    fn loopback() -> [u8; 16] {
+        let mut addr = [0; 16];
+        addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        addr
+    }
+
     fn header() -> SocketEvent {
-        let mut local_addr = [0; 16];
-        local_addr[..4].copy_from_slice(&[127, 0, 0, 1]);
         SocketEvent {
             kind: EventKind::Data as u32,
             pid: 10,
@@ -245,19 +290,12 @@ mod tests {
             end_ns: 200,
             bytes: 4000,
             captured: 3,
-            family: AF_INET,
-            local_port: 8080,
-            remote_port: 50000,
             role: Role::Server as u8,
             direction: Direction::Ingress as u8,
             syscall: Syscall::Read as u8,
             source: Source::Socket as u8,
-            _pad: [0; 2],
-            local_addr,
-            remote_addr: local_addr,
-            comm: *b"python3\0\0\0\0\0\0\0\0\0",
             seq: 1000,
-            _pad2: 0,
+            _pad: 0,
             context: RequestContext {
                 sock: 0xffff_8880_0000_2000,
                 seq: 77,
@@ -274,11 +312,9 @@ mod tests {
         let event = decode(&bytes).unwrap();
         assert_eq!(event.kind, EventKind::Data);
         assert_eq!((event.pid, event.tid, event.fd), (10, 11, 5));
-        assert_eq!(event.local, "127.0.0.1:8080".parse().unwrap());
-        assert_eq!(event.remote, "127.0.0.1:50000".parse().unwrap());
+        assert_eq!(event.endpoints, None);
         assert_eq!(event.role, Role::Server);
         assert_eq!(event.direction, Some(Direction::Ingress));
-        assert_eq!(comm_text(&event.comm), "python3");
         assert_eq!(event.payload, b"GET");
         assert_eq!(event.uncaptured(), 3997);
         assert_eq!(event.seq, 1000);
@@ -291,15 +327,30 @@ mod tests {
     }
 
     #[test]
+    fn announced_endpoints() {
+        let mut h = header();
+        h.kind = EventKind::Announce as u32;
+        h.captured = ENDPOINTS_SIZE as u32;
+        let bytes = record(&h, &endpoints_payload(AF_INET, loopback(), loopback()));
+        let event = decode(&bytes).unwrap();
+        let endpoints = event.endpoints.unwrap();
+        assert_eq!(endpoints.local, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(endpoints.remote, "127.0.0.1:50000".parse().unwrap());
+        assert_eq!(comm_text(&endpoints.comm), "python3");
+        assert_eq!(event.payload, b"");
+    }
+
+    #[test]
     fn ipv6_and_mapped_addresses() {
         let mut h = header();
-        h.family = AF_INET6;
-        h.local_addr = Ipv6Addr::LOCALHOST.octets();
-        h.remote_addr = Ipv4Addr::new(10, 0, 0, 2).to_ipv6_mapped().octets();
-        let bytes = record(&h, b"GET");
-        let event = decode(&bytes).unwrap();
-        assert_eq!(event.local, "[::1]:8080".parse().unwrap());
-        assert_eq!(event.remote, "10.0.0.2:50000".parse().unwrap());
+        h.kind = EventKind::Open as u32;
+        h.captured = ENDPOINTS_SIZE as u32;
+        let local = Ipv6Addr::LOCALHOST.octets();
+        let remote = Ipv4Addr::new(10, 0, 0, 2).to_ipv6_mapped().octets();
+        let bytes = record(&h, &endpoints_payload(AF_INET6, local, remote));
+        let endpoints = decode(&bytes).unwrap().endpoints.unwrap();
+        assert_eq!(endpoints.local, "[::1]:8080".parse().unwrap());
+        assert_eq!(endpoints.remote, "10.0.0.2:50000".parse().unwrap());
     }
 
     #[test]
@@ -315,5 +366,7 @@ mod tests {
         let mut h = header();
         h.kind = 99;
         assert_eq!(decode(&record(&h, b"GET")), Err(DecodeError::Kind(99)));
+        h.kind = EventKind::Open as u32;
+        assert_eq!(decode(&record(&h, b"GET")), Err(DecodeError::Endpoints(3)));
     }
 }

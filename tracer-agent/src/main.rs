@@ -27,6 +27,9 @@ use tracer_common::{DEFAULT_CAPTURE, InjectMode, KernelOffsets, MAX_CAPTURE};
 /// Events are decoded on one thread and their spans freed on another: glibc's
 /// allocator spent about 40% of the agent's time there under load (perf,
 /// nginx case); mimalloc's per-thread free lists make that a fraction.
+/// A connection the agent has not heard from for this long is ended.
+const CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -524,6 +527,8 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
         netns: cli.netns.clone(),
         node_context_script: cli.node_context_script,
         tls: !cli.no_tls,
+        // Sent again before the agent forgets an idle connection.
+        reannounce_after: CONNECTION_IDLE_TIMEOUT / 2,
     })?;
     if let Some(destination) = otlp_destination {
         tracing::info!("exporting spans over OTLP to {destination}");
@@ -619,7 +624,7 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
         },
         PipelineOptions {
             max_connections: cli.max_connections,
-            idle_timeout: Duration::from_secs(300),
+            idle_timeout: CONNECTION_IDLE_TIMEOUT,
             exporters,
             metrics,
             store,

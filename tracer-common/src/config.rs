@@ -123,6 +123,10 @@ pub struct Config {
     /// lookups (about 0.6 µs of BPF per request of a node with none).
     pub runtimes: u32,
     pub _pad: u32,
+    /// A socket's `Endpoints` are sent again before its next event once
+    /// this long has passed since they were last sent: the agent forgets a
+    /// connection it has not heard from for longer than twice this.
+    pub reannounce_ns: u64,
 }
 
 /// `Config::runtimes`: a Go process is registered (`GO_PROCESSES`).
@@ -167,7 +171,7 @@ pub fn wakes_reader(pending: u64, len: u64, wakeup: u64) -> bool {
 }
 
 const _: () = assert!(core::mem::size_of::<KernelOffsets>() == 100);
-const _: () = assert!(core::mem::size_of::<Config>() == 152);
+const _: () = assert!(core::mem::size_of::<Config>() == 160);
 
 #[cfg(test)]
 mod tests {

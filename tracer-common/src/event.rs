@@ -1,6 +1,9 @@
 //! The one event record the kernel writes to the `EVENTS` ring buffer.
 //!
 //! A record is a `SocketEvent` header followed by `captured` payload bytes.
+//! What stays the same for a connection (its addresses, the name of the
+//! thread that opened it) is not in every header: an `Open` or `Announce`
+//! record carries it once, as its payload (`Endpoints`).
 
 /// What the event reports. Ids are never reused.
 #[repr(u32)]
@@ -12,6 +15,11 @@ pub enum EventKind {
     Open = 2,
     /// The last descriptor of a TCP socket in a process was closed.
     Close = 3,
+    /// A socket seen without its `Open` (a connection older than the
+    /// agent, or one whose state the kernel had to drop), or not announced
+    /// for `Config::reannounce_ns`: its `Endpoints`, just before its next
+    /// event.
+    Announce = 4,
 }
 
 impl EventKind {
@@ -20,6 +28,7 @@ impl EventKind {
             1 => Some(Self::Data),
             2 => Some(Self::Open),
             3 => Some(Self::Close),
+            4 => Some(Self::Announce),
             _ => None,
         }
     }
@@ -194,12 +203,9 @@ pub struct SocketEvent {
     pub end_ns: u64,
     /// The syscall's result: bytes actually moved (partial reads/writes are exact).
     pub bytes: u64,
-    /// Payload bytes that follow this header (a prefix of `bytes`).
+    /// Payload bytes that follow this header (a prefix of `bytes`; for
+    /// `Open` and `Announce`, an `Endpoints`).
     pub captured: u32,
-    /// `AF_INET` or `AF_INET6`.
-    pub family: u16,
-    pub local_port: u16,
-    pub remote_port: u16,
     /// `Role` as u8.
     pub role: u8,
     /// `Direction` as u8 (0 for open/close).
@@ -208,15 +214,9 @@ pub struct SocketEvent {
     pub syscall: u8,
     /// `Source` as u8.
     pub source: u8,
-    pub _pad: [u8; 2],
-    /// IPv4 addresses use the first four bytes (network order).
-    pub local_addr: [u8; 16],
-    pub remote_addr: [u8; 16],
-    /// The thread's command name (`comm`), NUL-padded.
-    pub comm: [u8; 16],
     /// TCP sequence number of the first byte this syscall moved.
     pub seq: u32,
-    pub _pad2: u32,
+    pub _pad: u32,
     /// On a client write: the inbound request it was made for (`sock` zero
     /// when the kernel could not tell which one; see `tracer-ebpf`'s `context`).
     pub context: RequestContext,
@@ -232,8 +232,28 @@ pub struct SocketEvent {
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for SocketEvent {}
 
+/// The payload of an `Open` or `Announce` record: what stays the same for
+/// the connection's life.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    /// IPv4 addresses use the first four bytes (network order).
+    pub local_addr: [u8; 16],
+    pub remote_addr: [u8; 16],
+    /// The name (`comm`) of the thread the record came from, NUL-padded.
+    pub comm: [u8; 16],
+    /// `AF_INET` or `AF_INET6`.
+    pub family: u16,
+    pub local_port: u16,
+    pub remote_port: u16,
+    pub _pad: u16,
+}
+
+pub const ENDPOINTS_SIZE: usize = core::mem::size_of::<Endpoints>();
+const _: () = assert!(ENDPOINTS_SIZE == 56);
+
 pub const SOCKET_EVENT_SIZE: usize = core::mem::size_of::<SocketEvent>();
-const _: () = assert!(SOCKET_EVENT_SIZE == 160);
+const _: () = assert!(SOCKET_EVENT_SIZE == 104);
 const _: () = assert!(SOCKET_EVENT_SIZE.is_multiple_of(8));
 // No implicit padding: `span_id` ends exactly at the struct's end.
 const _: () = assert!(core::mem::offset_of!(SocketEvent, span_id) + 8 == SOCKET_EVENT_SIZE);

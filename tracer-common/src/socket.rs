@@ -40,6 +40,9 @@ pub struct SocketState {
     /// The same for a call in `CALLS`.
     pub call_kept: u8,
     pub _pad: [u8; 2],
+    /// When the agent was last sent this socket's `Endpoints` (an `Open` or
+    /// `Announce` record), CLOCK_MONOTONIC; 0: never.
+    pub announced_ns: u64,
 }
 
 /// A request as both its ends see it on this node: client and server
@@ -61,5 +64,5 @@ pub const MAX_CALL_DECISIONS: u32 = 16 * 1024;
 #[cfg(feature = "user")]
 unsafe impl aya::Pod for SocketState {}
 
-const _: () = assert!(core::mem::size_of::<SocketState>() == 48);
+const _: () = assert!(core::mem::size_of::<SocketState>() == 56);
 const _: () = assert!(core::mem::size_of::<WireKey>() == 40);

@@ -12,7 +12,9 @@ use aya_ebpf::{
 };
 use tracer_common::{
     Config, Counter, EventKind, MAX_CAPTURE, MAX_IOVECS, RequestContext, Role, SocketState, Source,
-    Syscall, event::SOCKET_EVENT_SIZE, wakes_reader,
+    Syscall,
+    event::{ENDPOINTS_SIZE, Endpoints, SOCKET_EVENT_SIZE},
+    wakes_reader,
 };
 
 use crate::maps::{EVENTS, EventBuffer, IOVEC_COPY, IovecCopy, SCRATCH, count};
@@ -22,18 +24,64 @@ use crate::maps::{EVENTS, EventBuffer, IOVEC_COPY, IovecCopy, SCRATCH, count};
 const MSGHDR_IOV: u64 = 16;
 const MSGHDR_IOVLEN: u64 = 24;
 
-/// The scratch buffer with its header filled for `kind` on `sock`, from
-/// the socket's `state` and the `role` the caller decided with.
+/// The scratch buffer with its header filled for `kind` on `sock`, as
+/// `role` (the caller decided it). An `Open` gets the socket's `Endpoints`
+/// as its payload. Before a `Data` event, an `Announce` record with them
+/// goes out first, when the agent was never sent them or was last sent
+/// them `reannounce_ns` ago.
 #[inline(always)]
 pub fn start_event(
+    config: &Config,
     kind: EventKind,
     syscall: Syscall,
     fd: i32,
     sock: u64,
-    state: &SocketState,
+    state: &mut SocketState,
     role: Role,
 ) -> Option<&'static mut EventBuffer> {
     let buffer = unsafe { &mut *SCRATCH.get_ptr_mut(0)? };
+    let now = unsafe { bpf_ktime_get_ns() };
+    let announce = match kind {
+        EventKind::Open => true,
+        EventKind::Data => now.wrapping_sub(state.announced_ns) >= config.reannounce_ns,
+        EventKind::Close | EventKind::Announce => false,
+    };
+    if announce {
+        state.announced_ns = now;
+        fill_header(buffer, EventKind::Announce, syscall, fd, sock, role, now);
+        let endpoints = buffer.payload.as_mut_ptr() as *mut Endpoints;
+        unsafe {
+            *endpoints = Endpoints {
+                local_addr: state.local_addr,
+                remote_addr: state.remote_addr,
+                comm: bpf_get_current_comm().unwrap_or([0; 16]),
+                family: state.family,
+                local_port: state.local_port,
+                remote_port: state.remote_port,
+                _pad: 0,
+            };
+        }
+        buffer.header.captured = ENDPOINTS_SIZE as u32;
+        if kind == EventKind::Open {
+            buffer.header.kind = kind as u32;
+            return Some(buffer);
+        }
+        emit(config, buffer);
+    }
+    fill_header(buffer, kind, syscall, fd, sock, role, now);
+    Some(buffer)
+}
+
+#[inline(always)]
+fn fill_header(
+    buffer: &mut EventBuffer,
+    kind: EventKind,
+    syscall: Syscall,
+    fd: i32,
+    sock: u64,
+    role: Role,
+    now: u64,
+) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let header = &mut buffer.header;
     header.kind = kind as u32;
@@ -41,27 +89,19 @@ pub fn start_event(
     header.tid = pid_tgid as u32;
     header.fd = fd;
     header.sock_id = sock;
-    header.end_ns = unsafe { bpf_ktime_get_ns() };
-    header.start_ns = header.end_ns;
+    header.end_ns = now;
+    header.start_ns = now;
     header.bytes = 0;
     header.captured = 0;
     header.role = role as u8;
     header.direction = syscall.direction().map_or(0, |d| d as u8);
     header.syscall = syscall as u8;
     header.source = Source::Socket as u8;
-    header._pad = [0; 2];
-    header.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     header.seq = 0;
-    header._pad2 = 0;
+    header._pad = 0;
     header.context = RequestContext::default();
     header.trace_id = [0; 16];
     header.span_id = [0; 8];
-    header.family = state.family;
-    header.local_port = state.local_port;
-    header.remote_port = state.remote_port;
-    header.local_addr = state.local_addr;
-    header.remote_addr = state.remote_addr;
-    Some(buffer)
 }
 
 /// Sends `header` plus its `captured` payload bytes.

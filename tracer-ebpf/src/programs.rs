@@ -357,6 +357,7 @@ pub fn send_data(
     source: Source,
 ) {
     let Some(buffer) = start_event(
+        config,
         EventKind::Data,
         syscall,
         in_flight.fd,
@@ -572,19 +573,26 @@ fn opened(fd: i64, role: Role, syscall: Syscall, sock: Option<u64>) {
     };
     goroutines::forget_connection(sock);
     tasks::forget_connection(sock);
-    let Some(buffer) = start_event(EventKind::Open, syscall, fd as i32, sock, state, role) else {
+    let Some(buffer) = start_event(
+        config,
+        EventKind::Open,
+        syscall,
+        fd as i32,
+        sock,
+        state,
+        role,
+    ) else {
         return;
     };
     if role == Role::Client {
-        let header = &buffer.header;
-        let peer = if header.family == AF_INET6 {
-            header.remote_addr
+        let peer = if state.family == AF_INET6 {
+            state.remote_addr
         } else {
             let mut ip4 = [0u8; 4];
-            ip4.copy_from_slice(&header.remote_addr[..4]);
+            ip4.copy_from_slice(&state.remote_addr[..4]);
             ipv4_mapped(ip4)
         };
-        inject::connected(config, header.pid, &peer);
+        inject::connected(config, buffer.header.pid, &peer);
     }
     emit(config, buffer);
 }
@@ -681,7 +689,7 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     };
     // The agent needs no addresses to end a connection: a socket never
     // seen before gets none read, once it proves to be TCP.
-    let state = match unsafe { SOCKETS.get(sock) } {
+    let mut state = match unsafe { SOCKETS.get(sock) } {
         Some(state) => *state,
         None if is_tcp(&config.offsets, sock) => SocketState::default(),
         None => return 0,
@@ -694,11 +702,12 @@ pub fn sys_enter_close(ctx: TracePointContext) -> u32 {
     context::call_answered(0, sock, None);
     let role = Role::from_u8(state.role);
     if let Some(buffer) = start_event(
+        config,
         EventKind::Close,
         Syscall::Close,
         fd as i32,
         sock,
-        &state,
+        &mut state,
         role,
     ) {
         emit(config, buffer);

@@ -192,6 +192,9 @@ pub struct LoadOptions {
     pub node_context_script: bool,
     /// Read TLS plaintext with uprobes on OpenSSL (not `--no-tls`).
     pub tls: bool,
+    /// How long after a socket's endpoints were sent the kernel sends them
+    /// again (`Config::reannounce_ns`).
+    pub reannounce_after: std::time::Duration,
 }
 
 /// The loaded, attached programs. Dropping it detaches everything.
@@ -439,6 +442,7 @@ pub fn load(options: &LoadOptions) -> Result<Loaded, LoadError> {
         live: 0,
         runtimes: 0,
         _pad: 0,
+        reannounce_ns: options.reannounce_after.as_nanos() as u64,
     };
     let mut config_map: Array<_, Config> = map_mut(&mut ebpf, "CONFIG")?;
     config_map.set(0, config, 0).map_err(map_error("CONFIG"))?;
