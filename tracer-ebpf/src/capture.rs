@@ -48,7 +48,11 @@ pub fn start_event(
     };
     if announce {
         state.announced_ns = now;
-        fill_header(buffer, EventKind::Announce, syscall, fd, sock, role, now);
+        let record = match kind {
+            EventKind::Open => kind,
+            _ => EventKind::Announce,
+        };
+        fill_header(buffer, record, syscall, fd, sock, role, now);
         let endpoints = buffer.payload.as_mut_ptr() as *mut Endpoints;
         unsafe {
             *endpoints = Endpoints {
@@ -63,7 +67,6 @@ pub fn start_event(
         }
         buffer.header.captured = ENDPOINTS_SIZE as u32;
         if kind == EventKind::Open {
-            buffer.header.kind = kind as u32;
             return Some(buffer);
         }
         emit(config, buffer);
