@@ -24,12 +24,12 @@ use tracer_agent::{
 };
 use tracer_common::{DEFAULT_CAPTURE, InjectMode, KernelOffsets, MAX_CAPTURE};
 
-/// Events are decoded on one thread and their spans freed on another: glibc's
-/// allocator spent about 40% of the agent's time there under load (perf,
-/// nginx case); mimalloc's per-thread free lists make that a fraction.
 /// A connection the agent has not heard from for this long is ended.
 const CONNECTION_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// Events are decoded on one thread and their spans freed on another: glibc's
+/// allocator spent about 40% of the agent's time there under load (perf,
+/// nginx case); mimalloc's per-thread free lists make that a fraction.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
