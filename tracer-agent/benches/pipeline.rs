@@ -304,7 +304,9 @@ fn round(batches: &[Records]) -> Round {
         });
         let mut batch: Vec<Span> = Vec::new();
         timed(&mut took[1], &mut || {
-            batch = build_spans(&handled, &mut builder, &mut correlator, &stats, |_| {});
+            let built = build_spans(&handled, &mut builder, &mut correlator, &stats, |_| {});
+            batch = built.ready;
+            batch.extend(built.may_change);
         });
         round.built += batch.len();
         timed(&mut took[2], &mut || metrics.record_durations(&batch));

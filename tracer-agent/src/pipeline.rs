@@ -64,11 +64,12 @@ pub struct PipelineOptions {
 /// waits. A batch is what one read of the ring buffer yielded (up to a few
 /// thousand spans under load), so this bounds the memory spans wait in.
 const CHANNEL_BATCHES: usize = 4;
-/// How long a built span waits before it is sent on. A caller's event can
-/// come after its callee's whole subtree: a client preempted between its
-/// TLS library's write and the probe at its return, on a busy machine,
-/// for tens of milliseconds. Spans of the callee's subtree that wait
-/// still get the caller's trace when it comes.
+/// How long a built span whose ids may still change waits before it is
+/// sent on. A caller's event can come after its callee's whole subtree: a
+/// client preempted between its TLS library's write and the probe at its
+/// return, on a busy machine, for tens of milliseconds. Spans of the
+/// callee's subtree that wait still get the caller's trace when it comes.
+/// The others leave at once, while they are still in the cache.
 const HOLD: Duration = Duration::from_millis(100);
 /// How often idle connections are looked for; connections idle this long
 /// also have their parsers freed until their next bytes.
@@ -88,7 +89,7 @@ pub async fn run(
     let (span_tx, span_rx) = mpsc::channel(CHANNEL_BATCHES);
     let processor = tokio::spawn(process(
         EventReader::new(ring, shutdown)?,
-        BuiltSpans {
+        SpanSinks {
             export: span_tx,
             metrics: options.metrics.clone(),
         },
@@ -110,16 +111,16 @@ pub async fn run(
 }
 
 /// Where built spans go: their durations to the metrics at once, while
-/// they are still in the cache; the spans themselves, after `HOLD`, to the
-/// export stage.
-struct BuiltSpans {
+/// they are still in the cache; the spans themselves to the export stage,
+/// at once or after `HOLD` (`Held`).
+struct SpanSinks {
     export: mpsc::Sender<Vec<Span>>,
     metrics: Option<Arc<Metrics>>,
 }
 
 async fn process(
     mut reader: EventReader,
-    built: BuiltSpans,
+    sinks: SpanSinks,
     KernelLists {
         mut ignored_sockets,
         processes_seen,
@@ -139,8 +140,7 @@ async fn process(
     let mut stopping = false;
     // Reused from batch to batch: its lists keep their allocations.
     let mut handled = Handled::default();
-    // Built spans, by when they were built, held back for `HOLD`.
-    let mut held: VecDeque<(Instant, Vec<Span>)> = VecDeque::new();
+    let mut held = Held::default();
     while !stopping {
         handled.clear();
         tokio::select! {
@@ -172,7 +172,7 @@ async fn process(
                 tracing::debug!("cannot tell the kernel to skip a socket: {e}");
             }
         }
-        let mut batch = build_spans(&handled, &mut builder, &mut correlator, &stats, |pid| {
+        let mut built = build_spans(&handled, &mut builder, &mut correlator, &stats, |pid| {
             if !seen.contains(&pid) {
                 // Bounded like the kernel's LRU list: start over when full.
                 if seen.len() >= MAX_GO_PROCESSES as usize {
@@ -185,34 +185,29 @@ async fn process(
         if let Ok(mut links) = stats.links.lock() {
             *links = correlator.links;
         }
-        if let Some(metrics) = &built.metrics {
-            metrics.record_durations(&batch);
+        if let Some(metrics) = &sinks.metrics {
+            metrics.record_durations(&built.ready);
+            metrics.record_durations(&built.may_change);
         }
-        // Spans wait `HOLD` before they leave: an orphan whose caller shows
-        // up meanwhile still gets it, and so do the spans under it
-        // (`settle`).
+        // An orphan whose caller showed up gets it, and so do the spans
+        // under it, in this batch and in those held (`settle`).
         if correlator.retraced() {
-            for (_, spans) in held.iter_mut() {
-                correlator.settle(spans);
-            }
-            correlator.settle(&mut batch);
+            held.settle(&mut correlator, &mut built);
             correlator.settled();
         }
         let now = Instant::now();
-        if !batch.is_empty() {
-            held.push_back((now, batch));
+        let ready = held.hold(now, built);
+        if !send(&sinks.export, ready, &stats).await {
+            return Ok(());
         }
-        while let Some((built_at, _)) = held.front()
-            && now.duration_since(*built_at) >= HOLD
-        {
-            let (_, ready) = held.pop_front().expect("just looked");
-            if !send(&built.export, ready, &stats).await {
+        while let Some(ready) = held.due(now) {
+            if !send(&sinks.export, ready, &stats).await {
                 return Ok(());
             }
         }
     }
-    for (_, ready) in held {
-        send(&built.export, ready, &stats).await;
+    for ready in held.into_batches() {
+        send(&sinks.export, ready, &stats).await;
     }
     let waiting = table.pending_requests();
     if waiting > 0 {
@@ -221,6 +216,89 @@ async fn process(
         );
     }
     Ok(())
+}
+
+/// The spans built from one batch of events.
+#[derive(Default)]
+pub struct BuiltBatch {
+    /// Spans no adoption can change any more: they may leave at once.
+    pub ready: Vec<Span>,
+    /// Spans an adoption may still change (`Completion::may_change`).
+    pub may_change: Vec<Span>,
+}
+
+/// Spans waiting `HOLD` for the adoptions that may still change them.
+#[derive(Default)]
+struct Held {
+    /// By when they were built, oldest first.
+    batches: VecDeque<(Instant, Vec<Span>)>,
+    /// The trace ids of the spans waiting, counted. A ready span of one
+    /// of these traces waits with them: an ended orphan's adoption renames
+    /// its whole trace.
+    traces: foldhash::HashMap<[u8; 16], u32>,
+}
+
+impl Held {
+    /// Holds the spans of `built` that may change, and its ready spans
+    /// of a trace held; returns the others, free to leave now.
+    fn hold(&mut self, now: Instant, built: BuiltBatch) -> Vec<Span> {
+        let BuiltBatch {
+            mut ready,
+            mut may_change,
+        } = built;
+        for span in &may_change {
+            *self.traces.entry(span.trace_id).or_default() += 1;
+        }
+        if !self.traces.is_empty() {
+            let start = may_change.len();
+            may_change
+                .extend(ready.extract_if(.., |span| self.traces.contains_key(&span.trace_id)));
+            for span in &may_change[start..] {
+                *self.traces.entry(span.trace_id).or_default() += 1;
+            }
+        }
+        if !may_change.is_empty() {
+            self.batches.push_back((now, may_change));
+        }
+        ready
+    }
+
+    /// Gives the spans held, and those of `built`, the ids adoptions gave
+    /// them since they were built.
+    fn settle(&mut self, correlator: &mut Correlator, built: &mut BuiltBatch) {
+        self.traces.clear();
+        for (_, spans) in self.batches.iter_mut() {
+            correlator.settle(spans);
+            for span in spans.iter() {
+                *self.traces.entry(span.trace_id).or_default() += 1;
+            }
+        }
+        correlator.settle(&mut built.ready);
+        correlator.settle(&mut built.may_change);
+    }
+
+    /// The oldest batch, once it has waited `HOLD`.
+    fn due(&mut self, now: Instant) -> Option<Vec<Span>> {
+        let (built_at, _) = self.batches.front()?;
+        if now.duration_since(*built_at) < HOLD {
+            return None;
+        }
+        let (_, spans) = self.batches.pop_front()?;
+        for span in &spans {
+            if let Some(count) = self.traces.get_mut(&span.trace_id) {
+                *count -= 1;
+                if *count == 0 {
+                    self.traces.remove(&span.trace_id);
+                }
+            }
+        }
+        Some(spans)
+    }
+
+    /// Every batch still held, at shutdown.
+    fn into_batches(self) -> impl Iterator<Item = Vec<Span>> {
+        self.batches.into_iter().map(|(_, spans)| spans)
+    }
 }
 
 /// The spans of what the connection table made of a batch of events.
@@ -233,8 +311,8 @@ pub fn build_spans(
     correlator: &mut Correlator,
     stats: &Stats,
     mut serving: impl FnMut(u32),
-) -> Vec<Span> {
-    let mut batch = Vec::new();
+) -> BuiltBatch {
+    let mut batch = BuiltBatch::default();
     for outcome in &handled.outcomes {
         match outcome {
             Outcome::RequestStarted(started) => {
@@ -244,14 +322,16 @@ pub fn build_spans(
             }
             Outcome::ExchangeCompleted(exchange) => {
                 // None: the application's own SDK reports this call.
-                let Some(ids) = correlator.exchange_completed(exchange) else {
+                let Some(completion) = correlator.exchange_completed(exchange) else {
                     continue;
                 };
-                let span = builder.build(exchange, ids);
+                let span = builder.build(exchange, completion.ids);
                 if is_own_export(&span) {
                     stats.add(&stats.own_export_spans_skipped, 1);
+                } else if completion.may_change {
+                    batch.may_change.push(span);
                 } else {
-                    batch.push(span);
+                    batch.ready.push(span);
                 }
             }
             Outcome::Closed(sock_id) => correlator.connection_closed(*sock_id),
@@ -300,5 +380,56 @@ pub fn export_batch(
     }
     if let Some(store) = store {
         store.add(batch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{export::fixtures, spans::SpanStatus};
+
+    fn span_of_trace(trace: u8) -> Span {
+        let process = fixtures::process(1, "s", None);
+        Span {
+            trace_id: [trace; 16],
+            ..fixtures::span(&process, "GET /", SpanStatus::Unset)
+        }
+    }
+
+    #[test]
+    fn ready_spans_leave_at_once_unless_their_trace_waits() {
+        let mut held = Held::default();
+        let now = Instant::now();
+        let ready = held.hold(
+            now,
+            BuiltBatch {
+                ready: vec![span_of_trace(1), span_of_trace(2)],
+                may_change: vec![span_of_trace(2)],
+            },
+        );
+        assert_eq!(ready.len(), 1);
+        assert_eq!(ready[0].trace_id, [1; 16]);
+        let later = held.hold(
+            now,
+            BuiltBatch {
+                ready: vec![span_of_trace(2), span_of_trace(3)],
+                may_change: Vec::new(),
+            },
+        );
+        assert_eq!(later.len(), 1, "trace 2 still waits");
+        assert!(held.due(now).is_none());
+        let due: usize = std::iter::from_fn(|| held.due(now + HOLD))
+            .map(|spans| spans.len())
+            .sum();
+        assert_eq!(due, 3);
+        assert!(held.traces.is_empty(), "nothing waits any more");
+        let after = held.hold(
+            now + HOLD,
+            BuiltBatch {
+                ready: vec![span_of_trace(2)],
+                may_change: Vec::new(),
+            },
+        );
+        assert_eq!(after.len(), 1);
     }
 }

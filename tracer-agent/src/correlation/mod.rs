@@ -18,7 +18,11 @@
 //!   ended before its caller showed up (a fast server answering before a
 //!   TLS library's write returned) can still be adopted while its span is
 //!   held back in the pipeline (`settle`); so can the spans of its
-//!   subtree that ended meanwhile.
+//!   subtree that ended meanwhile. Only spans whose ids can still change
+//!   are held back (`Completion::may_change`): those of a trace with a
+//!   server request in progress, or a call made for one, and ended
+//!   orphans. The others, in a trace no request in progress can rename,
+//!   leave at once.
 //! - **Client span** (a request written on a connected socket): when the
 //!   application's own OpenTelemetry SDK wrote a `traceparent`/B3 header into
 //!   it, the SDK reports this call's client span: the agent makes none, and
@@ -34,7 +38,7 @@
 //!   those went on the wire, so the spans here carry exactly them.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, VecDeque, hash_map::Entry},
     hash::BuildHasher,
     net::SocketAddr,
 };
@@ -155,11 +159,36 @@ struct Inbound {
     multiplexed: bool,
 }
 
+/// A request in progress.
+#[derive(Debug, Clone, Copy)]
+struct Active {
+    ids: SpanIds,
+    /// Counted in `live_traces`: a server request, or a call made for one.
+    keeps_trace_live: bool,
+}
+
+/// The ids a completed exchange's span gets.
+#[derive(Debug, Clone, Copy)]
+pub struct Completion {
+    pub ids: SpanIds,
+    /// An adoption may still change them: the span waits
+    /// (`pipeline::HOLD`) where `settle` can reach it. False for most
+    /// spans, which can leave at once.
+    pub may_change: bool,
+}
+
 #[derive(Debug, Default)]
 pub struct Correlator {
-    /// Ids of requests in progress (both kinds), by connection and index;
-    /// ordered so that one connection's requests are one range.
-    active: BTreeMap<RequestKey, SpanIds>,
+    /// Requests in progress (both kinds), by connection and index; ordered
+    /// so that one connection's requests are one range.
+    active: BTreeMap<RequestKey, Active>,
+    /// The trace ids an adoption or a joined wire trace may still replace,
+    /// each with the requests in progress that keep it so: every server
+    /// request, and every call made for one. A call that starts a trace
+    /// is not counted: only its own start can rename that trace (`adopt`),
+    /// before any span of it is built. A span whose trace is none of
+    /// these, and is not an ended orphan's, keeps its ids.
+    live_traces: HashMap<[u8; 16], u32>,
     /// Inbound (server) requests read and not yet answered.
     inbound: HashMap<RequestKey, Inbound>,
     /// Client requests whose server side has not been seen, oldest first.
@@ -308,12 +337,17 @@ impl Correlator {
                 ids
             }
         };
-        self.active.insert(key, ids);
+        let keeps_trace_live = connection.role != Role::Client || ids.parent_span_id.is_some();
+        let ids = SpanIds {
+            trace_id: self.current_trace(ids.trace_id),
+            ..ids
+        };
+        self.track(key, ids, keeps_trace_live);
     }
 
     /// The ids an exchange's span gets (a fresh root if its start was not
     /// seen); none for a call whose span the application's SDK reports.
-    pub fn exchange_completed(&mut self, completed: &CompletedExchange) -> Option<SpanIds> {
+    pub fn exchange_completed(&mut self, completed: &CompletedExchange) -> Option<Completion> {
         let connection = &completed.connection;
         let key = (connection.sock_id, completed.exchange.index);
         let orphan_wire = self
@@ -322,14 +356,15 @@ impl Correlator {
             .map(|inbound| (connection.remote, connection.local, inbound.seq))
             .filter(|wire| self.orphans.get(wire) == Some(&key));
         if self.sdk_calls.remove(&key) {
-            self.active.remove(&key);
+            self.finish(&key);
             return None;
         }
-        let mut ids = self.active.remove(&key).unwrap_or_else(|| {
+        let mut ids = self.finish(&key).unwrap_or_else(|| {
             self.links.roots += 1;
             SpanIds::root()
         });
         ids.trace_id = self.current_trace(ids.trace_id);
+        let ended_orphan = orphan_wire.is_some();
         if let Some(wire) = orphan_wire {
             self.orphans.remove(&wire);
             remember(
@@ -339,7 +374,10 @@ impl Correlator {
                 ids,
             );
         }
-        Some(ids)
+        Some(Completion {
+            ids,
+            may_change: ended_orphan || self.live_traces.contains_key(&ids.trace_id),
+        })
     }
 
     /// Whether spans built before now may need `settle`.
@@ -387,8 +425,64 @@ impl Correlator {
             .collect();
         for key in ended {
             self.inbound.remove(&key);
-            self.active.remove(&key);
+            self.finish(&key);
             self.sdk_calls.remove(&key);
+        }
+    }
+
+    /// Keeps `ids` as those of the request in progress `key`.
+    fn track(&mut self, key: RequestKey, ids: SpanIds, keeps_trace_live: bool) {
+        let request = Active {
+            ids,
+            keeps_trace_live,
+        };
+        if let Some(before) = self.active.insert(key, request) {
+            self.release_trace(before);
+        }
+        if keeps_trace_live {
+            *self.live_traces.entry(ids.trace_id).or_default() += 1;
+        }
+    }
+
+    /// Forgets the request in progress `key`; its ids.
+    fn finish(&mut self, key: &RequestKey) -> Option<SpanIds> {
+        let request = self.active.remove(key)?;
+        self.release_trace(request);
+        Some(request.ids)
+    }
+
+    fn release_trace(&mut self, request: Active) {
+        if !request.keeps_trace_live {
+            return;
+        }
+        if let Entry::Occupied(mut count) = self.live_traces.entry(request.ids.trace_id) {
+            *count.get_mut() -= 1;
+            if *count.get() == 0 {
+                count.remove();
+            }
+        }
+    }
+
+    /// Every span of trace `from` joins trace `to`: those built and not yet
+    /// sent on (`settle`), those in progress, those to come.
+    fn rename_trace(&mut self, from: [u8; 16], to: [u8; 16]) {
+        remember(&mut self.adopted, &mut self.adopted_order, from, to);
+        self.retraced = true;
+        if from == to {
+            return;
+        }
+        for request in self.active.values_mut() {
+            if request.ids.trace_id == from {
+                request.ids.trace_id = to;
+            }
+        }
+        for inbound in self.inbound.values_mut() {
+            if inbound.ids.trace_id == from {
+                inbound.ids.trace_id = to;
+            }
+        }
+        if let Some(count) = self.live_traces.remove(&from) {
+            *self.live_traces.entry(to).or_default() += count;
         }
     }
 
@@ -455,26 +549,11 @@ impl Correlator {
         parent: SpanIds,
         wire_trace: [u8; 16],
     ) -> [u8; 16] {
-        let Some(key) = self.inbound_key(context) else {
-            return parent.trace_id;
-        };
-        if !self.is_local_trace(&parent.trace_id) {
+        if self.inbound_key(context).is_none() || !self.is_local_trace(&parent.trace_id) {
             return parent.trace_id;
         }
         self.started_here(wire_trace);
-        if let Some(ids) = self.active.get_mut(&key) {
-            ids.trace_id = wire_trace;
-        }
-        if let Some(inbound) = self.inbound.get_mut(&key) {
-            inbound.ids.trace_id = wire_trace;
-        }
-        remember(
-            &mut self.adopted,
-            &mut self.adopted_order,
-            parent.trace_id,
-            wire_trace,
-        );
-        self.retraced = true;
+        self.rename_trace(parent.trace_id, wire_trace);
         wire_trace
     }
 
@@ -549,7 +628,7 @@ impl Correlator {
     /// parent changes.
     fn adopt(&mut self, wire: WireKey, client: SpanIds) -> Option<[u8; 16]> {
         let (key, before) = if let Some(key) = self.orphans.remove(&wire) {
-            (Some(key), *self.active.get(&key)?)
+            (Some(key), self.active.get(&key)?.ids)
         } else {
             (None, self.ended_orphans.remove(&wire)?)
         };
@@ -569,7 +648,7 @@ impl Correlator {
         };
         match key {
             Some(key) => {
-                self.active.insert(key, adopted);
+                self.track(key, adopted, true);
                 if let Some(inbound) = self.inbound.get_mut(&key) {
                     inbound.ids = adopted;
                 }
@@ -581,19 +660,9 @@ impl Correlator {
         }
         self.retraced = true;
         if joins_wire {
-            remember(
-                &mut self.adopted,
-                &mut self.adopted_order,
-                client.trace_id,
-                trace_id,
-            );
+            self.rename_trace(client.trace_id, trace_id);
         } else if was_root {
-            remember(
-                &mut self.adopted,
-                &mut self.adopted_order,
-                before.trace_id,
-                trace_id,
-            );
+            self.rename_trace(before.trace_id, trace_id);
         }
         if was_root {
             self.links.roots = self.links.roots.saturating_sub(1);

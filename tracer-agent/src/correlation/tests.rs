@@ -70,6 +70,10 @@ fn started(
 /// What finishing `request`'s exchange gives: its span's ids, or none when
 /// the application's SDK reports the span.
 fn completed(correlator: &mut Correlator, request: &StartedRequest) -> Option<SpanIds> {
+    completion(correlator, request).map(|completion| completion.ids)
+}
+
+fn completion(correlator: &mut Correlator, request: &StartedRequest) -> Option<Completion> {
     correlator.exchange_completed(&CompletedExchange {
         exchange: Exchange {
             index: request.start.index,
@@ -179,6 +183,68 @@ fn server_ended_before_its_caller_is_adopted_while_held() {
     assert_eq!((c.links.by_connection, c.links.adopted), (1, 1));
 }
 
+/// The common case (a client that starts the trace, a server on its
+/// connection): no adoption can change either span, so neither waits.
+#[test]
+fn spans_no_adoption_can_change_leave_at_once() {
+    let mut c = Correlator::new();
+    let client = started(1, Role::Client, 0, 1000, None, "");
+    let server = started(2, Role::Server, 0, 1000, None, "");
+    start(&mut c, &client);
+    start(&mut c, &server);
+    let server_done = completion(&mut c, &server).unwrap();
+    let client_done = completion(&mut c, &client).unwrap();
+    assert!(!server_done.may_change && !client_done.may_change);
+}
+
+/// While a server request is in progress, a call it makes can still move
+/// its trace (`join_wire_trace`): the spans of that trace wait until it ends.
+#[test]
+fn spans_wait_while_a_server_request_of_their_trace_is_in_progress() {
+    let mut c = Correlator::new();
+    let client = started(1, Role::Client, 0, 1000, None, "");
+    let server = started(2, Role::Server, 0, 1000, None, "");
+    let nested_call = started(3, Role::Client, 0, 5, Some((2, 1000)), "");
+    for request in [&client, &server, &nested_call] {
+        start(&mut c, request);
+    }
+    assert!(completion(&mut c, &nested_call).unwrap().may_change);
+    assert!(!completion(&mut c, &server).unwrap().may_change);
+    assert!(!completion(&mut c, &client).unwrap().may_change);
+    assert!(c.live_traces.is_empty(), "every count went back to zero");
+}
+
+/// An orphan that ended waits for its caller; the spans of its subtree
+/// wait while it is in progress, and still do once its caller renamed the
+/// trace (the count follows the rename).
+#[test]
+fn orphans_and_their_subtrees_wait_until_adopted() {
+    let mut c = Correlator::new();
+    let orphan = started(2, Role::Server, 0, 1000, None, "");
+    start(&mut c, &orphan);
+    let first_call = started(3, Role::Client, 0, 5, Some((2, 1000)), "");
+    let second_call = started(4, Role::Client, 0, 7, Some((2, 1000)), "");
+    start(&mut c, &first_call);
+    start(&mut c, &second_call);
+    assert!(completion(&mut c, &first_call).unwrap().may_change);
+    let caller = started(1, Role::Client, 0, 1000, None, "");
+    start(&mut c, &caller);
+    let second = completion(&mut c, &second_call).unwrap();
+    assert!(
+        second.may_change,
+        "its trace has a server request in progress"
+    );
+    let adopted = completion(&mut c, &orphan).unwrap();
+    assert_eq!(adopted.ids.trace_id, second.ids.trace_id);
+    assert!(!adopted.may_change, "adopted already");
+    assert!(!completion(&mut c, &caller).unwrap().may_change);
+    assert!(c.live_traces.is_empty(), "the count moved with the trace");
+
+    let ended_orphan = started(5, Role::Server, 0, 2000, None, "");
+    start(&mut c, &ended_orphan);
+    assert!(completion(&mut c, &ended_orphan).unwrap().may_change);
+}
+
 /// A span with `ids` (what `settle` looks at).
 fn span(ids: SpanIds) -> Span {
     Span {
@@ -250,14 +316,14 @@ fn context_sequence_number_picks_the_request_on_its_connection() {
     start(&mut c, &second);
     let call = started(8, Role::Client, 0, 1, Some((7, 500)), "");
     start(&mut c, &call);
-    let first_ids = c.active[&(7, 0)];
+    let first_ids = c.active[&(7, 0)].ids;
     assert_eq!(
         ids_of(&mut c, &call).parent_span_id,
         Some(first_ids.span_id)
     );
     let call = started(8, Role::Client, 1, 90, Some((7, 900)), "");
     start(&mut c, &call);
-    let second_ids = c.active[&(7, 1)];
+    let second_ids = c.active[&(7, 1)].ids;
     assert_eq!(
         ids_of(&mut c, &call).parent_span_id,
         Some(second_ids.span_id)
@@ -280,7 +346,7 @@ fn a_multiplexed_connection_names_a_request_only_while_it_is_alone() {
     start(&mut c, &first);
     let call = started(8, Role::Client, 0, 1, Some((7, 500)), "");
     start(&mut c, &call);
-    let first_ids = c.active[&(7, 0)];
+    let first_ids = c.active[&(7, 0)].ids;
     assert_eq!(
         ids_of(&mut c, &call).parent_span_id,
         Some(first_ids.span_id)
