@@ -177,8 +177,32 @@ pub fn self_time_ns(start: u64, end: u64, children: impl Iterator<Item = (u64, u
     end.saturating_sub(start).saturating_sub(total)
 }
 
+const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Lower-case hex of `bytes` (an id).
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    bytes
+        .iter()
+        .flat_map(|b| {
+            [
+                HEX_DIGITS[(b >> 4) as usize],
+                HEX_DIGITS[(b & 0xf) as usize],
+            ]
+        })
+        .map(char::from)
+        .collect()
+}
+
+/// Appends the lower-case hex of `bytes` (ids: at most 16 bytes), built on
+/// the stack and appended at once: the exporters write one per id.
+pub fn write_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    let mut text = [0u8; 32];
+    let bytes = &bytes[..bytes.len().min(16)];
+    for (pair, b) in text.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX_DIGITS[(b >> 4) as usize];
+        pair[1] = HEX_DIGITS[(b & 0xf) as usize];
+    }
+    out.extend_from_slice(&text[..2 * bytes.len()]);
 }
 
 fn port(addr: SocketAddr) -> AttributeValue {

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use super::spans_by_process;
 use crate::{
     process::{ProcessInfo, ResourceValue},
-    spans::{AttributeValue, Span, SpanKind, SpanStatus},
+    spans::{AttributeValue, Span, SpanKind, SpanStatus, write_hex},
 };
 
 /// Appends the request for `spans` (grouped by process, as `export_request`
@@ -65,12 +65,12 @@ pub fn write_span(span: &Span, out: &mut Vec<u8>) {
     // About what an HTTP span takes: the buffer grows once, not field by field.
     out.reserve(2048);
     out.extend_from_slice(b"{\"traceId\":\"");
-    hex(out, &span.trace_id);
+    write_hex(out, &span.trace_id);
     out.extend_from_slice(b"\",\"spanId\":\"");
-    hex(out, &span.span_id);
+    write_hex(out, &span.span_id);
     out.extend_from_slice(b"\",\"traceState\":\"\",\"parentSpanId\":\"");
     if let Some(parent) = &span.parent_span_id {
-        hex(out, parent);
+        write_hex(out, parent);
     }
     out.extend_from_slice(b"\",\"flags\":0,\"name\":");
     string(out, &span.name);
@@ -125,19 +125,6 @@ fn number(out: &mut Vec<u8>, value: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
 }
 
-/// Lower-case hex of `bytes` (ids: at most 16 bytes), built on the stack
-/// and appended at once.
-fn hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = [0u8; 32];
-    let bytes = &bytes[..bytes.len().min(16)];
-    for (pair, b) in text.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[(b >> 4) as usize];
-        pair[1] = DIGITS[(b & 0xf) as usize];
-    }
-    out.extend_from_slice(&text[..2 * bytes.len()]);
-}
-
 /// Whether `bytes` holds anything JSON escapes. No early exit: the loop
 /// compiles to vector compares, and most strings are clean.
 fn needs_escape(bytes: &[u8]) -> bool {
@@ -173,7 +160,7 @@ fn string(out: &mut Vec<u8>, text: &str) {
         out.extend_from_slice(&bytes[clean_from..i]);
         if escape.is_empty() {
             out.extend_from_slice(b"\\u00");
-            hex(out, &[b]);
+            write_hex(out, &[b]);
         } else {
             out.extend_from_slice(escape);
         }
