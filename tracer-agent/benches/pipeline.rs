@@ -306,7 +306,9 @@ fn round(batches: &[Records]) -> Round {
         timed(&mut took[1], &mut || {
             let built = build_spans(&handled, &mut builder, &mut correlator, &stats, |_| {});
             batch = built.ready;
-            batch.extend(built.may_change);
+            batch.extend(built.while_trace_live);
+            batch.extend(built.for_caller);
+            correlator.clear_quiesced();
         });
         round.built += batch.len();
         timed(&mut took[2], &mut || metrics.record_durations(&batch));

@@ -182,6 +182,9 @@ pub struct Handled {
     pub not_parsed: Vec<NotParsed>,
     /// Connections dropped to stay within the table's limit.
     pub evicted: u64,
+    /// The local addresses of connections whose endpoints just came (the
+    /// correlator learns the node's addresses from them).
+    pub local_addresses: Vec<IpAddr>,
 }
 
 impl Handled {
@@ -191,6 +194,7 @@ impl Handled {
         self.parse_errors.clear();
         self.not_parsed.clear();
         self.evicted = 0;
+        self.local_addresses.clear();
     }
 }
 
@@ -255,6 +259,7 @@ impl ConnectionTable {
             return;
         };
         if let Some(endpoints) = event.endpoints {
+            out.local_addresses.push(endpoints.local.ip());
             conn.info.local = endpoints.local;
             conn.info.remote = endpoints.remote;
             conn.info.comm = endpoints.comm;
@@ -328,6 +333,9 @@ impl ConnectionTable {
             }
             self.close(oldest, out);
             out.evicted += 1;
+        }
+        if let Some(endpoints) = &event.endpoints {
+            out.local_addresses.push(endpoints.local.ip());
         }
         let endpoints = event
             .endpoints
@@ -781,6 +789,8 @@ mod tests {
             "127.0.0.1:8080".parse().unwrap()
         );
         assert_eq!(comm_text(&exchanges[0].connection.comm), "server");
+        let local: IpAddr = "127.0.0.1".parse().unwrap();
+        assert_eq!(out.local_addresses, [local], "its local end is the node's");
     }
 
     #[test]

@@ -590,6 +590,24 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
             }
         });
     }
+    // Server requests from elsewhere have no caller here to wait for.
+    let node_addresses = match loader::node_addresses(cli.netns.as_deref()) {
+        Ok(addresses) if !addresses.is_empty() => Some(addresses.into_iter().collect()),
+        Ok(_) => {
+            tracing::warn!(
+                "found none of this node's addresses in /proc: every server request whose \
+                 caller is not seen yet waits for it, as if it came from this node"
+            );
+            None
+        }
+        Err(e) => {
+            tracing::warn!(
+                "cannot list this node's addresses ({e}): every server request whose caller \
+                 is not seen yet waits for it, as if it came from this node"
+            );
+            None
+        }
+    };
     // Read while they still run: a process that exits before its first
     // event is handled is still named from its environment.
     let mut processes = ProcessCache::new("/proc", owners, pods);
@@ -629,6 +647,7 @@ async fn run(cli: Cli, offsets: KernelOffsets) -> anyhow::Result<()> {
             metrics,
             store,
             processes,
+            node_addresses,
         },
         shutdown,
         stats.clone(),

@@ -16,6 +16,7 @@
 
 use std::{
     collections::VecDeque,
+    net::IpAddr,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -27,7 +28,7 @@ use tracer_common::MAX_GO_PROCESSES;
 use crate::{
     clock::{self, Clock},
     connections::{ConnectionTable, Handled, Outcome},
-    correlation::Correlator,
+    correlation::{Correlator, Wait},
     events::{EventReader, Wake},
     export::{Exporter, is_own_export},
     loader::IgnoredSockets,
@@ -58,6 +59,8 @@ pub struct PipelineOptions {
     pub store: Option<Arc<TraceStore>>,
     /// Who each process is (read at start-up for those already running).
     pub processes: ProcessCache,
+    /// This node's addresses (none: not known, any caller may be here).
+    pub node_addresses: Option<Vec<IpAddr>>,
 }
 
 /// Batches of spans in flight to the export stage before the first stage
@@ -94,8 +97,14 @@ pub async fn run(
             metrics: options.metrics.clone(),
         },
         kernel_lists,
-        ConnectionTable::new(options.max_connections),
-        options.processes,
+        Stages {
+            table: ConnectionTable::new(options.max_connections),
+            builder: SpanBuilder::new(Clock::now(), options.processes),
+            correlator: match options.node_addresses {
+                Some(addresses) => Correlator::on_node(addresses),
+                None => Correlator::new(),
+            },
+        },
         options.idle_timeout,
         stats.clone(),
     ));
@@ -118,6 +127,13 @@ struct SpanSinks {
     metrics: Option<Arc<Metrics>>,
 }
 
+/// The first task's stages, in the order events go through them.
+struct Stages {
+    table: ConnectionTable,
+    builder: SpanBuilder,
+    correlator: Correlator,
+}
+
 async fn process(
     mut reader: EventReader,
     sinks: SpanSinks,
@@ -125,14 +141,14 @@ async fn process(
         mut ignored_sockets,
         processes_seen,
     }: KernelLists,
-    mut table: ConnectionTable,
-    processes: ProcessCache,
+    Stages {
+        mut table,
+        mut builder,
+        mut correlator,
+    }: Stages,
     idle_timeout: Duration,
     stats: Arc<Stats>,
 ) -> std::io::Result<()> {
-    let clock = Clock::now();
-    let mut builder = SpanBuilder::new(clock, processes);
-    let mut correlator = Correlator::new();
     // Processes already sent.
     let mut seen = foldhash::HashSet::default();
     let mut sweep = tokio::time::interval(SWEEP_INTERVAL);
@@ -186,8 +202,9 @@ async fn process(
             *links = correlator.links;
         }
         if let Some(metrics) = &sinks.metrics {
-            metrics.record_durations(&built.ready);
-            metrics.record_durations(&built.may_change);
+            for spans in built.all() {
+                metrics.record_durations(spans);
+            }
         }
         // An orphan whose caller showed up gets it, and so do the spans
         // under it, in this batch and in those held (`settle`).
@@ -196,19 +213,17 @@ async fn process(
             correlator.settled();
         }
         let now = Instant::now();
-        let ready = held.hold(now, built);
+        let mut ready = held.hold(now, built);
+        ready.extend(held.release(correlator.quiesced(), |trace_id| {
+            correlator.is_live(trace_id)
+        }));
+        correlator.clear_quiesced();
+        ready.extend(held.due(now));
         if !send(&sinks.export, ready, &stats).await {
             return Ok(());
         }
-        while let Some(ready) = held.due(now) {
-            if !send(&sinks.export, ready, &stats).await {
-                return Ok(());
-            }
-        }
     }
-    for ready in held.into_batches() {
-        send(&sinks.export, ready, &stats).await;
-    }
+    send(&sinks.export, held.into_spans(), &stats).await;
     let waiting = table.pending_requests();
     if waiting > 0 {
         tracing::info!(
@@ -223,81 +238,163 @@ async fn process(
 pub struct BuiltBatch {
     /// Spans no adoption can change any more: they may leave at once.
     pub ready: Vec<Span>,
-    /// Spans an adoption may still change (`Completion::may_change`).
-    pub may_change: Vec<Span>,
+    /// Spans whose trace has requests in progress (`Wait::WhileTraceLive`).
+    pub while_trace_live: Vec<Span>,
+    /// Ended orphans' spans (`Wait::ForCaller`).
+    pub for_caller: Vec<Span>,
 }
 
-/// Spans waiting `HOLD` for the adoptions that may still change them.
+impl BuiltBatch {
+    /// Every span built, whether it waits or not.
+    pub fn all(&self) -> impl Iterator<Item = &[Span]> {
+        [&self.ready, &self.while_trace_live, &self.for_caller]
+            .into_iter()
+            .map(Vec::as_slice)
+    }
+}
+
+/// Spans waiting for the adoptions that may still change them, by trace:
+/// a trace leaves whole, when its last request in progress ends
+/// (`release`), or after `HOLD` (`due`).
 #[derive(Default)]
 struct Held {
-    /// By when they were built, oldest first.
-    batches: VecDeque<(Instant, Vec<Span>)>,
-    /// The trace ids of the spans waiting, counted. A ready span of one
-    /// of these traces waits with them: an ended orphan's adoption renames
-    /// its whole trace.
-    traces: foldhash::HashMap<[u8; 16], u32>,
+    traces: foldhash::HashMap<[u8; 16], HeldTrace>,
+    /// When each trace began waiting, oldest first. An entry whose trace
+    /// left since, or waits from a later time, is skipped.
+    order: VecDeque<(Instant, [u8; 16])>,
+}
+
+struct HeldTrace {
+    since: Instant,
+    spans: Vec<Span>,
+    /// It holds an ended orphan's span: it waits the whole `HOLD`, for
+    /// the orphan's caller, which renames the trace.
+    for_caller: bool,
 }
 
 impl Held {
-    /// Holds the spans of `built` that may change, and its ready spans
-    /// of a trace held; returns the others, free to leave now.
+    /// Holds the spans of `built` that wait, and its ready spans of a
+    /// trace held (a trace leaves whole); returns the others, free to
+    /// leave now.
     fn hold(&mut self, now: Instant, built: BuiltBatch) -> Vec<Span> {
         let BuiltBatch {
             mut ready,
-            mut may_change,
+            while_trace_live,
+            for_caller,
         } = built;
-        for span in &may_change {
-            *self.traces.entry(span.trace_id).or_default() += 1;
+        for span in while_trace_live {
+            self.add(now, span, false);
+        }
+        for span in for_caller {
+            self.add(now, span, true);
         }
         if !self.traces.is_empty() {
-            let start = may_change.len();
-            may_change
-                .extend(ready.extract_if(.., |span| self.traces.contains_key(&span.trace_id)));
-            for span in &may_change[start..] {
-                *self.traces.entry(span.trace_id).or_default() += 1;
+            let traces = &self.traces;
+            let joining: Vec<Span> = ready
+                .extract_if(.., |span| traces.contains_key(&span.trace_id))
+                .collect();
+            for span in joining {
+                self.add(now, span, false);
             }
-        }
-        if !may_change.is_empty() {
-            self.batches.push_back((now, may_change));
         }
         ready
     }
 
-    /// Gives the spans held, and those of `built`, the ids adoptions gave
-    /// them since they were built.
-    fn settle(&mut self, correlator: &mut Correlator, built: &mut BuiltBatch) {
-        self.traces.clear();
-        for (_, spans) in self.batches.iter_mut() {
-            correlator.settle(spans);
-            for span in spans.iter() {
-                *self.traces.entry(span.trace_id).or_default() += 1;
+    fn add(&mut self, now: Instant, span: Span, for_caller: bool) {
+        let trace_id = span.trace_id;
+        let held = self.traces.entry(trace_id).or_insert_with(|| {
+            self.order.push_back((now, trace_id));
+            HeldTrace {
+                since: now,
+                spans: Vec::new(),
+                for_caller: false,
             }
+        });
+        // An orphan's caller gets the whole `HOLD` from its span's end.
+        if for_caller && held.since != now {
+            held.since = now;
+            self.order.push_back((now, trace_id));
+        }
+        held.for_caller |= for_caller;
+        held.spans.push(span);
+    }
+
+    /// The spans of the traces in `quiesced` (whose last request in
+    /// progress ended), unless one is live again or waits for an orphan's
+    /// caller.
+    fn release(&mut self, quiesced: &[[u8; 16]], is_live: impl Fn(&[u8; 16]) -> bool) -> Vec<Span> {
+        let mut released = Vec::new();
+        if self.traces.is_empty() {
+            return released;
+        }
+        for trace_id in quiesced {
+            let free = self
+                .traces
+                .get(trace_id)
+                .is_some_and(|held| !held.for_caller && !is_live(trace_id));
+            if free && let Some(held) = self.traces.remove(trace_id) {
+                released.extend(held.spans);
+            }
+        }
+        released
+    }
+
+    /// Gives the spans held, and those of `built`, the ids adoptions gave
+    /// them since they were built; a trace renamed waits under its new id.
+    fn settle(&mut self, correlator: &mut Correlator, built: &mut BuiltBatch) {
+        let mut renamed = Vec::new();
+        for (trace_id, held) in self.traces.iter_mut() {
+            correlator.settle(&mut held.spans);
+            if held.spans.first().is_some_and(|s| s.trace_id != *trace_id) {
+                renamed.push(*trace_id);
+            }
+        }
+        for before in renamed {
+            let Some(moved) = self.traces.remove(&before) else {
+                continue;
+            };
+            let after = moved.spans[0].trace_id;
+            let held = self.traces.entry(after).or_insert(HeldTrace {
+                since: moved.since,
+                spans: Vec::new(),
+                for_caller: false,
+            });
+            held.since = held.since.max(moved.since);
+            held.for_caller |= moved.for_caller;
+            held.spans.extend(moved.spans);
+            self.order.push_back((held.since, after));
         }
         correlator.settle(&mut built.ready);
-        correlator.settle(&mut built.may_change);
+        correlator.settle(&mut built.while_trace_live);
+        correlator.settle(&mut built.for_caller);
     }
 
-    /// The oldest batch, once it has waited `HOLD`.
-    fn due(&mut self, now: Instant) -> Option<Vec<Span>> {
-        let (built_at, _) = self.batches.front()?;
-        if now.duration_since(*built_at) < HOLD {
-            return None;
-        }
-        let (_, spans) = self.batches.pop_front()?;
-        for span in &spans {
-            if let Some(count) = self.traces.get_mut(&span.trace_id) {
-                *count -= 1;
-                if *count == 0 {
-                    self.traces.remove(&span.trace_id);
-                }
+    /// The spans of the traces that have waited `HOLD`.
+    fn due(&mut self, now: Instant) -> Vec<Span> {
+        let mut due = Vec::new();
+        while let Some(&(since, trace_id)) = self.order.front() {
+            if now.duration_since(since) < HOLD {
+                break;
+            }
+            self.order.pop_front();
+            if self
+                .traces
+                .get(&trace_id)
+                .is_some_and(|held| held.since == since)
+                && let Some(held) = self.traces.remove(&trace_id)
+            {
+                due.extend(held.spans);
             }
         }
-        Some(spans)
+        due
     }
 
-    /// Every batch still held, at shutdown.
-    fn into_batches(self) -> impl Iterator<Item = Vec<Span>> {
-        self.batches.into_iter().map(|(_, spans)| spans)
+    /// Every span still held, at shutdown.
+    fn into_spans(self) -> Vec<Span> {
+        self.traces
+            .into_values()
+            .flat_map(|held| held.spans)
+            .collect()
     }
 }
 
@@ -313,6 +410,7 @@ pub fn build_spans(
     mut serving: impl FnMut(u32),
 ) -> BuiltBatch {
     let mut batch = BuiltBatch::default();
+    correlator.local_addresses_seen(&handled.local_addresses);
     for outcome in &handled.outcomes {
         match outcome {
             Outcome::RequestStarted(started) => {
@@ -328,10 +426,12 @@ pub fn build_spans(
                 let span = builder.build(exchange, completion.ids);
                 if is_own_export(&span) {
                     stats.add(&stats.own_export_spans_skipped, 1);
-                } else if completion.may_change {
-                    batch.may_change.push(span);
-                } else {
-                    batch.ready.push(span);
+                    continue;
+                }
+                match completion.wait {
+                    Wait::No => batch.ready.push(span),
+                    Wait::WhileTraceLive => batch.while_trace_live.push(span),
+                    Wait::ForCaller => batch.for_caller.push(span),
                 }
             }
             Outcome::Closed(sock_id) => correlator.connection_closed(*sock_id),
@@ -396,40 +496,61 @@ mod tests {
         }
     }
 
+    fn batch(ready: &[u8], while_trace_live: &[u8], for_caller: &[u8]) -> BuiltBatch {
+        let spans = |traces: &[u8]| traces.iter().map(|t| span_of_trace(*t)).collect();
+        BuiltBatch {
+            ready: spans(ready),
+            while_trace_live: spans(while_trace_live),
+            for_caller: spans(for_caller),
+        }
+    }
+
+    fn traces(spans: &[Span]) -> Vec<u8> {
+        let mut traces: Vec<u8> = spans.iter().map(|s| s.trace_id[0]).collect();
+        traces.sort();
+        traces
+    }
+
     #[test]
     fn ready_spans_leave_at_once_unless_their_trace_waits() {
         let mut held = Held::default();
         let now = Instant::now();
-        let ready = held.hold(
-            now,
-            BuiltBatch {
-                ready: vec![span_of_trace(1), span_of_trace(2)],
-                may_change: vec![span_of_trace(2)],
-            },
-        );
-        assert_eq!(ready.len(), 1);
-        assert_eq!(ready[0].trace_id, [1; 16]);
-        let later = held.hold(
-            now,
-            BuiltBatch {
-                ready: vec![span_of_trace(2), span_of_trace(3)],
-                may_change: Vec::new(),
-            },
-        );
-        assert_eq!(later.len(), 1, "trace 2 still waits");
-        assert!(held.due(now).is_none());
-        let due: usize = std::iter::from_fn(|| held.due(now + HOLD))
-            .map(|spans| spans.len())
-            .sum();
-        assert_eq!(due, 3);
+        let ready = held.hold(now, batch(&[1, 2], &[2], &[]));
+        assert_eq!(traces(&ready), [1]);
+        let later = held.hold(now, batch(&[2, 3], &[], &[]));
+        assert_eq!(traces(&later), [3], "trace 2 still waits");
+        assert!(held.due(now).is_empty());
+        assert_eq!(traces(&held.due(now + HOLD)), [2, 2, 2]);
         assert!(held.traces.is_empty(), "nothing waits any more");
-        let after = held.hold(
-            now + HOLD,
-            BuiltBatch {
-                ready: vec![span_of_trace(2)],
-                may_change: Vec::new(),
-            },
-        );
+        let after = held.hold(now + HOLD, batch(&[2], &[], &[]));
         assert_eq!(after.len(), 1);
+    }
+
+    /// A trace whose last request in progress ended leaves whole at once;
+    /// one live again, or with an ended orphan's span, waits on.
+    #[test]
+    fn a_trace_leaves_when_its_last_request_ends_unless_an_orphan_waits() {
+        let mut held = Held::default();
+        let now = Instant::now();
+        assert!(held.hold(now, batch(&[], &[1, 1, 2, 3], &[3])).is_empty());
+        assert!(held.hold(now, batch(&[1], &[], &[])).is_empty());
+        let released = held.release(&[[1; 16], [2; 16], [3; 16]], |t| t[0] == 2);
+        assert_eq!(traces(&released), [1, 1, 1]);
+        assert_eq!(traces(&held.hold(now, batch(&[1], &[], &[]))), [1]);
+        assert_eq!(traces(&held.due(now + HOLD)), [2, 3, 3]);
+    }
+
+    /// An ended orphan's span gets the whole `HOLD` from its end, even in a
+    /// trace that began waiting earlier.
+    #[test]
+    fn an_orphan_waits_the_whole_hold_from_its_end() {
+        let mut held = Held::default();
+        let start = Instant::now();
+        held.hold(start, batch(&[], &[1], &[]));
+        let orphan_end = start + HOLD / 2;
+        held.hold(orphan_end, batch(&[], &[], &[1]));
+        assert!(held.due(start + HOLD).is_empty());
+        assert_eq!(traces(&held.due(orphan_end + HOLD)), [1, 1]);
+        assert!(held.order.is_empty());
     }
 }

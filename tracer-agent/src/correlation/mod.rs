@@ -19,10 +19,12 @@
 //!   TLS library's write returned) can still be adopted while its span is
 //!   held back in the pipeline (`settle`); so can the spans of its
 //!   subtree that ended meanwhile. Only spans whose ids can still change
-//!   are held back (`Completion::may_change`): those of a trace with a
-//!   server request in progress, or a call made for one, and ended
-//!   orphans. The others, in a trace no request in progress can rename,
-//!   leave at once.
+//!   are held back (`Completion::wait`): those of a trace with a server
+//!   request in progress, or a call made for one, until the last of them
+//!   ends, and ended orphans, for `pipeline::HOLD`. The others, in a trace
+//!   no request in progress can rename, leave at once. A request whose
+//!   caller is not on this node (by its address) is no orphan: no caller
+//!   here can adopt it.
 //! - **Client span** (a request written on a connected socket): when the
 //!   application's own OpenTelemetry SDK wrote a `traceparent`/B3 header into
 //!   it, the SDK reports this call's client span: the agent makes none, and
@@ -40,7 +42,7 @@
 use std::{
     collections::{BTreeMap, VecDeque, hash_map::Entry},
     hash::BuildHasher,
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
 };
 
 use foldhash::{HashMap, HashSet};
@@ -171,10 +173,59 @@ struct Active {
 #[derive(Debug, Clone, Copy)]
 pub struct Completion {
     pub ids: SpanIds,
-    /// An adoption may still change them: the span waits
-    /// (`pipeline::HOLD`) where `settle` can reach it. False for most
-    /// spans, which can leave at once.
-    pub may_change: bool,
+    pub wait: Wait,
+}
+
+/// Whether a built span waits, where `settle` can still change its ids,
+/// before it is sent on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// No adoption can change its ids: it leaves at once (most spans).
+    No,
+    /// Its trace has requests in progress (`live_traces`) that may still
+    /// rename it: it waits until the last of them ends (`quiesced`).
+    WhileTraceLive,
+    /// An ended orphan: a caller on this node may still adopt it, for as
+    /// long as `pipeline::HOLD`.
+    ForCaller,
+}
+
+/// The addresses a caller this agent traces can call from: this node's
+/// (listed at start-up) and the local ends of the connections it has seen
+/// since (a container started later). A server request from anywhere else
+/// has no caller that could show up late here: it is no orphan.
+#[derive(Debug, Default)]
+struct NodeAddresses {
+    known: HashSet<IpAddr>,
+    /// False: the node's addresses are not known (none were listed, or more
+    /// than `MAX_NODE_ADDRESSES` came up), so any caller may be on it.
+    complete: bool,
+}
+
+/// Addresses `NodeAddresses` keeps; past this, any caller may be local.
+const MAX_NODE_ADDRESSES: usize = 4096;
+
+impl NodeAddresses {
+    fn learn(&mut self, address: IpAddr) {
+        if !self.complete || self.known.contains(&address.to_canonical()) {
+            return;
+        }
+        if self.known.len() >= MAX_NODE_ADDRESSES {
+            self.complete = false;
+            self.known = HashSet::default();
+            return;
+        }
+        self.known.insert(address.to_canonical());
+    }
+
+    /// Whether a traced process may have called from `address`.
+    fn may_be_local(&self, address: IpAddr) -> bool {
+        let address = address.to_canonical();
+        !self.complete
+            || address.is_loopback()
+            || address.is_unspecified()
+            || self.known.contains(&address)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -189,6 +240,11 @@ pub struct Correlator {
     /// before any span of it is built. A span whose trace is none of
     /// these, and is not an ended orphan's, keeps its ids.
     live_traces: HashMap<[u8; 16], u32>,
+    /// Traces whose last request in progress ended since `clear_quiesced`:
+    /// their waiting spans may leave, unless an orphan's wait for them.
+    quiesced: Vec<[u8; 16]>,
+    /// Where callers this agent traces are.
+    node: NodeAddresses,
     /// Inbound (server) requests read and not yet answered.
     inbound: HashMap<RequestKey, Inbound>,
     /// Client requests whose server side has not been seen, oldest first.
@@ -224,8 +280,29 @@ pub struct Correlator {
 }
 
 impl Correlator {
+    /// A correlator that takes every caller for one that may be traced
+    /// here (tests, the pipeline bench).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A correlator that knows the node's addresses (`node`, listed at
+    /// start-up): a server request from any other address is no orphan.
+    pub fn on_node(node: impl IntoIterator<Item = IpAddr>) -> Self {
+        Correlator {
+            node: NodeAddresses {
+                known: node.into_iter().map(|a| a.to_canonical()).collect(),
+                complete: true,
+            },
+            ..Self::default()
+        }
+    }
+
+    /// The local ends of connections just seen are this node's addresses.
+    pub fn local_addresses_seen(&mut self, addresses: &[IpAddr]) {
+        for address in addresses {
+            self.node.learn(*address);
+        }
     }
 
     /// Gives a request that just started its ids. For a Go program (`go`),
@@ -309,11 +386,11 @@ impl Correlator {
                     // (a write's event is sent at the syscall's end): that
                     // caller's span, a proxy's, is its parent then.
                     self.links.by_header += 1;
-                    remember(&mut self.orphans, &mut self.orphans_order, wire, key);
+                    self.may_be_adopted(wire, key);
                     SpanIds::child_of(remote.trace_id, remote.span_id)
                 } else {
                     self.links.roots += 1;
-                    remember(&mut self.orphans, &mut self.orphans_order, wire, key);
+                    self.may_be_adopted(wire, key);
                     let mut ids = self.local_root();
                     // Calls made for it carry this trace id on the wire (the
                     // kernel made it: the request had no header).
@@ -374,10 +451,30 @@ impl Correlator {
                 ids,
             );
         }
-        Some(Completion {
-            ids,
-            may_change: ended_orphan || self.live_traces.contains_key(&ids.trace_id),
-        })
+        let wait = if ended_orphan {
+            Wait::ForCaller
+        } else if self.live_traces.contains_key(&ids.trace_id) {
+            Wait::WhileTraceLive
+        } else {
+            Wait::No
+        };
+        Some(Completion { ids, wait })
+    }
+
+    /// Whether a request of trace `trace_id` is in progress (an adoption
+    /// may still rename it).
+    pub fn is_live(&self, trace_id: &[u8; 16]) -> bool {
+        self.live_traces.contains_key(trace_id)
+    }
+
+    /// The traces whose last request in progress ended since
+    /// `clear_quiesced`.
+    pub fn quiesced(&self) -> &[[u8; 16]] {
+        &self.quiesced
+    }
+
+    pub fn clear_quiesced(&mut self) {
+        self.quiesced.clear();
     }
 
     /// Whether spans built before now may need `settle`.
@@ -458,6 +555,7 @@ impl Correlator {
         if let Entry::Occupied(mut count) = self.live_traces.entry(request.ids.trace_id) {
             *count.get_mut() -= 1;
             if *count.get() == 0 {
+                self.quiesced.push(*count.key());
                 count.remove();
             }
         }
@@ -610,6 +708,15 @@ impl Correlator {
             trace_id,
             (),
         );
+    }
+
+    /// The server request `key` on `wire` started before its caller was
+    /// seen: it waits as an orphan, if that caller can be one this agent
+    /// traces.
+    fn may_be_adopted(&mut self, wire: WireKey, key: RequestKey) {
+        if self.node.may_be_local(wire.0.ip()) {
+            remember(&mut self.orphans, &mut self.orphans_order, wire, key);
+        }
     }
 
     fn wait_for_server(&mut self, key: WireKey, ids: SpanIds) {

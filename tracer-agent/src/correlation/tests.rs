@@ -194,7 +194,7 @@ fn spans_no_adoption_can_change_leave_at_once() {
     start(&mut c, &server);
     let server_done = completion(&mut c, &server).unwrap();
     let client_done = completion(&mut c, &client).unwrap();
-    assert!(!server_done.may_change && !client_done.may_change);
+    assert_eq!((server_done.wait, client_done.wait), (Wait::No, Wait::No));
 }
 
 /// While a server request is in progress, a call it makes can still move
@@ -208,9 +208,12 @@ fn spans_wait_while_a_server_request_of_their_trace_is_in_progress() {
     for request in [&client, &server, &nested_call] {
         start(&mut c, request);
     }
-    assert!(completion(&mut c, &nested_call).unwrap().may_change);
-    assert!(!completion(&mut c, &server).unwrap().may_change);
-    assert!(!completion(&mut c, &client).unwrap().may_change);
+    let call = completion(&mut c, &nested_call).unwrap();
+    assert_eq!(call.wait, Wait::WhileTraceLive);
+    assert!(c.quiesced().is_empty());
+    assert_eq!(completion(&mut c, &server).unwrap().wait, Wait::No);
+    assert_eq!(c.quiesced(), [call.ids.trace_id], "its spans may leave now");
+    assert_eq!(completion(&mut c, &client).unwrap().wait, Wait::No);
     assert!(c.live_traces.is_empty(), "every count went back to zero");
 }
 
@@ -226,23 +229,72 @@ fn orphans_and_their_subtrees_wait_until_adopted() {
     let second_call = started(4, Role::Client, 0, 7, Some((2, 1000)), "");
     start(&mut c, &first_call);
     start(&mut c, &second_call);
-    assert!(completion(&mut c, &first_call).unwrap().may_change);
+    assert_eq!(
+        completion(&mut c, &first_call).unwrap().wait,
+        Wait::WhileTraceLive
+    );
     let caller = started(1, Role::Client, 0, 1000, None, "");
     start(&mut c, &caller);
     let second = completion(&mut c, &second_call).unwrap();
     assert!(
-        second.may_change,
+        second.wait == Wait::WhileTraceLive,
         "its trace has a server request in progress"
     );
     let adopted = completion(&mut c, &orphan).unwrap();
     assert_eq!(adopted.ids.trace_id, second.ids.trace_id);
-    assert!(!adopted.may_change, "adopted already");
-    assert!(!completion(&mut c, &caller).unwrap().may_change);
+    assert_eq!(adopted.wait, Wait::No, "adopted already");
+    assert_eq!(completion(&mut c, &caller).unwrap().wait, Wait::No);
     assert!(c.live_traces.is_empty(), "the count moved with the trace");
 
     let ended_orphan = started(5, Role::Server, 0, 2000, None, "");
     start(&mut c, &ended_orphan);
-    assert!(completion(&mut c, &ended_orphan).unwrap().may_change);
+    assert_eq!(
+        completion(&mut c, &ended_orphan).unwrap().wait,
+        Wait::ForCaller
+    );
+}
+
+/// `request` as if its caller were at `caller` (and no longer on loopback).
+fn from(mut request: StartedRequest, caller: &str) -> StartedRequest {
+    request.connection.remote = caller.parse().unwrap();
+    request.connection.local = "10.0.0.1:8080".parse().unwrap();
+    request
+}
+
+/// A server request whose caller is not at one of the node's addresses
+/// has no caller here that could show up late: it is no orphan, and its
+/// trace's spans leave once it ends. One from an address a traced
+/// connection has as its own end still waits.
+#[test]
+fn a_request_from_off_the_node_is_no_orphan() {
+    let mut c = Correlator::on_node(["10.0.0.1".parse().unwrap()]);
+    let remote = from(
+        started(2, Role::Server, 0, 1000, None, ""),
+        "192.0.2.7:40000",
+    );
+    start(&mut c, &remote);
+    assert!(c.orphans.is_empty());
+    let done = completion(&mut c, &remote).unwrap();
+    assert_eq!(done.wait, Wait::No);
+    assert_eq!(c.quiesced(), [done.ids.trace_id]);
+
+    let container = from(
+        started(3, Role::Server, 0, 1000, None, ""),
+        "10.0.0.2:40000",
+    );
+    start(&mut c, &container);
+    assert!(c.orphans.is_empty(), "10.0.0.2 is not known yet");
+    completion(&mut c, &container);
+    c.local_addresses_seen(&["10.0.0.2".parse().unwrap()]);
+    let orphan = from(
+        started(4, Role::Server, 0, 1000, None, ""),
+        "10.0.0.2:40001",
+    );
+    start(&mut c, &orphan);
+    assert_eq!(completion(&mut c, &orphan).unwrap().wait, Wait::ForCaller);
+
+    let unknown_node = Correlator::new();
+    assert!(unknown_node.node.may_be_local("192.0.2.7".parse().unwrap()));
 }
 
 /// A span with `ids` (what `settle` looks at).

@@ -38,6 +38,17 @@ pub fn node_addresses(proc_root: &Path) -> BTreeSet<IpAddr> {
     addresses
 }
 
+/// The node's addresses as the agent sees the node: the namespace at
+/// `netns` when it traces only that one, else every namespace.
+pub fn listed(netns: Option<&Path>) -> std::io::Result<BTreeSet<IpAddr>> {
+    match netns {
+        Some(path) => namespace_addresses(path).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("namespace {}: {e}", path.display()))
+        }),
+        None => Ok(node_addresses(Path::new("/proc"))),
+    }
+}
+
 /// The addresses of the network namespace at `netns` (`/run/netns/NAME`).
 pub fn namespace_addresses(netns: &Path) -> std::io::Result<BTreeSet<IpAddr>> {
     let file = File::open(netns)?;

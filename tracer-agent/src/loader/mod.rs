@@ -2,6 +2,7 @@
 //! turn a kernel's refusal into a message that says what to do.
 
 mod addresses;
+pub use addresses::listed as node_addresses;
 mod blocked;
 mod btf;
 mod dwarf;
@@ -333,15 +334,12 @@ impl LocalAddresses {
     /// Lists the node's addresses again (blocking: reads `/proc`) and makes
     /// the kernel's map the same, logging what could not be done.
     pub fn refresh(&mut self) {
-        let now = match &self.netns {
-            Some(path) => match addresses::namespace_addresses(path) {
-                Ok(found) => found,
-                Err(e) => {
-                    tracing::warn!("cannot list the addresses of {}: {e}", path.display());
-                    return;
-                }
-            },
-            None => addresses::node_addresses(Path::new("/proc")),
+        let now = match addresses::listed(self.netns.as_deref()) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!("cannot list this node's addresses: {e}");
+                return;
+            }
         };
         let wanted: std::collections::BTreeSet<[u8; 16]> =
             now.iter().map(addresses::map_key).collect();
