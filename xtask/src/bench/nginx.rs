@@ -12,7 +12,11 @@
 //! and `--no-tls` (the ciphertext only). Then over HTTP/2 in clear text
 //! (h2c with prior knowledge), loaded by h2load with 8 connections of 4
 //! concurrent streams each: without the agent, and defaults (frames and
-//! HPACK parsed, a span per stream).
+//! HPACK parsed, a span per stream). Then through nginx as a reverse proxy
+//! to itself (the same worker serves the upstream over keep-alive
+//! connections): without the agent, defaults, `--export-file`; three spans
+//! a request, one of them a call made while a request is in progress, so
+//! the trace waits for its end before it leaves.
 //!
 //! Per configuration: throughput and p50/p99 latency as ratios to the rounds
 //! without the agent; the agent's CPU (from `/proc`, after start-up) and the
@@ -73,8 +77,13 @@ struct Round {
 }
 
 fn measure_in(dir: &Path, rounds: usize, seconds: u32) -> Result<()> {
-    let (port, tls_port, h2c_port) = (free_port()?, free_port()?, free_port()?);
-    let mut nginx = Nginx::start_with_ports(dir, port, Some((tls_port, h2c_port)), 1024)?;
+    let more = MorePorts {
+        tls: free_port()?,
+        h2c: free_port()?,
+        proxy: free_port()?,
+    };
+    let port = free_port()?;
+    let mut nginx = Nginx::start_with_ports(dir, port, Some(more), 1024)?;
     let sink = OtlpSink::start()?;
     let export_file = dir.join("spans.jsonl");
     let agent = |args: &[&str]| Some(args.iter().map(|a| a.to_string()).collect());
@@ -130,7 +139,21 @@ fn measure_in(dir: &Path, rounds: usize, seconds: u32) -> Result<()> {
             agent_args: agent(&[]),
         },
     ];
-    let cases: [(&str, String, &[Configuration], LoadTool); 3] = [
+    let proxy = [
+        Configuration {
+            name: "without agent",
+            agent_args: None,
+        },
+        Configuration {
+            name: "agent, defaults (metrics + viewer store)",
+            agent_args: agent(&[]),
+        },
+        Configuration {
+            name: "agent, --export-file",
+            agent_args: agent(&["--export-file", &export_path]),
+        },
+    ];
+    let cases: [(&str, String, &[Configuration], LoadTool); 4] = [
         (
             "nginx case (HTTP)",
             format!("http://127.0.0.1:{port}/1k.bin"),
@@ -139,15 +162,21 @@ fn measure_in(dir: &Path, rounds: usize, seconds: u32) -> Result<()> {
         ),
         (
             "nginx case over HTTPS (TLS 1.3, OpenSSL 3 at both ends)",
-            format!("https://127.0.0.1:{tls_port}/1k.bin"),
+            format!("https://127.0.0.1:{}/1k.bin", more.tls),
             &https[..],
             LoadTool::Wrk,
         ),
         (
             "nginx case over HTTP/2 (h2c)",
-            format!("http://127.0.0.1:{h2c_port}/1k.bin"),
+            format!("http://127.0.0.1:{}/1k.bin", more.h2c),
             &http2[..],
             LoadTool::H2load,
+        ),
+        (
+            "nginx as a reverse proxy to itself (HTTP, keep-alive upstream)",
+            format!("http://127.0.0.1:{}/1k.bin", more.proxy),
+            &proxy[..],
+            LoadTool::Wrk,
         ),
     ];
     for (title, url, configurations, load) in cases {
@@ -457,6 +486,17 @@ fn duration_ms(text: &str) -> Option<f64> {
     Some(value * scale)
 }
 
+/// The nginx case's other listeners: the same file over HTTPS, with a
+/// self-signed certificate made for it; over HTTP/2 in clear text (prior
+/// knowledge); and through a proxy (a second server of the same nginx
+/// whose upstream is the first, over keep-alive connections).
+#[derive(Clone, Copy)]
+struct MorePorts {
+    tls: u16,
+    h2c: u16,
+    proxy: u16,
+}
+
 /// nginx serving a 1 KiB file from `dir`, one process (no master).
 pub(super) struct Nginx(Child);
 
@@ -466,28 +506,39 @@ impl Nginx {
         Nginx::start_with_ports(dir, port, None, connections)
     }
 
-    /// `start`, and serving the same over HTTPS on the first of `more_ports`
-    /// with a self-signed certificate made for it, and over HTTP/2 in clear
-    /// text (prior knowledge) on the second.
+    /// `start`, and the same over `more_ports`.
     fn start_with_ports(
         dir: &Path,
         port: u16,
-        more_ports: Option<(u16, u16)>,
+        more_ports: Option<MorePorts>,
         connections: u32,
     ) -> Result<Nginx> {
         let root: PathBuf = dir.join("www");
         std::fs::create_dir_all(&root)?;
         std::fs::write(root.join("1k.bin"), [b'x'; 1024])?;
         let d = dir.display();
-        let tls_listen = match more_ports {
-            None => String::new(),
-            Some((tls_port, h2c_port)) => {
+        let (tls_listen, proxy_server) = match more_ports {
+            None => (String::new(), String::new()),
+            Some(MorePorts { tls, h2c, proxy }) => {
                 make_certificate(dir)?;
-                format!(
-                    "listen 127.0.0.1:{tls_port} ssl;
-        listen 127.0.0.1:{h2c_port} http2;
+                (
+                    format!(
+                        "listen 127.0.0.1:{tls} ssl;
+        listen 127.0.0.1:{h2c} http2;
         ssl_certificate {d}/cert.pem;
         ssl_certificate_key {d}/key.pem;"
+                    ),
+                    format!(
+                        "upstream files {{ server 127.0.0.1:{port}; keepalive 32; }}
+    server {{
+        listen 127.0.0.1:{proxy};
+        location / {{
+            proxy_pass http://files;
+            proxy_http_version 1.1;
+            proxy_set_header Connection \"\";
+        }}
+    }}"
+                    ),
                 )
             }
         };
@@ -515,6 +566,7 @@ http {{
         {tls_listen}
         root {};
     }}
+    {proxy_server}
 }}
 ",
             root.display(),
