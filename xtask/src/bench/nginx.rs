@@ -54,6 +54,7 @@ pub fn measure(rounds: usize, seconds: u32) -> Result<()> {
     result
 }
 
+#[derive(Clone)]
 struct Configuration {
     name: &'static str,
     /// None: without the agent.
@@ -139,20 +140,8 @@ fn measure_in(dir: &Path, rounds: usize, seconds: u32) -> Result<()> {
             agent_args: agent(&[]),
         },
     ];
-    let proxy = [
-        Configuration {
-            name: "without agent",
-            agent_args: None,
-        },
-        Configuration {
-            name: "agent, defaults (metrics + viewer store)",
-            agent_args: agent(&[]),
-        },
-        Configuration {
-            name: "agent, --export-file",
-            agent_args: agent(&["--export-file", &export_path]),
-        },
-    ];
+    // Without the agent, the defaults, the file exporter.
+    let proxy = [http[0].clone(), http[1].clone(), http[3].clone()];
     let cases: [(&str, String, &[Configuration], LoadTool); 4] = [
         (
             "nginx case (HTTP)",
